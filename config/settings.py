@@ -1,0 +1,81 @@
+"""One settings object, read once from the environment in `bot/` and passed down."""
+
+from __future__ import annotations
+
+import getpass
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from core.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parent
+PROJECT_DIR = CONFIG_DIR.parent
+GROUP_PREFIX = "BOT_GROUP_"
+
+
+def _default_cli_user() -> str:
+    return "operator"
+
+
+class Settings(BaseModel):
+    """Each field's alias is the environment variable that sets it."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
+
+    redis_url: str | None = Field(None, alias="REDIS_URL")
+    data_dir: Path = Field(Path(".bot"), alias="BOT_DATA_DIR")
+    tools_file: Path = Field(CONFIG_DIR / "tools.toml", alias="BOT_TOOLS_FILE")
+    prompts_dir: Path = Field(PROJECT_DIR / "prompts", alias="BOT_PROMPTS_DIR")
+    workdir: Path = Field(PROJECT_DIR, alias="BOT_WORKDIR")
+    agent: str = Field("deploybot", alias="BOT_AGENT")
+    anthropic_api_key: SecretStr | None = Field(None, alias="ANTHROPIC_API_KEY")
+    anthropic_base_url: str | None = Field(None, alias="ANTHROPIC_BASE_URL")
+    model: str = Field("claude-sonnet-4-5", alias="BOT_MODEL")
+    model_max_tokens: int = Field(1024, gt=0, alias="BOT_MODEL_MAX_TOKENS")
+    model_retries: int = Field(3, ge=0, alias="BOT_MODEL_RETRIES")
+    model_timeout: float = Field(60.0, gt=0, alias="BOT_MODEL_TIMEOUT")
+    cli_user: str = Field(default_factory=_default_cli_user, alias="BOT_CLI_USER")
+    step_limit: int = Field(12, gt=0, alias="BOT_STEP_LIMIT")
+    error_limit: int = Field(3, gt=0, alias="BOT_ERROR_LIMIT")
+    context_budget: int = Field(8000, gt=500, alias="BOT_CONTEXT_TOKENS")
+    log_level: str = Field("INFO", alias="BOT_LOG_LEVEL")
+    groups: dict[str, list[str]] = {}
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        """Build settings from an environment mapping; errors name the variable and the fix."""
+        values: dict[str, Any] = {}
+        for name, field in cls.model_fields.items():
+            if field.alias and env.get(field.alias, "") != "":
+                values[name] = env[field.alias]
+        values["groups"] = {
+            key.removeprefix(GROUP_PREFIX).lower(): [m.strip() for m in value.split(",") if m.strip()]
+            for key, value in env.items()
+            if key.startswith(GROUP_PREFIX)
+        }
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            problems = []
+            for error in exc.errors():
+                field = cls.model_fields[str(error["loc"][0])]
+                problems.append(f"{field.alias}={error.get('input')!r}: {error['msg']}")
+            raise ConfigError("invalid environment: " + "; ".join(problems) + "; fix or unset it") from exc
+
+    @property
+    def has_model(self) -> bool:
+        return self.anthropic_api_key is not None
+
+    @property
+    def cli_identity(self) -> str:
+        return f"cli:{self.cli_user}"
+
+    @property
+    def os_user(self) -> str:
+        try:
+            return getpass.getuser()
+        except (KeyError, OSError):
+            return "unknown"

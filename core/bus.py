@@ -1,0 +1,135 @@
+"""The inbox and outbox streams between channels and workers.
+
+Adapters publish `Trigger`s to `inbox` (one consumer group of workers); workers publish
+`Outbound`s to `outbox:<channel>`; each channel reads its own outbox with a consumer group,
+so a message is rendered once even with several channel processes.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis.asyncio as aioredis
+import redis.exceptions
+from pydantic import ValidationError
+
+from core import keys
+from core.events import OUTBOUND_ADAPTER, TRIGGER_ADAPTER, Outbound, Trigger
+from core.store import Store, redis_errors
+
+log = logging.getLogger(__name__)
+
+DEAD_LETTER = "inbox:dead"
+CLAIM_IDLE_MS = 60_000
+
+
+async def _ensure_group(client: aioredis.Redis, stream: str, group: str) -> None:
+    try:
+        await client.xgroup_create(stream, group, id="0", mkstream=True)
+    except redis.exceptions.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+class Bus:
+    def __init__(self, client: aioredis.Redis, store: Store) -> None:
+        self.redis = client
+        self._store = store
+        self._groups: set[tuple[str, str]] = set()
+
+    async def _group(self, stream: str, group: str) -> None:
+        if (stream, group) not in self._groups:
+            with redis_errors():
+                await _ensure_group(self.redis, stream, group)
+            self._groups.add((stream, group))
+
+    async def publish(self, trigger: Trigger) -> bool:
+        """Enqueue a trigger; False when its dedup key was already seen (a channel retry)."""
+        if trigger.dedup_key and not await self._store.claim(trigger.dedup_key):
+            log.info("duplicate trigger %s ignored", trigger.dedup_key)
+            return False
+        try:
+            with redis_errors():
+                await self.redis.xadd(keys.INBOX, {"t": trigger.model_dump_json()}, maxlen=keys.INBOX_MAXLEN)
+        except BaseException:
+            if trigger.dedup_key:
+                await self._store.release_claim(trigger.dedup_key)
+            raise
+        return True
+
+    async def take(self, consumer: str, count: int = 10, block_ms: int = 1000) -> list[tuple[str, Trigger]]:
+        """Triggers for this worker: entries abandoned by a crashed worker first, then new ones."""
+        await self._group(keys.INBOX, keys.WORKERS_GROUP)
+        with redis_errors():
+            reply: Any = await self.redis.xautoclaim(
+                keys.INBOX, keys.WORKERS_GROUP, consumer, min_idle_time=CLAIM_IDLE_MS, count=count
+            )
+            entries = list(reply[1])
+            if not entries:
+                fresh: Any = await self.redis.xreadgroup(
+                    keys.WORKERS_GROUP, consumer, {keys.INBOX: ">"}, count=count, block=block_ms
+                )
+                entries = [entry for _, stream_entries in fresh or [] for entry in stream_entries]
+        return [parsed for parsed in [await self._parse(eid, fields) for eid, fields in entries] if parsed]
+
+    async def _parse(self, entry_id: bytes, fields: dict[bytes, bytes]) -> tuple[str, Trigger] | None:
+        raw = fields.get(b"t", b"")
+        try:
+            return entry_id.decode(), TRIGGER_ADAPTER.validate_json(raw)
+        except ValidationError as exc:
+            await self.dead_letter(entry_id.decode(), raw.decode(errors="replace"), f"malformed trigger: {exc}")
+            return None
+
+    async def ack(self, entry_id: str) -> None:
+        with redis_errors():
+            await self.redis.xack(keys.INBOX, keys.WORKERS_GROUP, entry_id)
+
+    async def dead_letter(self, entry_id: str, raw: str, error: str) -> None:
+        """Park a trigger that cannot be processed, with the reason, and acknowledge it."""
+        log.error("trigger %s moved to %s: %s", entry_id, DEAD_LETTER, error)
+        with redis_errors():
+            await self.redis.xadd(DEAD_LETTER, {"entry": entry_id, "t": raw, "error": error[:2000]})
+            await self.redis.xack(keys.INBOX, keys.WORKERS_GROUP, entry_id)
+
+    async def send(self, outbound: Outbound) -> None:
+        with redis_errors():
+            await self.redis.xadd(
+                keys.outbox(outbound.channel), {"o": outbound.model_dump_json()}, maxlen=keys.OUTBOX_MAXLEN
+            )
+
+    async def receive(
+        self, channel: str, consumer: str, group: str = "renderers", block_ms: int = 1000
+    ) -> list[tuple[str, Outbound]]:
+        """Outbound messages for one channel, each delivered to one renderer of the group."""
+        stream = keys.outbox(channel)
+        await self._group(stream, group)
+        with redis_errors():
+            fresh: Any = await self.redis.xreadgroup(group, consumer, {stream: ">"}, count=50, block=block_ms)
+        out = []
+        for _, entries in fresh or []:
+            for entry_id, fields in entries:
+                out.append((entry_id.decode(), OUTBOUND_ADAPTER.validate_json(fields[b"o"])))
+        return out
+
+    async def done(self, channel: str, entry_id: str, group: str = "renderers") -> None:
+        with redis_errors():
+            await self.redis.xack(keys.outbox(channel), group, entry_id)
+
+    async def position(self, channel: str) -> str:
+        """The id of the channel's newest outbound message, to `follow` from."""
+        with redis_errors():
+            last: Any = await self.redis.xrevrange(keys.outbox(channel), count=1)
+        return last[0][0].decode() if last else "0-0"
+
+    async def follow(self, channel: str, after: str, block_ms: int = 1000) -> tuple[str, list[Outbound]]:
+        """Every outbound message of a channel after `after` (a broadcast read, for terminals and tests)."""
+        stream = keys.outbox(channel)
+        with redis_errors():
+            fresh: Any = await self.redis.xread({stream: after}, count=100, block=block_ms)
+        out = []
+        for _, entries in fresh or []:
+            for entry_id, fields in entries:
+                after = entry_id.decode()
+                out.append(OUTBOUND_ADAPTER.validate_json(fields[b"o"]))
+        return after, out

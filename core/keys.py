@@ -1,0 +1,42 @@
+"""Redis key names and TTLs, in one place.
+
+A thread's keys share the `{thread_id}` hash tag so they land in one Redis Cluster slot
+and a Lua script may touch them together.
+"""
+
+from __future__ import annotations
+
+INBOX = "inbox"
+WORKERS_GROUP = "workers"
+THREAD_INDEX = "threads"  # sorted set: thread id -> created at (epoch seconds)
+APPROVAL_INDEX = "approvals:pending"  # sorted set: approval id -> expires at
+
+DEDUP_TTL_SECONDS = 24 * 3600
+LOCK_TTL_MS = 300_000  # longer than any tool's timeout
+LOCK_WAIT_SECONDS = 30
+INBOX_MAXLEN = 100_000
+OUTBOX_MAXLEN = 10_000
+
+
+def thread_log(thread_id: str) -> str:
+    return f"thread:{{{thread_id}}}:log"
+
+
+def thread_meta(thread_id: str) -> str:
+    return f"thread:{{{thread_id}}}:meta"
+
+
+def thread_lock(thread_id: str) -> str:
+    return f"thread:{{{thread_id}}}:lock"
+
+
+def approval(approval_id: str) -> str:
+    return f"approval:{approval_id}"
+
+
+def dedup(key: str) -> str:
+    return f"dedup:{key}"
+
+
+def outbox(channel: str) -> str:
+    return f"outbox:{channel}"

@@ -1,0 +1,21 @@
+"""The seams the core depends on; production classes and test fakes satisfy them structurally."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Protocol
+
+from core.events import Outbound
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+
+class Publisher(Protocol):
+    async def send(self, outbound: Outbound) -> None: ...
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)

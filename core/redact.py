@@ -1,0 +1,66 @@
+"""Secret redaction: secret values never reach events, logs or prompts."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from typing import TypeVar
+
+from pydantic import BaseModel
+
+SECRET_SUFFIXES = ("_TOKEN", "_SECRET", "_PASSWORD", "_API_KEY", "_KEY")
+MIN_SECRET_LENGTH = 6  # shorter values would redact ordinary words
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def secret_names(env: Mapping[str, str], extra: Iterable[str] = ()) -> set[str]:
+    """Environment variables that hold secrets: by naming convention, plus any the tools name."""
+    names = {name for name in env if name.upper().endswith(SECRET_SUFFIXES)}
+    return names | {name for name in extra if name in env}
+
+
+class Redactor:
+    def __init__(self, secrets: Mapping[str, str]) -> None:
+        # Longest first, so a secret that contains another is replaced whole.
+        pairs = [(value, name) for name, value in secrets.items() if len(value) >= MIN_SECRET_LENGTH]
+        self._pairs = sorted(pairs, key=lambda pair: -len(pair[0]))
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], extra: Iterable[str] = ()) -> Redactor:
+        return cls({name: env[name] for name in secret_names(env, extra)})
+
+    def __bool__(self) -> bool:
+        return bool(self._pairs)
+
+    def text(self, value: str) -> str:
+        for secret, name in self._pairs:
+            if secret in value:
+                value = value.replace(secret, f"[redacted:{name}]")
+        return value
+
+    def model(self, item: M) -> M:
+        """Return `item` with every secret in its string fields replaced."""
+        if not self._pairs:
+            return item
+        raw = item.model_dump_json()
+        clean = raw
+        for secret, name in self._pairs:
+            escaped = json.dumps(secret)[1:-1]
+            if escaped in clean:
+                clean = clean.replace(escaped, f"[redacted:{name}]")
+        return item if clean is raw else type(item).model_validate_json(clean)
+
+
+class RedactingFilter(logging.Filter):
+    """Redacts secrets from every log record that passes through the handler."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__()
+        self._redactor = redactor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = self._redactor.text(record.getMessage())
+        record.args = None
+        return True

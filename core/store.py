@@ -1,0 +1,219 @@
+"""Threads and approvals in Redis.
+
+- A thread is an append-only stream `thread:{id}:log` whose entry ids are the event sequence
+  numbers, plus `thread:{id}:meta` holding the sequence number and a snapshot of the derived
+  state. One Lua script checks the expected sequence number, appends and moves the snapshot,
+  so two writers can never interleave and a step costs one round trip.
+- An approval is a hash of its own; deciding is one compare-and-set script, so a double click,
+  two approvers at once or a replayed email decide once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import redis.asyncio as aioredis
+import redis.exceptions
+from pydantic import BaseModel, ConfigDict
+from redis.asyncio.lock import Lock
+
+from core import keys
+from core.errors import ConflictError, StoreUnavailable
+from core.events import Event, parse_event
+from core.reducer import ThreadState, replay
+
+ApprovalStatus = Literal["pending", "approved", "rejected", "expired"]
+
+_APPEND = """
+local current = tonumber(redis.call('HGET', KEYS[2], 'seq') or '0')
+if current ~= tonumber(ARGV[1]) then return {0, current} end
+for i = 3, #ARGV do
+  current = current + 1
+  redis.call('XADD', KEYS[1], current .. '-0', 'e', ARGV[i])
+end
+redis.call('HSET', KEYS[2], 'seq', current, 'state', ARGV[2])
+return {1, current}
+"""
+
+_DECIDE = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return {'missing'} end
+if status ~= 'pending' then
+  return {status, redis.call('HGET', KEYS[1], 'decided_by') or '', redis.call('HGET', KEYS[1], 'decided_at') or ''}
+end
+if tonumber(redis.call('HGET', KEYS[1], 'expires') or '0') <= tonumber(ARGV[5]) then
+  redis.call('HSET', KEYS[1], 'status', 'expired')
+  redis.call('ZREM', KEYS[2], ARGV[6])
+  return {'expired', '', ''}
+end
+redis.call('HSET', KEYS[1], 'status', ARGV[1], 'decided_by', ARGV[2], 'decided_at', ARGV[3], 'comment', ARGV[4])
+redis.call('ZREM', KEYS[2], ARGV[6])
+return {'ok'}
+"""
+
+
+class ApprovalRecord(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    approval_id: str
+    thread_id: str
+    call_id: str
+    tool: str
+    args: dict[str, Any]
+    args_hash: str
+    reason: str = ""
+    requester: str
+    approvers: list[str]
+    allow_self: bool
+    channel: str
+    conversation: str
+    created_at: datetime
+    expires_at: datetime
+    status: ApprovalStatus = "pending"
+    decided_by: str = ""
+    decided_at: str = ""
+    comment: str = ""
+
+
+class Decided(BaseModel):
+    """What a decision attempt found: `ok`, or why nothing changed."""
+
+    model_config = ConfigDict(frozen=True)
+    outcome: Literal["ok", "missing", "approved", "rejected", "expired"]
+    decided_by: str = ""
+    decided_at: str = ""
+
+
+@contextlib.contextmanager
+def redis_errors() -> Any:
+    """Translate connection failures into StoreUnavailable with a message saying what to do."""
+    try:
+        yield
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        raise StoreUnavailable(
+            f"Redis is unreachable ({exc}); check REDIS_URL or the embedded server, then retry"
+        ) from exc
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class Store:
+    """Thread logs, state snapshots, approvals, dedup keys and thread locks."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.redis = client
+        self._append = client.register_script(_APPEND)
+        self._decide = client.register_script(_DECIDE)
+
+    # --- threads -------------------------------------------------------------------------
+
+    async def load_state(self, thread_id: str) -> ThreadState:
+        """The thread's derived state from its snapshot; a fresh state when the thread does not exist."""
+        with redis_errors():
+            raw = await self.redis.hget(keys.thread_meta(thread_id), "state")
+        if raw is None:
+            return ThreadState(thread_id=thread_id)
+        return ThreadState.model_validate_json(raw)
+
+    async def load_events(self, thread_id: str, start: int = 1, end: int | None = None) -> list[Event]:
+        """Events `start..end` (1-based, inclusive)."""
+        with redis_errors():
+            entries: Any = await self.redis.xrange(keys.thread_log(thread_id), f"{start}-0", f"{end}-0" if end else "+")
+        return [parse_event(fields[b"e"]) for _, fields in entries]
+
+    async def rebuild_state(self, thread_id: str) -> ThreadState:
+        """Derive the state from the whole log, ignoring the snapshot (replay, repair, audits)."""
+        return replay(await self.load_events(thread_id), thread_id=thread_id)
+
+    async def append(self, state: ThreadState, events: Sequence[Event], new_state: ThreadState) -> None:
+        """Append `events` if the log is still at `state.seq`; otherwise raise ConflictError."""
+        args: list[str | int] = [state.seq, new_state.model_dump_json(exclude_defaults=True)]
+        args += [event.model_dump_json() for event in events]
+        with redis_errors():
+            ok, current = await self._append(
+                keys=[keys.thread_log(state.thread_id), keys.thread_meta(state.thread_id)], args=args
+            )
+            if ok and state.seq == 0:
+                await self.redis.zadd(keys.THREAD_INDEX, {state.thread_id: events[0].at.timestamp()}, nx=True)
+        if not ok:
+            raise ConflictError(f"thread {state.thread_id} is at event {current}, not {state.seq}; reload it")
+
+    async def list_threads(self, limit: int = 50) -> list[ThreadState]:
+        with redis_errors():
+            ids = [_s(tid) for tid in await self.redis.zrevrange(keys.THREAD_INDEX, 0, limit - 1)]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for tid in ids:
+                    pipe.hget(keys.thread_meta(tid), "state")
+                raws = await pipe.execute()
+        return [ThreadState.model_validate_json(raw) for raw in raws if raw is not None]
+
+    # --- approvals -----------------------------------------------------------------------
+
+    async def create_approval(self, record: ApprovalRecord) -> None:
+        fields: dict[Any, Any] = {
+            "data": record.model_dump_json(),
+            "status": record.status,
+            "thread_id": record.thread_id,
+            "expires": str(record.expires_at.timestamp()),
+        }
+        with redis_errors():
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hset(keys.approval(record.approval_id), mapping=fields)
+                pipe.zadd(keys.APPROVAL_INDEX, {record.approval_id: record.expires_at.timestamp()})
+                await pipe.execute()
+
+    async def get_approval(self, approval_id: str) -> ApprovalRecord | None:
+        with redis_errors():
+            raw = await self.redis.hgetall(keys.approval(approval_id))
+        if not raw:
+            return None
+        fields = {_s(k): _s(v) for k, v in raw.items()}
+        base = ApprovalRecord.model_validate_json(fields["data"])
+        return base.model_copy(
+            update={
+                "status": fields["status"],
+                "decided_by": fields.get("decided_by", ""),
+                "decided_at": fields.get("decided_at", ""),
+                "comment": fields.get("comment", ""),
+            }
+        )
+
+    async def decide(self, approval_id: str, approved: bool, by: str, comment: str, now: datetime) -> Decided:
+        """Compare-and-set pending -> approved/rejected; anything else leaves the record as it was."""
+        args = ["approved" if approved else "rejected", by, now.astimezone(UTC).isoformat(), comment]
+        args += [str(now.timestamp()), approval_id]
+        with redis_errors():
+            result = await self._decide(keys=[keys.approval(approval_id), keys.APPROVAL_INDEX], args=args)
+        outcome, *rest = (_s(part) for part in result)
+        return Decided(outcome=outcome, decided_by=rest[0] if rest else "", decided_at=rest[1] if rest else "")  # type: ignore[arg-type]
+
+    async def pending_approvals(self, limit: int = 100) -> list[ApprovalRecord]:
+        with redis_errors():
+            ids = [_s(aid) for aid in await self.redis.zrange(keys.APPROVAL_INDEX, 0, limit - 1)]
+        records = [await self.get_approval(aid) for aid in ids]
+        return [record for record in records if record is not None and record.status == "pending"]
+
+    # --- dedup and locks -----------------------------------------------------------------
+
+    async def claim(self, dedup_key: str, ttl: int = keys.DEDUP_TTL_SECONDS) -> bool:
+        """True the first time a key is seen within `ttl` seconds."""
+        with redis_errors():
+            return bool(await self.redis.set(keys.dedup(dedup_key), 1, nx=True, ex=ttl))
+
+    async def release_claim(self, dedup_key: str) -> None:
+        with redis_errors():
+            await self.redis.delete(keys.dedup(dedup_key))
+
+    def lock(self, thread_id: str) -> Lock:
+        """The thread's lease while a worker works on it.
+
+        The lease only avoids duplicate work; correctness comes from the sequence-checked append.
+        """
+        return self.redis.lock(
+            keys.thread_lock(thread_id), timeout=keys.LOCK_TTL_MS / 1000, blocking_timeout=keys.LOCK_WAIT_SECONDS
+        )

@@ -1,0 +1,96 @@
+"""A worker: takes triggers from the inbox, lets the agent apply them, acknowledges them.
+
+Nothing in a worker's memory matters after an entry is acknowledged; an entry that is not
+acknowledged (crash, lost lease) is claimed by another worker after `CLAIM_IDLE_MS`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+
+import redis.exceptions
+
+from core import events as ev
+from core.agent import Agent
+from core.bus import Bus
+from core.errors import ConflictError, StoreUnavailable
+from core.ids import new_id
+
+log = logging.getLogger(__name__)
+CONFLICT_RETRIES = 3
+MAX_BACKOFF_SECONDS = 30.0
+
+
+def consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:]}"
+
+
+class Worker:
+    def __init__(self, agent: Agent, bus: Bus, name: str | None = None) -> None:
+        self.agent = agent
+        self.bus = bus
+        self.name = name or consumer_name()
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        """Finish the current trigger, then return from `run`."""
+        self._stopping.set()
+
+    async def run(self, block_ms: int = 1000) -> None:
+        backoff = 0.5
+        while not self._stopping.is_set():
+            try:
+                await self.run_once(block_ms)
+                backoff = 0.5
+            except StoreUnavailable as exc:
+                log.warning("%s; retrying in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+
+    async def run_once(self, block_ms: int = 0) -> int:
+        """Handle what is waiting in the inbox now; returns how many triggers were handled."""
+        entries = await self.bus.take(self.name, block_ms=block_ms)
+        for entry_id, trigger in entries:
+            await self._handle(entry_id, trigger)
+        return len(entries)
+
+    async def _handle(self, entry_id: str, trigger: ev.Trigger) -> None:
+        for attempt in range(1, CONFLICT_RETRIES + 1):
+            try:
+                await self.agent.handle(trigger)
+            except ConflictError as exc:
+                log.info("trigger %s: %s (attempt %d of %d)", trigger.id, exc, attempt, CONFLICT_RETRIES)
+                continue
+            except redis.exceptions.LockError:
+                log.warning("trigger %s: thread busy; leaving it for another attempt", trigger.id)
+                return
+            except StoreUnavailable:
+                raise
+            except Exception as exc:
+                log.exception("trigger %s failed", trigger.id)
+                await self.bus.dead_letter(entry_id, trigger.model_dump_json(), f"{type(exc).__name__}: {exc}")
+                await self._tell_sender(
+                    trigger,
+                    f"your request could not be processed ({type(exc).__name__}: {exc}); "
+                    f"it was kept as dead letter {entry_id} for an operator",
+                )
+                return
+            await self.bus.ack(entry_id)
+            return
+        await self.bus.dead_letter(entry_id, trigger.model_dump_json(), "conflicting writers kept winning")
+
+    async def _tell_sender(self, trigger: ev.Trigger, text: str) -> None:
+        notice = ev.Notice(
+            id=new_id(),
+            channel=trigger.channel,
+            conversation=trigger.conversation,
+            thread_id=trigger.thread_id,
+            reply_to=trigger.reply_to,
+            to=trigger.sender,
+            text=text,
+            level="error",
+        )
+        await self.bus.send(notice)
