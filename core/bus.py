@@ -59,7 +59,10 @@ class Bus:
         return True
 
     async def take(self, consumer: str, count: int = 10, block_ms: int = 1000) -> list[tuple[str, Trigger]]:
-        """Triggers for this worker: entries abandoned by a crashed worker first, then new ones."""
+        """Triggers for this worker: entries abandoned by a crashed worker first, then new ones.
+
+        `block_ms=0` returns at once (Redis itself would read BLOCK 0 as "wait forever").
+        """
         await self._group(keys.INBOX, keys.WORKERS_GROUP)
         with redis_errors():
             reply: Any = await self.redis.xautoclaim(
@@ -68,7 +71,7 @@ class Bus:
             entries = list(reply[1])
             if not entries:
                 fresh: Any = await self.redis.xreadgroup(
-                    keys.WORKERS_GROUP, consumer, {keys.INBOX: ">"}, count=count, block=block_ms
+                    keys.WORKERS_GROUP, consumer, {keys.INBOX: ">"}, count=count, block=block_ms or None
                 )
                 entries = [entry for _, stream_entries in fresh or [] for entry in stream_entries]
         return [parsed for parsed in [await self._parse(eid, fields) for eid, fields in entries] if parsed]
@@ -105,7 +108,7 @@ class Bus:
         stream = keys.outbox(channel)
         await self._group(stream, group)
         with redis_errors():
-            fresh: Any = await self.redis.xreadgroup(group, consumer, {stream: ">"}, count=50, block=block_ms)
+            fresh: Any = await self.redis.xreadgroup(group, consumer, {stream: ">"}, count=50, block=block_ms or None)
         out = []
         for _, entries in fresh or []:
             for entry_id, fields in entries:
@@ -126,7 +129,7 @@ class Bus:
         """Every outbound message of a channel after `after` (a broadcast read, for terminals and tests)."""
         stream = keys.outbox(channel)
         with redis_errors():
-            fresh: Any = await self.redis.xread({stream: after}, count=100, block=block_ms)
+            fresh: Any = await self.redis.xread({stream: after}, count=100, block=block_ms or None)
         out = []
         for _, entries in fresh or []:
             for entry_id, fields in entries:
