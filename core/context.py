@@ -18,6 +18,7 @@ from core import events as ev
 RECENT_RESULTS_KEPT = 4
 SUMMARY_CHARS = 300
 CHARS_PER_TOKEN = 4
+SUMMARY_RESERVE = 100  # tokens kept free for the block that replaces folded turns
 
 Message = dict[str, Any]
 
@@ -155,8 +156,9 @@ def render(events: Iterable[ev.Event], known_tools: set[str], budget_tokens: int
     if _size(m for turn in turns for m in turn) > budget_tokens:
         _summarise_old_results(turns)
     dropped: list[list[Message]] = []
-    while len(turns) > 1 and _size(m for turn in turns for m in turn) > budget_tokens:
-        dropped.append(turns.pop(0))
+    if _size(m for turn in turns for m in turn) > budget_tokens:
+        while len(turns) > 1 and _size(m for turn in turns for m in turn) > budget_tokens - SUMMARY_RESERVE:
+            dropped.append(turns.pop(0))
     messages = [m for turn in turns for m in turn]
     if dropped:
         summary = _fold(dropped)

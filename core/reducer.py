@@ -3,8 +3,8 @@
 Rules:
 - `reduce` does no I/O and reads no clock; time comes from the events.
 - Status follows the last event that moves it; `paused` overlays any status until `resumed`.
-- A user message reopens a finished turn, but never unblocks a pending approval or question:
-  those end only with their own answer.
+- A user message starts a new turn, except while an approval or a question is pending: then it
+  is only recorded, and the pending approval or question ends only with its own answer.
 - The error streak counts consecutive tool errors; any successful result or human input resets it.
 - Turn steps count tool calls since the last human message or answer (an approval does not start a
   new turn); the agent compares it with its step limit.
@@ -108,11 +108,13 @@ def _changes(state: ThreadState, event: ev.Event) -> dict[str, Any]:  # noqa: C9
                 "requester": event.requester,
                 "reply_to": event.reply_to,
             }
+        case ev.UserMessage() if state.status in ("awaiting_approval", "awaiting_human"):
+            # Recorded for the model to read later; it does not start a new turn.
+            return {"recent_triggers": _remember(state, event.trigger_id)}
         case ev.UserMessage():
             changes = _human_input(state, event)
             changes["turn_mode"] = "command" if event.text.lstrip().startswith("/") else "model"
-            if state.status in ("new", "running", "done", "failed"):
-                changes["status"] = "running"
+            changes["status"] = "running"
             return changes
         case ev.ToolCall():
             return {

@@ -1,0 +1,520 @@
+#!/usr/bin/env python
+"""The core's own cost per agent step, against a real Redis.
+
+    python bench/core_step.py [--redis-url URL] [--lengths 10,100,1000] [--repeat N] [--resumes N] [--profile]
+
+A scripted model (no history, answers at once) calls an instant Python tool N times, then
+replies; so everything measured is the core itself: the reducer, pydantic, the snapshot, the
+Lua appends and the Redis round trips. For threads of each length it prints:
+
+- per step: wall time of `agent.handle(trigger)` for the whole N-step thread divided by N, and
+  the marginal cost of one step (the time between two consecutive model decisions), comparing
+  the first 10% of the steps with the last 10% to show that it stays flat;
+- resume: a thread of N steps that ends in a gated call (awaiting approval); the time from
+  handing `agent.handle` the approval to the approved tool starting to execute (median);
+- bytes stored per thread: `MEMORY USAGE` of the thread's log and meta keys against the sum of
+  the events' JSON;
+- Redis round trips and commands per step, counted on the client connection (a pipeline or an
+  EVALSHA is one round trip), and the server's own command count (`INFO commandstats`, which
+  includes the commands a Lua script runs).
+
+Redis is REDIS_URL / --redis-url when given, otherwise an embedded redis-server in a temp dir,
+stopped at the end. On a shared server the bench only touches its own keys and deletes them
+afterwards (the server-side command counts then include other clients' traffic).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import io
+import os
+import platform
+import pstats
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+# The tools file names `bench.core_step:instant`; when this file runs as a script, make that
+# import resolve to this very module (so the probes below share state with the bench).
+sys.modules.setdefault("bench.core_step", sys.modules[__name__])
+
+import pydantic  # noqa: E402
+import redis  # noqa: E402
+import redis.asyncio as aioredis  # noqa: E402
+from redis.asyncio.connection import AbstractConnection  # noqa: E402
+
+from bot.main import Core, build_core  # noqa: E402
+from bot.redis_server import EmbeddedRedis  # noqa: E402
+from config.settings import Settings  # noqa: E402
+from core import keys  # noqa: E402
+from core.events import DecisionTrigger, MessageTrigger  # noqa: E402
+from core.ids import new_id, thread_id_for  # noqa: E402
+from core.llm import Decision, ModelRequest  # noqa: E402
+
+IDENTITY = "cli:bench"
+
+TARGET_STEP_MS = 1.0
+TARGET_RESUME_MS = 2.0  # at the longest thread
+TARGET_BYTES_RATIO = 1.5
+TARGET_ROUND_TRIPS = 3
+
+TOOLS_TOML = """
+[groups]
+bench = ["cli:bench"]
+
+[tools.instant]
+description = "A no-op that returns at once."
+idempotent = true
+timeout = 10
+executor = { kind = "python", target = "bench.core_step:instant" }
+[tools.instant.parameters]
+type = "object"
+required = ["n"]
+additionalProperties = false
+properties.n = { type = "integer", minimum = 0 }
+
+[tools.gated]
+description = "A no-op that needs approval from the bench group."
+timeout = 10
+executor = { kind = "python", target = "bench.core_step:gated" }
+approval = { required = true, approvers = ["group:bench"], allow_self = true, expires_in = 3600 }
+[tools.gated.parameters]
+type = "object"
+required = ["target"]
+additionalProperties = false
+properties.target = { type = "string" }
+"""
+
+
+# --- counting round trips ----------------------------------------------------------------------
+
+
+class Counter:
+    """Client-side Redis traffic: one `send_packed_command` is one round trip (a pipeline sends
+    all its commands at once); every packed command is one command."""
+
+    def __init__(self) -> None:
+        self.round_trips = 0
+        self.commands = 0
+
+    def install(self) -> None:
+        send = AbstractConnection.send_packed_command
+        pack = AbstractConnection.pack_command
+        counter = self
+
+        async def send_packed_command(conn: Any, command: Any, check_health: bool = True) -> None:
+            counter.round_trips += 1
+            await send(conn, command, check_health)
+
+        def pack_command(conn: Any, *args: Any) -> list[bytes]:
+            counter.commands += 1
+            return pack(conn, *args)
+
+        AbstractConnection.send_packed_command = send_packed_command  # type: ignore[method-assign]
+        AbstractConnection.pack_command = pack_command  # type: ignore[method-assign]
+
+    def snap(self) -> tuple[int, int]:
+        return self.round_trips, self.commands
+
+
+COUNTER = Counter()
+GATED_STARTS: list[tuple[float, int]] = []  # (perf_counter, round trips so far) when the gated tool starts
+
+
+# --- the instant tools (imported by the executor as bench.core_step:instant / :gated) ----------
+
+
+async def instant(n: int = 0) -> str:
+    return "ok"
+
+
+async def gated(target: str = "") -> str:
+    GATED_STARTS.append((time.perf_counter(), COUNTER.round_trips))
+    return "done"
+
+
+# --- the scripted model ------------------------------------------------------------------------
+
+
+@dataclass
+class Mark:
+    at: float
+    round_trips: int
+    commands: int
+
+
+@dataclass
+class BenchModel:
+    """Calls `instant` until the turn has `steps` tool calls, then replies (or calls `gated`)."""
+
+    needs_history = False
+    steps: int = 0
+    final: str = "reply"
+    marks: list[Mark] = field(default_factory=list)
+
+    async def decide(self, request: ModelRequest) -> Decision:
+        self.marks.append(Mark(time.perf_counter(), COUNTER.round_trips, COUNTER.commands))
+        done = request.state.turn_steps
+        if done < self.steps:
+            return Decision(tool="instant", args={"n": done}, reason="bench step")
+        if self.final == "gated":
+            return Decision(tool="gated", args={"target": "production"}, reason="bench gated step")
+        return Decision(tool="reply", args={"message": f"{done} steps done"})
+
+
+# --- measurements ------------------------------------------------------------------------------
+
+
+@dataclass
+class ThreadRun:
+    steps: int
+    wall: float  # seconds for agent.handle of the whole thread
+    intervals: list[float]  # seconds between consecutive model decisions = one step each
+    step_round_trips: list[int]
+    step_commands: list[int]
+    round_trips: int  # for the whole trigger
+    commands: int
+    server_commands: int
+
+
+@dataclass
+class Storage:
+    events: int
+    events_json: int
+    log_bytes: int
+    meta_bytes: int
+
+    @property
+    def stored(self) -> int:
+        return self.log_bytes + self.meta_bytes
+
+
+@dataclass
+class Resume:
+    latencies: list[float] = field(default_factory=list)  # seconds, decision in -> gated tool starts
+    round_trips: list[int] = field(default_factory=list)  # until the tool starts
+
+
+@dataclass
+class Result:
+    steps: int
+    runs: list[ThreadRun]
+    storage: Storage
+    resume: Resume
+
+
+class Bench:
+    def __init__(self, core: Core, model: BenchModel, channel: str) -> None:
+        self.core = core
+        self.model = model
+        self.channel = channel
+        self.threads: list[str] = []
+        self.approvals: list[str] = []
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        return self.core.redis
+
+    async def server_commands(self) -> int:
+        stats: dict[str, Any] = await self.redis.info("commandstats")
+        return sum(int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info")
+
+    def _trigger(self, conversation: str) -> MessageTrigger:
+        return MessageTrigger(
+            id=new_id(), channel=self.channel, conversation=conversation, sender=IDENTITY, text="run the bench"
+        )
+
+    async def thread(self, steps: int, final: str = "reply") -> tuple[str, str, ThreadRun]:
+        """Drive one new thread through `steps` instant tool calls; returns (conversation, thread id, run)."""
+        conversation = f"bench/{new_id()}"
+        thread_id = thread_id_for(self.channel, conversation)
+        self.threads.append(thread_id)
+        self.model.steps, self.model.final = steps, final
+        self.model.marks.clear()
+        trigger = self._trigger(conversation)
+        server_before = await self.server_commands()
+        rt0, cmd0 = COUNTER.snap()
+        t0 = time.perf_counter()
+        await self.core.agent.handle(trigger)
+        wall = time.perf_counter() - t0
+        rt1, cmd1 = COUNTER.snap()
+        server = await self.server_commands() - server_before
+        marks = self.model.marks[: steps + 1]  # decision i starts step i; decision `steps` ends the loop
+        run = ThreadRun(
+            steps=steps,
+            wall=wall,
+            intervals=[b.at - a.at for a, b in zip(marks, marks[1:], strict=False)],
+            step_round_trips=[b.round_trips - a.round_trips for a, b in zip(marks, marks[1:], strict=False)],
+            step_commands=[b.commands - a.commands for a, b in zip(marks, marks[1:], strict=False)],
+            round_trips=rt1 - rt0,
+            commands=cmd1 - cmd0,
+            server_commands=server,
+        )
+        return conversation, thread_id, run
+
+    async def storage(self, thread_id: str) -> Storage:
+        log_key, meta_key = keys.thread_log(thread_id), keys.thread_meta(thread_id)
+        entries: Any = await self.redis.xrange(log_key)
+        events_json = sum(len(fields[b"e"]) for _, fields in entries)
+        log_bytes = await self.redis.memory_usage(log_key, samples=0)
+        meta_bytes = await self.redis.memory_usage(meta_key, samples=0)
+        return Storage(len(entries), events_json, int(log_bytes or 0), int(meta_bytes or 0))
+
+    async def resume(self, steps: int, repeats: int) -> Resume:
+        """A thread of `steps` steps paused on a gated call; approve it `repeats` times (the model
+        calls the gated tool again after each approved run, so the thread pauses again)."""
+        conversation, thread_id, _ = await self.thread(steps, final="gated")
+        out = Resume()
+        for _ in range(repeats):
+            state = await self.core.store.load_state(thread_id)
+            assert state.pending_approval is not None, f"thread {thread_id} is not awaiting approval: {state.status}"
+            approval_id = state.pending_approval.approval_id
+            self.approvals.append(approval_id)
+            decision = DecisionTrigger(
+                id=new_id(),
+                channel=self.channel,
+                conversation=conversation,
+                sender=IDENTITY,
+                approval_id=approval_id,
+                decision="approve",
+            )
+            GATED_STARTS.clear()
+            rt0 = COUNTER.round_trips
+            t0 = time.perf_counter()
+            await self.core.agent.handle(decision)
+            assert len(GATED_STARTS) == 1, "the approved tool did not run exactly once"
+            started, rt1 = GATED_STARTS[0]
+            out.latencies.append(started - t0)
+            out.round_trips.append(rt1 - rt0)
+        last = await self.core.store.load_state(thread_id)
+        if last.pending_approval:
+            self.approvals.append(last.pending_approval.approval_id)
+        return out
+
+    async def measure(self, steps: int, repeats: int, resumes: int) -> Result:
+        runs = []
+        for _ in range(repeats):
+            _, thread_id, run = await self.thread(steps)
+            runs.append(run)
+        storage = await self.storage(thread_id)
+        resume = await self.resume(steps, resumes)
+        return Result(steps, runs, storage, resume)
+
+    async def cleanup(self) -> None:
+        """Delete everything the bench wrote (matters on a shared Redis)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for tid in self.threads:
+                pipe.delete(keys.thread_log(tid), keys.thread_meta(tid), keys.thread_lock(tid))
+            for aid in self.approvals:
+                pipe.delete(keys.approval(aid))
+            if self.threads:
+                pipe.zrem(keys.THREAD_INDEX, *self.threads)
+            if self.approvals:
+                pipe.zrem(keys.APPROVAL_INDEX, *self.approvals)
+            pipe.delete(keys.outbox(self.channel))
+            await pipe.execute()
+
+
+# --- report ------------------------------------------------------------------------------------
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.3f}"
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def tenth(values: list[float], last: bool) -> float:
+    k = max(1, len(values) // 10)
+    return statistics.fmean(values[-k:] if last else values[:k])
+
+
+def report(results: list[Result], header: list[str]) -> bool:
+    lengths = [r.steps for r in results]
+    col = 13
+    rows: list[str] = []
+
+    def row(label: str, cells: list[str], target: str = "", result: str = "") -> None:
+        rows.append(f"{label:<44}" + "".join(f"{c:>{col}}" for c in cells) + f"   {target:<22}{result}")
+
+    row("", [f"{n} steps" for n in lengths], "target", "result")
+    rows.append("-" * len(rows[0]))
+
+    # per step
+    per_step = [statistics.median(run.wall / run.steps for run in r.runs) for r in results]
+    ok_step = all(v <= TARGET_STEP_MS / 1000 for v in per_step)
+    row("per step, handle() wall / N (ms, median)", [ms(v) for v in per_step], f"<= {TARGET_STEP_MS:g} ms each",
+        verdict(ok_step))
+    intervals = [[i for run in r.runs for i in run.intervals] for r in results]
+    row("  marginal step, median (ms)", [ms(statistics.median(v)) for v in intervals])
+    row("  marginal step, p90 (ms)", [ms(statistics.quantiles(v, n=10)[-1]) if len(v) > 1 else "-" for v in intervals])
+    firsts = [statistics.median(tenth(run.intervals, last=False) for run in r.runs) for r in results]
+    lasts = [statistics.median(tenth(run.intervals, last=True) for run in r.runs) for r in results]
+    row("  first 10% of steps, mean (ms)", [ms(v) for v in firsts])
+    row("  last 10% of steps, mean (ms)", [ms(v) for v in lasts])
+    growth = [b / a for a, b in zip(firsts, lasts, strict=True)]
+    ok_flat = growth[-1] <= 1.5
+    row("  last / first 10%", [f"{g:.2f}x" for g in growth], "flat (<= 1.5x)", verdict(ok_flat))
+    fixed = [statistics.median(run.wall - sum(run.intervals) for run in r.runs) for r in results]
+    row("  per-trigger fixed cost (ms)", [ms(v) for v in fixed])
+
+    # resume
+    resume = [statistics.median(r.resume.latencies) for r in results]
+    ok_resume = resume[-1] <= TARGET_RESUME_MS / 1000
+    row("resume: decision -> tool starts (ms, median)", [ms(v) for v in resume],
+        f"<= {TARGET_RESUME_MS:g} ms at {lengths[-1]}", verdict(ok_resume))
+    row("  resume, max (ms)", [ms(max(r.resume.latencies)) for r in results])
+    row("  resume, round trips until tool starts", [f"{statistics.median(r.resume.round_trips):g}" for r in results])
+
+    # storage
+    st = [r.storage for r in results]
+    ratios = [s.stored / s.events_json for s in st]
+    per_event = [s.stored / s.events for s in st]
+    slopes = [
+        (b.stored - a.stored) / (b.events - a.events) for a, b in zip(st, st[1:], strict=False) if b.events > a.events
+    ]
+    linear = per_event[-1] <= 1.25 * per_event[0] and (len(slopes) < 2 or slopes[-1] <= 1.25 * slopes[0])
+    row("events in the thread", [str(s.events) for s in st])
+    row("events' JSON (bytes)", [str(s.events_json) for s in st])
+    row("stored: log + meta (bytes)", [f"{s.stored}" for s in st])
+    row("  log stream / meta hash (bytes)", [f"{s.log_bytes}/{s.meta_bytes}" for s in st])
+    row("stored / events' JSON", [f"{r:.2f}x" for r in ratios], f"<= {TARGET_BYTES_RATIO:g}x", verdict(
+        all(r <= TARGET_BYTES_RATIO for r in ratios)))
+    row("stored bytes per event", [f"{v:.0f}" for v in per_event], "linear growth", verdict(linear))
+    row("  marginal bytes per added event", ["-"] + [f"{v:.0f}" for v in slopes])
+
+    # round trips
+    step_rt = [max(i for run in r.runs for i in run.step_round_trips) for r in results]
+    ok_rt = all(v <= TARGET_ROUND_TRIPS for v in step_rt)
+    row("round trips per step (max over steps)", [str(v) for v in step_rt], f"<= {TARGET_ROUND_TRIPS}", verdict(ok_rt))
+    row("  round trips per step incl. trigger (mean)",
+        [f"{statistics.median(run.round_trips / run.steps for run in r.runs):.3f}" for r in results])
+    row("  per-trigger fixed round trips",
+        [f"{statistics.median(run.round_trips - sum(run.step_round_trips) for run in r.runs):g}" for r in results])
+    row("client commands per step (max over steps)",
+        [str(max(i for run in r.runs for i in run.step_commands)) for r in results])
+    row("  client commands per step incl. trigger",
+        [f"{statistics.median(run.commands / run.steps for run in r.runs):.3f}" for r in results])
+    row("server commands per step incl. Lua, trigger",
+        [f"{statistics.median(run.server_commands / run.steps for run in r.runs):.3f}" for r in results])
+
+    print("\n".join(header))
+    print()
+    print("\n".join(rows))
+    passed = ok_step and ok_flat and ok_resume and ok_rt and linear and all(r <= TARGET_BYTES_RATIO for r in ratios)
+    print()
+    print(f"overall: {verdict(passed)}")
+    return passed
+
+
+async def environment(client: aioredis.Redis, url: str, embedded: bool) -> list[str]:
+    server: dict[str, Any] = await client.info("server")
+    conn = await client.connection_pool.get_connection()
+    try:
+        parser = type(conn._parser).__name__
+    finally:
+        await client.connection_pool.release(conn)
+    hiredis = "yes" if "Hiredis" in parser else "no"
+    where = "embedded redis-server in a temp dir" if embedded else url.split("@")[-1]
+    return [
+        f"core step benchmark: Python {platform.python_version()} ({platform.python_implementation()}), "
+        f"redis-py {redis.__version__}, hiredis in use: {hiredis} (parser {parser}), pydantic {pydantic.VERSION}",
+        f"redis-server {server.get('redis_version')} ({where}, {url.split(':', 1)[0]}), "
+        f"{os.cpu_count()} CPUs, {platform.machine()} {platform.system()} {platform.release()}",
+        "model: scripted, no history, instant; tool: async Python callable returning at once",
+    ]
+
+
+async def run(args: argparse.Namespace, url: str, embedded: bool, data_dir: Path) -> bool:
+    tools_file = data_dir / "tools.toml"
+    tools_file.write_text(TOOLS_TOML)
+    settings = Settings.from_env(
+        {
+            "BOT_DATA_DIR": str(data_dir / "data"),
+            "BOT_TOOLS_FILE": str(tools_file),
+            "BOT_STEP_LIMIT": str(10 * max(args.lengths) + 1000),
+            "BOT_LOG_LEVEL": "WARNING",
+        }
+    )
+    COUNTER.install()
+    client = aioredis.Redis.from_url(url)
+    model = BenchModel()
+    core = build_core(settings, {"PATH": os.environ.get("PATH", "")}, client, language_model=model)
+    bench = Bench(core, model, channel=f"bench-{new_id()[-8:]}")
+    try:
+        header = await environment(client, url, embedded)
+        await bench.measure(20, 2, 3)  # warm-up: connections, script loads, imports, pydantic caches
+        results = []
+        for steps in args.lengths:
+            results.append(await bench.measure(steps, args.repeat, args.resumes))
+        passed = report(results, header)
+        if args.profile:
+            await profile(bench, max(args.lengths), args.profile_top)
+        return passed
+    finally:
+        await bench.cleanup()
+        await client.aclose()
+
+
+async def profile(bench: Bench, steps: int, top: int) -> None:
+    profiler = cProfile.Profile()
+    profiler.enable()
+    await bench.thread(steps)
+    profiler.disable()
+    for order in ("tottime", "cumulative"):
+        out = io.StringIO()
+        stats = pstats.Stats(profiler, stream=out).strip_dirs().sort_stats(order)
+        stats.print_stats(top)
+        print(f"\ncProfile of one {steps}-step thread, by {order} (profiler overhead inflates absolute times):")
+        print("\n".join(line for line in out.getvalue().splitlines()[4:] if line.strip()))
+
+
+def lengths(text: str) -> list[int]:
+    values = sorted({int(part) for part in text.split(",") if part.strip()})
+    if not values or values[0] < 1:
+        raise argparse.ArgumentTypeError("lengths must be positive integers, e.g. 10,100,1000")
+    return values
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL") or None,
+                        help="a Redis to use (default: REDIS_URL, else an embedded redis-server in a temp dir)")
+    parser.add_argument("--lengths", type=lengths, default=[10, 100, 1000], help="thread lengths in steps")
+    parser.add_argument("--repeat", type=int, default=3, help="threads per length for the per-step figures")
+    parser.add_argument("--resumes", type=int, default=15, help="approvals per length for the resume figure")
+    parser.add_argument("--profile", action="store_true", help="cProfile one thread of the longest length")
+    parser.add_argument("--profile-top", type=int, default=30, help="rows of the profile to print")
+    args = parser.parse_args(argv)
+
+    tmp = Path(tempfile.mkdtemp(prefix="corebench-"))
+    embedded: EmbeddedRedis | None = None
+    try:
+        url = args.redis_url
+        if not url:
+            embedded = EmbeddedRedis(tmp / "redis")
+            url = embedded.start()
+        passed = asyncio.run(run(args, url, embedded is not None, tmp))
+    finally:
+        if embedded is not None:
+            embedded.stop_if_last()
+        with contextlib.suppress(OSError):
+            shutil.rmtree(tmp)
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""`bot chat` as a real process: approvals through the terminal, on the embedded Redis, across a crash."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.chat_driver import BotProcesses, Chat
+from tests.fake_anthropic import FakeAnthropic, tool_use
+
+# Every bot start imports the SDKs and joins or starts a redis-server: seconds, not milliseconds.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+
+DEPLOY = "/deploy api 1.4.2 production"
+DEPLOY_ARGS = {"service": "api", "version": "1.4.2", "environment": "production"}
+DEPLOYED = r"^bot> deployed api 1\.4\.2 to production \(was 1\.0\.0\), deployment d-\w+"
+REASON = "not during the freeze"
+
+
+@pytest.fixture
+async def bots(tmp_path: Path) -> AsyncIterator[BotProcesses]:
+    processes = BotProcesses(tmp_path / "data")
+    try:
+        yield processes
+    finally:
+        await processes.close()
+
+
+async def request_deploy(chat: Chat, text: str = DEPLOY) -> str:
+    """Ask for the production deploy and return the approval id the bot prints."""
+    await chat.say(text)
+    match = await chat.expect(r"^bot> approval needed \[(\w+)\]: deploy (\{.*\})$")
+    approval_id, args = match.groups()
+    assert args == '{"environment": "production", "service": "api", "version": "1.4.2"}'
+    await chat.expect(rf"^bot>   answer: approve {approval_id}  \|  reject {approval_id} <reason>$")
+    return approval_id
+
+
+async def approve(chat: Chat, approval_id: str) -> None:
+    await chat.say(f"approve {approval_id}")
+    await chat.expect(rf"^bot> approval {approval_id} approved by cli:operator at ")
+    await chat.expect(DEPLOYED)
+
+
+async def only_thread(bots: BotProcesses) -> str:
+    lines = (await bots.run("thread", "list")).splitlines()
+    assert len(lines) == 1, lines
+    return lines[0].split()[0]
+
+
+def deploys_by_operator(deploys: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
+    return [(d["service"], d["version"], d["environment"], d["by"]) for d in deploys]
+
+
+def tool_started(events: list[dict[str, Any]], tool: str) -> list[dict[str, Any]]:
+    return [e for e in events if e["type"] == "tool_started" and e["tool"] == tool]
+
+
+def count(lines: list[str], pattern: str) -> int:
+    return sum(1 for line in lines if re.search(pattern, line))
+
+
+async def test_approved_deploy_runs_once(bots: BotProcesses) -> None:
+    chat = await bots.chat()
+    approval_id = await request_deploy(chat)
+    assert await bots.deploys() == []
+    await approve(chat, approval_id)
+
+    thread_id = await only_thread(bots)
+    events = await bots.thread_events(thread_id)
+    transcript = await chat.quit()
+
+    assert deploys_by_operator(await bots.deploys()) == [("api", "1.4.2", "production", "cli:operator")]
+    assert len(tool_started(events, "deploy")) == 1
+    decided = [e for e in events if e["type"] == "approval_decided"]
+    assert [(e["approval_id"], e["decision"], e["actor"]) for e in decided] == [(approval_id, "approve", "cli:operator")]
+    assert count(transcript, DEPLOYED) == 1
+
+
+async def test_rejected_deploy_does_not_run_and_says_why(bots: BotProcesses) -> None:
+    chat = await bots.chat()
+    approval_id = await request_deploy(chat)
+    await chat.say(f"reject {approval_id} {REASON}")
+    await chat.expect(rf"^bot> approval {approval_id} rejected by cli:operator at .*: {REASON}$")
+    await chat.expect(rf"^bot> failed: rejected by cli:operator: {REASON}$")
+    transcript = await chat.quit()
+
+    assert await bots.deploys() == []
+    assert count(transcript, r"deployed api") == 0
+
+
+async def test_rejection_reason_reaches_the_model(bots: BotProcesses) -> None:
+    """The model's deploy call is rejected; its next request carries the reason as an error tool_result."""
+    script = [tool_use("deploy", DEPLOY_ARGS), tool_use("reply", {"message": "Understood: api stays on 1.0.0."})]
+    async with FakeAnthropic(script) as fake:
+        chat = await bots.chat(env={"ANTHROPIC_API_KEY": "test", "ANTHROPIC_BASE_URL": fake.base_url})
+        approval_id = await request_deploy(chat, "ship api 1.4.2 to prod")
+        await chat.say(f"reject {approval_id} {REASON}")
+        await chat.expect(r"^bot> Understood: api stays on 1\.0\.0\.$")
+        await chat.quit()
+
+    assert await bots.deploys() == []
+    assert len(fake.requests) == 2
+    deploy_call = script[0]["content"][-1]
+    results = [
+        block
+        for msg in fake.requests[1]["messages"]
+        if msg["role"] == "user" and isinstance(msg["content"], list)
+        for block in msg["content"]
+        if block["type"] == "tool_result" and block["tool_use_id"] == deploy_call["id"]
+    ]
+    assert len(results) == 1 and results[0].get("is_error") is True
+    assert f"rejected by cli:operator: {REASON}" in str(results[0]["content"])
+
+
+async def test_pending_approval_survives_killing_the_bot_and_redis(bots: BotProcesses) -> None:
+    """SIGKILL both the bot and redis-server while an approval waits: the append-only file keeps it."""
+    chat = await bots.chat()
+    approval_id = await request_deploy(chat)
+    listed = (await bots.run("approvals")).splitlines()
+    assert [line.split()[0] for line in listed] == [approval_id]
+    thread_id = re.search(r"\bthread (\w+)", listed[0]).group(1)  # type: ignore[union-attr]
+    await chat.kill()
+    await bots.kill_redis()
+
+    chat = await bots.chat()
+    await chat.expect(rf"^bot> pending approval: {approval_id}  deploy .*  thread {thread_id}  ")
+    await approve(chat, approval_id)
+    threads = (await bots.run("thread", "list")).splitlines()
+    events = await bots.thread_events(thread_id)
+    await chat.quit()
+
+    assert [line.split()[:2] for line in threads] == [[thread_id, "done"]]
+    assert len(tool_started(events, "deploy")) == 1
+    assert deploys_by_operator(await bots.deploys()) == [("api", "1.4.2", "production", "cli:operator")]
+
+
+async def test_second_approval_of_the_same_id_is_refused(bots: BotProcesses) -> None:
+    chat = await bots.chat()
+    approval_id = await request_deploy(chat)
+    await approve(chat, approval_id)
+    await chat.say(f"approve {approval_id}")
+    await chat.expect(
+        rf"^bot> \[warning\] approval {approval_id} was already approved by cli:operator at .*; nothing changed$"
+    )
+    transcript = await chat.quit()
+
+    assert count(transcript, DEPLOYED) == 1
+    assert deploys_by_operator(await bots.deploys()) == [("api", "1.4.2", "production", "cli:operator")]
+
+
+async def test_approver_outside_the_group_is_refused(bots: BotProcesses) -> None:
+    operator = await bots.chat()
+    approval_id = await request_deploy(operator)
+    mallory = await bots.chat("--user", "mallory")
+    await mallory.say(f"approve {approval_id}")
+    await mallory.expect(
+        rf"^bot> \[warning\] cli:mallory may not decide approval {approval_id}; "
+        r"allowed approvers: group:oncall \(cli:operator\)\. Nothing changed\.$"
+    )
+    listed = (await bots.run("approvals")).splitlines()
+    assert await bots.deploys() == []
+    mallory_saw = await mallory.quit()
+
+    assert [line.split()[0] for line in listed] == [approval_id]
+    assert count(mallory_saw, r"pending approval|approval needed") == 0  # not offered to someone who may not decide
+    await approve(operator, approval_id)
+    await operator.quit()
+    assert deploys_by_operator(await bots.deploys()) == [("api", "1.4.2", "production", "cli:operator")]
+
+
+async def test_free_text_without_a_model_explains_how_to_enable_one(bots: BotProcesses) -> None:
+    chat = await bots.chat()
+    await chat.say("what is running in production?")
+    await chat.expect(r"^bot> .*set ANTHROPIC_API_KEY")
+    await chat.expect(r"^bot>   /deploy <service> <version> <environment> \[approval\]")
+    await chat.quit()
+    assert await bots.deploys() == []
