@@ -1,0 +1,5 @@
+"""One thin module per channel: channel payload -> Trigger, Outbound -> what the channel shows."""
+
+from adapters.cli import Terminal, render
+
+__all__ = ["Terminal", "render"]

@@ -10,9 +10,7 @@ import json
 import sys
 from collections.abc import Callable
 
-from core.bus import Bus
-from core.events import ApprovalRequest, DecisionReceipt, MessageTrigger, Notice, Outbound, Question, Reply
-from core.ids import new_id
+from core import ApprovalRequest, Bus, DecisionReceipt, MessageTrigger, Notice, Outbound, Question, Reply, new_id
 
 CHANNEL = "cli"
 QUIT_WORDS = {"quit", "exit", ":q"}

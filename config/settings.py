@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ class Settings(BaseModel):
     agent: str = Field("deploybot", alias="BOT_AGENT")
     anthropic_api_key: SecretStr | None = Field(None, alias="ANTHROPIC_API_KEY")
     anthropic_base_url: str | None = Field(None, alias="ANTHROPIC_BASE_URL")
-    model: str = Field("claude-sonnet-4-5", alias="BOT_MODEL")
+    model: str = Field("claude-sonnet-4-6", alias="BOT_MODEL")
     model_max_tokens: int = Field(1024, gt=0, alias="BOT_MODEL_MAX_TOKENS")
     model_retries: int = Field(3, ge=0, alias="BOT_MODEL_RETRIES")
     model_timeout: float = Field(60.0, gt=0, alias="BOT_MODEL_TIMEOUT")
@@ -72,10 +71,3 @@ class Settings(BaseModel):
     @property
     def cli_identity(self) -> str:
         return f"cli:{self.cli_user}"
-
-    @property
-    def os_user(self) -> str:
-        try:
-            return getpass.getuser()
-        except (KeyError, OSError):
-            return "unknown"

@@ -58,10 +58,12 @@ class _Builder:
         self.user_blocks.insert(0, block)
         self.open_call = None
 
-    def add(self, event: ev.Event) -> None:
+    def add(self, event: ev.Event) -> None:  # noqa: C901 - one flat case per event type
         match event:
+            case ev.UserMessage() if self.open_call is not None:
+                # Written while the call awaited approval: it follows the call's result, which comes first.
+                self.user_blocks.append(_tag("user_message", event.text, sender=event.actor))
             case ev.UserMessage():
-                self.close_dangling()
                 self.flush()
                 self.turns.append([])
                 self.user_blocks.append(_tag("user_message", event.text, sender=event.actor))

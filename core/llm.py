@@ -57,6 +57,14 @@ class Model(Protocol):
     async def decide(self, request: ModelRequest) -> Decision: ...
 
 
+def _reason(exc: anthropic.APIError) -> str:
+    """The API's own error message, not the SDK's "Error code: 529 - {dict}" rendering."""
+    body = exc.body if isinstance(exc.body, dict) else {}
+    error = body.get("error")
+    message = error.get("message") if isinstance(error, dict) else None
+    return str(message or exc.message)
+
+
 class AnthropicModel:
     """Claude with tool use; every answer must be one tool call.
 
@@ -102,13 +110,15 @@ class AnthropicModel:
                 messages=messages,
             )
         except anthropic.RateLimitError as exc:
-            raise LLMRateLimited(f"the model API is rate limiting us after retries: {exc.message}") from exc
+            raise LLMRateLimited(f"the model API is rate limiting us after retries: {_reason(exc)}") from exc
         except anthropic.APIStatusError as exc:
-            raise LLMError(f"the model API answered {exc.status_code}: {exc.message}") from exc
+            raise LLMError(f"the model API answered {exc.status_code}: {_reason(exc)}") from exc
         except anthropic.APIConnectionError as exc:
             raise LLMError(
                 f"cannot reach the model API ({exc.message}); check ANTHROPIC_BASE_URL and the network"
             ) from exc
+        except anthropic.APIError as exc:
+            raise LLMError(f"the model API gave an unusable response: {exc.message}") from exc
         usage = Usage(
             prompt_name=system.name,
             prompt_hash=system.sha256,

@@ -132,9 +132,7 @@ class Harness:
 
 
 @pytest.fixture
-def make_harness(
-    tmp_path: Path, clock: FakeClock
-) -> Callable[..., Harness]:
+def make_harness(tmp_path: Path, clock: FakeClock) -> Callable[..., Harness]:
     def factory(client: aioredis.Redis, model: ScriptedModel | None = None, **env: str) -> Harness:
         settings = test_settings(tmp_path, **env)
         env_map = {"PATH": os.environ.get("PATH", ""), **env}

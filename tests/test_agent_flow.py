@@ -43,7 +43,9 @@ async def test_an_approver_outside_the_group_is_refused_and_the_thread_stays_pen
     approval = next(o for o in await h.outbox() if isinstance(o, ev.ApprovalRequest))
     await h.say(f"approve {approval.approval_id}", sender="cli:mallory")
     refusal = [o for o in await h.outbox() if isinstance(o, ev.Notice) and o.to == "cli:mallory"]
-    assert "cli:mallory may not decide approval" in refusal[-1].text and "group:oncall (cli:operator)" in refusal[-1].text
+    assert (
+        "cli:mallory may not decide approval" in refusal[-1].text and "group:oncall (cli:operator)" in refusal[-1].text
+    )
     state = (await h.core.store.list_threads())[0]
     assert state.status == "awaiting_approval" and state.pending_approval.approval_id == approval.approval_id
     record = await h.core.store.get_approval(approval.approval_id)
@@ -58,7 +60,9 @@ async def test_an_unknown_approval_id_is_a_clear_refusal(fake_redis, make_harnes
     assert await h.core.store.list_threads() == []
 
 
-async def test_the_requester_cannot_approve_their_own_request_when_policy_forbids(fake_redis, make_harness, tmp_path) -> None:
+async def test_the_requester_cannot_approve_their_own_request_when_policy_forbids(
+    fake_redis, make_harness, tmp_path
+) -> None:
     tools = tmp_path / "tools.toml"
     tools.write_text(
         "[groups]\noncall = ['cli:operator', 'cli:dana']\n"
@@ -156,8 +160,14 @@ async def test_an_interrupted_tool_is_not_rerun_blindly(fake_redis, make_harness
     state = await h.core.store.load_state(thread_id)
     started = [
         ev.UserMessage(id="x1", at=h.clock.now(), actor="cli:operator", text="/restart api staging", trigger_id="tx"),
-        ev.ToolCall(id="x2", at=h.clock.now(), actor="agent", call_id="cx", tool="restart",
-                    args={"service": "api", "environment": "staging"}),  # fmt: skip
+        ev.ToolCall(
+            id="x2",
+            at=h.clock.now(),
+            actor="agent",
+            call_id="cx",
+            tool="restart",
+            args={"service": "api", "environment": "staging"},
+        ),
         ev.ToolStarted(id="x3", at=h.clock.now(), actor="agent", call_id="cx", tool="restart"),
     ]
     from core.reducer import replay
@@ -185,7 +195,7 @@ async def test_secrets_never_reach_the_thread_or_the_outbox(fake_redis, make_har
     assert raw and not any(b"tok-0123456789" in fields[b"e"] for fields in raw)
     assert b"tok-0123456789" not in (await fake_redis.hget(f"thread:{{{thread_id}}}:meta", "state"))
     assert not any("tok-0123456789" in o.model_dump_json() for o in await h.outbox())
-    assert "token=[redacted:OPS_API_TOKEN]" in [o.text for o in await h.outbox() if isinstance(o, ev.Reply)][0]
+    assert "token=[redacted:OPS_API_TOKEN]" in next(o.text for o in await h.outbox() if isinstance(o, ev.Reply))
 
 
 async def test_a_malformed_inbox_entry_goes_to_the_dead_letter_stream(fake_redis, make_harness) -> None:

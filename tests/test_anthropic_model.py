@@ -18,6 +18,7 @@ from core import events as ev
 from core.ids import thread_id_for
 from core.llm import AnthropicModel
 from core.prompts import PromptLibrary
+from core.reducer import ThreadState
 from tests.conftest import Harness
 from tests.fake_anthropic import (
     FakeAnthropic,
@@ -62,7 +63,7 @@ async def events_of(h: Harness) -> list[ev.Event]:
     return await h.core.store.load_events(thread_id_for("cli", h.conversation))
 
 
-async def state_of(h: Harness) -> Any:
+async def state_of(h: Harness) -> ThreadState:
     return await h.core.store.load_state(thread_id_for("cli", h.conversation))
 
 
@@ -268,11 +269,6 @@ async def test_unknown_tool_is_refused_and_claude_is_told(make_bot: MakeBot) -> 
     assert await replies(h) == ["I cannot drop databases."]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core/context.py closes a call that awaits approval when a user message arrives, "
-    "so the real outcome reaches Claude as a loose <error> after a fake 'no result was recorded' result",
-)
 async def test_message_while_awaiting_approval_keeps_the_decision_as_the_calls_result(make_bot: MakeBot) -> None:
     h, fake = await make_bot(
         [

@@ -28,7 +28,10 @@ def registry():
     ],
 )
 def test_positional_and_named_arguments_give_the_same_call(registry, text: str) -> None:
-    assert parse_command(text, registry) == ("deploy", {"service": "api", "version": "1.4.2", "environment": "production"})
+    assert parse_command(text, registry) == (
+        "deploy",
+        {"service": "api", "version": "1.4.2", "environment": "production"},
+    )
 
 
 @pytest.mark.parametrize(

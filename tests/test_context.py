@@ -30,9 +30,18 @@ def test_tool_calls_pair_with_results_and_rejections_are_errors() -> None:
     events: list[ev.Event] = [
         ev.UserMessage(**_m(0, "cli:operator"), text="ship api", trigger_id="t0"),
         ev.ToolCall(**_m(1), call_id="c1", tool="deploy", args={"service": "api"}, reason="shipping"),
-        ev.ApprovalRequested(**_m(2), approval_id="a1", call_id="c1", tool="deploy", args={"service": "api"},
-                             args_hash="h", approvers=["group:oncall"], requester="cli:operator", allow_self=True,
-                             expires_at=T0),  # fmt: skip
+        ev.ApprovalRequested(
+            **_m(2),
+            approval_id="a1",
+            call_id="c1",
+            tool="deploy",
+            args={"service": "api"},
+            args_hash="h",
+            approvers=["group:oncall"],
+            requester="cli:operator",
+            allow_self=True,
+            expires_at=T0,
+        ),
         ev.ApprovalDecided(**_m(3, "cli:dana"), approval_id="a1", call_id="c1", decision="reject", comment="freeze"),
         ev.ToolErrorEvent(**_m(4), call_id="c1", tool="deploy", error="rejected by cli:dana: freeze", kind="rejected"),
     ]
@@ -40,7 +49,12 @@ def test_tool_calls_pair_with_results_and_rejections_are_errors() -> None:
     assert [m["role"] for m in messages] == ["user", "assistant", "user"]
     assert messages[1]["content"][-1] == {"type": "tool_use", "id": "c1", "name": "deploy", "input": {"service": "api"}}
     first = messages[2]["content"][0]
-    assert first == {"type": "tool_result", "tool_use_id": "c1", "content": "rejected by cli:dana: freeze", "is_error": True}
+    assert first == {
+        "type": "tool_result",
+        "tool_use_id": "c1",
+        "content": "rejected by cli:dana: freeze",
+        "is_error": True,
+    }
     assert "approval_requested" in messages[2]["content"][1]["text"]
 
 

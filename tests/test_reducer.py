@@ -17,17 +17,21 @@ texts = st.text(max_size=40)
 args = st.dictionaries(st.sampled_from(["service", "version", "environment"]), st.text(max_size=8), max_size=3)
 
 
-def _event(kind: str, n: int, draw: st.DrawFn) -> ev.Event:
+def _event(kind: str, n: int, draw: st.DrawFn) -> ev.Event:  # noqa: C901 - one flat case per event type
     meta = {"id": f"e{n:06d}", "at": T0 + timedelta(seconds=n), "actor": draw(actors)}
     call_id = draw(ids)
     tool = draw(st.sampled_from(["deploy", "status", "reply", "ask_human"]))
     match kind:
         case "thread_started":
-            return ev.ThreadStarted(**meta, agent="deploybot", channel="cli", conversation="c", requester="cli:operator")
+            return ev.ThreadStarted(
+                **meta, agent="deploybot", channel="cli", conversation="c", requester="cli:operator"
+            )
         case "user_message":
             return ev.UserMessage(**meta, text=draw(texts), trigger_id=draw(ids))
         case "model_call":
-            return ev.ModelCall(**meta, prompt_name="p", prompt_hash="h", model="m", input_tokens=draw(st.integers(0, 99)))
+            return ev.ModelCall(
+                **meta, prompt_name="p", prompt_hash="h", model="m", input_tokens=draw(st.integers(0, 99))
+            )
         case "tool_call":
             return ev.ToolCall(**meta, call_id=call_id, tool=tool, args=draw(args))
         case "tool_started":
@@ -45,7 +49,9 @@ def _event(kind: str, n: int, draw: st.DrawFn) -> ev.Event:
             )  # fmt: skip
         case "approval_decided":
             decision = draw(st.sampled_from(["approve", "reject"]))
-            return ev.ApprovalDecided(**meta, approval_id=draw(ids), call_id=call_id, decision=decision, trigger_id=draw(ids))
+            return ev.ApprovalDecided(
+                **meta, approval_id=draw(ids), call_id=call_id, decision=decision, trigger_id=draw(ids)
+            )
         case "human_question":
             return ev.HumanQuestion(**meta, call_id=call_id, question=draw(texts))
         case "human_answer":

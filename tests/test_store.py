@@ -81,9 +81,7 @@ def _record(approval_id: str = "abcd1234", expires: datetime = T0 + timedelta(ho
 async def test_an_approval_is_decided_exactly_once_under_a_race(redis_client) -> None:
     store = Store(redis_client)
     await store.create_approval(_record())
-    outcomes = await asyncio.gather(
-        *(store.decide("abcd1234", n % 2 == 0, f"cli:user{n}", "", T0) for n in range(10))
-    )
+    outcomes = await asyncio.gather(*(store.decide("abcd1234", n % 2 == 0, f"cli:user{n}", "", T0) for n in range(10)))
     winners = [o for o in outcomes if o.outcome == "ok"]
     assert len(winners) == 1
     record = await store.get_approval("abcd1234")

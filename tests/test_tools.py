@@ -41,7 +41,10 @@ def test_default_config_loads_with_gates_on_production(registry) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        ({"service": "api", "version": "latest", "environment": "production"}, "deploy: version: 'latest' does not match"),
+        (
+            {"service": "api", "version": "latest", "environment": "production"},
+            "deploy: version: 'latest' does not match",
+        ),
         ({"service": "api", "version": "1.4.2"}, "'environment' is a required property"),
         ({"service": "nope", "version": "1.4.2", "environment": "staging"}, "service: 'nope' is not one of"),
         ({"service": "api", "version": "1.4.2", "environment": "staging", "force": True}, "Additional properties"),
@@ -76,11 +79,16 @@ def test_groups_can_be_extended_from_the_environment() -> None:
         ("[tools.x]\ndescription='x'\nexecutor={kind='command', argv=['echo','{nope}']}\n", r"placeholder \{nope\}"),
         ("[tools.x]\ndescription='x'\nexecutor={kind='shell', cmd='rm -rf /'}\n", "tool 'x' in .*: executor"),
         (
-            "[tools.x]\ndescription='x'\nexecutor={kind='command', argv=['true']}\n"
-            "approval={required=true, approvers=['group:ghosts']}\n",
+            (
+                "[tools.x]\ndescription='x'\nexecutor={kind='command', argv=['true']}\n"
+                "approval={required=true, approvers=['group:ghosts']}\n"
+            ),
             "unknown approver group 'group:ghosts'",
         ),
-        ("[tools.x]\ndescription='x'\nexecutor={kind='command', argv=['true']}\napproval={required=true}\n", "lists no approvers"),
+        (
+            "[tools.x]\ndescription='x'\nexecutor={kind='command', argv=['true']}\napproval={required=true}\n",
+            "lists no approvers",
+        ),
         ("[tools.reply]\ndescription='x'\nexecutor={kind='command', argv=['true']}\n", "shadows a built-in"),
         ("[tools.x\n", "not valid TOML"),
     ],
@@ -96,7 +104,9 @@ def _runner(tmp_path: Path, env: dict[str, str] | None = None, http=None) -> Too
 
 
 def _command(argv: list[str], **extra) -> ToolSpec:
-    return ToolSpec.model_validate({"name": "t", "description": "t", "executor": {"kind": "command", "argv": argv}, **extra})
+    return ToolSpec.model_validate(
+        {"name": "t", "description": "t", "executor": {"kind": "command", "argv": argv}, **extra}
+    )
 
 
 async def test_command_arguments_are_never_interpreted_by_a_shell(tmp_path: Path) -> None:
@@ -158,7 +168,9 @@ async def test_http_executor_sends_secret_headers_and_reports_status(tmp_path: P
     finally:
         await runner.cleanup()
     assert seen[0] == ("/restart/api", "Bearer tok-abcdef-123", {"service": "api"})
-    assert out.text.startswith("HTTP 200") and "tok-abcdef-123" not in out.text and "[redacted:OPS_API_TOKEN]" in out.text
+    assert (
+        out.text.startswith("HTTP 200") and "tok-abcdef-123" not in out.text and "[redacted:OPS_API_TOKEN]" in out.text
+    )
 
 
 async def test_python_executor_calls_the_function_and_reports_its_failure(tmp_path: Path) -> None:
