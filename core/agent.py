@@ -1,42 +1,33 @@
 """The control flow (factor 8): what happens after each tool call.
 
 - Immediate tools run and the loop continues.
-- A gated tool records an approval request and the thread pauses until a decision arrives;
-  on approval the *stored* call runs after the approver's permission is checked again.
-- `ask_human` pauses for an answer; `reply` ends the turn.
+- A gated tool records an approval request and the thread waits until a decision arrives;
+  on approval the *stored* call runs after the approver's permission is checked again
+  (`core.approvals`).
+- `ask_human` waits for an answer; `reply` ends the turn.
 - A failed or invalid call becomes a one-line error event; `error_limit` in a row, or
   `step_limit` steps in one turn, escalate to a human instead of spinning.
 
-A worker holds nothing between triggers: each starts from the stored state snapshot.
+A worker holds nothing between triggers: each starts from the stored state snapshot, under
+the thread's lease, and every write is checked against the sequence number it read.
 """
 
 from __future__ import annotations
 
-import logging
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
-from typing import Any, TypedDict
+from dataclasses import dataclass
 
 from core import events as ev
+from core.approvals import Approvals, already_decided
 from core.commands import parse_decision
 from core.errors import ApprovalError, InvalidToolCall, LLMBadResponse, LLMError, ToolError
 from core.executors import CallContext, ToolRunner
-from core.ids import new_approval_id, new_id, thread_id_for
-from core.llm import Decision, Model, ModelRequest, Usage
+from core.ids import new_id, thread_id_for
+from core.llm import Decision, Model, ModelRequest
 from core.ports import Clock, Publisher
 from core.redact import Redactor
-from core.reducer import ThreadState, replay
+from core.run import Run, notice_to
 from core.store import ApprovalRecord, Store
-from core.tools import ASK_HUMAN, REPLY, ToolRegistry, ToolSpec, args_hash
-
-log = logging.getLogger(__name__)
-AGENT_ACTOR = "agent"
-
-
-class Meta(TypedDict):
-    id: str
-    at: datetime
-    actor: str
+from core.tools import ASK_HUMAN, REPLY, ToolRegistry, ToolSpec
 
 
 @dataclass(frozen=True)
@@ -51,15 +42,6 @@ class Models:
 
     command: Model
     language: Model | None = None
-
-
-@dataclass
-class Run:
-    """One worker's working copy of a thread while it handles one trigger."""
-
-    state: ThreadState
-    history: list[ev.Event] | None = None
-    outbox: list[ev.Outbound] = field(default_factory=list)
 
 
 class Agent:
@@ -85,8 +67,9 @@ class Agent:
         self.clock = clock
         self.redactor = redactor
         self.limits = limits
+        self.approvals = Approvals(store, tools, clock)
 
-    # --- the three operations (factor 6) ----------------------------------------------------
+    # --- the operations (factor 6) ----------------------------------------------------------
 
     async def handle(self, trigger: ev.Trigger) -> None:
         """Apply one trigger from the inbox; safe to call again with the same trigger."""
@@ -116,7 +99,7 @@ class Agent:
             if trigger.id not in run.state.recent_triggers:
                 await self._accept_message(run, trigger)
             await self._advance(run)
-            await self._flush(run)
+            await run.flush(self.publisher)
 
     async def pause(self, trigger: ev.ControlTrigger) -> None:
         async with self.store.lock(trigger.thread_id):
@@ -125,11 +108,9 @@ class Agent:
                 return await self._refuse(trigger, f"there is no thread {trigger.thread_id!r}; see `bot thread list`")
             if run.state.paused:
                 return await self._refuse(trigger, f"thread {trigger.thread_id} is already paused; nothing changed")
-            await self._commit(run, ev.Paused(**self._meta(trigger.sender), reason=trigger.reason))
-            await self._say(
-                run, f"thread paused by {trigger.sender}; resume it with `bot thread resume {trigger.thread_id}`"
-            )
-            await self._flush(run)
+            await run.commit(ev.Paused(**run.meta(trigger.sender), reason=trigger.reason))
+            run.say(f"thread paused by {trigger.sender}; resume it with `bot thread resume {trigger.thread_id}`")
+            await run.flush(self.publisher)
 
     async def resume(self, trigger: ev.ControlTrigger) -> None:
         async with self.store.lock(trigger.thread_id):
@@ -138,125 +119,60 @@ class Agent:
                 return await self._refuse(trigger, f"there is no thread {trigger.thread_id!r}; see `bot thread list`")
             if not run.state.paused:
                 return await self._refuse(trigger, f"thread {trigger.thread_id} is not paused; nothing changed")
-            await self._commit(run, ev.Resumed(**self._meta(trigger.sender)))
-            await self._say(run, f"thread resumed by {trigger.sender}")
+            await run.commit(ev.Resumed(**run.meta(trigger.sender)))
+            run.say(f"thread resumed by {trigger.sender}")
             await self._advance(run)
-            await self._flush(run)
+            await run.flush(self.publisher)
 
     async def decide(self, trigger: ev.DecisionTrigger) -> None:
         """Apply an approve / reject answer once, whatever channel and process it came through."""
         try:
-            record = await self._checked_decision(trigger)
+            record = await self.approvals.decide(trigger)
         except ApprovalError as exc:
             return await self._refuse(trigger, str(exc))
         async with self.store.lock(record.thread_id):
-            await self._apply_decision(trigger, record)
-
-    async def _apply_decision(self, trigger: ev.DecisionTrigger, record: ApprovalRecord) -> None:
-        run = await self._load(record.thread_id)
-        pending = run.state.pending_approval
-        if pending is None or pending.approval_id != record.approval_id:
-            if trigger.id not in run.state.recent_triggers:
-                await self._refuse(trigger, f"approval {record.approval_id} is no longer awaited by its thread")
-            return
-        approved = record.status == "approved"
-        decided = ev.ApprovalDecided(
-            **self._meta(record.decided_by),
-            approval_id=record.approval_id,
-            call_id=record.call_id,
-            decision="approve" if approved else "reject",
-            comment=record.comment,
-            trigger_id=trigger.id,
-        )
-        await self._commit(run, decided)
-        fields: dict[str, Any] = {
-            "approval_id": record.approval_id,
-            "decision": decided.decision,
-            "by": record.decided_by,
-            "comment": record.comment,
-            "at": decided.at,
-        }
-        run.outbox.append(self._out(run.state, ev.DecisionReceipt, **fields))
-        if trigger.channel != run.state.channel or trigger.conversation != run.state.conversation:
-            run.outbox.append(
-                ev.DecisionReceipt(
-                    id=new_id(),
-                    channel=trigger.channel,
-                    conversation=trigger.conversation,
-                    thread_id=run.state.thread_id,
-                    reply_to=trigger.reply_to,
-                    **fields,
-                )
-            )
-        if approved:
-            await self._run_approved(run, record)
-        else:
-            reason = record.comment or "no reason given"
-            await self._commit(
-                run, self._error(record.call_id, record.tool, f"rejected by {record.decided_by}: {reason}", "rejected")
-            )
-        await self._advance(run)
-        await self._flush(run)
+            run = await self._load(record.thread_id)
+            pending = run.state.pending_approval
+            if pending is None or pending.approval_id != record.approval_id:
+                if trigger.id not in run.state.recent_triggers:  # not a redelivery of what was applied
+                    await self._refuse(trigger, already_decided(record))
+                return
+            await self._apply_decision(run, trigger, record)
+            await self._advance(run)
+            await run.flush(self.publisher)
 
     # --- decisions --------------------------------------------------------------------------
 
-    async def _checked_decision(self, trigger: ev.DecisionTrigger) -> ApprovalRecord:
-        """Check permission, then compare-and-set; returns the decided record or raises ApprovalError."""
-        record = await self.store.get_approval(trigger.approval_id)
-        if record is None:
-            raise ApprovalError(f"there is no approval {trigger.approval_id!r}; check the id in the approval request")
-        if not self.tools.may_approve(trigger.sender, record.approvers, record.requester, record.allow_self):
-            who = self.tools.describe(record.approvers)
-            own = " (you requested it and this tool needs someone else)" if trigger.sender == record.requester else ""
-            raise ApprovalError(
-                f"{trigger.sender} may not decide approval {record.approval_id}{own}; "
-                f"allowed approvers: {who}. Nothing changed."
-            )
-        outcome = await self.store.decide(
-            record.approval_id, trigger.decision == "approve", trigger.sender, trigger.comment, self.clock.now()
+    async def _apply_decision(self, run: Run, trigger: ev.DecisionTrigger, record: ApprovalRecord) -> None:
+        decided = ev.ApprovalDecided(
+            **run.meta(record.decided_by),
+            approval_id=record.approval_id,
+            call_id=record.call_id,
+            decision="approve" if record.status == "approved" else "reject",
+            comment=record.comment,
+            trigger_id=trigger.id,
         )
-        if outcome.outcome == "ok":
-            return await self._reload_approval(record.approval_id)
-        if outcome.outcome == "expired":
-            raise ApprovalError(
-                f"approval {record.approval_id} expired at {record.expires_at:%Y-%m-%d %H:%M} UTC; "
-                "ask for the action again"
-            )
-        if outcome.outcome in ("approved", "rejected"):
-            # Decided already: either by someone else (refuse) or by this same trigger before a crash (finish it).
-            decided = await self._reload_approval(record.approval_id)
-            state = await self.store.load_state(record.thread_id)
-            if state.pending_approval and state.pending_approval.approval_id == record.approval_id:
-                return decided
-            raise ApprovalError(
-                f"approval {record.approval_id} was already {outcome.outcome} by "
-                f"{outcome.decided_by} at {outcome.decided_at}; nothing changed"
-            )
-        raise ApprovalError(f"there is no approval {trigger.approval_id!r}; check the id in the approval request")
-
-    async def _reload_approval(self, approval_id: str) -> ApprovalRecord:
-        record = await self.store.get_approval(approval_id)
-        assert record is not None, "an approval record never disappears once decided"
-        return record
-
-    async def _run_approved(self, run: Run, record: ApprovalRecord) -> None:
-        pending = run.state.pending_approval
-        spec = self.tools.get(record.tool)
-        if record.args_hash != args_hash(record.tool, record.args) or (
-            pending and pending.args_hash != record.args_hash
-        ):
-            await self._commit(
-                run, self._error(record.call_id, record.tool, "approval record does not match the call", "failed")
-            )
-            return
-        # Permission is checked again at execution time, against the configuration now in force.
-        if not self.tools.may_approve(
-            record.decided_by, spec.approval.approvers, record.requester, spec.approval.allow_self
-        ):
-            msg = f"{record.decided_by} is no longer an allowed approver for {record.tool}; the call did not run"
-            await self._commit(run, self._error(record.call_id, record.tool, msg, "rejected"))
-            return
-        await self._execute(run, spec, record.call_id, record.args)
+        await run.commit(decided)
+        receipt = run.out(
+            ev.DecisionReceipt,
+            approval_id=record.approval_id,
+            decision=decided.decision,
+            by=record.decided_by,
+            comment=record.comment,
+            at=decided.at,
+        )
+        run.outbox.append(receipt)
+        if (trigger.channel, trigger.conversation) != (receipt.channel, receipt.conversation):
+            # The decider answered somewhere else (another channel, the approval email): tell them there too.
+            there = {"channel": trigger.channel, "conversation": trigger.conversation, "reply_to": trigger.reply_to}
+            run.outbox.append(receipt.model_copy(update={"id": new_id(), **there}))
+        if decided.decision == "reject":
+            reason = f"rejected by {record.decided_by}: {record.comment or 'no reason given'}"
+            await run.commit(run.error(record.call_id, record.tool, reason, "rejected"))
+        elif refusal := self.approvals.refusal_to_run(run, record):
+            await run.commit(run.error(record.call_id, record.tool, refusal, "rejected"))
+        else:
+            await self._execute(run, self.tools.get(record.tool), record.call_id, record.args)
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -266,138 +182,80 @@ class Agent:
         while run.state.status == "running" and not run.state.paused:
             state = run.state
             if state.consecutive_errors >= self.limits.error_limit:
-                return await self._escalate(
-                    run,
-                    f"{state.consecutive_errors} failed steps in a row, the last: "
-                    f"{state.last_outcome}. Tell me how to continue.",
-                )
+                reason = f"{state.consecutive_errors} failed steps in a row, the last: {state.last_outcome}."
+                return await self._escalate(run, f"{reason} Tell me how to continue.")
             if state.turn_steps >= self.limits.step_limit:
-                return await self._escalate(
-                    run,
-                    f"I reached the limit of {self.limits.step_limit} steps for this request. Tell me how to continue.",
-                )
+                reason = f"I reached the limit of {self.limits.step_limit} steps for this request."
+                return await self._escalate(run, f"{reason} Tell me how to continue.")
             decision = await self._decide_next(run)
             if decision is not None:
                 await self._step(run, decision)
 
     async def _decide_next(self, run: Run) -> Decision | None:
-        model = self.models.command if run.state.turn_mode == "command" else self.models.language
-        model = model or self.models.command
+        model = (self.models.language if run.state.turn_mode == "model" else None) or self.models.command
         if model.needs_history and run.history is None:
             run.history = await self.store.load_events(run.state.thread_id)
-        request = ModelRequest(
-            state=run.state,
-            tools=self.tools,
-            caller=run.state.last_actor or run.state.requester,
-            history=run.history or [],
-        )
+        caller = run.state.last_actor or run.state.requester
+        request = ModelRequest(state=run.state, tools=self.tools, caller=caller, history=run.history or [])
         try:
             decision = await model.decide(request)
         except LLMBadResponse as exc:
-            await self._commit(run, *self._usage(exc.usage), self._error(new_id(), "", str(exc), "invalid"))
+            await run.commit(*run.usage(exc.usage), run.error(new_id(), "", str(exc), "invalid"))
             return None
         except LLMError as exc:
             await self._escalate(run, f"the model is unavailable: {exc}. Your request is saved; answer here to retry.")
             return None
         if decision.usage is not None:
-            await self._commit(run, *self._usage(decision.usage))
+            await run.commit(*run.usage(decision.usage))
         return decision
 
     async def _step(self, run: Run, decision: Decision) -> None:
         call_id = decision.call_id or new_id()
         args = decision.args if isinstance(decision.args, dict) else {"_raw": decision.args}
-        call = ev.ToolCall(
-            **self._meta(AGENT_ACTOR), call_id=call_id, tool=decision.tool, args=args, reason=decision.reason
-        )
+        call = ev.ToolCall(**run.meta(), call_id=call_id, tool=decision.tool, args=args, reason=decision.reason)
         try:
-            spec = self.tools.get(decision.tool)
-            self.tools.validate(decision.tool, decision.args)
-            caller = run.state.last_actor or run.state.requester
-            if not self.tools.may_call(caller, spec):
-                raise InvalidToolCall(f"{caller} may not use {spec.name}; allowed: {self.tools.describe(spec.callers)}")
+            spec = self._checked(run, decision)
         except ToolError as exc:
-            await self._commit(run, call, self._error(call_id, decision.tool, str(exc), "invalid"))
+            await run.commit(call, run.error(call_id, decision.tool, str(exc), "invalid"))
             return
         if spec.name == REPLY:
-            await self._commit(run, call, ev.AgentReply(**self._meta(AGENT_ACTOR), text=args["message"]))
-            run.outbox.append(self._out(run.state, ev.Reply, text=run.state.last_outcome))
+            await run.commit(call, ev.AgentReply(**run.meta(), text=args["message"]))
+            run.send(ev.Reply, text=run.state.last_outcome)
         elif spec.name == ASK_HUMAN:
-            await self._commit(
-                run, call, ev.HumanQuestion(**self._meta(AGENT_ACTOR), call_id=call_id, question=args["question"])
-            )
-            run.outbox.append(self._out(run.state, ev.Question, question=args["question"]))
+            await run.commit(call, ev.HumanQuestion(**run.meta(), call_id=call_id, question=args["question"]))
+            run.send(ev.Question, question=args["question"])
         elif spec.approval.applies(args):
-            await self._request_approval(run, call, spec)
+            await self.approvals.open(run, call, spec)
         else:
-            await self._commit(run, call)
+            await run.commit(call)
             await self._execute(run, spec, call_id, args)
 
-    async def _request_approval(self, run: Run, call: ev.ToolCall, spec: ToolSpec) -> None:
-        now = self.clock.now()
-        record = ApprovalRecord(
-            approval_id=new_approval_id(),
-            thread_id=run.state.thread_id,
-            call_id=call.call_id,
-            tool=spec.name,
-            args=call.args,
-            args_hash=args_hash(spec.name, call.args),
-            reason=call.reason,
-            requester=run.state.last_actor or run.state.requester,
-            approvers=spec.approval.approvers,
-            allow_self=spec.approval.allow_self,
-            channel=run.state.channel,
-            conversation=run.state.conversation,
-            created_at=now,
-            expires_at=now + timedelta(seconds=spec.approval.expires_in),
-        )
-        await self.store.create_approval(record)
-        requested = ev.ApprovalRequested(
-            **self._meta(AGENT_ACTOR),
-            **record.model_dump(
-                include={
-                    "approval_id",
-                    "call_id",
-                    "tool",
-                    "args",
-                    "args_hash",
-                    "approvers",
-                    "requester",
-                    "allow_self",
-                    "expires_at",
-                }
-            ),
-        )
-        await self._commit(run, call, requested)
-        run.outbox.append(
-            self._out(
-                run.state,
-                ev.ApprovalRequest,
-                approval_id=record.approval_id,
-                tool=spec.name,
-                args=call.args,
-                reason=call.reason,
-                requester=record.requester,
-                approvers=[self.tools.describe(record.approvers)],
-                expires_at=record.expires_at,
-            )
-        )
+    def _checked(self, run: Run, decision: Decision) -> ToolSpec:
+        """The tool exists, the arguments fit its schema, and the caller may use it."""
+        spec = self.tools.get(decision.tool)
+        self.tools.validate(decision.tool, decision.args)
+        caller = run.state.last_actor or run.state.requester
+        if not self.tools.may_call(caller, spec):
+            raise InvalidToolCall(f"{caller} may not use {spec.name}; allowed: {self.tools.describe(spec.callers)}")
+        return spec
 
     async def _execute(self, run: Run, spec: ToolSpec, call_id: str, args: dict[str, object]) -> None:
-        await self._commit(run, ev.ToolStarted(**self._meta(AGENT_ACTOR), call_id=call_id, tool=spec.name))
+        await run.commit(ev.ToolStarted(**run.meta(), call_id=call_id, tool=spec.name))
         ctx = CallContext(thread_id=run.state.thread_id, call_id=call_id, requester=run.state.requester)
         try:
             output = await self.runner.run(spec, args, ctx)
         except ToolError as exc:
-            await self._commit(run, self._error(call_id, spec.name, str(exc), "failed"))
+            await run.commit(run.error(call_id, spec.name, str(exc), "failed"))
             return
-        result = ev.ToolResult(
-            **self._meta(f"tool:{spec.name}"),
-            call_id=call_id,
-            tool=spec.name,
-            output=output.text,
-            duration_ms=output.duration_ms,
+        await run.commit(
+            ev.ToolResult(
+                **run.meta(f"tool:{spec.name}"),
+                call_id=call_id,
+                tool=spec.name,
+                output=output.text,
+                duration_ms=output.duration_ms,
+            )
         )
-        await self._commit(run, result)
 
     async def _recover_interrupted(self, run: Run) -> None:
         """A tool started by a worker that died: never re-run it blindly unless it is idempotent."""
@@ -410,12 +268,12 @@ class Agent:
             await self._execute(run, spec, running.call_id, last.args)
             return
         msg = f"{running.tool} was interrupted (the worker stopped) and may or may not have run"
-        await self._commit(run, self._error(running.call_id, running.tool, msg, "interrupted"))
+        await run.commit(run.error(running.call_id, running.tool, msg, "interrupted"))
         await self._escalate(run, f"{msg}. Check its effect, then tell me whether to run it again.")
 
     async def _escalate(self, run: Run, reason: str) -> None:
-        await self._commit(run, ev.Escalated(**self._meta(AGENT_ACTOR), reason=reason))
-        run.outbox.append(self._out(run.state, ev.Question, question=reason))
+        await run.commit(ev.Escalated(**run.meta(), reason=reason))
+        run.send(ev.Question, question=reason)
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -425,7 +283,7 @@ class Agent:
         if state.seq == 0:
             new.append(
                 ev.ThreadStarted(
-                    **self._meta(trigger.sender),
+                    **run.meta(trigger.sender),
                     agent=trigger.agent or self.name,
                     channel=trigger.channel,
                     conversation=trigger.conversation,
@@ -433,72 +291,20 @@ class Agent:
                     reply_to=trigger.reply_to,
                 )
             )
-        if state.status == "awaiting_human":
-            new.append(ev.HumanAnswer(**self._meta(trigger.sender), text=trigger.text, trigger_id=trigger.id))
-        else:
-            new.append(ev.UserMessage(**self._meta(trigger.sender), text=trigger.text, trigger_id=trigger.id))
-        await self._commit(run, *new)
+        kind = ev.HumanAnswer if state.status == "awaiting_human" else ev.UserMessage
+        new.append(kind(**run.meta(trigger.sender), text=trigger.text, trigger_id=trigger.id))
+        await run.commit(*new)
         if run.state.paused:
-            await self._say(
-                run, f"thread {state.thread_id} is paused; your message is saved and will be read on resume"
-            )
+            run.say(f"thread {state.thread_id} is paused; your message is saved and will be read on resume")
         elif run.state.status == "awaiting_approval" and (pending := run.state.pending_approval):
-            await self._say(
-                run,
-                f"still waiting for approval {pending.approval_id} ({pending.tool}); your message is "
-                "saved and will be read after the decision",
+            run.say(
+                f"still waiting for approval {pending.approval_id} ({pending.tool}); "
+                "your message is saved and will be read after the decision"
             )
 
     async def _load(self, thread_id: str) -> Run:
-        return Run(state=await self.store.load_state(thread_id))
-
-    async def _commit(self, run: Run, *events: ev.Event) -> None:
-        clean = [self.redactor.model(event) for event in events] if self.redactor else list(events)
-        new_state = replay(clean, state=run.state)
-        await self.store.append(run.state, clean, new_state)
-        run.state = new_state
-        if run.history is not None:
-            run.history.extend(clean)
-
-    async def _flush(self, run: Run) -> None:
-        for outbound in run.outbox:
-            await self.publisher.send(self.redactor.model(outbound))
-        run.outbox.clear()
-
-    async def _say(self, run: Run, text: str) -> None:
-        run.outbox.append(self._out(run.state, ev.Notice, text=text))
+        state = await self.store.load_state(thread_id)
+        return Run(state=state, store=self.store, clock=self.clock, redactor=self.redactor)
 
     async def _refuse(self, trigger: ev.Trigger, text: str) -> None:
-        notice = ev.Notice(
-            id=new_id(),
-            channel=trigger.channel,
-            conversation=trigger.conversation,
-            thread_id=trigger.thread_id,
-            reply_to=trigger.reply_to,
-            to=trigger.sender,
-            text=text,
-            level="warning",
-        )
-        await self.publisher.send(notice)
-
-    def _out(self, state: ThreadState, kind: type[ev.OutboundT], **fields: Any) -> ev.OutboundT:
-        return kind(
-            id=new_id(),
-            channel=state.channel,
-            conversation=state.conversation,
-            thread_id=state.thread_id,
-            reply_to=state.reply_to,
-            **fields,
-        )
-
-    def _meta(self, actor: str) -> Meta:
-        return {"id": new_id(), "at": self.clock.now(), "actor": actor}
-
-    def _error(self, call_id: str, tool: str, error: str, kind: ev.ToolErrorKind) -> ev.ToolErrorEvent:
-        line = " ".join(error.split())[:500]
-        return ev.ToolErrorEvent(**self._meta(AGENT_ACTOR), call_id=call_id, tool=tool, error=line, kind=kind)
-
-    def _usage(self, usage: Usage | None) -> list[ev.Event]:
-        if usage is None:
-            return []
-        return [ev.ModelCall(**self._meta(AGENT_ACTOR), **asdict(usage))]
+        await self.publisher.send(notice_to(trigger, text))

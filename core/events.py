@@ -258,12 +258,15 @@ class DecisionReceipt(_Outbound):
     at: datetime
 
 
+NoticeLevel = Literal["info", "warning", "error"]
+
+
 class Notice(_Outbound):
     """Something went wrong with a request, or a refusal; says what happened and what to do."""
 
     kind: Literal["notice"] = "notice"
     text: str
-    level: Literal["info", "warning", "error"] = "info"
+    level: NoticeLevel = "info"
 
 
 Outbound = Annotated[Reply | ApprovalRequest | Question | DecisionReceipt | Notice, Field(discriminator="kind")]

@@ -18,6 +18,7 @@ from core.agent import Agent
 from core.bus import Bus
 from core.errors import ConflictError, StoreUnavailable
 from core.ids import new_id
+from core.run import notice_to
 
 log = logging.getLogger(__name__)
 CONFLICT_RETRIES = 3
@@ -83,14 +84,4 @@ class Worker:
         await self.bus.dead_letter(entry_id, trigger.model_dump_json(), "conflicting writers kept winning")
 
     async def _tell_sender(self, trigger: ev.Trigger, text: str) -> None:
-        notice = ev.Notice(
-            id=new_id(),
-            channel=trigger.channel,
-            conversation=trigger.conversation,
-            thread_id=trigger.thread_id,
-            reply_to=trigger.reply_to,
-            to=trigger.sender,
-            text=text,
-            level="error",
-        )
-        await self.bus.send(notice)
+        await self.bus.send(notice_to(trigger, text, level="error"))

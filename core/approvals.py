@@ -1,0 +1,111 @@
+"""Approvals: opening a request for a gated call, and deciding it exactly once.
+
+Security rules, all enforced here in code: only an allowed approver may decide (checked before
+the compare-and-set and again before the stored call runs); the call that runs is the one
+stored with the approval, checked against its argument hash, never anything from the click.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from core import events as ev
+from core.errors import ApprovalError
+from core.ids import new_approval_id
+from core.ports import Clock
+from core.run import Run
+from core.store import ApprovalRecord, Store
+from core.tools import ToolRegistry, ToolSpec, args_hash
+
+REQUESTED_FIELDS = {"approval_id", "call_id", "tool", "args", "args_hash", "approvers", "requester", "allow_self"}
+
+
+class Approvals:
+    def __init__(self, store: Store, tools: ToolRegistry, clock: Clock) -> None:
+        self.store = store
+        self.tools = tools
+        self.clock = clock
+
+    async def open(self, run: Run, call: ev.ToolCall, spec: ToolSpec) -> None:
+        """Store the approval record, then record the call and the request in the thread; the thread waits."""
+        now = self.clock.now()
+        record = ApprovalRecord(
+            approval_id=new_approval_id(),
+            thread_id=run.state.thread_id,
+            call_id=call.call_id,
+            tool=spec.name,
+            args=call.args,
+            args_hash=args_hash(spec.name, call.args),
+            reason=call.reason,
+            requester=run.state.last_actor or run.state.requester,
+            approvers=spec.approval.approvers,
+            allow_self=spec.approval.allow_self,
+            channel=run.state.channel,
+            conversation=run.state.conversation,
+            created_at=now,
+            expires_at=now + timedelta(seconds=spec.approval.expires_in),
+        )
+        await self.store.create_approval(record)
+        fields = record.model_dump(include=REQUESTED_FIELDS)
+        await run.commit(call, ev.ApprovalRequested(**run.meta(), **fields, expires_at=record.expires_at))
+        run.send(
+            ev.ApprovalRequest,
+            approval_id=record.approval_id,
+            tool=spec.name,
+            args=call.args,
+            reason=call.reason,
+            requester=record.requester,
+            approvers=[self.tools.describe(record.approvers)],
+            expires_at=record.expires_at,
+        )
+
+    async def decide(self, trigger: ev.DecisionTrigger) -> ApprovalRecord:
+        """Check the decider's permission, then compare-and-set; return the decided record or raise ApprovalError."""
+        record = await self.store.get_approval(trigger.approval_id)
+        if record is None:
+            raise ApprovalError(f"there is no approval {trigger.approval_id!r}; check the id in the approval request")
+        if not self.tools.may_approve(trigger.sender, record.approvers, record.requester, record.allow_self):
+            own = " (you requested it and this tool needs someone else)" if trigger.sender == record.requester else ""
+            raise ApprovalError(
+                f"{trigger.sender} may not decide approval {record.approval_id}{own}; "
+                f"allowed approvers: {self.tools.describe(record.approvers)}. Nothing changed."
+            )
+        outcome = await self.store.decide(
+            record.approval_id, trigger.decision == "approve", trigger.sender, trigger.comment, self.clock.now()
+        )
+        if outcome.outcome == "expired":
+            raise ApprovalError(
+                f"approval {record.approval_id} expired at {record.expires_at:%Y-%m-%d %H:%M} UTC; "
+                "ask for the action again"
+            )
+        if outcome.outcome == "missing":
+            raise ApprovalError(f"there is no approval {trigger.approval_id!r}; check the id in the approval request")
+        decided = await self.store.get_approval(record.approval_id)
+        assert decided is not None, "an approval record never disappears once decided"
+        if outcome.outcome == "ok" or (outcome.decided_by == trigger.sender and await self._still_awaited(decided)):
+            # Either this trigger won the race, or it won before its worker crashed: apply it now.
+            return decided
+        raise ApprovalError(already_decided(decided))
+
+    async def _still_awaited(self, record: ApprovalRecord) -> bool:
+        pending = (await self.store.load_state(record.thread_id)).pending_approval
+        return pending is not None and pending.approval_id == record.approval_id
+
+    def refusal_to_run(self, run: Run, record: ApprovalRecord) -> str | None:
+        """Why the approved call must not run after all, or None. Checked under the thread's lock."""
+        pending = run.state.pending_approval
+        if record.args_hash != args_hash(record.tool, record.args) or (
+            pending is not None and pending.args_hash != record.args_hash
+        ):
+            return "the approval record does not match the call that was requested; it did not run"
+        spec = self.tools.get(record.tool)
+        # Permission again, at execution time, against the configuration now in force.
+        if not self.tools.may_approve(
+            record.decided_by, spec.approval.approvers, record.requester, spec.approval.allow_self
+        ):
+            return f"{record.decided_by} is no longer an allowed approver for {record.tool}; the call did not run"
+        return None
+
+
+def already_decided(record: ApprovalRecord) -> str:
+    return f"approval {record.approval_id} was already {record.status} by {record.decided_by} at {record.decided_at}; nothing changed"
