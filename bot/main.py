@@ -7,9 +7,9 @@ import logging
 import os
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import aiohttp
-import anthropic
 import redis.asyncio as aioredis
 
 from bot.redis_server import EmbeddedRedis
@@ -18,13 +18,16 @@ from core.agent import Agent, Limits, Models
 from core.bus import Bus
 from core.commands import CommandModel
 from core.executors import ToolRunner
-from core.llm import AnthropicModel, Model
+from core.llm import Model
 from core.ports import Clock, SystemClock
 from core.prompts import PromptLibrary
 from core.redact import RedactingFilter, Redactor
-from core.store import Store
+from core.store import Store, redis_errors
 from core.tools import ToolRegistry, load_tools
 from core.worker import Worker
+
+if TYPE_CHECKING:
+    import anthropic
 
 
 @dataclass
@@ -58,6 +61,8 @@ def redis_url(settings: Settings) -> tuple[str, EmbeddedRedis | None]:
 def anthropic_client(settings: Settings) -> anthropic.AsyncAnthropic | None:
     if settings.anthropic_api_key is None:
         return None
+    import anthropic
+
     return anthropic.AsyncAnthropic(
         api_key=settings.anthropic_api_key.get_secret_value(),
         base_url=settings.anthropic_base_url,
@@ -80,6 +85,8 @@ def build_core(
     redactor = Redactor.from_env(env)
     prompts = PromptLibrary(settings.prompts_dir)
     if language_model is None and llm is not None:
+        from core.anthropic_model import AnthropicModel
+
         language_model = AnthropicModel(
             llm,
             prompts,
@@ -113,6 +120,12 @@ async def running_core(settings: Settings, env: Mapping[str, str] | None = None)
     env = os.environ if env is None else env
     url, embedded = redis_url(settings)
     client = aioredis.Redis.from_url(url, health_check_interval=30)
+    try:
+        with redis_errors():
+            await client.ping()  # fail before anything is shown, with a message that says what to do
+    except BaseException:
+        await client.aclose()
+        raise
     llm = anthropic_client(settings)
     try:
         async with aiohttp.ClientSession() as http:

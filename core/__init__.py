@@ -30,7 +30,7 @@ from core.events import (
     Trigger,
 )
 from core.ids import new_id, thread_id_for
-from core.llm import AnthropicModel, Decision, Model, ModelRequest
+from core.llm import Decision, Model, ModelRequest
 from core.ports import Clock, Publisher, SystemClock
 from core.reducer import ThreadState, reduce, replay
 from core.store import ApprovalRecord, Store
@@ -39,7 +39,6 @@ from core.worker import Worker
 
 __all__ = [
     "Agent",
-    "AnthropicModel",
     "ApprovalError",
     "ApprovalRecord",
     "ApprovalRequest",

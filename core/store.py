@@ -11,19 +11,22 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import redis.asyncio as aioredis
 import redis.exceptions
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 from redis.asyncio.lock import Lock
 
 from core import keys
 from core.errors import ConflictError, StoreUnavailable
 from core.events import Event, parse_event
 from core.reducer import ThreadState, replay
+
+log = logging.getLogger(__name__)
 
 ApprovalStatus = Literal["pending", "approved", "rejected", "expired"]
 
@@ -118,7 +121,12 @@ class Store:
             raw = await self.redis.hget(keys.thread_meta(thread_id), "state")
         if raw is None:
             return ThreadState(thread_id=thread_id)
-        return ThreadState.model_validate_json(raw)
+        try:
+            return ThreadState.model_validate_json(raw)
+        except ValidationError:
+            # A snapshot from another schema version: the log is the truth, derive the state again.
+            log.warning("thread %s: state snapshot does not match this version; rebuilding from its events", thread_id)
+            return await self.rebuild_state(thread_id)
 
     async def load_events(self, thread_id: str, start: int = 1, end: int | None = None) -> list[Event]:
         """Events `start..end` (1-based, inclusive)."""

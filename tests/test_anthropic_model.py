@@ -15,8 +15,8 @@ import redis.asyncio as aioredis
 
 from config.settings import PROJECT_DIR
 from core import events as ev
+from core.anthropic_model import AnthropicModel
 from core.ids import thread_id_for
-from core.llm import AnthropicModel
 from core.prompts import PromptLibrary
 from core.reducer import ThreadState
 from tests.conftest import Harness

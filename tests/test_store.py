@@ -119,3 +119,11 @@ async def test_an_unreachable_redis_is_a_clear_error() -> None:
     with pytest.raises(StoreUnavailable, match="check REDIS_URL"):
         await Store(client).load_state("t1")
     await client.aclose()
+
+
+async def test_a_snapshot_from_another_version_is_rebuilt_from_the_log(redis_client) -> None:
+    store = Store(redis_client)
+    await _append(store, "t1", _start(), _message(1))
+    await redis_client.hset("thread:{t1}:meta", "state", '{"status": "from-the-future", "seq": "x"}')
+    state = await store.load_state("t1")
+    assert state == replay(await store.load_events("t1"), "t1") and state.seq == 2
