@@ -52,6 +52,7 @@ class Terminal:
         self.conversation = f"{user}/{new_id()}"
         self._write = write or (lambda text: print(text, flush=True))
         self._receipts: set[str] = set()
+        self.after = "0-0"  # outbox position; set it to `await bus.position(CHANNEL)` to skip history
 
     def trigger(self, text: str) -> MessageTrigger:
         return MessageTrigger(
@@ -70,12 +71,17 @@ class Terminal:
             return outbound.to == self.identity
         return outbound.conversation.startswith(f"{self.user}/")
 
-    async def print_outbox(self, stop: asyncio.Event, after: str) -> None:
+    async def print_new(self, block_ms: int = 0) -> int:
+        """Print this user's outbound messages that arrived since the last call; returns how many."""
+        self.after, items = await self.bus.follow(CHANNEL, self.after, block_ms=block_ms)
+        mine = [outbound for outbound in items if self.mine(outbound)]
+        for outbound in mine:
+            self._write(render(outbound))
+        return len(mine)
+
+    async def print_outbox(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            after, items = await self.bus.follow(CHANNEL, after, block_ms=200)
-            for outbound in items:
-                if self.mine(outbound):
-                    self._write(render(outbound))
+            await self.print_new(block_ms=200)
 
     async def read_input(self) -> None:
         """Forward typed lines until end of input or `quit`."""

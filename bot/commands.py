@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import sys
 from collections.abc import Mapping
 
@@ -50,27 +49,25 @@ async def chat(settings: Settings, user: str, stop: asyncio.Event) -> int:
         for record in await core.store.pending_approvals():
             if core.tools.may_approve(terminal.identity, record.approvers, record.requester, record.allow_self):
                 print(f"bot> pending approval: {views.approval_line(record)}", flush=True)
+        terminal.after = await core.bus.position(CHANNEL)
         worker = core.worker()
         printing = asyncio.Event()
-        tasks = [
-            asyncio.create_task(worker.run(block_ms=200)),
-            asyncio.create_task(terminal.print_outbox(printing, await core.bus.position(CHANNEL))),
-        ]
+        working = asyncio.create_task(worker.run(block_ms=200))
+        printer = asyncio.create_task(terminal.print_outbox(printing))
         reading = asyncio.create_task(terminal.read_input())
         stopped = asyncio.create_task(stop.wait())
-        await asyncio.wait([reading, stopped], return_when=asyncio.FIRST_COMPLETED)
-        # Finish what was typed before leaving: drain the inbox, then print what it produced.
+        await asyncio.wait([reading, stopped, working], return_when=asyncio.FIRST_COMPLETED)
         worker.stop()
-        await tasks[0]
-        if not stop.is_set():
-            while await worker.run_once(block_ms=100):
-                pass
-            await asyncio.sleep(0.3)  # let the printer pass over the last outbound messages
         printing.set()
-        for task in (reading, stopped, tasks[1]):
+        await asyncio.gather(working, printer)  # surfaces a crash of either
+        if not stop.is_set():
+            # End of input: finish what was typed, and show what it produced, before leaving.
+            while await worker.run_once():
+                pass
+            await terminal.print_new()
+        for task in (reading, stopped):
             task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(reading, stopped, tasks[1])
+        await asyncio.gather(reading, stopped, return_exceptions=True)
     return 0
 
 

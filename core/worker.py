@@ -46,8 +46,8 @@ class Worker:
             try:
                 await self.run_once(block_ms)
                 backoff = 0.5
-            except StoreUnavailable as exc:
-                log.warning("%s; retrying in %.1fs", exc, backoff)
+            except Exception as exc:  # noqa: BLE001 - the worker outlives any failure, retrying with backoff
+                log.warning("worker %s: %s; retrying in %.1fs", self.name, exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
 
