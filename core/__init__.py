@@ -31,7 +31,7 @@ from core.events import (
 )
 from core.ids import new_id, thread_id_for
 from core.llm import Decision, Model, ModelRequest
-from core.ports import Clock, Publisher, SystemClock
+from core.ports import ChannelAdapter, Clock, Publisher, SystemClock
 from core.reducer import ThreadState, reduce, replay
 from core.store import ApprovalRecord, Store
 from core.tools import ToolRegistry, ToolSpec, load_tools
@@ -44,6 +44,7 @@ __all__ = [
     "ApprovalRequest",
     "BotError",
     "Bus",
+    "ChannelAdapter",
     "ChannelError",
     "Clock",
     "CommandModel",

@@ -7,7 +7,9 @@ so a message is rendered once even with several channel processes.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -22,6 +24,7 @@ log = logging.getLogger(__name__)
 
 DEAD_LETTER = "inbox:dead"
 CLAIM_IDLE_MS = 60_000
+RENDER_ATTEMPTS = 3
 
 
 async def _ensure_group(client: aioredis.Redis, stream: str, group: str) -> None:
@@ -136,3 +139,43 @@ class Bus:
                 after = entry_id.decode()
                 out.append(OUTBOUND_ADAPTER.validate_json(fields[b"o"]))
         return after, out
+
+    async def deliver(
+        self,
+        channel: str,
+        render: Callable[[Outbound], Awaitable[None]],
+        stop: asyncio.Event,
+        consumer: str,
+        group: str = "renderers",
+    ) -> None:
+        """Render a channel's outbound messages until `stop`, each once across the group's processes.
+
+        A message whose rendering keeps failing is parked on `outbox:<channel>:dead` with the
+        error, so one bad message cannot block the channel.
+        """
+        while not stop.is_set():
+            try:
+                items = await self.receive(channel, consumer, group, block_ms=500)
+            except Exception as exc:  # noqa: BLE001 - keep delivering once Redis is back
+                log.warning("outbox %s: %s; retrying", channel, exc)
+                await asyncio.sleep(1)
+                continue
+            for entry_id, outbound in items:
+                await self._render_one(channel, entry_id, outbound, render)
+                await self.done(channel, entry_id, group)
+
+    async def _render_one(
+        self, channel: str, entry_id: str, outbound: Outbound, render: Callable[[Outbound], Awaitable[None]]
+    ) -> None:
+        for attempt in range(1, RENDER_ATTEMPTS + 1):
+            try:
+                await render(outbound)
+                return
+            except Exception as exc:  # noqa: BLE001 - any channel failure is retried, then parked
+                log.warning("outbox %s: rendering %s failed (%d of %d): %s", channel, entry_id, attempt,
+                            RENDER_ATTEMPTS, exc)  # fmt: skip
+                error = f"{type(exc).__name__}: {exc}"
+                if attempt < RENDER_ATTEMPTS:
+                    await asyncio.sleep(0.5 * attempt)
+        with redis_errors():
+            await self.redis.xadd(f"{keys.outbox(channel)}:dead", {"o": outbound.model_dump_json(), "error": error})

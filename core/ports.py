@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -14,6 +15,14 @@ class Clock(Protocol):
 
 class Publisher(Protocol):
     async def send(self, outbound: Outbound) -> None: ...
+
+
+class ChannelAdapter(Protocol):
+    """A channel: turns its input into Triggers on the inbox and renders its outbox, until `stop`."""
+
+    name: str
+
+    async def run(self, stop: asyncio.Event) -> None: ...
 
 
 class SystemClock:
