@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from core.errors import ConfigError
+from config.channels import DiscordSettings, EmailSettings, HttpSettings, SlackSettings, env_values, validated
 
 CONFIG_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = CONFIG_DIR.parent
@@ -42,27 +41,25 @@ class Settings(BaseModel):
     context_budget: int = Field(8000, gt=500, alias="BOT_CONTEXT_TOKENS")
     log_level: str = Field("INFO", alias="BOT_LOG_LEVEL")
     groups: dict[str, list[str]] = {}
+    http: HttpSettings = Field(default_factory=lambda: HttpSettings.model_validate({}))
+    slack: SlackSettings | None = None
+    discord: DiscordSettings | None = None
+    email: EmailSettings | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         """Build settings from an environment mapping; errors name the variable and the fix."""
-        values: dict[str, Any] = {}
-        for name, field in cls.model_fields.items():
-            if field.alias and env.get(field.alias, "") != "":
-                values[name] = env[field.alias]
+        values = env_values(cls, env)
         values["groups"] = {
             key.removeprefix(GROUP_PREFIX).lower(): [m.strip() for m in value.split(",") if m.strip()]
             for key, value in env.items()
             if key.startswith(GROUP_PREFIX)
         }
-        try:
-            return cls.model_validate(values)
-        except ValidationError as exc:
-            problems = []
-            for error in exc.errors():
-                field = cls.model_fields[str(error["loc"][0])]
-                problems.append(f"{field.alias}={error.get('input')!r}: {error['msg']}")
-            raise ConfigError("invalid environment: " + "; ".join(problems) + "; fix or unset it") from exc
+        values["http"] = validated(HttpSettings, env_values(HttpSettings, env))
+        values["slack"] = SlackSettings.from_env(env)
+        values["discord"] = DiscordSettings.from_env(env)
+        values["email"] = EmailSettings.from_env(env)
+        return validated(cls, values)
 
     @property
     def has_model(self) -> bool:
