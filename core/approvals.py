@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from core import events as ev
 from core.errors import ApprovalError
-from core.ids import new_approval_id
+from core.ids import new_approval_id, new_id
 from core.ports import Clock
 from core.run import Run
 from core.store import ApprovalRecord, Store
@@ -48,16 +48,20 @@ class Approvals:
         await self.store.create_approval(record)
         fields = record.model_dump(include=REQUESTED_FIELDS)
         await run.commit(call, ev.ApprovalRequested(**run.meta(), **fields, expires_at=record.expires_at))
-        run.send(
+        request = run.out(
             ev.ApprovalRequest,
             approval_id=record.approval_id,
             tool=spec.name,
             args=call.args,
             reason=call.reason,
             requester=record.requester,
-            approvers=[self.tools.describe(record.approvers)],
+            approvers=self.tools.members(record.approvers),
             expires_at=record.expires_at,
         )
+        run.outbox.append(request)
+        for channel in spec.approval.notify:
+            if channel != request.channel:  # the policy asks for the request there too, e.g. by email
+                run.outbox.append(request.model_copy(update={"id": new_id(), "channel": channel}))
 
     async def decide(self, trigger: ev.DecisionTrigger) -> ApprovalRecord:
         """Check the decider's permission, then compare-and-set; return the decided record or raise ApprovalError."""

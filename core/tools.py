@@ -57,6 +57,7 @@ class ApprovalPolicy(_Spec):
     approvers: list[str] = []  # identities, or group:NAME
     allow_self: bool = True
     expires_in: int = Field(default=3600, gt=0)
+    notify: list[str] = []  # other channels that also get the request, e.g. ["email"]
 
     def applies(self, args: Mapping[str, Any]) -> bool:
         if not self.required:
@@ -166,6 +167,14 @@ class ToolRegistry:
         if not allow_self and identity == requester:
             return False
         return self.is_member(identity, approvers)
+
+    def members(self, entries: list[str]) -> list[str]:
+        """Every identity the entries name, groups expanded, in order, without repeats."""
+        found: list[str] = []
+        for entry in entries:
+            group = self.groups.get(entry.removeprefix("group:"), []) if entry.startswith("group:") else [entry]
+            found += [member for member in group if member not in found]
+        return found
 
     def describe(self, entries: list[str]) -> str:
         """`group:oncall (cli:operator, slack:T1:U2)` for people reading an approval request."""

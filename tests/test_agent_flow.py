@@ -205,3 +205,19 @@ async def test_a_malformed_inbox_entry_goes_to_the_dead_letter_stream(fake_redis
     dead = await fake_redis.xrange("inbox:dead")
     assert len(dead) == 1 and b"malformed trigger" in dead[0][1][b"error"]
     assert (await fake_redis.xpending("inbox", "workers"))["pending"] == 0
+
+
+async def test_a_policy_can_send_the_request_to_other_channels_too(fake_redis, make_harness, tmp_path) -> None:
+    tools = tmp_path / "tools.toml"
+    tools.write_text(
+        "[groups]\noncall = ['cli:operator', 'email:dana@example.com']\n"
+        "[tools.failover]\ndescription = 'Fail over the database.'\nexecutor = {kind='command', argv=['echo', 'ok']}\n"
+        "approval = {required=true, approvers=['group:oncall'], notify=['email']}\n"
+    )
+    h = make_harness(fake_redis, BOT_TOOLS_FILE=str(tools))
+    await h.say("/failover")
+    _, mailed = await h.core.bus.follow("email", "0-0", block_ms=0)
+    shown = next(o for o in await h.outbox() if isinstance(o, ev.ApprovalRequest))
+    assert len(mailed) == 1 and isinstance(mailed[0], ev.ApprovalRequest)
+    assert mailed[0].approval_id == shown.approval_id and mailed[0].conversation == shown.conversation
+    assert mailed[0].approvers == ["cli:operator", "email:dana@example.com"]
