@@ -10,7 +10,18 @@ import json
 import sys
 from collections.abc import Callable
 
-from core import ApprovalRequest, Bus, DecisionReceipt, MessageTrigger, Notice, Outbound, Question, Reply, new_id
+from core import (
+    ApprovalRequest,
+    Bus,
+    DecisionReceipt,
+    MessageTrigger,
+    Notice,
+    Outbound,
+    Question,
+    Reply,
+    StoreUnavailable,
+    new_id,
+)
 
 CHANNEL = "cli"
 QUIT_WORDS = {"quit", "exit", ":q"}
@@ -38,8 +49,12 @@ def render(outbound: Outbound) -> str:
             note = f": {outbound.comment}" if outbound.comment else ""
             body = f"approval {outbound.approval_id} {verb} by {outbound.by} at {outbound.at:%H:%M:%S} UTC{note}"
         case Notice():
-            body = f"[{outbound.level}] {outbound.text}"
+            return render_notice(outbound.text, outbound.level)
     return "\n".join(f"bot> {line}" for line in body.splitlines() or [""])
+
+
+def render_notice(text: str, level: str) -> str:
+    return "\n".join(f"bot> {line}" for line in f"[{level}] {text}".splitlines())
 
 
 class Terminal:
@@ -92,5 +107,9 @@ class Terminal:
             text = line.strip()
             if text.lower() in QUIT_WORDS:
                 return
-            if text:
+            if not text:
+                continue
+            try:
                 await self.send(text)
+            except StoreUnavailable as exc:
+                self._write(render_notice(f"{exc}. Your message was not sent; type it again.", "error"))

@@ -30,9 +30,11 @@ import asyncio
 import contextlib
 import cProfile
 import io
+import itertools
 import os
 import platform
 import pstats
+import resource
 import shutil
 import statistics
 import sys
@@ -47,20 +49,21 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 # The tools file names `bench.core_step:instant`; when this file runs as a script, make that
 # import resolve to this very module (so the probes below share state with the bench).
-sys.modules.setdefault("bench.core_step", sys.modules[__name__])
+if __name__ == "__main__":
+    sys.modules.setdefault("bench.core_step", sys.modules["__main__"])
 
-import pydantic  # noqa: E402
-import redis  # noqa: E402
-import redis.asyncio as aioredis  # noqa: E402
-from redis.asyncio.connection import AbstractConnection  # noqa: E402
+import pydantic
+import redis
+import redis.asyncio as aioredis
+from redis.asyncio.connection import AbstractConnection
 
-from bot.main import Core, build_core  # noqa: E402
-from bot.redis_server import EmbeddedRedis  # noqa: E402
-from config.settings import Settings  # noqa: E402
-from core import keys  # noqa: E402
-from core.events import DecisionTrigger, MessageTrigger  # noqa: E402
-from core.ids import new_id, thread_id_for  # noqa: E402
-from core.llm import Decision, ModelRequest  # noqa: E402
+from bot.main import Core, build_core
+from bot.redis_server import EmbeddedRedis
+from config.settings import Settings
+from core import keys
+from core.events import DecisionTrigger, MessageTrigger
+from core.ids import new_id, thread_id_for
+from core.llm import Decision, ModelRequest
 
 IDENTITY = "cli:bench"
 
@@ -121,8 +124,8 @@ class Counter:
             counter.commands += 1
             return pack(conn, *args)
 
-        AbstractConnection.send_packed_command = send_packed_command  # type: ignore[method-assign]
-        AbstractConnection.pack_command = pack_command  # type: ignore[method-assign]
+        AbstractConnection.send_packed_command = send_packed_command  # type: ignore[method-assign,assignment]
+        AbstractConnection.pack_command = pack_command  # type: ignore[method-assign,assignment]
 
     def snap(self) -> tuple[int, int]:
         return self.round_trips, self.commands
@@ -186,6 +189,9 @@ class ThreadRun:
     round_trips: int  # for the whole trigger
     commands: int
     server_commands: int
+    client_user: float  # seconds of this process's user CPU for the whole trigger
+    client_sys: float  # and of its system (kernel) CPU: the socket syscalls
+    server_cpu: float  # seconds of redis-server CPU (user + sys) for the whole trigger
 
 
 @dataclass
@@ -226,9 +232,12 @@ class Bench:
     def redis(self) -> aioredis.Redis:
         return self.core.redis
 
-    async def server_commands(self) -> int:
+    async def server_counters(self) -> tuple[int, float]:
+        """Commands the server has run (excluding INFO itself) and its CPU seconds so far."""
         stats: dict[str, Any] = await self.redis.info("commandstats")
-        return sum(int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info")
+        cpu: dict[str, Any] = await self.redis.info("cpu")
+        commands = sum(int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info")
+        return commands, float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
 
     def _trigger(self, conversation: str) -> MessageTrigger:
         return MessageTrigger(
@@ -243,23 +252,28 @@ class Bench:
         self.model.steps, self.model.final = steps, final
         self.model.marks.clear()
         trigger = self._trigger(conversation)
-        server_before = await self.server_commands()
+        server_commands, server_cpu = await self.server_counters()
         rt0, cmd0 = COUNTER.snap()
+        cpu0 = resource.getrusage(resource.RUSAGE_SELF)
         t0 = time.perf_counter()
         await self.core.agent.handle(trigger)
         wall = time.perf_counter() - t0
+        cpu1 = resource.getrusage(resource.RUSAGE_SELF)
         rt1, cmd1 = COUNTER.snap()
-        server = await self.server_commands() - server_before
+        server_commands_after, server_cpu_after = await self.server_counters()
         marks = self.model.marks[: steps + 1]  # decision i starts step i; decision `steps` ends the loop
         run = ThreadRun(
             steps=steps,
             wall=wall,
-            intervals=[b.at - a.at for a, b in zip(marks, marks[1:], strict=False)],
-            step_round_trips=[b.round_trips - a.round_trips for a, b in zip(marks, marks[1:], strict=False)],
-            step_commands=[b.commands - a.commands for a, b in zip(marks, marks[1:], strict=False)],
+            intervals=[b.at - a.at for a, b in itertools.pairwise(marks)],
+            step_round_trips=[b.round_trips - a.round_trips for a, b in itertools.pairwise(marks)],
+            step_commands=[b.commands - a.commands for a, b in itertools.pairwise(marks)],
             round_trips=rt1 - rt0,
             commands=cmd1 - cmd0,
-            server_commands=server,
+            server_commands=server_commands_after - server_commands,
+            client_user=cpu1.ru_utime - cpu0.ru_utime,
+            client_sys=cpu1.ru_stime - cpu0.ru_stime,
+            server_cpu=server_cpu_after - server_cpu,
         )
         return conversation, thread_id, run
 
@@ -304,7 +318,7 @@ class Bench:
 
     async def measure(self, steps: int, repeats: int, resumes: int) -> Result:
         runs = []
-        for _ in range(repeats):
+        for _ in range(repeats * max(1, min(10, 100 // steps))):  # short threads are noisier: more of them
             _, thread_id, run = await self.thread(steps)
             runs.append(run)
         storage = await self.storage(thread_id)
@@ -327,6 +341,10 @@ class Bench:
 
 
 # --- report ------------------------------------------------------------------------------------
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def ms(seconds: float) -> str:
@@ -356,8 +374,12 @@ def report(results: list[Result], header: list[str]) -> bool:
     # per step
     per_step = [statistics.median(run.wall / run.steps for run in r.runs) for r in results]
     ok_step = all(v <= TARGET_STEP_MS / 1000 for v in per_step)
-    row("per step, handle() wall / N (ms, median)", [ms(v) for v in per_step], f"<= {TARGET_STEP_MS:g} ms each",
-        verdict(ok_step))
+    row(
+        "per step, handle() wall / N (ms, median)",
+        [ms(v) for v in per_step],
+        f"<= {TARGET_STEP_MS:g} ms each",
+        verdict(ok_step),
+    )
     intervals = [[i for run in r.runs for i in run.intervals] for r in results]
     row("  marginal step, median (ms)", [ms(statistics.median(v)) for v in intervals])
     row("  marginal step, p90 (ms)", [ms(statistics.quantiles(v, n=10)[-1]) if len(v) > 1 else "-" for v in intervals])
@@ -370,12 +392,28 @@ def report(results: list[Result], header: list[str]) -> bool:
     row("  last / first 10%", [f"{g:.2f}x" for g in growth], "flat (<= 1.5x)", verdict(ok_flat))
     fixed = [statistics.median(run.wall - sum(run.intervals) for run in r.runs) for r in results]
     row("  per-trigger fixed cost (ms)", [ms(v) for v in fixed])
+    row(
+        "  bench process CPU per step, user+sys (ms)",
+        [
+            f"{ms(statistics.median(run.client_user / run.steps for run in r.runs))}+"
+            f"{ms(statistics.median(run.client_sys / run.steps for run in r.runs))}"
+            for r in results
+        ],
+    )
+    row(
+        "  redis-server CPU per step (ms)",
+        [ms(statistics.median(run.server_cpu / run.steps for run in r.runs)) for r in results],
+    )
 
     # resume
     resume = [statistics.median(r.resume.latencies) for r in results]
     ok_resume = resume[-1] <= TARGET_RESUME_MS / 1000
-    row("resume: decision -> tool starts (ms, median)", [ms(v) for v in resume],
-        f"<= {TARGET_RESUME_MS:g} ms at {lengths[-1]}", verdict(ok_resume))
+    row(
+        "resume: decision -> tool starts (ms, median)",
+        [ms(v) for v in resume],
+        f"<= {TARGET_RESUME_MS:g} ms at {lengths[-1]}",
+        verdict(ok_resume),
+    )
     row("  resume, max (ms)", [ms(max(r.resume.latencies)) for r in results])
     row("  resume, round trips until tool starts", [f"{statistics.median(r.resume.round_trips):g}" for r in results])
 
@@ -383,16 +421,20 @@ def report(results: list[Result], header: list[str]) -> bool:
     st = [r.storage for r in results]
     ratios = [s.stored / s.events_json for s in st]
     per_event = [s.stored / s.events for s in st]
-    slopes = [
-        (b.stored - a.stored) / (b.events - a.events) for a, b in zip(st, st[1:], strict=False) if b.events > a.events
-    ]
-    linear = per_event[-1] <= 1.25 * per_event[0] and (len(slopes) < 2 or slopes[-1] <= 1.25 * slopes[0])
+    slopes = [(b.stored - a.stored) / max(1, b.events - a.events) for a, b in itertools.pairwise(st)]
+    # Linear (plus a fixed per-thread cost) means the bytes per event do not rise with the length;
+    # O(N^2) storage would multiply them by the length ratio.
+    linear = per_event[-1] <= 1.1 * min(per_event)
     row("events in the thread", [str(s.events) for s in st])
     row("events' JSON (bytes)", [str(s.events_json) for s in st])
     row("stored: log + meta (bytes)", [f"{s.stored}" for s in st])
     row("  log stream / meta hash (bytes)", [f"{s.log_bytes}/{s.meta_bytes}" for s in st])
-    row("stored / events' JSON", [f"{r:.2f}x" for r in ratios], f"<= {TARGET_BYTES_RATIO:g}x", verdict(
-        all(r <= TARGET_BYTES_RATIO for r in ratios)))
+    row(
+        "stored / events' JSON",
+        [f"{r:.2f}x" for r in ratios],
+        f"<= {TARGET_BYTES_RATIO:g}x",
+        verdict(all(r <= TARGET_BYTES_RATIO for r in ratios)),
+    )
     row("stored bytes per event", [f"{v:.0f}" for v in per_event], "linear growth", verdict(linear))
     row("  marginal bytes per added event", ["-"] + [f"{v:.0f}" for v in slopes])
 
@@ -400,16 +442,26 @@ def report(results: list[Result], header: list[str]) -> bool:
     step_rt = [max(i for run in r.runs for i in run.step_round_trips) for r in results]
     ok_rt = all(v <= TARGET_ROUND_TRIPS for v in step_rt)
     row("round trips per step (max over steps)", [str(v) for v in step_rt], f"<= {TARGET_ROUND_TRIPS}", verdict(ok_rt))
-    row("  round trips per step incl. trigger (mean)",
-        [f"{statistics.median(run.round_trips / run.steps for run in r.runs):.3f}" for r in results])
-    row("  per-trigger fixed round trips",
-        [f"{statistics.median(run.round_trips - sum(run.step_round_trips) for run in r.runs):g}" for r in results])
-    row("client commands per step (max over steps)",
-        [str(max(i for run in r.runs for i in run.step_commands)) for r in results])
-    row("  client commands per step incl. trigger",
-        [f"{statistics.median(run.commands / run.steps for run in r.runs):.3f}" for r in results])
-    row("server commands per step incl. Lua, trigger",
-        [f"{statistics.median(run.server_commands / run.steps for run in r.runs):.3f}" for r in results])
+    row(
+        "  round trips per step incl. trigger (mean)",
+        [f"{statistics.median(run.round_trips / run.steps for run in r.runs):.3f}" for r in results],
+    )
+    row(
+        "  per-trigger fixed round trips",
+        [f"{statistics.median(run.round_trips - sum(run.step_round_trips) for run in r.runs):g}" for r in results],
+    )
+    row(
+        "client commands per step (max over steps)",
+        [str(max(i for run in r.runs for i in run.step_commands)) for r in results],
+    )
+    row(
+        "  client commands per step incl. trigger",
+        [f"{statistics.median(run.commands / run.steps for run in r.runs):.3f}" for r in results],
+    )
+    row(
+        "server commands per step incl. Lua, trigger",
+        [f"{statistics.median(run.server_commands / run.steps for run in r.runs):.3f}" for r in results],
+    )
 
     print("\n".join(header))
     print()
@@ -422,20 +474,27 @@ def report(results: list[Result], header: list[str]) -> bool:
 
 async def environment(client: aioredis.Redis, url: str, embedded: bool) -> list[str]:
     server: dict[str, Any] = await client.info("server")
-    conn = await client.connection_pool.get_connection()
+    try:
+        node_bytes = (await client.config_get("stream-node-max-bytes")).get("stream-node-max-bytes", "?")
+    except redis.exceptions.ResponseError:  # managed servers may disable CONFIG
+        node_bytes = "unknown"
+    conn = await client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
     try:
         parser = type(conn._parser).__name__
     finally:
         await client.connection_pool.release(conn)
     hiredis = "yes" if "Hiredis" in parser else "no"
     where = "embedded redis-server in a temp dir" if embedded else url.split("@")[-1]
-    return [
+    versions = (
         f"core step benchmark: Python {platform.python_version()} ({platform.python_implementation()}), "
-        f"redis-py {redis.__version__}, hiredis in use: {hiredis} (parser {parser}), pydantic {pydantic.VERSION}",
-        f"redis-server {server.get('redis_version')} ({where}, {url.split(':', 1)[0]}), "
-        f"{os.cpu_count()} CPUs, {platform.machine()} {platform.system()} {platform.release()}",
-        "model: scripted, no history, instant; tool: async Python callable returning at once",
-    ]
+        f"redis-py {redis.__version__}, hiredis in use: {hiredis} (parser {parser}), pydantic {pydantic.VERSION}"
+    )
+    machine = (
+        f"redis-server {server.get('redis_version')} ({where}, {url.split(':', 1)[0]}, "
+        f"stream-node-max-bytes {_s(node_bytes)}), {os.cpu_count()} CPUs, {platform.machine()} {platform.system()} "
+        f"{platform.release()}"
+    )
+    return [versions, machine, "model: scripted, no history, instant; tool: async Python callable returning at once"]
 
 
 async def run(args: argparse.Namespace, url: str, embedded: bool, data_dir: Path) -> bool:
@@ -450,16 +509,21 @@ async def run(args: argparse.Namespace, url: str, embedded: bool, data_dir: Path
         }
     )
     COUNTER.install()
-    client = aioredis.Redis.from_url(url)
+    client = aioredis.Redis.from_url(url, health_check_interval=30)  # as bot.main.running_core does
     model = BenchModel()
     core = build_core(settings, {"PATH": os.environ.get("PATH", "")}, client, language_model=model)
     bench = Bench(core, model, channel=f"bench-{new_id()[-8:]}")
     try:
         header = await environment(client, url, embedded)
+        load_at_start = os.getloadavg()[0]
         await bench.measure(20, 2, 3)  # warm-up: connections, script loads, imports, pydantic caches
         results = []
         for steps in args.lengths:
             results.append(await bench.measure(steps, args.repeat, args.resumes))
+        header.append(
+            f"load average (1 min) {load_at_start:.2f} at start, {os.getloadavg()[0]:.2f} at the end: "
+            "other work on this machine inflates every time below"
+        )
         passed = report(results, header)
         if args.profile:
             await profile(bench, max(args.lengths), args.profile_top)
@@ -469,11 +533,45 @@ async def run(args: argparse.Namespace, url: str, embedded: bool, data_dir: Path
         await client.aclose()
 
 
+PROFILE_GROUPS = [  # (label, substring of the code's file path), first match wins
+    ("redis-py", f"{os.sep}redis{os.sep}"),
+    ("hiredis", "hiredis"),
+    ("pydantic", "pydantic"),
+    ("jsonschema", "jsonschema"),
+    ("asyncio (loop + socket I/O)", f"{os.sep}asyncio{os.sep}"),
+    ("the core (core/)", str(ROOT / "core")),
+    ("the bench itself", str(ROOT / "bench")),
+]
+
+
+def profile_groups(profiler: cProfile.Profile) -> list[tuple[str, float]]:
+    """Own time (tottime) summed by where the code lives; C functions count under their Python caller's group."""
+    raw: dict[Any, Any] = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    totals: dict[str, float] = {}
+
+    def group(filename: str) -> str | None:
+        return next((label for label, part in PROFILE_GROUPS if part in filename), None)
+
+    for (filename, _, _), (_, _, own, _, callers) in raw.items():
+        label = group(filename)
+        if label is None and filename == "~" and callers:  # a builtin: charge it to its main caller
+            caller = max(callers.items(), key=lambda item: item[1][2])[0][0]
+            label = group(caller)
+        label = label or "other (stdlib, builtins)"
+        totals[label] = totals.get(label, 0.0) + own
+    return sorted(totals.items(), key=lambda item: -item[1])
+
+
 async def profile(bench: Bench, steps: int, top: int) -> None:
     profiler = cProfile.Profile()
     profiler.enable()
     await bench.thread(steps)
     profiler.disable()
+    groups = profile_groups(profiler)
+    total = sum(seconds for _, seconds in groups)
+    print(f"\ncProfile of one {steps}-step thread: own time by package (profiler overhead inflates absolute times)")
+    for label, seconds in groups:
+        print(f"  {label:<28}{seconds * 1000 / steps:8.3f} ms/step {100 * seconds / total:5.1f}%")
     for order in ("tottime", "cumulative"):
         out = io.StringIO()
         stats = pstats.Stats(profiler, stream=out).strip_dirs().sort_stats(order)
@@ -491,10 +589,18 @@ def lengths(text: str) -> list[int]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL") or None,
-                        help="a Redis to use (default: REDIS_URL, else an embedded redis-server in a temp dir)")
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get("REDIS_URL") or None,
+        help="a Redis to use (default: REDIS_URL, else an embedded redis-server in a temp dir)",
+    )
     parser.add_argument("--lengths", type=lengths, default=[10, 100, 1000], help="thread lengths in steps")
-    parser.add_argument("--repeat", type=int, default=3, help="threads per length for the per-step figures")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="threads per length for the per-step figures (up to 10x more below 100 steps)",
+    )
     parser.add_argument("--resumes", type=int, default=15, help="approvals per length for the resume figure")
     parser.add_argument("--profile", action="store_true", help="cProfile one thread of the longest length")
     parser.add_argument("--profile-top", type=int, default=30, help="rows of the profile to print")

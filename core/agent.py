@@ -152,7 +152,6 @@ class Agent:
             comment=record.comment,
             trigger_id=trigger.id,
         )
-        await run.commit(decided)
         receipt = run.out(
             ev.DecisionReceipt,
             approval_id=record.approval_id,
@@ -166,13 +165,14 @@ class Agent:
             # The decider answered somewhere else (another channel, the approval email): tell them there too.
             there = {"channel": trigger.channel, "conversation": trigger.conversation, "reply_to": trigger.reply_to}
             run.outbox.append(receipt.model_copy(update={"id": new_id(), **there}))
+        # The decision is stored with what follows from it: one append, then the tool runs.
         if decided.decision == "reject":
             reason = f"rejected by {record.decided_by}: {record.comment or 'no reason given'}"
-            await run.commit(run.error(record.call_id, record.tool, reason, "rejected"))
+            await run.commit(decided, run.error(record.call_id, record.tool, reason, "rejected"))
         elif refusal := self.approvals.refusal_to_run(run, record):
-            await run.commit(run.error(record.call_id, record.tool, refusal, "rejected"))
+            await run.commit(decided, run.error(record.call_id, record.tool, refusal, "rejected"))
         else:
-            await self._execute(run, self.tools.get(record.tool), record.call_id, record.args)
+            await self._execute(run, self.tools.get(record.tool), record.call_id, record.args, decided)
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -227,8 +227,7 @@ class Agent:
         elif spec.approval.applies(args):
             await self.approvals.open(run, call, spec)
         else:
-            await run.commit(call)
-            await self._execute(run, spec, call_id, args)
+            await self._execute(run, spec, call_id, args, call)
 
     def _checked(self, run: Run, decision: Decision) -> ToolSpec:
         """The tool exists, the arguments fit its schema, and the caller may use it."""
@@ -239,8 +238,11 @@ class Agent:
             raise InvalidToolCall(f"{caller} may not use {spec.name}; allowed: {self.tools.describe(spec.callers)}")
         return spec
 
-    async def _execute(self, run: Run, spec: ToolSpec, call_id: str, args: dict[str, object]) -> None:
-        await run.commit(ev.ToolStarted(**run.meta(), call_id=call_id, tool=spec.name))
+    async def _execute(
+        self, run: Run, spec: ToolSpec, call_id: str, args: dict[str, object], *before: ev.Event
+    ) -> None:
+        """Run a tool; `before` (the call, or the approval) is appended with ToolStarted in one round trip."""
+        await run.commit(*before, ev.ToolStarted(**run.meta(), call_id=call_id, tool=spec.name))
         ctx = CallContext(thread_id=run.state.thread_id, call_id=call_id, requester=run.state.requester)
         try:
             output = await self.runner.run(spec, args, ctx)

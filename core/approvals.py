@@ -84,10 +84,14 @@ class Approvals:
             )
         if outcome.outcome == "missing":
             raise ApprovalError(f"there is no approval {trigger.approval_id!r}; check the id in the approval request")
+        if outcome.outcome == "ok":  # this trigger won: the record is what it read plus what it wrote
+            status = "approved" if trigger.decision == "approve" else "rejected"
+            fields = {"decided_by": outcome.decided_by, "decided_at": outcome.decided_at, "comment": trigger.comment}
+            return record.model_copy(update={"status": status, **fields})
         decided = await self.store.get_approval(record.approval_id)
         assert decided is not None, "an approval record never disappears once decided"
-        if outcome.outcome == "ok" or (outcome.decided_by == trigger.sender and await self._still_awaited(decided)):
-            # Either this trigger won the race, or it won before its worker crashed: apply it now.
+        if outcome.decided_by == trigger.sender and await self._still_awaited(decided):
+            # This trigger won before its worker crashed (a redelivery): apply it now.
             return decided
         raise ApprovalError(already_decided(decided))
 

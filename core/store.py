@@ -198,6 +198,8 @@ class Store:
         with redis_errors():
             result = await self._decide(keys=[keys.approval(approval_id), keys.APPROVAL_INDEX], args=args)
         outcome, *rest = (_s(part) for part in result)
+        if outcome == "ok":  # what the script just wrote
+            return Decided(outcome="ok", decided_by=by, decided_at=args[2])
         return Decided(outcome=outcome, decided_by=rest[0] if rest else "", decided_at=rest[1] if rest else "")  # type: ignore[arg-type]
 
     async def pending_approvals(self, limit: int = 100) -> list[ApprovalRecord]:

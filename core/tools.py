@@ -121,6 +121,7 @@ class ToolRegistry:
 
     def __init__(self, tools: Mapping[str, ToolSpec], groups: Mapping[str, list[str]]) -> None:
         self._tools = {**tools, **_BUILTINS}
+        self._validators: dict[str, Any] = {}  # compiled once per tool: building one costs more than validating
         self.groups = {name: list(members) for name, members in groups.items()}
 
     def __contains__(self, name: object) -> bool:
@@ -144,7 +145,10 @@ class ToolRegistry:
         spec = self.get(name)
         if not isinstance(args, dict):
             raise InvalidToolCall(f"{name}: arguments must be an object, got {type(args).__name__}")
-        error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(spec.parameters).iter_errors(args))
+        validator = self._validators.get(name)
+        if validator is None:
+            validator = self._validators[name] = jsonschema.Draft202012Validator(spec.parameters)
+        error = jsonschema.exceptions.best_match(validator.iter_errors(args))
         if error is not None:
             where = "/".join(str(part) for part in error.absolute_path) or "arguments"
             raise InvalidToolCall(f"{name}: {where}: {error.message}")

@@ -56,47 +56,57 @@ class Chat:
 
     async def say(self, text: str) -> None:
         assert self.process.stdin is not None
-        self.process.stdin.write(text.encode() + b"\n")
-        await self.process.stdin.drain()
+        try:
+            self.process.stdin.write(text.encode() + b"\n")
+            await self.process.stdin.drain()
+        except ConnectionError:
+            await self.process.wait()
+            raise AssertionError(
+                f"{self.name} exited with {self.process.returncode} before reading {text!r}\n{self.transcript()}"
+            ) from None
 
-    async def expect(self, pattern: str, timeout: float = DEADLINE_SECONDS) -> re.Match[str]:
+    async def expect(self, pattern: str) -> re.Match[str]:
         """Read lines until one matches `pattern` (re.search); fail with the transcript at the deadline."""
         compiled = re.compile(pattern)
         assert self.process.stdout is not None
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(DEADLINE_SECONDS):
                 while raw := await self.process.stdout.readline():
                     line = raw.decode(errors="replace").rstrip("\n")
                     self.lines.append(line)
                     if match := compiled.search(line):
                         return match
         except TimeoutError:
-            raise AssertionError(f"{self.name} printed no line matching {pattern!r} in {timeout:g}s\n"
-                                 f"{self.transcript()}") from None  # fmt: skip
+            raise AssertionError(
+                f"{self.name} printed no line matching {pattern!r} in {DEADLINE_SECONDS:g}s\n{self.transcript()}"
+            ) from None
         await self.process.wait()
-        raise AssertionError(f"{self.name} exited with {self.process.returncode} before printing {pattern!r}\n"
-                             f"{self.transcript()}")  # fmt: skip
+        raise AssertionError(
+            f"{self.name} exited with {self.process.returncode} before printing {pattern!r}\n{self.transcript()}"
+        )
 
-    async def quit(self, timeout: float = DEADLINE_SECONDS) -> list[str]:
+    async def quit(self) -> list[str]:
         """Type `quit`, read the rest of stdout and wait for a clean exit; returns the whole transcript."""
         assert self.process.stdin is not None and self.process.stdout is not None
-        with contextlib.suppress(ConnectionError):  # it may have exited already
+        with contextlib.suppress(AssertionError):  # it may have exited already
             await self.say("quit")
             self.process.stdin.close()
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(DEADLINE_SECONDS):
                 while raw := await self.process.stdout.readline():
                     self.lines.append(raw.decode(errors="replace").rstrip("\n"))
                 await self.process.wait()
                 await self._stderr
         except TimeoutError:
-            raise AssertionError(f"{self.name} did not exit within {timeout:g}s of `quit`\n{self.transcript()}") from None
+            raise AssertionError(
+                f"{self.name} did not exit within {DEADLINE_SECONDS:g}s of `quit`\n{self.transcript()}"
+            ) from None
         assert self.process.returncode == 0, f"{self.name} exited with {self.process.returncode}\n{self.transcript()}"
         return self.lines
 
     async def kill(self) -> None:
         """SIGKILL: no cleanup runs, as in a crash."""
-        if self.process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):  # exited, not yet reaped
             self.process.kill()
         await self.process.wait()
         self._stderr.cancel()
@@ -130,7 +140,7 @@ class BotProcesses:
         await chat.expect(r"^bot> Type `help` for commands")
         return chat
 
-    async def run(self, *args: str, timeout: float = DEADLINE_SECONDS) -> str:
+    async def run(self, *args: str) -> str:
         """Run a one-shot `bot ARGS` to completion; returns stdout, fails on a non-zero exit."""
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bot", *args,
@@ -141,12 +151,12 @@ class BotProcesses:
             stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(DEADLINE_SECONDS):
                 out, err = await process.communicate()
         except TimeoutError:
             process.kill()
             await process.wait()
-            raise AssertionError(f"`bot {' '.join(args)}` did not finish within {timeout:g}s") from None
+            raise AssertionError(f"`bot {' '.join(args)}` did not finish within {DEADLINE_SECONDS:g}s") from None
         assert process.returncode == 0, f"`bot {' '.join(args)}` exited with {process.returncode}: {err.decode()}"
         return out.decode()
 
@@ -208,7 +218,7 @@ async def _kill_and_wait(pid: int, sig: signal.Signals) -> None:
     await _wait_gone(pid)
 
 
-async def _wait_gone(pid: int, timeout: float = DEADLINE_SECONDS) -> None:
+async def _wait_gone(pid: int) -> None:
     """Wait for a process that is not our child to exit: its pidfd becomes readable when it does."""
     try:
         fd = os.pidfd_open(pid)
@@ -218,10 +228,10 @@ async def _wait_gone(pid: int, timeout: float = DEADLINE_SECONDS) -> None:
     gone = loop.create_future()
     loop.add_reader(fd, lambda: gone.done() or gone.set_result(None))
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(DEADLINE_SECONDS):
             await gone
     except TimeoutError:
-        raise AssertionError(f"process {pid} was still running {timeout:g}s after it was stopped") from None
+        raise AssertionError(f"process {pid} was still running {DEADLINE_SECONDS:g}s after it was stopped") from None
     finally:
         loop.remove_reader(fd)
         os.close(fd)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -46,13 +47,26 @@ async def approve(chat: Chat, approval_id: str) -> None:
     await chat.expect(DEPLOYED)
 
 
+async def pending_approvals(bots: BotProcesses) -> dict[str, str]:
+    """`bot approvals` as approval id -> thread id."""
+    out = await bots.run("approvals")
+    if out.strip() == "no pending approvals":
+        return {}
+    found: dict[str, str] = {}
+    for line in out.splitlines():
+        match = re.match(r"^(\w+)  \w+ .*  thread (\w+)  ", line)
+        assert match is not None, f"unexpected `bot approvals` line: {line!r}"
+        found[match[1]] = match[2]
+    return found
+
+
 async def only_thread(bots: BotProcesses) -> str:
     lines = (await bots.run("thread", "list")).splitlines()
     assert len(lines) == 1, lines
     return lines[0].split()[0]
 
 
-def deploys_by_operator(deploys: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
+def deploy_summaries(deploys: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
     return [(d["service"], d["version"], d["environment"], d["by"]) for d in deploys]
 
 
@@ -74,10 +88,12 @@ async def test_approved_deploy_runs_once(bots: BotProcesses) -> None:
     events = await bots.thread_events(thread_id)
     transcript = await chat.quit()
 
-    assert deploys_by_operator(await bots.deploys()) == [("api", "1.4.2", "production", "cli:operator")]
+    assert deploy_summaries(await bots.deploys()) == [("api", "1.4.2", "production", "cli:operator")]
     assert len(tool_started(events, "deploy")) == 1
     decided = [e for e in events if e["type"] == "approval_decided"]
-    assert [(e["approval_id"], e["decision"], e["actor"]) for e in decided] == [(approval_id, "approve", "cli:operator")]
+    assert [(e["approval_id"], e["decision"], e["actor"]) for e in decided] == [
+        (approval_id, "approve", "cli:operator")
+    ]
     assert count(transcript, DEPLOYED) == 1
 
 
@@ -105,6 +121,7 @@ async def test_rejection_reason_reaches_the_model(bots: BotProcesses) -> None:
 
     assert await bots.deploys() == []
     assert len(fake.requests) == 2
+    assert "ship api 1.4.2 to prod" in json.dumps(fake.requests[0]["messages"])
     deploy_call = script[0]["content"][-1]
     results = [
         block
@@ -121,9 +138,9 @@ async def test_pending_approval_survives_killing_the_bot_and_redis(bots: BotProc
     """SIGKILL both the bot and redis-server while an approval waits: the append-only file keeps it."""
     chat = await bots.chat()
     approval_id = await request_deploy(chat)
-    listed = (await bots.run("approvals")).splitlines()
-    assert [line.split()[0] for line in listed] == [approval_id]
-    thread_id = re.search(r"\bthread (\w+)", listed[0]).group(1)  # type: ignore[union-attr]
+    pending = await pending_approvals(bots)
+    assert list(pending) == [approval_id]
+    thread_id = pending[approval_id]
     await chat.kill()
     await bots.kill_redis()
 
@@ -136,7 +153,7 @@ async def test_pending_approval_survives_killing_the_bot_and_redis(bots: BotProc
 
     assert [line.split()[:2] for line in threads] == [[thread_id, "done"]]
     assert len(tool_started(events, "deploy")) == 1
-    assert deploys_by_operator(await bots.deploys()) == [("api", "1.4.2", "production", "cli:operator")]
+    assert deploy_summaries(await bots.deploys()) == [("api", "1.4.2", "production", "cli:operator")]
 
 
 async def test_second_approval_of_the_same_id_is_refused(bots: BotProcesses) -> None:
@@ -150,7 +167,7 @@ async def test_second_approval_of_the_same_id_is_refused(bots: BotProcesses) -> 
     transcript = await chat.quit()
 
     assert count(transcript, DEPLOYED) == 1
-    assert deploys_by_operator(await bots.deploys()) == [("api", "1.4.2", "production", "cli:operator")]
+    assert deploy_summaries(await bots.deploys()) == [("api", "1.4.2", "production", "cli:operator")]
 
 
 async def test_approver_outside_the_group_is_refused(bots: BotProcesses) -> None:
@@ -162,15 +179,15 @@ async def test_approver_outside_the_group_is_refused(bots: BotProcesses) -> None
         rf"^bot> \[warning\] cli:mallory may not decide approval {approval_id}; "
         r"allowed approvers: group:oncall \(cli:operator\)\. Nothing changed\.$"
     )
-    listed = (await bots.run("approvals")).splitlines()
+    pending = await pending_approvals(bots)
     assert await bots.deploys() == []
     mallory_saw = await mallory.quit()
 
-    assert [line.split()[0] for line in listed] == [approval_id]
+    assert list(pending) == [approval_id]
     assert count(mallory_saw, r"pending approval|approval needed") == 0  # not offered to someone who may not decide
     await approve(operator, approval_id)
     await operator.quit()
-    assert deploys_by_operator(await bots.deploys()) == [("api", "1.4.2", "production", "cli:operator")]
+    assert deploy_summaries(await bots.deploys()) == [("api", "1.4.2", "production", "cli:operator")]
 
 
 async def test_free_text_without_a_model_explains_how_to_enable_one(bots: BotProcesses) -> None:
