@@ -45,9 +45,12 @@ def render(outbound: Outbound) -> str:
         case Question():
             body = f"question: {outbound.question}\n  (answer by typing a reply)"
         case DecisionReceipt():
-            verb = "approved" if outbound.decision == "approve" else "rejected"
             note = f": {outbound.comment}" if outbound.comment else ""
-            body = f"approval {outbound.approval_id} {verb} by {outbound.by} at {outbound.at:%H:%M:%S} UTC{note}"
+            if outbound.decision == "expire":
+                body = f"approval {outbound.approval_id} expired at {outbound.at:%H:%M:%S} UTC without a decision"
+            else:
+                verb = "approved" if outbound.decision == "approve" else "rejected"
+                body = f"approval {outbound.approval_id} {verb} by {outbound.by} at {outbound.at:%H:%M:%S} UTC{note}"
         case Notice():
             return render_notice(outbound.text, outbound.level)
     return "\n".join(f"bot> {line}" for line in body.splitlines() or [""])

@@ -23,6 +23,7 @@ from core.ports import Clock, SystemClock
 from core.prompts import PromptLibrary
 from core.redact import RedactingFilter, Redactor
 from core.store import Store, redis_errors
+from core.sweeper import Sweeper
 from core.tools import ToolRegistry, load_tools
 from core.worker import Worker
 
@@ -41,7 +42,8 @@ class Core:
     redactor: Redactor
 
     def worker(self, name: str | None = None) -> Worker:
-        return Worker(self.agent, self.bus, name)
+        sweeper = Sweeper(self.store, self.bus, self.tools, self.agent.clock)
+        return Worker(self.agent, self.bus, name, sweeper=sweeper)
 
 
 def setup_logging(settings: Settings, redactor: Redactor) -> None:

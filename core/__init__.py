@@ -24,10 +24,12 @@ from core.events import (
     Event,
     MessageTrigger,
     Notice,
+    NoticeLevel,
     Outbound,
     Question,
     Reply,
     Trigger,
+    Verdict,
 )
 from core.ids import new_id, thread_id_for
 from core.llm import Decision, Model, ModelRequest
@@ -63,6 +65,7 @@ __all__ = [
     "ModelRequest",
     "Models",
     "Notice",
+    "NoticeLevel",
     "Outbound",
     "Publisher",
     "Question",
@@ -77,6 +80,7 @@ __all__ = [
     "ToolSpec",
     "TransientError",
     "Trigger",
+    "Verdict",
     "Worker",
     "load_tools",
     "new_id",

@@ -88,6 +88,8 @@ class Agent:
                 await self.decide(trigger)
             case ev.ControlTrigger(action="pause"):
                 await self.pause(trigger)
+            case ev.ControlTrigger(action="expire"):
+                await self.expire(trigger)
             case ev.ControlTrigger():
                 await self.resume(trigger)
 
@@ -138,6 +140,28 @@ class Agent:
                     await self._refuse(trigger, already_decided(record))
                 return
             await self._apply_decision(run, trigger, record)
+            await self._advance(run)
+            await run.flush(self.publisher)
+
+    async def expire(self, trigger: ev.ControlTrigger) -> None:
+        """The approval's deadline passed without a decision: the agent gets an "expired" result."""
+        outcome = await self.store.expire(trigger.approval_id, self.clock.now())
+        record = await self.store.get_approval(trigger.approval_id)
+        if outcome.outcome not in ("ok", "expired") or record is None:
+            return  # decided in time, or not due yet
+        async with self.store.lock(record.thread_id):
+            run = await self._load(record.thread_id)
+            pending = run.state.pending_approval
+            if pending is None or pending.approval_id != record.approval_id:
+                return  # applied already (a redelivery)
+            expired = ev.ApprovalDecided(
+                **run.meta("system"), approval_id=record.approval_id, call_id=record.call_id, decision="expire",
+                trigger_id=trigger.id,
+            )  # fmt: skip
+            who = self.tools.describe(record.allowed)
+            text = f"approval {record.approval_id} expired at {record.expires_at:%Y-%m-%d %H:%M} UTC with no decision from {who}"
+            await run.commit(expired, run.error(record.call_id, record.tool, text, "expired"))
+            run.send(ev.DecisionReceipt, approval_id=record.approval_id, decision="expire", by="system", at=expired.at)
             await self._advance(run)
             await run.flush(self.publisher)
 

@@ -28,7 +28,7 @@ class Approvals:
 
     async def open(self, run: Run, call: ev.ToolCall, spec: ToolSpec) -> None:
         """Store the approval record, then record the call and the request in the thread; the thread waits."""
-        now = self.clock.now()
+        now, policy = self.clock.now(), spec.approval
         record = ApprovalRecord(
             approval_id=new_approval_id(),
             thread_id=run.state.thread_id,
@@ -42,8 +42,15 @@ class Approvals:
             allow_self=spec.approval.allow_self,
             channel=run.state.channel,
             conversation=run.state.conversation,
+            reply_to=run.state.reply_to,
             created_at=now,
-            expires_at=now + timedelta(seconds=spec.approval.expires_in),
+            expires_at=now + timedelta(seconds=policy.expires_in),
+            remind_at=now + timedelta(seconds=policy.expires_in - policy.remind_before)
+            if policy.remind_before
+            else None,
+            escalate_at=now + timedelta(seconds=policy.escalate_after) if policy.escalate_after else None,
+            escalate_to=policy.escalate_to,
+            notify=policy.notify,
         )
         await self.store.create_approval(record)
         fields = record.model_dump(include=REQUESTED_FIELDS)
@@ -68,16 +75,16 @@ class Approvals:
         record = await self.store.get_approval(trigger.approval_id)
         if record is None:
             raise ApprovalError(f"there is no approval {trigger.approval_id!r}; check the id in the approval request")
-        if not self.tools.may_approve(trigger.sender, record.approvers, record.requester, record.allow_self):
+        if not self.tools.may_approve(trigger.sender, record.allowed, record.requester, record.allow_self):
             own = " (you requested it and this tool needs someone else)" if trigger.sender == record.requester else ""
             raise ApprovalError(
                 f"{trigger.sender} may not decide approval {record.approval_id}{own}; "
-                f"allowed approvers: {self.tools.describe(record.approvers)}. Nothing changed."
+                f"allowed approvers: {self.tools.describe(record.allowed)}. Nothing changed."
             )
         outcome = await self.store.decide(
             record.approval_id, trigger.decision == "approve", trigger.sender, trigger.comment, self.clock.now()
         )
-        if outcome.outcome == "expired":
+        if outcome.outcome in ("expired", "late"):
             raise ApprovalError(
                 f"approval {record.approval_id} expired at {record.expires_at:%Y-%m-%d %H:%M} UTC; "
                 "ask for the action again"
@@ -108,9 +115,8 @@ class Approvals:
             return "the approval record does not match the call that was requested; it did not run"
         spec = self.tools.get(record.tool)
         # Permission again, at execution time, against the configuration now in force.
-        if not self.tools.may_approve(
-            record.decided_by, spec.approval.approvers, record.requester, spec.approval.allow_self
-        ):
+        approvers = [*spec.approval.approvers, *(spec.approval.escalate_to if record.escalated else [])]
+        if not self.tools.may_approve(record.decided_by, approvers, record.requester, spec.approval.allow_self):
             return f"{record.decided_by} is no longer an allowed approver for {record.tool}; the call did not run"
         return None
 

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 SCHEMA_VERSION = 1
 
 ApprovalDecision = Literal["approve", "reject"]
+Verdict = Literal["approve", "reject", "expire"]  # "expire": the deadline passed without a decision
 
 
 class _Frozen(BaseModel):
@@ -105,7 +106,7 @@ class ApprovalDecided(_Event):
     type: Literal["approval_decided"] = "approval_decided"
     approval_id: str
     call_id: str
-    decision: ApprovalDecision
+    decision: Verdict
     comment: str = ""
     trigger_id: str = ""
 
@@ -204,11 +205,12 @@ class DecisionTrigger(_Trigger):
 
 
 class ControlTrigger(_Trigger):
-    """Pause or resume a thread (factor 6)."""
+    """Pause or resume a thread (factor 6), or expire an approval whose deadline passed (the sweeper)."""
 
     kind: Literal["control"] = "control"
-    action: Literal["pause", "resume"]
+    action: Literal["pause", "resume", "expire"]
     reason: str = ""
+    approval_id: str = ""
 
 
 Trigger = Annotated[MessageTrigger | DecisionTrigger | ControlTrigger, Field(discriminator="kind")]
@@ -252,7 +254,7 @@ class DecisionReceipt(_Outbound):
 
     kind: Literal["decision_receipt"] = "decision_receipt"
     approval_id: str
-    decision: ApprovalDecision
+    decision: Verdict
     by: str
     comment: str = ""
     at: datetime

@@ -10,6 +10,9 @@ INBOX = "inbox"
 WORKERS_GROUP = "workers"
 THREAD_INDEX = "threads"  # sorted set: thread id -> created at (epoch seconds)
 APPROVAL_INDEX = "approvals:pending"  # sorted set: approval id -> expires at
+APPROVAL_REMINDERS = "approvals:remind"  # sorted set: approval id -> when to remind approvers
+APPROVAL_ESCALATIONS = "approvals:escalate"  # sorted set: approval id -> when to ask the second group
+APPROVAL_SCHEDULES = (APPROVAL_INDEX, APPROVAL_REMINDERS, APPROVAL_ESCALATIONS)
 
 DEDUP_TTL_SECONDS = 24 * 3600
 LOCK_TTL_MS = 300_000  # longer than any tool's timeout

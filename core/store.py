@@ -47,18 +47,23 @@ if not status then return {'missing'} end
 if status ~= 'pending' then
   return {status, redis.call('HGET', KEYS[1], 'decided_by') or '', redis.call('HGET', KEYS[1], 'decided_at') or ''}
 end
-if tonumber(redis.call('HGET', KEYS[1], 'expires') or '0') <= tonumber(ARGV[5]) then
-  redis.call('HSET', KEYS[1], 'status', 'expired')
-  redis.call('ZREM', KEYS[2], ARGV[6])
-  return {'expired', '', ''}
-end
+local expired = tonumber(redis.call('HGET', KEYS[1], 'expires') or '0') <= tonumber(ARGV[5])
+if expired and ARGV[1] ~= 'expired' then return {'late', '', ''} end
+if ARGV[1] == 'expired' and not expired then return {'pending', '', ''} end
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'decided_by', ARGV[2], 'decided_at', ARGV[3], 'comment', ARGV[4])
-redis.call('ZREM', KEYS[2], ARGV[6])
+for i = 2, #KEYS do redis.call('ZREM', KEYS[i], ARGV[6]) end
 return {'ok'}
+"""
+
+_ESCALATE = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'pending' then return 0 end
+return redis.call('HSETNX', KEYS[1], 'escalated', '1')
 """
 
 
 class ApprovalRecord(BaseModel):
+    """An approval and its state. Deadlines (expiry, reminder, escalation) live in sorted sets beside it."""
+
     model_config = ConfigDict(frozen=True)
 
     approval_id: str
@@ -73,19 +78,30 @@ class ApprovalRecord(BaseModel):
     allow_self: bool
     channel: str
     conversation: str
+    reply_to: dict[str, str] = {}
     created_at: datetime
     expires_at: datetime
+    remind_at: datetime | None = None
+    escalate_at: datetime | None = None
+    escalate_to: list[str] = []
+    notify: list[str] = []
     status: ApprovalStatus = "pending"
     decided_by: str = ""
     decided_at: str = ""
     comment: str = ""
+    escalated: bool = False
+
+    @property
+    def allowed(self) -> list[str]:
+        """Who may decide now: the approvers, and the escalation group once the request was escalated."""
+        return [*self.approvers, *self.escalate_to] if self.escalated else list(self.approvers)
 
 
 class Decided(BaseModel):
     """What a decision attempt found: `ok`, or why nothing changed."""
 
     model_config = ConfigDict(frozen=True)
-    outcome: Literal["ok", "missing", "approved", "rejected", "expired"]
+    outcome: Literal["ok", "missing", "approved", "rejected", "expired", "late", "pending"]
     decided_by: str = ""
     decided_at: str = ""
 
@@ -112,6 +128,7 @@ class Store:
         self.redis = client
         self._append = client.register_script(_APPEND)
         self._decide = client.register_script(_DECIDE)
+        self._escalate = client.register_script(_ESCALATE)
 
     # --- threads -------------------------------------------------------------------------
 
@@ -173,6 +190,10 @@ class Store:
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.hset(keys.approval(record.approval_id), mapping=fields)
                 pipe.zadd(keys.APPROVAL_INDEX, {record.approval_id: record.expires_at.timestamp()})
+                if record.remind_at:
+                    pipe.zadd(keys.APPROVAL_REMINDERS, {record.approval_id: record.remind_at.timestamp()})
+                if record.escalate_at:
+                    pipe.zadd(keys.APPROVAL_ESCALATIONS, {record.approval_id: record.escalate_at.timestamp()})
                 await pipe.execute()
 
     async def get_approval(self, approval_id: str) -> ApprovalRecord | None:
@@ -188,19 +209,42 @@ class Store:
                 "decided_by": fields.get("decided_by", ""),
                 "decided_at": fields.get("decided_at", ""),
                 "comment": fields.get("comment", ""),
+                "escalated": fields.get("escalated") == "1",
             }
         )
 
     async def decide(self, approval_id: str, approved: bool, by: str, comment: str, now: datetime) -> Decided:
-        """Compare-and-set pending -> approved/rejected; anything else leaves the record as it was."""
-        args = ["approved" if approved else "rejected", by, now.astimezone(UTC).isoformat(), comment]
-        args += [str(now.timestamp()), approval_id]
+        """Compare-and-set pending -> approved/rejected before the deadline; anything else changes nothing."""
+        return await self._set_status(approval_id, "approved" if approved else "rejected", by, comment, now)
+
+    async def expire(self, approval_id: str, now: datetime) -> Decided:
+        """Compare-and-set pending -> expired, once the deadline has passed."""
+        return await self._set_status(approval_id, "expired", "system", "", now)
+
+    async def _set_status(self, approval_id: str, status: str, by: str, comment: str, now: datetime) -> Decided:
+        args = [status, by, now.astimezone(UTC).isoformat(), comment, str(now.timestamp()), approval_id]
         with redis_errors():
-            result = await self._decide(keys=[keys.approval(approval_id), keys.APPROVAL_INDEX], args=args)
+            result = await self._decide(keys=[keys.approval(approval_id), *keys.APPROVAL_SCHEDULES], args=args)
         outcome, *rest = (_s(part) for part in result)
         if outcome == "ok":  # what the script just wrote
             return Decided(outcome="ok", decided_by=by, decided_at=args[2])
         return Decided(outcome=outcome, decided_by=rest[0] if rest else "", decided_at=rest[1] if rest else "")  # type: ignore[arg-type]
+
+    async def mark_escalated(self, approval_id: str) -> bool:
+        """True once, when a still pending approval is escalated to its second group."""
+        with redis_errors():
+            return bool(await self._escalate(keys=[keys.approval(approval_id)], args=[]))
+
+    async def due(self, schedule: str, now: datetime, limit: int = 100) -> list[str]:
+        """Approval ids whose time in `schedule` (one of keys.APPROVAL_SCHEDULES) has come."""
+        with redis_errors():
+            ids = await self.redis.zrangebyscore(schedule, "-inf", now.timestamp(), start=0, num=limit)
+        return [_s(approval_id) for approval_id in ids]
+
+    async def take_due(self, schedule: str, approval_id: str) -> bool:
+        """Claim one due entry: True for exactly one process, however many sweep at once."""
+        with redis_errors():
+            return bool(await self.redis.zrem(schedule, approval_id))
 
     async def pending_approvals(self, limit: int = 100) -> list[ApprovalRecord]:
         with redis_errors():

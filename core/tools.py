@@ -58,6 +58,9 @@ class ApprovalPolicy(_Spec):
     allow_self: bool = True
     expires_in: int = Field(default=3600, gt=0)
     notify: list[str] = []  # other channels that also get the request, e.g. ["email"]
+    remind_before: int | None = Field(default=None, gt=0)  # seconds before the deadline to remind approvers
+    escalate_to: list[str] = []  # a second approver group, asked after `escalate_after` seconds
+    escalate_after: int | None = Field(default=None, gt=0)
 
     def applies(self, args: Mapping[str, Any]) -> bool:
         if not self.required:
@@ -239,7 +242,7 @@ def load_tools(path: Path, extra_members: Mapping[str, list[str]] | None = None)
             raise ConfigError(f"tool {name!r} in {path} has no executor; add [tools.{name}.executor]")
         _check_schema(spec)
         _check_placeholders(spec)
-        for entry in [*spec.approval.approvers, *spec.callers]:
+        for entry in [*spec.approval.approvers, *spec.approval.escalate_to, *spec.callers]:
             if entry.startswith("group:") and entry.removeprefix("group:") not in groups:
                 raise ConfigError(f"tool {name!r} names unknown approver group {entry!r}; add it under [groups]")
         if spec.approval.required and not spec.approval.approvers:

@@ -19,6 +19,7 @@ from core.bus import Bus
 from core.errors import ConflictError, StoreUnavailable
 from core.ids import new_id
 from core.run import notice_to
+from core.sweeper import Sweeper
 
 log = logging.getLogger(__name__)
 CONFLICT_RETRIES = 3
@@ -30,10 +31,11 @@ def consumer_name() -> str:
 
 
 class Worker:
-    def __init__(self, agent: Agent, bus: Bus, name: str | None = None) -> None:
+    def __init__(self, agent: Agent, bus: Bus, name: str | None = None, sweeper: Sweeper | None = None) -> None:
         self.agent = agent
         self.bus = bus
         self.name = name or consumer_name()
+        self.sweeper = sweeper
         self._stopping = asyncio.Event()
 
     def stop(self) -> None:
@@ -44,6 +46,8 @@ class Worker:
         backoff = 0.5
         while not self._stopping.is_set():
             try:
+                if self.sweeper is not None:
+                    await self.sweeper.sweep()  # deadlines are due whichever worker looks first
                 await self.run_once(block_ms)
                 backoff = 0.5
             except Exception as exc:  # noqa: BLE001 - the worker outlives any failure, retrying with backoff

@@ -94,9 +94,15 @@ async def test_an_approval_is_decided_exactly_once_under_a_race(redis_client) ->
 
 async def test_deciding_after_expiry_or_an_unknown_id_changes_nothing(redis_client) -> None:
     store = Store(redis_client)
-    await store.create_approval(_record(expires=T0))
-    assert (await store.decide("abcd1234", True, "cli:operator", "", T0 + timedelta(seconds=1))).outcome == "expired"
-    assert (await store.get_approval("abcd1234")).status == "expired"  # type: ignore[union-attr]
+    await store.create_approval(_record(expires=T0 + timedelta(seconds=10)))
+    assert (await store.expire("abcd1234", T0)).outcome == "pending", "not due yet"
+    late = T0 + timedelta(seconds=11)
+    assert (await store.decide("abcd1234", True, "cli:operator", "", late)).outcome == "late"
+    assert (await store.get_approval("abcd1234")).status == "pending"  # type: ignore[union-attr]
+    assert (await store.expire("abcd1234", late)).outcome == "ok"
+    assert (await store.expire("abcd1234", late)).outcome == "expired"
+    assert (await store.decide("abcd1234", True, "cli:operator", "", late)).outcome == "expired"
+    assert await store.due("approvals:pending", late) == []
     assert (await store.decide("nope0000", True, "cli:operator", "", T0)).outcome == "missing"
     assert await store.get_approval("nope0000") is None
 

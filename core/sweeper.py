@@ -1,0 +1,104 @@
+"""Approval deadlines, kept in Redis sorted sets and swept by every worker (no process timers).
+
+- Expiry: a pending approval past its deadline gets an `expire` control trigger (deduplicated,
+  so several sweepers publish it once); the worker that takes it expires the approval with a
+  compare-and-set and the thread gets an "expired" tool error the agent must handle.
+- Reminders: before the deadline, the approvers are reminded where the request was shown.
+- Escalation: after `escalate_after`, a second approver group may decide too, and is asked.
+Each reminder and escalation is claimed with ZREM, so exactly one sweeper sends it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from core import events as ev
+from core import keys
+from core.bus import Bus
+from core.ids import new_id
+from core.ports import Clock
+from core.store import ApprovalRecord, Store
+from core.tools import ToolRegistry
+
+log = logging.getLogger(__name__)
+SYSTEM = "system"
+
+
+class Sweeper:
+    def __init__(self, store: Store, bus: Bus, tools: ToolRegistry, clock: Clock) -> None:
+        self.store = store
+        self.bus = bus
+        self.tools = tools
+        self.clock = clock
+
+    async def sweep(self) -> int:
+        """Act on every deadline that has come; returns how many actions were taken."""
+        now = self.clock.now()
+        done = 0
+        for approval_id in await self.store.due(keys.APPROVAL_INDEX, now):
+            done += await self._expire(approval_id)
+        for approval_id in await self.store.due(keys.APPROVAL_REMINDERS, now):
+            if await self.store.take_due(keys.APPROVAL_REMINDERS, approval_id):
+                done += await self._remind(approval_id)
+        for approval_id in await self.store.due(keys.APPROVAL_ESCALATIONS, now):
+            if await self.store.take_due(keys.APPROVAL_ESCALATIONS, approval_id):
+                done += await self._escalate(approval_id)
+        return done
+
+    async def _expire(self, approval_id: str) -> int:
+        record = await self.store.get_approval(approval_id)
+        if record is None or record.status != "pending":
+            await self.store.take_due(keys.APPROVAL_INDEX, approval_id)  # stale entry
+            return 0
+        trigger = ev.ControlTrigger(
+            id=new_id(), channel=record.channel, conversation=record.conversation, sender=SYSTEM,
+            thread_id=record.thread_id, action="expire", approval_id=approval_id, dedup_key=f"expire:{approval_id}",
+        )  # fmt: skip
+        return int(await self.bus.publish(trigger))
+
+    async def _remind(self, approval_id: str) -> int:
+        record = await self.store.get_approval(approval_id)
+        if record is None or record.status != "pending":
+            return 0
+        who = self.tools.describe(record.allowed)
+        text = (f"reminder: approval {approval_id} for {record.tool} is still waiting and expires at "
+                f"{record.expires_at:%Y-%m-%d %H:%M} UTC; approvers: {who}. "
+                f"Answer with `approve {approval_id}` or `reject {approval_id} <reason>`.")  # fmt: skip
+        for channel in _channels(record):
+            await self.bus.send(_outbound(record, channel, ev.Notice, text=text))
+        return 1
+
+    async def _escalate(self, approval_id: str) -> int:
+        if not await self.store.mark_escalated(approval_id):
+            return 0
+        record = await self.store.get_approval(approval_id)
+        if record is None:
+            return 0
+        log.info("approval %s escalated to %s", approval_id, record.escalate_to)
+        for channel in _channels(record):
+            await self.bus.send(
+                _outbound(
+                    record,
+                    channel,
+                    ev.ApprovalRequest,
+                    approval_id=approval_id,
+                    tool=record.tool,
+                    args=record.args,
+                    reason=f"escalated: nobody decided yet. {record.reason}".strip(),
+                    requester=record.requester,
+                    approvers=self.tools.members(record.allowed),
+                    expires_at=record.expires_at,
+                )
+            )
+        return 1
+
+
+def _channels(record: ApprovalRecord) -> list[str]:
+    return [record.channel, *(channel for channel in record.notify if channel != record.channel)]
+
+
+def _outbound(record: ApprovalRecord, channel: str, kind: type[ev.OutboundT], **fields: Any) -> ev.OutboundT:
+    reply_to = record.reply_to if channel == record.channel else {}
+    return kind(id=new_id(), channel=channel, conversation=record.conversation, thread_id=record.thread_id,
+                reply_to=reply_to, **fields)  # fmt: skip
