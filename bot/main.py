@@ -97,8 +97,8 @@ def build_core(
             max_tokens=settings.model_max_tokens,
             budget_tokens=settings.context_budget,
         )
-    store = Store(client)
-    bus = Bus(client, store)
+    store = Store(client, lock_ttl_ms=settings.lock_ttl_ms)
+    bus = Bus(client, store, claim_idle_ms=settings.claim_idle_ms)
     runner = ToolRunner(
         workdir=settings.workdir, data_dir=settings.data_dir.resolve(), env=env, redactor=redactor, http=http
     )

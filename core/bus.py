@@ -23,7 +23,6 @@ from core.store import Store, redis_errors
 log = logging.getLogger(__name__)
 
 DEAD_LETTER = "inbox:dead"
-CLAIM_IDLE_MS = 60_000
 RENDER_ATTEMPTS = 3
 
 
@@ -36,9 +35,10 @@ async def _ensure_group(client: aioredis.Redis, stream: str, group: str) -> None
 
 
 class Bus:
-    def __init__(self, client: aioredis.Redis, store: Store) -> None:
+    def __init__(self, client: aioredis.Redis, store: Store, claim_idle_ms: int = keys.CLAIM_IDLE_MS) -> None:
         self.redis = client
         self._store = store
+        self.claim_idle_ms = claim_idle_ms
         self._groups: set[tuple[str, str]] = set()
 
     async def _group(self, stream: str, group: str) -> None:
@@ -69,15 +69,27 @@ class Bus:
         await self._group(keys.INBOX, keys.WORKERS_GROUP)
         with redis_errors():
             reply: Any = await self.redis.xautoclaim(
-                keys.INBOX, keys.WORKERS_GROUP, consumer, min_idle_time=CLAIM_IDLE_MS, count=count
+                keys.INBOX, keys.WORKERS_GROUP, consumer, min_idle_time=self.claim_idle_ms, count=count
             )
-            entries = list(reply[1])
+            entries = [entry for entry in reply[1] if await self._deliverable(entry[0], entry[1])]
             if not entries:
                 fresh: Any = await self.redis.xreadgroup(
                     keys.WORKERS_GROUP, consumer, {keys.INBOX: ">"}, count=count, block=block_ms or None
                 )
                 entries = [entry for _, stream_entries in fresh or [] for entry in stream_entries]
         return [parsed for parsed in [await self._parse(eid, fields) for eid, fields in entries] if parsed]
+
+    async def _deliverable(self, entry_id: bytes, fields: dict[bytes, bytes]) -> bool:
+        """A trigger taken over again and again kills its workers: park it instead of trying forever."""
+        pending: Any = await self.redis.xpending_range(keys.INBOX, keys.WORKERS_GROUP, entry_id, entry_id, 1)
+        deliveries = int(pending[0]["times_delivered"]) if pending else 0
+        if deliveries <= keys.MAX_DELIVERIES:
+            return True
+        raw = fields.get(b"t", b"").decode(errors="replace")
+        await self.dead_letter(
+            entry_id.decode(), raw, f"delivered {deliveries} times without completing; workers crashed on it"
+        )
+        return False
 
     async def _parse(self, entry_id: bytes, fields: dict[bytes, bytes]) -> tuple[str, Trigger] | None:
         raw = fields.get(b"t", b"")

@@ -15,8 +15,10 @@ APPROVAL_ESCALATIONS = "approvals:escalate"  # sorted set: approval id -> when t
 APPROVAL_SCHEDULES = (APPROVAL_INDEX, APPROVAL_REMINDERS, APPROVAL_ESCALATIONS)
 
 DEDUP_TTL_SECONDS = 24 * 3600
-LOCK_TTL_MS = 300_000  # longer than any tool's timeout
+LOCK_TTL_MS = 30_000  # renewed while a worker holds it; a dead worker's lease lapses after this
 LOCK_WAIT_SECONDS = 30
+CLAIM_IDLE_MS = 60_000  # an inbox entry unacknowledged this long is taken over by another worker
+MAX_DELIVERIES = 5  # a trigger taken over this many times goes to the dead-letter stream
 INBOX_MAXLEN = 100_000
 OUTBOX_MAXLEN = 10_000
 

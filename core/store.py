@@ -10,9 +10,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -124,8 +125,9 @@ def _s(value: Any) -> str:
 class Store:
     """Thread logs, state snapshots, approvals, dedup keys and thread locks."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: aioredis.Redis, lock_ttl_ms: int = keys.LOCK_TTL_MS) -> None:
         self.redis = client
+        self.lock_ttl_ms = lock_ttl_ms
         self._append = client.register_script(_APPEND)
         self._decide = client.register_script(_DECIDE)
         self._escalate = client.register_script(_ESCALATE)
@@ -263,11 +265,30 @@ class Store:
         with redis_errors():
             await self.redis.delete(keys.dedup(dedup_key))
 
-    def lock(self, thread_id: str) -> Lock:
-        """The thread's lease while a worker works on it.
+    @contextlib.asynccontextmanager
+    async def lock(self, thread_id: str) -> AsyncIterator[None]:
+        """Hold the thread's lease while working on it, renewing it until done.
 
+        A worker that dies stops renewing, so another can take the thread after `lock_ttl_ms`.
         The lease only avoids duplicate work; correctness comes from the sequence-checked append.
         """
-        return self.redis.lock(
-            keys.thread_lock(thread_id), timeout=keys.LOCK_TTL_MS / 1000, blocking_timeout=keys.LOCK_WAIT_SECONDS
-        )
+        ttl = self.lock_ttl_ms / 1000
+        lock = self.redis.lock(keys.thread_lock(thread_id), timeout=ttl, blocking_timeout=keys.LOCK_WAIT_SECONDS)
+        with redis_errors():
+            if not await lock.acquire():
+                raise redis.exceptions.LockError(f"thread {thread_id} is busy in another worker; will retry")
+        renewing = asyncio.create_task(self._renew(lock, ttl / 3))
+        try:
+            yield
+        finally:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError, redis.exceptions.RedisError):
+                await renewing
+            with contextlib.suppress(redis.exceptions.RedisError):
+                await lock.release()
+
+    @staticmethod
+    async def _renew(lock: Lock, every: float) -> None:
+        while True:
+            await asyncio.sleep(every)
+            await lock.reacquire()

@@ -1,7 +1,7 @@
 """A worker: takes triggers from the inbox, lets the agent apply them, acknowledges them.
 
 Nothing in a worker's memory matters after an entry is acknowledged; an entry that is not
-acknowledged (crash, lost lease) is claimed by another worker after `CLAIM_IDLE_MS`.
+acknowledged (crash, lost lease) is claimed by another worker after `BOT_CLAIM_IDLE_MS`.
 """
 
 from __future__ import annotations

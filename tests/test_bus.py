@@ -52,3 +52,27 @@ async def test_a_message_that_keeps_failing_is_parked_with_its_error(fake_redis)
     await asyncio.wait_for(bus.deliver("slack", render, stop, "r"), timeout=10)
     dead = await fake_redis.xrange("outbox:slack:dead")
     assert rendered == ["fine"] and len(dead) == 1 and b"channel_not_found" in dead[0][1][b"error"]
+
+
+async def test_a_trigger_that_keeps_killing_workers_is_parked(fake_redis) -> None:
+    from core.events import MessageTrigger
+
+    bus = Bus(fake_redis, Store(fake_redis), claim_idle_ms=0)
+    await bus.publish(MessageTrigger(id="m1", channel="cli", conversation="c", sender="cli:x", text="/status"))
+    assert len(await bus.take("crashing-1", block_ms=0)) == 1
+    for n in range(4):  # four more workers take it over and die without acknowledging it
+        assert len(await bus.take(f"crashing-{n + 2}", block_ms=0)) == 1
+    assert await bus.take("survivor", block_ms=0) == [], "the sixth delivery is not attempted"
+    dead = await fake_redis.xrange("inbox:dead")
+    assert len(dead) == 1 and b"delivered 6 times" in dead[0][1][b"error"]
+    assert (await fake_redis.xpending("inbox", "workers"))["pending"] == 0
+
+
+async def test_a_held_thread_lease_is_renewed_and_released(redis_client) -> None:
+    store = Store(redis_client, lock_ttl_ms=300)
+    async with store.lock("t1"):
+        await asyncio.sleep(0.5)  # longer than the TTL: only renewal keeps the lease
+        assert await redis_client.exists("thread:{t1}:lock")
+        other = redis_client.lock("thread:{t1}:lock", timeout=1, blocking_timeout=0.05)
+        assert not await other.acquire()
+    assert not await redis_client.exists("thread:{t1}:lock")
