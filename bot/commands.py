@@ -43,7 +43,7 @@ def _banner(core: Core, identity: str) -> str:
 
 async def chat(settings: Settings, user: str, stop: asyncio.Event) -> int:
     async with running_core(settings) as core:
-        setup_logging(settings.model_copy(update={"log_level": "WARNING"}), core.redactor)
+        setup_logging(settings, core.redactor, level="WARNING")
         terminal = Terminal(core.bus, user)
         print(_banner(core, terminal.identity), flush=True)
         for record in await core.store.pending_approvals():

@@ -14,11 +14,13 @@ import redis.asyncio as aioredis
 
 from bot.redis_server import EmbeddedRedis
 from config.settings import Settings
+from core import logs
 from core.agent import Agent, Limits, Models
 from core.bus import Bus
 from core.commands import CommandModel
 from core.executors import ToolRunner
 from core.llm import Model
+from core.metrics import Metrics
 from core.ports import Clock, SystemClock
 from core.prompts import PromptLibrary
 from core.redact import RedactingFilter, Redactor
@@ -40,17 +42,23 @@ class Core:
     tools: ToolRegistry
     agent: Agent
     redactor: Redactor
+    metrics: Metrics
 
     def worker(self, name: str | None = None) -> Worker:
         sweeper = Sweeper(self.store, self.bus, self.tools, self.agent.clock)
         return Worker(self.agent, self.bus, name, sweeper=sweeper)
 
 
-def setup_logging(settings: Settings, redactor: Redactor) -> None:
+def setup_logging(settings: Settings, redactor: Redactor, level: str | None = None) -> None:
+    """Logs on stderr: JSON lines (BOT_LOG_FORMAT=json) or text, with thread context, secrets redacted."""
     handler = logging.StreamHandler()
+    handler.addFilter(logs.ContextFilter())
     handler.addFilter(RedactingFilter(redactor))
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=settings.log_level.upper(), handlers=[handler], force=True)
+    if settings.log_format == "json":
+        handler.setFormatter(logs.JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=(level or settings.log_level).upper(), handlers=[handler], force=True)
 
 
 def redis_url(settings: Settings) -> tuple[str, EmbeddedRedis | None]:
@@ -97,6 +105,7 @@ def build_core(
             max_tokens=settings.model_max_tokens,
             budget_tokens=settings.context_budget,
         )
+    metrics = Metrics()
     store = Store(client, lock_ttl_ms=settings.lock_ttl_ms)
     bus = Bus(client, store, claim_idle_ms=settings.claim_idle_ms)
     runner = ToolRunner(
@@ -112,8 +121,12 @@ def build_core(
         clock=clock or SystemClock(),
         redactor=redactor,
         limits=Limits(step_limit=settings.step_limit, error_limit=settings.error_limit),
+        metrics=metrics,
     )
-    return Core(settings=settings, redis=client, store=store, bus=bus, tools=tools, agent=agent, redactor=redactor)
+    return Core(
+        settings=settings, redis=client, store=store, bus=bus, tools=tools, agent=agent, redactor=redactor,
+        metrics=metrics,
+    )  # fmt: skip
 
 
 @contextlib.asynccontextmanager

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
@@ -40,6 +41,7 @@ class Settings(BaseModel):
     error_limit: int = Field(3, gt=0, alias="BOT_ERROR_LIMIT")
     context_budget: int = Field(8000, gt=500, alias="BOT_CONTEXT_TOKENS")
     log_level: str = Field("INFO", alias="BOT_LOG_LEVEL")
+    log_format: Literal["text", "json"] = Field("text", alias="BOT_LOG_FORMAT")
     lock_ttl_ms: int = Field(30_000, ge=100, alias="BOT_LOCK_TTL_MS")
     claim_idle_ms: int = Field(60_000, ge=100, alias="BOT_CLAIM_IDLE_MS")
     groups: dict[str, list[str]] = {}

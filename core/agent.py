@@ -17,12 +17,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from core import events as ev
+from core import logs
 from core.approvals import Approvals, already_decided
 from core.commands import parse_decision
 from core.errors import ApprovalError, InvalidToolCall, LLMBadResponse, LLMError, ToolError
 from core.executors import CallContext, ToolRunner
 from core.ids import new_id, thread_id_for
 from core.llm import Decision, Model, ModelRequest
+from core.metrics import Metrics
 from core.ports import Clock, Publisher
 from core.redact import Redactor
 from core.run import Run, notice_to
@@ -57,6 +59,7 @@ class Agent:
         clock: Clock,
         redactor: Redactor,
         limits: Limits = Limits(),
+        metrics: Metrics | None = None,
     ) -> None:
         self.name = agent_name
         self.store = store
@@ -67,6 +70,7 @@ class Agent:
         self.clock = clock
         self.redactor = redactor
         self.limits = limits
+        self.metrics = metrics
         self.approvals = Approvals(store, tools, clock)
 
     # --- the operations (factor 6) ----------------------------------------------------------
@@ -330,7 +334,8 @@ class Agent:
 
     async def _load(self, thread_id: str) -> Run:
         state = await self.store.load_state(thread_id)
-        return Run(state=state, store=self.store, clock=self.clock, redactor=self.redactor)
+        logs.bind(thread_id=thread_id, agent=state.agent)
+        return Run(state=state, store=self.store, clock=self.clock, redactor=self.redactor, metrics=self.metrics)
 
     async def _refuse(self, trigger: ev.Trigger, text: str) -> None:
         await self.publisher.send(notice_to(trigger, text))

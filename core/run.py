@@ -13,6 +13,7 @@ from typing import Any, TypedDict
 from core import events as ev
 from core.ids import new_id
 from core.llm import Usage
+from core.metrics import Metrics
 from core.ports import Clock, Publisher
 from core.redact import Redactor
 from core.reducer import ThreadState, replay
@@ -34,6 +35,7 @@ class Run:
     store: Store
     clock: Clock
     redactor: Redactor
+    metrics: Metrics | None = None
     history: list[ev.Event] | None = None  # loaded only for models that read the thread
     outbox: list[ev.Outbound] = field(default_factory=list)
 
@@ -45,6 +47,8 @@ class Run:
         new_state = replay(clean, state=self.state)
         await self.store.append(self.state, clean, new_state)
         self.state = new_state
+        if self.metrics is not None:
+            self.metrics.observe(new_state.agent, clean)
         if self.history is not None:
             self.history.extend(clean)
 

@@ -14,10 +14,12 @@ import socket
 import redis.exceptions
 
 from core import events as ev
+from core import logs
 from core.agent import Agent
 from core.bus import Bus
 from core.errors import ConflictError, StoreUnavailable
 from core.ids import new_id
+from core.metrics import Metrics
 from core.run import notice_to
 from core.sweeper import Sweeper
 
@@ -33,6 +35,7 @@ def consumer_name() -> str:
 class Worker:
     def __init__(self, agent: Agent, bus: Bus, name: str | None = None, sweeper: Sweeper | None = None) -> None:
         self.agent = agent
+        self.metrics = agent.metrics or Metrics()
         self.bus = bus
         self.name = name or consumer_name()
         self.sweeper = sweeper
@@ -63,20 +66,26 @@ class Worker:
         return len(entries)
 
     async def _handle(self, entry_id: str, trigger: ev.Trigger) -> None:
+        logs.clear()
+        logs.bind(trigger_id=trigger.id, channel=trigger.channel, thread_id=trigger.thread_id)
+        self.metrics.triggers.labels(trigger.kind, trigger.channel).inc()
         for attempt in range(1, CONFLICT_RETRIES + 1):
             try:
                 await self.agent.handle(trigger)
             except ConflictError as exc:
                 log.info("trigger %s: %s (attempt %d of %d)", trigger.id, exc, attempt, CONFLICT_RETRIES)
+                self.metrics.retries.labels("conflict").inc()
                 continue
             except redis.exceptions.LockError:
                 log.warning("trigger %s: thread busy; leaving it for another attempt", trigger.id)
+                self.metrics.retries.labels("thread_busy").inc()
                 return
             except StoreUnavailable:
+                self.metrics.retries.labels("store_unavailable").inc()
                 raise
             except Exception as exc:
                 log.exception("trigger %s failed", trigger.id)
-                await self.bus.dead_letter(entry_id, trigger.model_dump_json(), f"{type(exc).__name__}: {exc}")
+                await self._park(entry_id, trigger, f"{type(exc).__name__}: {exc}")
                 await self._tell_sender(
                     trigger,
                     f"your request could not be processed ({type(exc).__name__}: {exc}); "
@@ -85,7 +94,11 @@ class Worker:
                 return
             await self.bus.ack(entry_id)
             return
-        await self.bus.dead_letter(entry_id, trigger.model_dump_json(), "conflicting writers kept winning")
+        await self._park(entry_id, trigger, "conflicting writers kept winning")
+
+    async def _park(self, entry_id: str, trigger: ev.Trigger, error: str) -> None:
+        self.metrics.dead_letters.inc()
+        await self.bus.dead_letter(entry_id, trigger.model_dump_json(), error)
 
     async def _tell_sender(self, trigger: ev.Trigger, text: str) -> None:
         await self.bus.send(notice_to(trigger, text, level="error"))
