@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from collections.abc import Mapping
 
@@ -28,7 +29,9 @@ async def serve(settings: Settings, stop: asyncio.Event, channels: bool) -> int:
         if channels:
             print("no chat channel is configured yet; the worker is running. Talk to it with `bot chat`.", flush=True)
         task = asyncio.create_task(worker.run())
+        logging.getLogger("bot").info("worker %s started", worker.name)
         await stop.wait()
+        logging.getLogger("bot").info("worker %s stopping: finishing its current step", worker.name)
         worker.stop()
         await task
     return 0

@@ -59,8 +59,11 @@ class Worker:
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
 
     async def run_once(self, block_ms: int = 0) -> int:
-        """Handle what is waiting in the inbox now; returns how many triggers were handled."""
-        entries = await self.bus.take(self.name, block_ms=block_ms)
+        """Take one trigger from the inbox and handle it; returns how many were handled (0 or 1).
+
+        One at a time, so a worker told to stop never holds taken-but-unstarted work.
+        """
+        entries = await self.bus.take(self.name, count=1, block_ms=block_ms)
         for entry_id, trigger in entries:
             await self._handle(entry_id, trigger)
         return len(entries)
