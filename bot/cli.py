@@ -18,8 +18,10 @@ from core.errors import BotError
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bot", description="A chatops bot: agent threads, tools and approvals.")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", help="run every configured channel and a worker (embedded Redis by default)")
-    sub.add_parser("worker", help="run a worker that takes triggers from the inbox")
+    sub.add_parser("run", help="everything in one process: web console + API, configured channels, a worker")
+    sub.add_parser("serve", help="the HTTP server (API, webhooks, console, /metrics, health) and a worker")
+    sub.add_parser("channels", help="the configured chat channels (Slack, Discord, email) without a worker")
+    sub.add_parser("worker", help="a worker that takes triggers from the inbox; run as many as you like")
     chat = sub.add_parser("chat", help="talk to the bot in this terminal; answer approvals inline")
     chat.add_argument("--user", help="your name at the terminal (identity cli:<user>; default BOT_CLI_USER)")
     thread = sub.add_parser("thread", help="list, show, replay, pause or resume threads")
@@ -36,6 +38,19 @@ def _parser() -> argparse.ArgumentParser:
         control.add_argument("id")
         control.add_argument("--reason", default="")
     sub.add_parser("approvals", help="pending approvals across all channels")
+    slack = sub.add_parser("slack", help="Slack app helpers")
+    slack_sub = slack.add_subparsers(dest="action", required=True)
+    man = slack_sub.add_parser("manifest", help="print the Slack app manifest (JSON) for the configured tools")
+    man.add_argument(
+        "--public-url", help="where Slack reaches /slack/events (default BOT_PUBLIC_URL); none: Socket Mode"
+    )
+    man.add_argument("--no-tool-commands", action="store_true", help="only SLACK_COMMAND, no slash command per tool")
+    discord_cmd = sub.add_parser("discord", help="Discord channel tasks")
+    dsub = discord_cmd.add_subparsers(dest="action", required=True)
+    sync = dsub.add_parser("sync-commands", help="register /ops and one slash command per tool (when tools change)")
+    where = sync.add_mutually_exclusive_group()
+    where.add_argument("--guild", type=int, help="register in this guild only, at once (default DISCORD_GUILD_ID)")
+    where.add_argument("--global", dest="everywhere", action="store_true", help="register in every guild (slow)")
     sub.add_parser("check-config", help="validate configuration and environment; say how to fix what is wrong")
     return parser
 
@@ -44,6 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = Settings.from_env(os.environ)
+        if args.command == "slack":
+            return commands.slack_manifest(settings, os.environ, args.public_url, not args.no_tool_commands)
         if args.command == "check-config":
             return asyncio.run(commands.check_config(settings, os.environ))
         return asyncio.run(_dispatch(settings, args))
@@ -61,12 +78,20 @@ async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     match args.command:
-        case "run" | "worker":
-            return await commands.serve(settings, stop, channels=args.command == "run")
+        case "run":
+            return await commands.serve(settings, stop, worker=True, channels=True, http=True)
+        case "serve":
+            return await commands.serve(settings, stop, worker=True, channels=False, http=True)
+        case "channels":
+            return await commands.serve(settings, stop, worker=False, channels=True, http=False)
+        case "worker":
+            return await commands.serve(settings, stop, worker=True, channels=False, http=False)
         case "chat":
             return await commands.chat(settings, args.user or settings.cli_user, stop)
         case "approvals":
             return await commands.approvals(settings)
         case "thread":
             return await commands.thread(settings, args)
+        case "discord":
+            return await commands.discord_sync(settings, args.guild, args.everywhere)
     return 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
 from collections.abc import Mapping
@@ -12,9 +13,10 @@ import redis.asyncio as aioredis
 
 from adapters.cli import CHANNEL, Terminal
 from bot import views
-from bot.main import Core, redis_url, running_core, setup_logging
+from bot.main import Core, channel_adapters, redis_url, running_core, setup_logging
+from bot.metrics import metrics_route
 from config.settings import Settings
-from core.errors import BotError
+from core.errors import BotError, ConfigError
 from core.events import ControlTrigger
 from core.ids import new_id
 from core.prompts import PromptLibrary
@@ -22,18 +24,66 @@ from core.reducer import replay
 from core.tools import load_tools
 
 
-async def serve(settings: Settings, stop: asyncio.Event, channels: bool) -> int:
+async def serve(settings: Settings, stop: asyncio.Event, *, worker: bool, channels: bool, http: bool) -> int:
+    """Run the parts of the bot this process is for, until SIGTERM/SIGINT or until a part fails."""
     async with running_core(settings) as core:
         setup_logging(settings, core.redactor)
-        worker = core.worker()
-        if channels:
-            print("no chat channel is configured yet; the worker is running. Talk to it with `bot chat`.", flush=True)
-        task = asyncio.create_task(worker.run())
-        logging.getLogger("bot").info("worker %s started", worker.name)
-        await stop.wait()
-        logging.getLogger("bot").info("worker %s stopping: finishing its current step", worker.name)
-        worker.stop()
-        await task
+        log = logging.getLogger("bot")
+        adapters = channel_adapters(core) if channels else []
+        tasks = [asyncio.create_task(adapter.run(stop), name=f"channel-{adapter.name}") for adapter in adapters]
+        if http:
+            from bot.http import run_http
+
+            routes = [route for adapter in adapters for route in getattr(adapter, "routes", list)()]
+            routes.append(metrics_route(core))
+
+            async def ready() -> dict[str, bool]:
+                return {adapter.name: bool(getattr(adapter, "healthy", True)) for adapter in adapters}
+
+            task = run_http(
+                core, settings.http, stop, owner=settings.cli_identity, extra_routes=routes, readiness=ready
+            )
+            tasks.append(asyncio.create_task(task, name="http"))
+        elif channels and not adapters:
+            print(
+                "no channel is configured (Slack, Discord, email); see README. `bot run` also serves the web console."
+            )
+        runner = core.worker() if worker else None
+        if runner is not None:
+            tasks.append(asyncio.create_task(runner.run(), name="worker"))
+            log.info("worker %s started", runner.name)
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)  # stop, or a part failed
+        log.info("stopping: finishing the current step")
+        stop.set()  # every part stops
+        if runner is not None:
+            runner.stop()
+        await asyncio.gather(*tasks, stopped)  # surfaces why a part stopped
+    return 0
+
+
+async def discord_sync(settings: Settings, guild: int | None, everywhere: bool) -> int:
+    """Register /ops and one slash command per tool; run it when the tools change."""
+    if settings.discord is None:
+        raise ConfigError("DISCORD_TOKEN is not set; set it to the bot token to register slash commands")
+    from adapters.discord import sync_commands
+
+    target = None if everywhere else (guild or settings.discord.guild_id)
+    count = await sync_commands(settings.discord, load_tools(settings.tools_file, settings.groups), target)
+    where = f"to guild {target} (available now)" if target else "globally (may take up to an hour to appear)"
+    print(f"registered {count} slash commands {where}")
+    return 0
+
+
+def slack_manifest(settings: Settings, env: Mapping[str, str], public_url: str | None, tool_commands: bool) -> int:
+    from adapters.slack import manifest
+    from config.channels import SlackSettings, env_values
+
+    # The manifest is made before the app exists: no token is needed to print it.
+    slack = settings.slack or SlackSettings.model_validate({**env_values(SlackSettings, env), "bot_token": "unset"})
+    tools = load_tools(settings.tools_file, settings.groups)
+    url = public_url or settings.http.public_url
+    print(json.dumps(manifest(slack, tools, url, per_tool_commands=tool_commands), indent=2))
     return 0
 
 
@@ -50,7 +100,7 @@ async def chat(settings: Settings, user: str, stop: asyncio.Event) -> int:
         terminal = Terminal(core.bus, user)
         print(_banner(core, terminal.identity), flush=True)
         for record in await core.store.pending_approvals():
-            if core.tools.may_approve(terminal.identity, record.approvers, record.requester, record.allow_self):
+            if core.tools.may_approve(terminal.identity, record.allowed, record.requester, record.allow_self):
                 print(f"bot> pending approval: {views.approval_line(record)}", flush=True)
         terminal.after = await core.bus.position(CHANNEL)
         worker = core.worker()

@@ -21,7 +21,7 @@ from core.commands import CommandModel
 from core.executors import ToolRunner
 from core.llm import Model
 from core.metrics import Metrics
-from core.ports import Clock, SystemClock
+from core.ports import ChannelAdapter, Clock, SystemClock
 from core.prompts import PromptLibrary
 from core.redact import RedactingFilter, Redactor
 from core.store import Store, redis_errors
@@ -127,6 +127,25 @@ def build_core(
         settings=settings, redis=client, store=store, bus=bus, tools=tools, agent=agent, redactor=redactor,
         metrics=metrics,
     )  # fmt: skip
+
+
+def channel_adapters(core: Core) -> list[ChannelAdapter]:
+    """The chat channels whose settings are present, built on the core's bus and store."""
+    adapters: list[ChannelAdapter] = []
+    if (slack_settings := core.settings.slack) is not None:
+        from adapters.slack import SlackChannel
+
+        adapters.append(SlackChannel(slack_settings, bus=core.bus, store=core.store, tools=core.tools))
+    if (discord_settings := core.settings.discord) is not None:
+        from adapters.discord import DiscordChannel, build_client
+
+        client = build_client(
+            discord_settings, message_content=discord_settings.message_content, gateway_url=discord_settings.gateway_url
+        )
+        adapters.append(
+            DiscordChannel(discord_settings, bus=core.bus, store=core.store, tools=core.tools, client=client)
+        )
+    return adapters
 
 
 @contextlib.asynccontextmanager

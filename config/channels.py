@@ -69,6 +69,10 @@ class DiscordSettings(_ChannelSettings):
     api_base: str | None = Field(None, alias="DISCORD_API_BASE")  # default: discord.py's https://discord.com/api/v10
     guild_id: int | None = Field(None, alias="DISCORD_GUILD_ID")  # sync commands to one guild while developing
     approval_channel_id: int | None = Field(None, alias="DISCORD_APPROVAL_CHANNEL_ID")
+    # Privileged: lets people talk in the bot's threads without mentioning it; enable it in the portal first.
+    message_content: bool = Field(False, alias="DISCORD_MESSAGE_CONTENT")
+    # default: discord.py's wss://gateway.discord.gg/
+    gateway_url: str | None = Field(None, alias="DISCORD_GATEWAY_URL")
 
 
 class EmailSettings(_ChannelSettings):

@@ -1,0 +1,144 @@
+"""The discord.py client the Discord channel runs: intents, approval buttons, the reject modal.
+
+Handlers here only acknowledge the interaction (within Discord's 3 s) and hand it to the
+channel's `Sink`, which enqueues a trigger; nothing waits on the agent.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import discord
+from discord.ext import commands
+
+from core import ApprovalRequest
+
+APPROVAL_TEMPLATE = r"appr:(?P<id>[0-9a-z]{4,40}):(?P<decision>approve|reject)"
+REASON_MODAL = re.compile(r"^apprr:(?P<id>[0-9a-z]{4,40})$")
+REASON_FIELD = "reason"
+MODAL_TIMEOUT_SECONDS = 600
+
+
+class Sink(Protocol):
+    """Where the client's handlers hand their input: the channel's inbound side."""
+
+    async def message(self, message: discord.Message) -> None: ...
+
+    async def request(self, interaction: discord.Interaction[Any], text: str) -> None: ...
+
+    async def decision(
+        self, interaction: discord.Interaction[Any], approval_id: str, approve: bool, comment: str
+    ) -> None: ...
+
+
+class OpsBot(commands.Bot):
+    """A `commands.Bot` without the privileged message-content intent unless asked for.
+
+    Mentions, DMs and slash commands arrive with their content without it; plain messages in
+    the bot's threads need it.
+    """
+
+    def __init__(self, *, message_content: bool = False, guild_ready_timeout: float = 2.0) -> None:
+        intents = discord.Intents.default()
+        intents.message_content = message_content
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=intents,
+            help_command=None,
+            allowed_mentions=discord.AllowedMentions.none(),  # tool output must never ping @everyone
+            guild_ready_timeout=guild_ready_timeout,
+        )
+        self.sink: Sink | None = None
+        self.gateway_ready = False
+        self.add_dynamic_items(ApprovalButton)
+
+    async def on_connect(self) -> None:  # the session is up (READY); events flow from now on
+        self.gateway_ready = True
+
+    async def on_ready(self) -> None:
+        self.gateway_ready = True
+
+    async def on_resumed(self) -> None:
+        self.gateway_ready = True
+
+    async def on_disconnect(self) -> None:
+        self.gateway_ready = False
+
+    async def on_message(self, message: discord.Message) -> None:  # replaces prefix-command processing
+        if self.sink is not None:
+            await self.sink.message(message)
+
+    async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
+        """Reject reasons: read from the raw submission, so any process and any restart can take them."""
+        if interaction.type is not discord.InteractionType.modal_submit or not interaction.data:
+            return
+        match = REASON_MODAL.match(str(interaction.data.get("custom_id", "")))
+        if match is None:
+            return
+        await interaction.response.defer()
+        reason = modal_value(interaction.data, REASON_FIELD)
+        await sink_of(interaction).decision(interaction, match["id"], False, reason)
+
+
+def sink_of(interaction: discord.Interaction[Any]) -> Sink:
+    client = interaction.client
+    if not isinstance(client, OpsBot) or client.sink is None:
+        raise RuntimeError("this Discord client has no channel attached; build it with DiscordChannel")
+    return client.sink
+
+
+def modal_value(data: Mapping[str, Any], custom_id: str) -> str:
+    """The value of one text input in a modal submission, wherever Discord nested it."""
+    if data.get("custom_id") == custom_id and "value" in data:
+        return str(data["value"])
+    children = [*data.get("components", []), *([data["component"]] if "component" in data else [])]
+    for child in children:
+        if isinstance(child, Mapping) and (found := modal_value(child, custom_id)):
+            return found
+    return ""
+
+
+class RejectModal(discord.ui.Modal):
+    reason: discord.ui.TextInput[RejectModal] = discord.ui.TextInput(
+        label="Why reject it?", style=discord.TextStyle.paragraph, max_length=1000, custom_id=REASON_FIELD
+    )
+
+    def __init__(self, approval_id: str) -> None:
+        super().__init__(title=f"Reject {approval_id}", custom_id=f"apprr:{approval_id}", timeout=MODAL_TIMEOUT_SECONDS)
+
+
+class ApprovalButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=APPROVAL_TEMPLATE):
+    """Approve / Reject on an approval card; the custom_id carries only the approval id and decision."""
+
+    def __init__(self, approval_id: str, approve: bool) -> None:
+        decision = "approve" if approve else "reject"
+        button: discord.ui.Button[discord.ui.View] = discord.ui.Button(
+            label=decision.title(),
+            style=discord.ButtonStyle.success if approve else discord.ButtonStyle.danger,
+            custom_id=f"appr:{approval_id}:{decision}",
+        )
+        super().__init__(button)
+        self.approval_id = approval_id
+        self.approve = approve
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> ApprovalButton:
+        return cls(match["id"], match["decision"] == "approve")
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        if not self.approve:
+            await interaction.response.send_modal(RejectModal(self.approval_id))  # the modal is the answer
+            return
+        await interaction.response.defer()
+        await sink_of(interaction).decision(interaction, self.approval_id, True, "")
+
+
+def approval_view(request: ApprovalRequest) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(ApprovalButton(request.approval_id, True))
+    view.add_item(ApprovalButton(request.approval_id, False))
+    return view

@@ -1,0 +1,213 @@
+"""The `slack` outbox rendered with the Web API: replies in thread, one edited progress message,
+approval cards edited after the decision, questions, and notices only one person sees.
+
+Everything a later message needs (a command thread's first message, the progress message,
+each card) is kept in Redis by `SlackState`, so any process can render any message.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from adapters import slack_blocks as blocks
+from adapters.slack_state import Card, Origin, Place, SlackState, thread_key
+from core import ApprovalRequest, ChannelError, DecisionReceipt, Notice, Outbound, Question, Reply
+
+log = logging.getLogger(__name__)
+
+UNREACHABLE = {"not_in_channel", "channel_not_found", "user_not_in_channel", "is_archived"}
+
+
+def _error(exc: SlackApiError) -> str:
+    return str(exc.response.get("error", "unknown_error"))
+
+
+class SlackRenderer:
+    def __init__(self, client: AsyncWebClient, state: SlackState, approval_channel: str | None = None) -> None:
+        self.client = client
+        self.state = state
+        self.approval_channel = approval_channel
+
+    async def render(self, outbound: Outbound) -> None:
+        """Show one outbound message; Slack failures become ChannelError (the bus retries, then parks it)."""
+        try:
+            await self._render(outbound)
+        except SlackApiError as exc:
+            raise ChannelError(
+                f"Slack refused {outbound.kind} {outbound.id}: {_error(exc)}; check the bot's scopes "
+                "and that it is a member of the channel"
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise ChannelError(
+                f"Slack unreachable for {outbound.kind} {outbound.id}: {exc}; check SLACK_API_URL"
+            ) from exc
+
+    async def _render(self, outbound: Outbound) -> None:
+        match outbound:
+            case Reply(final=False):
+                await self._progress(outbound)
+            case Reply():
+                await self._reply(outbound)
+            case ApprovalRequest():
+                await self._approval(outbound)
+            case DecisionReceipt():
+                await self._receipt(outbound)
+            case Question():
+                await self._question(outbound)
+            case Notice() if outbound.to:
+                await self._ephemeral(outbound)
+            case Notice():
+                if place := await self._thread_or_drop(outbound):
+                    await self._send(place, blocks.notice_text(outbound.level, outbound.text))
+
+    # --- threads ------------------------------------------------------------------------------
+
+    async def _thread(self, outbound: Outbound, *, open_it: bool = True) -> Place | None:
+        """The Slack thread of the outbound's conversation; a slash command's thread is opened here."""
+        origin = Origin.of(outbound.reply_to)
+        if origin is None:
+            return None
+        if origin.thread_ts:
+            return Place(origin.channel, origin.thread_ts)
+        root = await self.state.root(outbound.conversation)
+        if root is not None or not open_it:
+            return root
+        opener = f"{blocks.who(f'slack:{origin.team}:{origin.user}')} used `{blocks.escape(origin.command)}`"
+        try:
+            sent = await self.client.chat_postMessage(channel=origin.channel, text=opener)
+        except SlackApiError as exc:
+            if _error(exc) not in UNREACHABLE or not origin.user:
+                raise
+            # A command typed where the bot is not a member: continue in a direct message.
+            sent = await self.client.chat_postMessage(channel=origin.user, text=f"{opener} in <#{origin.channel}>")
+        root = Place(str(sent["channel"]), str(sent["ts"]))
+        await self.state.set_root(outbound.conversation, root)
+        await self.state.own_thread(thread_key(origin.team, root.channel, root.thread_ts), outbound.conversation)
+        return root
+
+    async def _thread_or_drop(self, outbound: Outbound) -> Place | None:
+        place = await self._thread(outbound)
+        if place is None:
+            log.warning("slack: %s %s is for a thread that is not on Slack; dropped", outbound.kind, outbound.id)
+        return place
+
+    async def _send(self, place: Place, text: str, block_list: list[blocks.Block] | None = None) -> tuple[str, str]:
+        """Post in `place` (a reply when it has a thread); returns the new message's channel and ts."""
+        kwargs: dict[str, Any] = {"channel": place.channel, "text": text}
+        if place.thread_ts:
+            kwargs["thread_ts"] = place.thread_ts
+        if block_list is not None:
+            kwargs["blocks"] = block_list
+        sent = await self.client.chat_postMessage(**kwargs)
+        return str(sent["channel"]), str(sent["ts"])
+
+    # --- replies ------------------------------------------------------------------------------
+
+    async def _progress(self, reply: Reply) -> None:
+        """One status message per thread, edited as the work goes on."""
+        place = await self._thread_or_drop(reply)
+        if place is None:
+            return
+        text = f":hourglass_flowing_sand: {blocks.clip(blocks.escape(reply.text), blocks.MESSAGE_CHARS)}"
+        ts = await self.state.status(reply.conversation)
+        if ts is not None:
+            try:
+                await self.client.chat_update(channel=place.channel, ts=ts, text=text)
+                return
+            except SlackApiError as exc:
+                if _error(exc) not in {"message_not_found", "cant_update_message"}:
+                    raise
+        _, sent_ts = await self._send(place, text)
+        await self.state.set_status(reply.conversation, sent_ts)
+
+    async def _reply(self, reply: Reply) -> None:
+        place = await self._thread_or_drop(reply)
+        if place is None or not reply.text.strip():
+            return
+        ts = await self.state.status(reply.conversation)
+        if ts is not None:  # the work is done: the progress message goes, the answer stays
+            await self.state.clear_status(reply.conversation)
+            try:
+                await self.client.chat_delete(channel=place.channel, ts=ts)
+            except SlackApiError as exc:
+                log.info("slack: progress message %s not deleted: %s", ts, _error(exc))
+        pieces = blocks.split_text(reply.text)
+        if len(pieces) > blocks.MAX_MESSAGES:
+            lines = reply.text.count("\n") + 1
+            await self.client.files_upload_v2(
+                channel=place.channel,
+                thread_ts=place.thread_ts or None,
+                content=reply.text,
+                filename="output.txt",
+                title="output",
+                initial_comment=f"The answer is {len(reply.text)} characters ({lines} lines); it is attached.",
+            )
+            return
+        for piece in pieces:
+            await self._send(place, piece)
+
+    # --- approvals ----------------------------------------------------------------------------
+
+    async def _approval(self, request: ApprovalRequest) -> None:
+        text, block_list = blocks.approval_card(request)
+        thread = await self._thread(request)
+        if self.approval_channel:
+            channel, ts = await self._send(Place(self.approval_channel), text, block_list)
+            card = Card(channel, ts, "", request)
+            if thread is not None:
+                where = f"<#{self.approval_channel}>"
+                await self._send(
+                    thread, f":lock: `{request.tool}` is waiting for approval `{request.approval_id}` in {where}"
+                )
+        elif thread is not None:
+            channel, ts = await self._send(thread, text, block_list)
+            card = Card(channel, ts, thread.thread_ts, request)
+        else:
+            log.error("slack: approval %s is for a thread on another channel and SLACK_APPROVAL_CHANNEL is not set; "
+                      "set it to a channel id to show such requests in Slack", request.approval_id)  # fmt: skip
+            return
+        await self.state.set_card(card)
+
+    async def _receipt(self, receipt: DecisionReceipt) -> None:
+        """Edit the card in place (buttons gone); say it in the thread when the card is elsewhere."""
+        card = await self.state.card(receipt.approval_id)
+        if card is not None:
+            text, block_list = blocks.decided_card(card.request, receipt)
+            await self.client.chat_update(channel=card.channel, ts=card.ts, text=text, blocks=block_list)
+        thread = await self._thread(receipt, open_it=False)
+        if thread is not None and (card is None or card.place != thread):
+            await self._send(thread, f"{blocks.decision_line(receipt)} (approval `{receipt.approval_id}`)")
+
+    async def _question(self, question: Question) -> None:
+        thread = await self._thread_or_drop(question)
+        origin = Origin.of(question.reply_to)
+        if thread is None or origin is None:
+            return
+        await self._send(
+            thread, f":question: {blocks.escape(question.question)}\n_Answer with a reply in this thread._"
+        )
+        # The answer is the next reply in this thread, with or without a mention.
+        await self.state.own_thread(thread_key(origin.team, thread.channel, thread.thread_ts), question.conversation)
+
+    async def _ephemeral(self, notice: Notice) -> None:
+        """A message only `notice.to` sees, where they are; a direct message when that fails."""
+        user = blocks.slack_user(notice.to)
+        origin = Origin.of(notice.reply_to)
+        if user is None or origin is None:
+            log.warning("slack: notice %s is for %s, who is not reachable on Slack; dropped", notice.id, notice.to)
+            return
+        text = blocks.notice_text(notice.level, notice.text)
+        kwargs: dict[str, Any] = {"channel": origin.channel, "user": user, "text": text}
+        if origin.thread_ts:
+            kwargs["thread_ts"] = origin.thread_ts
+        try:
+            await self.client.chat_postEphemeral(**kwargs)
+        except SlackApiError as exc:
+            if _error(exc) not in UNREACHABLE:
+                raise
+            await self.client.chat_postMessage(channel=user, text=text)

@@ -1,0 +1,37 @@
+"""`/metrics` for Prometheus: the process's counters plus queue and approval gauges read from Redis."""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from bot.main import Core
+from core import keys
+from core.bus import DEAD_LETTER
+
+
+async def _gauges(core: Core) -> bytes:
+    registry = CollectorRegistry()
+    values = {
+        "bot_inbox_length": ("Triggers in the inbox stream", await core.redis.xlen(keys.INBOX)),
+        "bot_dead_letters_waiting": ("Triggers on the dead-letter stream", await core.redis.xlen(DEAD_LETTER)),
+        "bot_approvals_pending": ("Approvals waiting for a decision", await core.redis.zcard(keys.APPROVAL_INDEX)),
+    }
+    try:
+        pending = await core.redis.xpending(keys.INBOX, keys.WORKERS_GROUP)
+        values["bot_inbox_in_progress"] = ("Triggers taken by a worker, not yet acknowledged", pending["pending"])
+    except Exception:  # noqa: BLE001 - no consumer group yet: nothing is in progress
+        values["bot_inbox_in_progress"] = ("Triggers taken by a worker, not yet acknowledged", 0)
+    for name, (help_text, value) in values.items():
+        Gauge(name, help_text, registry=registry).set(value)
+    return generate_latest(registry)
+
+
+def metrics_route(core: Core) -> Route:
+    async def metrics(request: Request) -> Response:
+        body = generate_latest(core.metrics.registry) + await _gauges(core)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    return Route("/metrics", metrics, methods=["GET"])

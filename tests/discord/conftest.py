@@ -1,0 +1,140 @@
+"""A scene for Discord tests: the fake REST server, a core with a real worker, and channel instances."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import discord
+import pytest
+import redis.asyncio as aioredis
+
+from adapters.discord import DiscordChannel
+from config.channels import DiscordSettings
+from core import Event, ThreadState
+from tests.conftest import Harness
+from tests.discord.fake_discord import FakeDiscord, user
+
+APPROVER = user("111", "olga")  # in group oncall
+REQUESTER = user("222", "dana")
+OUTSIDER = user("333", "mallory")
+DEADLINE_SECONDS = 5.0
+
+
+async def until(condition: Callable[[], Awaitable[bool]], what: str) -> None:
+    """Poll `condition` until it holds; fail with `what` after a deadline (no fixed sleeps)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + DEADLINE_SECONDS
+    while not await condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.005)
+
+
+@dataclass
+class Scene:
+    fake: FakeDiscord
+    harness: Harness
+    settings: DiscordSettings
+    channels: list[DiscordChannel] = field(default_factory=list)
+
+    @property
+    def channel(self) -> DiscordChannel:
+        return self.channels[0]
+
+    async def new_channel(self, **kwargs: Any) -> DiscordChannel:
+        """Another channel instance with its own client, logged in over REST: another process."""
+        core = self.harness.core
+        channel = DiscordChannel(self.settings, bus=core.bus, store=core.store, tools=core.tools, **kwargs)
+        self.channels.append(channel)
+        await channel.login()
+        return channel
+
+    async def inbox_size(self) -> int:
+        return int(await self.harness.core.redis.xlen("inbox"))
+
+    async def feed(self, payload: dict[str, Any], via: DiscordChannel | None = None, enqueues: bool = True) -> None:
+        """Feed one gateway event to a client's parser, then run the worker and render the outbox."""
+        channel = via or self.channel
+        state = channel.client._connection
+        before = await self.inbox_size()
+        if "token" in payload:
+            state.parse_interaction_create(payload)  # type: ignore[arg-type]
+
+            async def acknowledged() -> bool:
+                return payload["id"] in self.fake.acknowledged
+
+            await until(acknowledged, f"interaction {payload['id']} to be acknowledged")
+        else:
+            state.parse_message_create(payload)  # type: ignore[arg-type]
+        if enqueues:
+
+            async def enqueued() -> bool:
+                return await self.inbox_size() > before
+
+            await until(enqueued, "a trigger on the inbox")
+        await self.harness.drain()
+        await self.render(channel)
+
+    async def render(self, channel: DiscordChannel | None = None) -> None:
+        """Render the discord outbox the way `bus.deliver` does, without its blocking read."""
+        bus = self.harness.core.bus
+        while items := await bus.receive("discord", "test-renderer", block_ms=0):
+            for entry_id, outbound in items:
+                await (channel or self.channel).render(outbound)
+                await bus.done("discord", entry_id, "renderers")
+
+    async def threads(self) -> list[ThreadState]:
+        return await self.harness.core.store.list_threads()
+
+    async def events(self, thread: ThreadState) -> list[Event]:
+        return await self.harness.core.store.load_events(thread.thread_id)
+
+
+@pytest.fixture(autouse=True)
+def _no_errors_logged(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """discord.py swallows exceptions in handlers and logs them: a logged error fails the test."""
+    yield
+    errors = [r for when in ("setup", "call") for r in caplog.get_records(when) if r.levelno >= logging.ERROR]
+    assert not errors, [f"{r.name}: {r.getMessage()}" for r in errors]
+
+
+@pytest.fixture
+async def fake_discord(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeDiscord]:
+    fake = FakeDiscord()
+    base = await fake.start()
+    monkeypatch.setattr(discord.http.Route, "BASE", base)  # restored after the test, whatever sets it meanwhile
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
+async def make_scene(
+    fake_discord: FakeDiscord, fake_redis: aioredis.Redis, make_harness: Callable[..., Harness]
+) -> AsyncIterator[Callable[..., Awaitable[Scene]]]:
+    """`await make_scene(**env)`: a core configured by `env` and one logged-in channel."""
+    scenes: list[Scene] = []
+
+    async def factory(**env: str) -> Scene:
+        harness = make_harness(fake_redis, **{"BOT_GROUP_ONCALL": f"discord:{APPROVER['id']}", **env})
+        values = {"DISCORD_TOKEN": "fake-token", "DISCORD_API_BASE": fake_discord.base, **env}
+        scene = Scene(fake_discord, harness, DiscordSettings.model_validate(values))
+        scenes.append(scene)
+        await scene.new_channel()
+        return scene
+
+    yield factory
+    for scene in scenes:
+        for channel in scene.channels:
+            await channel.close()
+
+
+@pytest.fixture
+async def scene(make_scene: Callable[..., Awaitable[Scene]]) -> Scene:
+    return await make_scene()
+
+
+MakeScene = Callable[..., Awaitable[Scene]]

@@ -1,0 +1,141 @@
+"""A local stand-in for slack.com: the Web API methods the channel calls, recorded, on 127.0.0.1:0.
+
+It answers like Slack (`{"ok": true, ...}`), can answer the next call of a method with a 429
+and `Retry-After`, and serves a Socket Mode WebSocket that sends envelopes and records acks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import WSMsgType, web
+from aiohttp.test_utils import TestServer
+
+TEAM = "T1"
+BOT_USER = "UBOT"
+
+
+@dataclass
+class Call:
+    method: str
+    args: dict[str, Any]
+    at: float  # time.monotonic() when it arrived
+    token: str = ""  # the bearer token it was sent with
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+class FakeSlack:
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+        self.failures: dict[str, list[int]] = {}  # method -> Retry-After seconds of each coming 429
+        self.errors: dict[str, list[str]] = {}  # method -> Slack error codes of its coming calls
+        self.acks: list[dict[str, Any]] = []  # Socket Mode acknowledgements from the app
+        self.envelopes: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._ts = itertools.count(1)
+        app = web.Application()
+        app.router.add_post("/api/{method}", self._api)
+        app.router.add_get("/api/{method}", self._api)
+        app.router.add_post("/upload/{file_id}", self._upload)
+        app.router.add_get("/socket", self._socket)
+        self.server = TestServer(app, host="127.0.0.1", port=0)
+
+    @property
+    def api_url(self) -> str:
+        return str(self.server.make_url("/api/"))
+
+    async def start(self) -> None:
+        await self.server.start_server()
+
+    async def close(self) -> None:
+        await self.server.close()
+
+    def rate_limit(self, method: str, retry_after: int = 1) -> None:
+        """Answer the next call of `method` with 429 and this Retry-After."""
+        self.failures.setdefault(method, []).append(retry_after)
+
+    def refuse(self, method: str, error: str) -> None:
+        """Answer the next call of `method` with `{"ok": false, "error": error}`."""
+        self.errors.setdefault(method, []).append(error)
+
+    def called(self, method: str, **match: Any) -> list[Call]:
+        """The calls of `method` whose arguments include `match`."""
+        return [c for c in self.calls if c.method == method and all(c.args.get(k) == v for k, v in match.items())]
+
+    async def _api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        if request.content_type == "application/json":
+            args: dict[str, Any] = await request.json()
+        else:
+            args = {**request.query, **(await request.post())}
+        call = Call(method, args, time.monotonic(), request.headers.get("Authorization", "").removeprefix("Bearer "))
+        self.calls.append(call)
+        if self.failures.get(method):
+            retry_after = self.failures[method].pop(0)
+            body = {"ok": False, "error": "ratelimited"}
+            return web.json_response(body, status=429, headers={"Retry-After": str(retry_after)})
+        if self.errors.get(method):
+            return web.json_response({"ok": False, "error": self.errors[method].pop(0)})
+        call.result = self._answer(method, args)
+        return web.json_response(call.result)
+
+    def _next_ts(self) -> str:
+        return f"1700000000.{next(self._ts):06d}"
+
+    def _answer(self, method: str, args: dict[str, Any]) -> dict[str, Any]:
+        match method:
+            case "auth.test":
+                return {
+                    "ok": True,
+                    "team_id": TEAM,
+                    "user_id": BOT_USER,
+                    "bot_id": "BBOT",
+                    "team": "Ops",
+                    "user": "bot",
+                }
+            case "chat.postMessage":
+                ts = self._next_ts()
+                return {"ok": True, "channel": args["channel"], "ts": ts, "message": {"ts": ts, "text": args["text"]}}
+            case "chat.update":
+                return {"ok": True, "channel": args["channel"], "ts": args["ts"], "text": args.get("text", "")}
+            case "chat.postEphemeral":
+                return {"ok": True, "message_ts": self._next_ts()}
+            case "views.open":
+                return {"ok": True, "view": {"id": "V1"}}
+            case "files.getUploadURLExternal":
+                return {"ok": True, "upload_url": str(self.server.make_url("/upload/F1")), "file_id": "F1"}
+            case "files.completeUploadExternal":
+                return {"ok": True, "files": [{"id": "F1", "title": "output"}]}
+            case "apps.connections.open":
+                return {"ok": True, "url": str(self.server.make_url("/socket")).replace("http", "ws", 1)}
+        return {"ok": True}
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.calls.append(
+            Call("upload", {"file_id": request.match_info["file_id"], "size": len(body)}, time.monotonic())
+        )
+        return web.Response(text="OK")
+
+    async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+        """Socket Mode: say hello, send each queued envelope, record the app's acks."""
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_str(json.dumps({"type": "hello", "num_connections": 1}))
+        sender = asyncio.create_task(self._send_envelopes(ws))
+        try:
+            async for message in ws:
+                if message.type == WSMsgType.TEXT:
+                    self.acks.append(json.loads(message.data))
+        finally:
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
+        return ws
+
+    async def _send_envelopes(self, ws: web.WebSocketResponse) -> None:
+        while True:
+            await ws.send_str(json.dumps(await self.envelopes.get()))

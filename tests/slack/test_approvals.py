@@ -1,0 +1,142 @@
+"""Approval cards and buttons: the card, approve once, refusals, the reject dialog, the approval channel."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from adapters.slack import SlackChannel
+from adapters.slack_blocks import APPROVE, REJECT
+from core import events as ev
+from tests.slack.conftest import MakeSlack, SlackKit
+from tests.slack.fake_slack import Call
+
+DEPLOY_ARGS = {"service": "api", "version": "1.4.2", "environment": "production"}
+
+
+async def request_deploy(slack: SlackKit) -> tuple[Call, str]:
+    """`/deploy api 1.4.2 production`: the card the fake recorded and its approval id."""
+    await slack.command("/deploy", "api 1.4.2 production")
+    await slack.settle(lambda: any("blocks" in c.args for c in slack.fake.called("chat.postMessage")))
+    card = next(c for c in slack.fake.called("chat.postMessage") if "blocks" in c.args)
+    (pending,) = await slack.harness.core.store.pending_approvals()
+    return card, pending.approval_id
+
+
+def buttons(card_blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [element for block in card_blocks if block["type"] == "actions" for element in block["elements"]]
+
+
+def deploys(tmp_path: Path) -> list[dict[str, str]]:
+    state = json.loads((tmp_path / "data" / "deployments.json").read_text())
+    return [entry for entry in state["history"] if entry["action"] == "deploy"]
+
+
+async def test_gated_command_posts_an_approval_card_with_id_only_buttons(slack: SlackKit) -> None:
+    card, approval_id = await request_deploy(slack)
+    opener = slack.fake.called("chat.postMessage")[0]
+    assert card.args["channel"] == "C1" and card.args["thread_ts"] == opener.result["ts"]
+    assert [(b["action_id"], b["value"]) for b in buttons(card.args["blocks"])] == [
+        (APPROVE, approval_id),
+        (REJECT, approval_id),
+    ]
+    shown = json.dumps(card.args["blocks"])
+    assert json.dumps(json.dumps(DEPLOY_ARGS, indent=2, sort_keys=True))[1:-1] in shown  # the exact arguments
+    assert "`deploy`" in shown and "<@U1>" in shown and "command: /deploy api 1.4.2 production" in shown
+    assert "<!date^" in shown  # the expiry, in each reader's time zone
+
+
+async def test_approve_click_edits_the_card_and_runs_the_tool_once(
+    redis_client: aioredis.Redis, make_slack: MakeSlack, tmp_path: Path
+) -> None:
+    slack = await make_slack(redis_client)
+    card, approval_id = await request_deploy(slack)
+    assert await slack.click(card, APPROVE, action_ts="1700000600.000001") == 200
+    await slack.settle(lambda: bool(slack.fake.called("chat.update")))
+    edit = slack.fake.called("chat.update")[0]
+    assert edit.args["channel"] == card.args["channel"] and edit.args["ts"] == card.result["ts"]
+    assert buttons(edit.args["blocks"]) == [] and "Approved by <@U1> at 14:00 UTC" in edit.args["text"]
+    await slack.settle(
+        lambda: any("deployed api 1.4.2" in c.args["text"] for c in slack.fake.called("chat.postMessage"))
+    )
+    # A double click (a new action_ts) and a replayed request (the same one): still one deploy.
+    await slack.click(card, APPROVE, action_ts="1700000600.000002")
+    await slack.click(card, APPROVE, action_ts="1700000600.000001")
+    await slack.received(4)  # the command, three clicks
+    await slack.settle(lambda: bool(slack.fake.called("chat.postEphemeral")))
+    assert slack.channel.stats == {"published": 3, "duplicate": 1}
+    assert [(d["service"], d["version"], d["by"]) for d in deploys(tmp_path)] == [("api", "1.4.2", "slack:T1:U1")]
+    (told,) = slack.fake.called("chat.postEphemeral")
+    assert told.args["user"] == "U1" and f"approval {approval_id} was already approved" in told.args["text"]
+    record = await slack.harness.core.store.get_approval(approval_id)
+    assert record is not None and record.status == "approved" and record.decided_by == "slack:T1:U1"
+
+
+async def test_unauthorised_click_gets_an_ephemeral_refusal_and_stays_pending(slack: SlackKit) -> None:
+    card, approval_id = await request_deploy(slack)
+    await slack.click(card, APPROVE, user="U2")
+    await slack.settle(lambda: bool(slack.fake.called("chat.postEphemeral")))
+    (refusal,) = slack.fake.called("chat.postEphemeral")
+    assert refusal.args["user"] == "U2" and refusal.args["channel"] == "C1"
+    assert f"slack:T1:U2 may not decide approval {approval_id}" in refusal.args["text"]
+    assert refusal.args["thread_ts"] == card.args["thread_ts"]  # where the card is
+    await slack.click(card, REJECT, user="U2")  # no dialog for someone who may not decide
+    await slack.settle(lambda: len(slack.fake.called("chat.postEphemeral")) == 2)
+    assert slack.fake.called("views.open") == [] and slack.fake.called("chat.update") == []
+    record = await slack.harness.core.store.get_approval(approval_id)
+    assert record is not None and record.status == "pending"
+    (state,) = await slack.harness.core.store.list_threads()
+    assert state.status == "awaiting_approval"
+
+
+async def test_reject_reason_from_the_dialog_reaches_the_agent(slack: SlackKit, tmp_path: Path) -> None:
+    card, approval_id = await request_deploy(slack)
+    await slack.click(card, REJECT)
+    await until_called(slack, "views.open")
+    (dialog,) = slack.fake.called("views.open")
+    assert dialog.args["trigger_id"].startswith("trigger-") and approval_id in dialog.args["view"]["private_metadata"]
+    assert await slack.submit_reason(dialog, "not during the freeze") == 200
+    await slack.settle(lambda: bool(slack.fake.called("chat.update")))
+    errors = [e for e in await slack.events() if isinstance(e, ev.ToolErrorEvent)]
+    assert errors[-1].kind == "rejected" and "rejected by slack:T1:U1: not during the freeze" in errors[-1].error
+    edit = slack.fake.called("chat.update")[0]
+    assert (
+        buttons(edit.args["blocks"]) == []
+        and "Rejected by <@U1> at 14:00 UTC: not during the freeze" in edit.args["text"]
+    )
+    assert not (tmp_path / "data" / "deployments.json").exists() or deploys(tmp_path) == []
+
+
+async def test_cards_go_to_the_approval_channel_and_the_thread_is_told(make_slack: MakeSlack) -> None:
+    slack = await make_slack(SLACK_APPROVAL_CHANNEL="CAPPROVE")
+    card, approval_id = await request_deploy(slack)
+    assert card.args["channel"] == "CAPPROVE" and "thread_ts" not in card.args
+    opener = slack.fake.called("chat.postMessage", channel="C1")[0]
+    pointer = slack.fake.called("chat.postMessage", thread_ts=opener.result["ts"])[0]
+    assert f"waiting for approval `{approval_id}` in <#CAPPROVE>" in pointer.args["text"]
+    await slack.click(card, APPROVE)
+    await slack.settle(lambda: any("deployed api" in c.args["text"] for c in slack.fake.called("chat.postMessage")))
+    (edit,) = slack.fake.called("chat.update")
+    assert edit.args["channel"] == "CAPPROVE" and edit.args["ts"] == card.result["ts"]
+    in_thread = [c.args["text"] for c in slack.fake.called("chat.postMessage", thread_ts=opener.result["ts"])]
+    assert any(text.startswith(":white_check_mark: Approved by <@U1>") for text in in_thread)
+
+
+async def until_called(slack: SlackKit, method: str) -> None:
+    await slack.settle(lambda: bool(slack.fake.called(method)))
+
+
+async def test_the_card_is_edited_by_whichever_process_renders_the_decision(slack: SlackKit) -> None:
+    card, _ = await request_deploy(slack)
+    core = slack.harness.core
+    assert core.settings.slack is not None
+    other = SlackChannel(core.settings.slack, bus=core.bus, store=core.store, tools=core.tools)  # a second process
+    await slack.click(card, APPROVE)
+    await slack.received(2)
+    await slack.harness.drain()
+    await slack.deliver(by=other)
+    (edit,) = slack.fake.called("chat.update")
+    assert edit.args["ts"] == card.result["ts"] and "Approved by <@U1>" in edit.args["text"]

@@ -1,0 +1,168 @@
+"""Mentions, direct messages, thread replies and slash commands, through the real HTTP endpoint."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from adapters.slack_inbound import Command, command_text, plain_text
+from core import StoreUnavailable, ToolRegistry, Trigger
+from core import events as ev
+from tests.slack.conftest import SECRET, MakeSlack, SlackKit
+from tests.slack.fake_slack import BOT_USER
+
+ROOT = "1700000001.000100"
+
+
+def message(text: str, ts: str = ROOT, kind: str = "message", **extra: Any) -> dict[str, Any]:
+    return {"type": kind, "user": "U1", "text": text, "ts": ts, "channel": "C1", "channel_type": "channel", **extra}
+
+
+def mention(text: str, ts: str = ROOT, **extra: Any) -> dict[str, Any]:
+    return message(f"<@{BOT_USER}> {text}", ts, "app_mention", **extra)
+
+
+async def user_texts(slack: SlackKit) -> list[str]:
+    return [e.text for e in await slack.events() if isinstance(e, ev.UserMessage | ev.HumanAnswer)]
+
+
+async def test_mention_is_answered_in_its_thread(slack: SlackKit) -> None:
+    assert await slack.event(mention("help")) == 200
+    await slack.settle(lambda: bool(slack.fake.called("chat.postMessage")))
+    (reply,) = slack.fake.called("chat.postMessage")
+    assert reply.args["channel"] == "C1" and reply.args["thread_ts"] == ROOT
+    assert "Commands you can use (as slack:T1:U1)" in reply.args["text"]
+    assert "&lt;service&gt;" in reply.args["text"]  # the core's text is shown as written, not read as markup
+    started = (await slack.events())[0]
+    assert isinstance(started, ev.ThreadStarted) and started.conversation == f"T1/C1/{ROOT}"
+
+
+async def test_retried_event_delivery_is_processed_once(slack: SlackKit) -> None:
+    event = mention("/status api staging")
+    assert await slack.event(event, event_id="Ev1") == 200
+    assert await slack.event(event, event_id="Ev1", retry=1) == 200
+    assert await slack.event(event, event_id="Ev1", retry=2) == 200
+    await slack.received(3)
+    await slack.settle(lambda: bool(slack.fake.called("chat.postMessage")))
+    assert slack.channel.stats == {"published": 1, "duplicate": 2}
+    assert await user_texts(slack) == ["/status api staging"]
+    assert len(slack.fake.called("chat.postMessage")) == 1
+
+
+async def test_mention_arriving_also_as_message_is_processed_once(slack: SlackKit) -> None:
+    await slack.event(mention("help"))
+    await slack.received(1)
+    reply = f"<@{BOT_USER}> /status api staging"  # a reply in the bot's thread that mentions it: two events
+    await slack.event(message(reply, "1700000002.000200", thread_ts=ROOT), event_id="EvA")
+    await slack.event(mention("/status api staging", "1700000002.000200", thread_ts=ROOT), event_id="EvB")
+    await slack.received(3)
+    await slack.settle(lambda: len(slack.fake.called("chat.postMessage")) == 2)
+    assert slack.channel.stats == {"published": 2, "duplicate": 1}
+    assert await user_texts(slack) == ["help", "/status api staging"]
+
+
+async def test_reply_in_the_bot_thread_continues_the_conversation(slack: SlackKit) -> None:
+    await slack.event(mention("help"))
+    await slack.event(message("/status api staging", "1700000003.000300", thread_ts=ROOT))
+    await slack.received(2)
+    await slack.settle(lambda: len(slack.fake.called("chat.postMessage", thread_ts=ROOT)) == 2)
+    assert await user_texts(slack) == ["help", "/status api staging"]
+    assert "api in staging" in slack.fake.called("chat.postMessage")[-1].args["text"]
+
+
+async def test_channel_talk_outside_the_bot_threads_is_ignored(slack: SlackKit) -> None:
+    await slack.event(message("deploys are slow today"))
+    await slack.event(message("agreed", "1700000004.000400", thread_ts="1699999999.000001"))
+    await slack.event(message("edited", subtype="message_changed"))
+    await slack.received(3)
+    assert slack.channel.stats == {"ignored": 3}
+    assert await slack.harness.core.store.list_threads() == []
+
+
+async def test_direct_message_is_answered_in_its_thread(slack: SlackKit) -> None:
+    await slack.event(message("/status api staging", channel="D1", channel_type="im"))
+    await slack.settle(lambda: bool(slack.fake.called("chat.postMessage")))
+    (reply,) = slack.fake.called("chat.postMessage")
+    assert reply.args["channel"] == "D1" and reply.args["thread_ts"] == ROOT
+
+
+async def test_slash_command_acks_then_answers_in_a_thread(slack: SlackKit) -> None:
+    status, body = await slack.command("/ops", "status api staging")
+    assert status == 200 and "Working on `/status api staging`" in body
+    await slack.settle(lambda: len(slack.fake.called("chat.postMessage")) == 2)
+    opener, answer = slack.fake.called("chat.postMessage")
+    assert opener.args == {"channel": "C1", "text": "<@U1> used `/ops status api staging`"}
+    assert answer.args["thread_ts"] == opener.result["ts"] and "api in staging" in answer.args["text"]
+    # A reply in the command's thread (no mention) continues the same conversation.
+    await slack.event(message("/status web staging", "1700000009.000900", thread_ts=opener.result["ts"]))
+    await slack.settle(lambda: len(slack.fake.called("chat.postMessage", thread_ts=opener.result["ts"])) == 2)
+    assert await user_texts(slack) == ["/status api staging", "/status web staging"]
+
+
+async def test_tool_slash_command_is_the_core_command(slack: SlackKit) -> None:
+    status, body = await slack.command("/deploy", "api 1.4.2 staging")
+    assert status == 200 and "Working on `/deploy api 1.4.2 staging`" in body
+    await slack.settle(lambda: len(slack.fake.called("chat.postMessage")) == 2)
+    assert "deployed api 1.4.2 to staging" in slack.fake.called("chat.postMessage")[-1].args["text"]
+
+
+async def test_bad_signature_is_refused_with_401(slack: SlackKit) -> None:
+    status, _ = await slack.post('{"type": "event_callback"}', "application/json", secret="not-" + SECRET)
+    assert status == 401
+    status, _ = await slack.post("command=/ops&text=help", "application/x-www-form-urlencoded", secret="wrong")
+    assert status == 401
+    assert slack.channel.stats == {} and await slack.harness.core.bus.redis.xlen("inbox") == 0
+
+
+def test_command_text_maps_slash_commands_to_the_core_command_model(slack_tools: ToolRegistry) -> None:
+
+    def text(command: str, typed: str) -> str | None:
+        raw: Command = {
+            "command": command,
+            "text": typed,
+            "team_id": "T1",
+            "channel_id": "C1",
+            "user_id": "U1",
+            "trigger_id": "t",
+        }
+        return command_text(raw, "/ops", slack_tools)
+
+    assert text("/deploy", "api 1.4.2 production") == "/deploy api 1.4.2 production"
+    assert text("/ops", "deploy api 1.4.2 production") == "/deploy api 1.4.2 production"
+    assert text("/ops", "list-services") == "/list-services"
+    assert text("/ops", "") == "help"
+    assert text("/ops", "roll back payments in staging") == "roll back payments in staging"
+    assert text("/ops", "approve abcd1234") == "approve abcd1234"
+    assert text("/reply", "hi") is None
+
+
+def test_plain_text_undoes_slack_markup() -> None:
+    assert plain_text("<@UBOT> check <https://x.test/health|x.test/health> &lt;ok&gt;", "UBOT") == (
+        "check https://x.test/health <ok>"
+    )
+    assert plain_text("<@UBOT>", "UBOT") == "help"
+
+
+async def test_an_event_that_cannot_be_queued_gets_a_500_and_its_retry_is_processed(slack: SlackKit) -> None:
+    publish = slack.channel.bus.publish
+    failures = [StoreUnavailable("Redis is unreachable")]
+
+    async def flaky(trigger: Trigger) -> bool:
+        if failures:
+            raise failures.pop()
+        return await publish(trigger)
+
+    slack.channel.bus.publish = flaky  # type: ignore[method-assign]
+    assert await slack.event(mention("help"), event_id="Ev1") == 500
+    assert await slack.event(mention("help"), event_id="Ev1", retry=1) == 200
+    await slack.settle(lambda: bool(slack.fake.called("chat.postMessage")))
+    assert await user_texts(slack) == ["help"]
+
+
+async def test_slack_url_verification_is_answered(slack: SlackKit) -> None:
+    status, body = await slack.post('{"type": "url_verification", "challenge": "c-42"}', "application/json")
+    assert status == 200 and "c-42" in body
+
+
+async def test_http_mode_is_off_without_a_signing_secret(make_slack: MakeSlack) -> None:
+    slack = await make_slack(serve=False, SLACK_SIGNING_SECRET="", SLACK_APP_TOKEN="xapp-test-token")
+    assert slack.channel.routes() == []
