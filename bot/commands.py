@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Mapping
 
@@ -33,6 +34,7 @@ async def serve(settings: Settings, stop: asyncio.Event, *, worker: bool, channe
         tasks = [asyncio.create_task(adapter.run(stop), name=f"channel-{adapter.name}") for adapter in adapters]
         if http:
             from bot.http import run_http
+            from bot.http_hooks import load_hooks
 
             routes = [route for adapter in adapters for route in getattr(adapter, "routes", list)()]
             routes.append(metrics_route(core))
@@ -40,8 +42,15 @@ async def serve(settings: Settings, stop: asyncio.Event, *, worker: bool, channe
             async def ready() -> dict[str, bool]:
                 return {adapter.name: bool(getattr(adapter, "healthy", True)) for adapter in adapters}
 
+            hooks = load_hooks(settings.hooks_file, os.environ)
             task = run_http(
-                core, settings.http, stop, owner=settings.cli_identity, extra_routes=routes, readiness=ready
+                core,
+                settings.http,
+                stop,
+                owner=settings.cli_identity,
+                hooks=hooks,
+                extra_routes=routes,
+                readiness=ready,
             )
             tasks.append(asyncio.create_task(task, name="http"))
         elif channels and not adapters:

@@ -27,6 +27,7 @@ class Settings(BaseModel):
     redis_url: str | None = Field(None, alias="REDIS_URL")
     data_dir: Path = Field(Path(".bot"), alias="BOT_DATA_DIR")
     tools_file: Path = Field(CONFIG_DIR / "tools.toml", alias="BOT_TOOLS_FILE")
+    hooks_file: Path = Field(CONFIG_DIR / "hooks.toml", alias="BOT_HOOKS_FILE")
     prompts_dir: Path = Field(PROJECT_DIR / "prompts", alias="BOT_PROMPTS_DIR")
     workdir: Path = Field(PROJECT_DIR, alias="BOT_WORKDIR")
     agent: str = Field("deploybot", alias="BOT_AGENT")

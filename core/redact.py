@@ -10,6 +10,8 @@ from typing import TypeVar
 from pydantic import BaseModel
 
 SECRET_SUFFIXES = ("_TOKEN", "_SECRET", "_PASSWORD", "_API_KEY", "_KEY")
+SECRET_PREFIXES = ("BOT_HOOK_SECRET_",)  # one per webhook: BOT_HOOK_SECRET_<NAME>
+TOKEN_LISTS = ("BOT_API_TOKENS",)  # "token=identity,...": each token is a secret, the identities are not
 MIN_SECRET_LENGTH = 6  # shorter values would redact ordinary words
 
 M = TypeVar("M", bound=BaseModel)
@@ -17,7 +19,7 @@ M = TypeVar("M", bound=BaseModel)
 
 def secret_names(env: Mapping[str, str], extra: Iterable[str] = ()) -> set[str]:
     """Environment variables that hold secrets: by naming convention, plus any the tools name."""
-    names = {name for name in env if name.upper().endswith(SECRET_SUFFIXES)}
+    names = {name for name in env if name.upper().endswith(SECRET_SUFFIXES) or name.upper().startswith(SECRET_PREFIXES)}
     return names | {name for name in extra if name in env}
 
 
@@ -29,7 +31,12 @@ class Redactor:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], extra: Iterable[str] = ()) -> Redactor:
-        return cls({name: env[name] for name in secret_names(env, extra)})
+        secrets = {name: env[name] for name in secret_names(env, extra)}
+        for name in TOKEN_LISTS:
+            for position, item in enumerate(env.get(name, "").split(","), start=1):
+                if token := item.partition("=")[0].strip():
+                    secrets[f"{name}#{position}"] = token
+        return cls(secrets)
 
     def __bool__(self) -> bool:
         return bool(self._pairs)

@@ -1,0 +1,181 @@
+"""The REST API (factors 6 and 11): launch, list, show, send input, pause, resume, approve.
+
+Each route is a few lines: read the request, call `Operations` with explicit arguments,
+return a model. Every route needs a bearer token; its identity is the requester or decider.
+(No `from __future__ import annotations` here: FastAPI reads the routes' annotations, and
+`Identity` is local to the router factory.)
+"""
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Body, Depends, Path, Query
+
+from bot.http_auth import TokenAuth
+from bot.http_errors import ApiError, responses
+from bot.http_models import (
+    Accepted,
+    ApprovalList,
+    ControlRequest,
+    DecisionRequest,
+    InputRequest,
+    LaunchRequest,
+    Me,
+    ThreadDetail,
+    ThreadList,
+    ThreadSummary,
+)
+from bot.http_ops import API_CHANNEL, Operations, thread_not_found
+from core import events as ev
+from core.ids import new_id, thread_id_for
+from core.reducer import replay
+
+ThreadId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+ApprovalId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+AUTH = (401, 422, 503)
+
+
+def api_router(ops: Operations, auth: TokenAuth) -> APIRouter:
+    router = APIRouter(prefix="/v1")
+    Identity = Annotated[str, Depends(auth)]
+
+    @router.get(
+        "/me",
+        response_model=Me,
+        responses=responses(401, 503),
+        tags=["identity"],
+        summary="Who the bearer token acts as",
+    )
+    async def me(identity: Identity) -> Me:
+        return Me(identity=identity)
+
+    @router.post(
+        "/threads",
+        status_code=202,
+        response_model=Accepted,
+        responses=responses(*AUTH, 409),
+        tags=["threads"],
+        summary="Launch a thread",
+    )
+    async def launch(body: LaunchRequest, identity: Identity) -> Accepted:
+        conversation = body.conversation or f"{API_CHANNEL}/{new_id()}"
+        thread_id = thread_id_for(body.channel, conversation)
+        trigger = ev.MessageTrigger(
+            id=new_id(),
+            channel=body.channel,
+            conversation=conversation,
+            sender=identity,
+            text=body.text,
+            agent=body.agent or "",
+            reply_to=body.reply_to,
+            thread_id=thread_id,
+        )
+        return await ops.launch(trigger)
+
+    @router.get(
+        "/threads",
+        response_model=ThreadList,
+        responses=responses(*AUTH),
+        tags=["threads"],
+        summary="Recent threads with their derived state",
+    )
+    async def list_threads(identity: Identity, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> ThreadList:
+        states = await ops.core.store.list_threads(limit)
+        return ThreadList(threads=[ThreadSummary.of(state) for state in states])
+
+    @router.get(
+        "/threads/{thread_id}",
+        response_model=ThreadDetail,
+        responses=responses(*AUTH, 404),
+        tags=["threads"],
+        summary="A thread's events and its state as of any event",
+    )
+    async def show_thread(
+        thread_id: ThreadId,
+        identity: Identity,
+        at: Annotated[int | None, Query(ge=1, description="derive the state as of this event (1-based)")] = None,
+    ) -> ThreadDetail:
+        events = await ops.core.store.load_events(thread_id)
+        if not events:
+            raise thread_not_found(thread_id)
+        if at is not None and at > len(events):
+            raise ApiError(
+                422,
+                "invalid_request",
+                f"at={at} is past the end; thread {thread_id} has {len(events)} events, so use 1..{len(events)}",
+            )
+        until = len(events) if at is None else at
+        now = replay(events, thread_id=thread_id)
+        state = now if until == len(events) else replay(events[:until], thread_id=thread_id)
+        return ThreadDetail(thread=ThreadSummary.of(now), at=until, state=state, events=events)
+
+    @router.post(
+        "/threads/{thread_id}/events",
+        status_code=202,
+        response_model=Accepted,
+        responses=responses(*AUTH, 404),
+        tags=["threads"],
+        summary="Send input to a thread",
+    )
+    async def send_input(thread_id: ThreadId, body: InputRequest, identity: Identity) -> Accepted:
+        return await ops.send_input(thread_id, identity, body.text)
+
+    @router.post(
+        "/threads/{thread_id}/pause",
+        status_code=202,
+        response_model=Accepted,
+        responses=responses(*AUTH, 404, 409),
+        tags=["threads"],
+        summary="Pause a thread",
+    )
+    async def pause(
+        thread_id: ThreadId, identity: Identity, body: Annotated[ControlRequest | None, Body()] = None
+    ) -> Accepted:
+        return await ops.control(thread_id, identity, "pause", body.reason if body else "")
+
+    @router.post(
+        "/threads/{thread_id}/resume",
+        status_code=202,
+        response_model=Accepted,
+        responses=responses(*AUTH, 404, 409),
+        tags=["threads"],
+        summary="Resume a paused thread",
+    )
+    async def resume(thread_id: ThreadId, identity: Identity) -> Accepted:
+        return await ops.control(thread_id, identity, "resume")
+
+    @router.get(
+        "/approvals",
+        response_model=ApprovalList,
+        responses=responses(*AUTH),
+        tags=["approvals"],
+        summary="Pending approvals across all channels",
+    )
+    async def approvals(
+        identity: Identity,
+        status: Annotated[Literal["pending"], Query(description="only pending approvals are indexed")] = "pending",
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    ) -> ApprovalList:
+        records = await ops.core.store.pending_approvals(limit)
+        return ApprovalList(approvals=[ops.view(record, identity) for record in records])
+
+    @router.post(
+        "/approvals/{approval_id}/decision",
+        status_code=202,
+        response_model=Accepted,
+        responses=responses(*AUTH, 403, 404, 409),
+        tags=["approvals"],
+        summary="Approve or reject; permissions apply as in chat",
+    )
+    async def decide(approval_id: ApprovalId, body: Annotated[DecisionRequest, Body()], identity: Identity) -> Accepted:
+        trigger = ev.DecisionTrigger(
+            id=new_id(),
+            channel=API_CHANNEL,
+            conversation=f"{API_CHANNEL}/{identity}",
+            sender=identity,
+            approval_id=approval_id.lower(),
+            decision=body.decision,
+            comment=body.comment,
+        )
+        return await ops.decide(trigger)
+
+    return router

@@ -1,0 +1,105 @@
+"""One error shape for every HTTP answer that is not a success: `{"error": {"code", "message"}}`.
+
+The message says what happened, the offending value and what to do; the code is stable for
+programs. Handlers turn FastAPI's validation errors, Starlette's 404/405 and an unreachable
+Redis into the same shape, so a client never has to parse two formats.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
+from starlette.exceptions import HTTPException
+
+from core.errors import StoreUnavailable
+
+STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    503: "unavailable",
+}
+
+
+class ErrorDetail(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    error: ErrorDetail
+
+
+class ApiError(Exception):
+    """A refusal with its HTTP status; raised before anything is enqueued, so nothing changed."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    body = ErrorBody(error=ErrorDetail(code=code, message=message))
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI `responses` entry for the error statuses an operation may answer."""
+    return {status: {"model": ErrorBody, "description": STATUS_CODES.get(status, "error")} for status in statuses}
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "request"
+
+
+async def _api_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = [f"{_where(error['loc'])}: {error['msg']}" for error in exc.errors()[:5]]
+    message = "; ".join(problems) + f"; fix the request (see /openapi.json for {request.method} {request.url.path})"
+    return error_response(422, "invalid_request", message)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    code = STATUS_CODES.get(exc.status_code, "error")
+    if exc.status_code == 400:  # FastAPI's "error parsing the body" (not UTF-8): the same 422 as bad JSON
+        message = f"the body could not be read ({exc.detail}); send UTF-8 JSON with Content-Type: application/json"
+        return error_response(422, "invalid_request", message)
+    if exc.status_code == 404:
+        message = f"there is no {request.url.path}; the API is described at /openapi.json"
+    elif exc.status_code == 405:
+        message = f"{request.method} is not allowed on {request.url.path}; see /openapi.json for its methods"
+    else:
+        message = str(exc.detail)
+    return error_response(exc.status_code, code, message, dict(exc.headers or {}))
+
+
+async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(503, "store_unavailable", str(exc), {"Retry-After": "5"})
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(StoreUnavailable, _store_unavailable)

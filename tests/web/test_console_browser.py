@@ -1,0 +1,156 @@
+"""The web console in a real headless Chromium (Debian's, driven by Playwright): chat, approve, timeline.
+
+Each step's screenshot is written under the test's tmp_path. Waits are Playwright's
+auto-retrying assertions, each with a deadline; nothing sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.web.conftest import ALICE, BOB, Server
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+DEADLINE_MS = 15_000
+PNG = b"\x89PNG\r\n\x1a\n"
+
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason="Debian's chromium is not at /usr/bin/chromium; install it with apt-get install chromium",
+)
+
+playwright_api = pytest.importorskip("playwright.async_api")
+expect = playwright_api.expect
+
+
+@pytest.fixture
+async def console(fake_redis, start_server) -> AsyncIterator[Server]:
+    """A server with a worker running beside it, as `bot run` has."""
+    server = await start_server(fake_redis)
+    worker = server.harness.core.worker("console-worker")
+    working = asyncio.create_task(worker.run(block_ms=100))
+    yield server
+    worker.stop()
+    await working
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[object]:
+    async with playwright_api.async_playwright() as driver:
+        chromium = await driver.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        yield chromium
+        await chromium.close()
+
+
+class Shots:
+    def __init__(self, page: object, folder: Path) -> None:
+        self.page, self.folder, self.paths = page, folder, []
+
+    async def take(self, name: str) -> None:
+        path = self.folder / f"{len(self.paths) + 1:02d}-{name}.png"
+        await self.page.screenshot(path=str(path), full_page=True)
+        self.paths.append(path)
+
+    def check(self, count: int) -> None:
+        assert len(self.paths) == count
+        for path in self.paths:
+            data = path.read_bytes()
+            assert data.startswith(PNG) and len(data) > len(PNG), f"{path} is not a PNG"
+
+
+async def test_chat_approve_and_step_through_the_timeline(console: Server, browser, tmp_path: Path) -> None:
+    page = await browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(DEADLINE_MS)
+    shots = Shots(page, tmp_path)
+    await page.goto(f"{console.url}/#token={ALICE}")
+    await expect(page.locator("#whoami")).to_have_text("web:alice")
+    assert "token" not in page.url  # taken out of the address bar and history
+    await shots.take("signed-in")
+
+    await page.fill("#message", "/deploy api 1.4.2 production")
+    await page.click("#send")
+    card = page.locator(".approval-card")
+    await expect(card).to_contain_text("Approval needed: deploy")
+    await expect(card).to_contain_text("production")
+    await expect(card.get_by_role("button", name="Approve")).to_be_visible()
+    await shots.take("approval-card")
+
+    await card.get_by_role("button", name="Approve").click()
+    await expect(page.locator("#transcript")).to_contain_text("deployed api 1.4.2 to production")
+    await expect(card.locator(".card-status")).to_contain_text("Approved by web:alice")
+    await expect(card.get_by_role("button", name="Approve")).to_have_count(0)
+    await shots.take("approved-and-deployed")
+
+    await page.locator(".thread-link").last.click()
+    timeline = page.locator("#timeline")
+    for text in (
+        "user_message",
+        "/deploy api 1.4.2 production",
+        "approval_requested",
+        "approval_decided",
+        "approved by web:alice",
+        "tool_result",
+        "agent_reply",
+    ):
+        await expect(timeline).to_contain_text(text)
+    await expect(page.locator("#thread-status")).to_have_text("done")
+    await shots.take("timeline")
+
+    requested = await page.locator(".event.approval_requested").get_attribute("data-seq")
+    await page.locator("#step").evaluate(
+        "(el, at) => { el.value = at; el.dispatchEvent(new Event('change')); }", requested
+    )
+    await expect(page.locator("#step-label")).to_have_text(f"as of event {requested} of 9")
+    await expect(page.locator(".state-status")).to_have_text("awaiting_approval")
+    await expect(page.locator(".event.future")).to_have_count(9 - int(requested))
+    await page.click("#step-next")
+    await expect(page.locator(".state-last-actor")).to_have_text("web:alice")
+    await shots.take("as-of-the-approval")
+
+    history = json.loads((tmp_path / "data" / "deployments.json").read_text())["history"]
+    assert [(e["action"], e["version"], e["by"]) for e in history] == [("deploy", "1.4.2", "web:alice")]
+    shots.check(5)
+
+
+async def test_reject_asks_for_a_reason_and_the_inbox_shows_every_channel(console: Server, browser, tmp_path) -> None:
+    launched = await console.call("POST", "/v1/threads", token=BOB, json={"text": "/restart api production"})
+    assert launched.status == 202
+    page = await browser.new_page()
+    page.set_default_timeout(DEADLINE_MS)
+    shots = Shots(page, tmp_path)
+    await page.goto(f"{console.url}/#token={ALICE}")
+    await expect(page.locator("#whoami")).to_have_text("web:alice")
+    await page.click("[data-nav=approvals]")
+    card = page.locator("#approval-list .approval-card")
+    await expect(card).to_contain_text("Approval needed: restart")
+    await expect(card).to_contain_text("requested by web:bob")
+    await expect(page.locator("#approval-count")).to_have_text("1")
+    await shots.take("inbox")
+
+    await card.get_by_role("button", name="Reject").click()
+    await card.locator(".confirm-reject").click()
+    await expect(card.locator(".card-status")).to_have_text("a rejection needs a reason")
+    await card.locator(".reject-reason").fill("not during the freeze")
+    await card.locator(".confirm-reject").click()
+    await expect(page.locator("#approval-list")).to_contain_text("nothing waiting for approval")
+    await shots.take("rejected")
+
+    thread = (await console.call("GET", f"/v1/threads/{launched.body['thread_id']}")).body
+    errors = [e for e in thread["events"] if e["type"] == "tool_error"]
+    assert errors[-1]["kind"] == "rejected" and "not during the freeze" in errors[-1]["error"]
+    shots.check(2)
