@@ -6,7 +6,10 @@
   (`core.approvals`).
 - `ask_human` waits for an answer; `reply` ends the turn.
 - A failed or invalid call becomes a one-line error event; `error_limit` in a row, or
-  `step_limit` steps in one turn, escalate to a human instead of spinning.
+  the agent's step limit in one turn, escalate to a human instead of spinning.
+- Each thread is held by one agent of the roster (`core.agents`): its prompt and model, its tools
+  and its step limit apply. `hand_to_<agent>` moves the thread; a message that starts a turn is
+  routed first (`core.router`). A workflow is an agent whose model is plain Python.
 
 A worker holds nothing between triggers: each starts from the stored state snapshot, under
 the thread's lease, and every write is checked against the sequence number it read.
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 
 from core import events as ev
 from core import logs
+from core.agents import Profile, Roster
 from core.approvals import Approvals, already_decided
 from core.commands import parse_decision
 from core.errors import ApprovalError, InvalidToolCall, LLMBadResponse, LLMError, ToolError
@@ -27,9 +31,11 @@ from core.llm import Decision, Model, ModelRequest
 from core.metrics import Metrics
 from core.ports import Clock, Publisher
 from core.redact import Redactor
+from core.reducer import ThreadState
+from core.router import route, starts_turn
 from core.run import Run, notice_to
 from core.store import ApprovalRecord, Store
-from core.tools import ASK_HUMAN, REPLY, ToolRegistry, ToolSpec
+from core.tools import ToolRegistry, ToolSpec
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,7 @@ class Agent:
         redactor: Redactor,
         limits: Limits = Limits(),
         metrics: Metrics | None = None,
+        roster: Roster | None = None,
     ) -> None:
         self.name = agent_name
         self.store = store
@@ -71,7 +78,8 @@ class Agent:
         self.redactor = redactor
         self.limits = limits
         self.metrics = metrics
-        self.approvals = Approvals(store, tools, clock)
+        self.approvals = Approvals(store, tools, clock)  # every tool: a stored call runs whoever holds the thread
+        self.roster = roster or Roster.single(agent_name, tools, models.language, limits.step_limit)
 
     # --- the operations (factor 6) ----------------------------------------------------------
 
@@ -103,6 +111,9 @@ class Agent:
         async with self.store.lock(thread_id):
             run = await self._load(thread_id)
             if trigger.id not in run.state.recent_triggers:
+                if trigger.agent and trigger.agent not in self.roster:
+                    agents = ", ".join(self.roster.names())
+                    return await self._refuse(trigger, f"there is no agent {trigger.agent!r}; agents: {agents}")
                 await self._accept_message(run, trigger)
             await self._advance(run)
             await run.flush(self.publisher)
@@ -127,8 +138,23 @@ class Agent:
                 return await self._refuse(trigger, f"thread {trigger.thread_id} is not paused; nothing changed")
             await run.commit(ev.Resumed(**run.meta(trigger.sender)))
             run.say(f"thread resumed by {trigger.sender}")
+            await self._apply_held_verdict(run, trigger)
             await self._advance(run)
             await run.flush(self.publisher)
+
+    async def _apply_held_verdict(self, run: Run, trigger: ev.ControlTrigger) -> None:
+        """An approval decided (or expired) while the thread was paused takes effect now."""
+        pending = run.state.pending_approval
+        record = await self.store.get_approval(pending.approval_id) if pending else None
+        if record is None or record.status == "pending":
+            return
+        if record.status == "expired":
+            return await self._apply_expiry(run, record, trigger.id)
+        decision = ev.DecisionTrigger(
+            id=trigger.id, channel=run.state.channel, conversation=run.state.conversation, sender=record.decided_by,
+            approval_id=record.approval_id, decision="approve" if record.status == "approved" else "reject",
+        )  # fmt: skip
+        await self._apply_decision(run, decision, record)
 
     async def decide(self, trigger: ev.DecisionTrigger) -> None:
         """Apply an approve / reject answer once, whatever channel and process it came through."""
@@ -143,6 +169,10 @@ class Agent:
                 if trigger.id not in run.state.recent_triggers:  # not a redelivery of what was applied
                     await self._refuse(trigger, already_decided(record))
                 return
+            if run.state.paused:  # the decision is recorded; it takes effect when the thread is resumed
+                note = f"approval {record.approval_id} is {record.status}; thread {record.thread_id} is paused, so "
+                await self._refuse(trigger, note + "it takes effect when the thread is resumed")
+                return
             await self._apply_decision(run, trigger, record)
             await self._advance(run)
             await run.flush(self.publisher)
@@ -156,18 +186,21 @@ class Agent:
         async with self.store.lock(record.thread_id):
             run = await self._load(record.thread_id)
             pending = run.state.pending_approval
-            if pending is None or pending.approval_id != record.approval_id:
-                return  # applied already (a redelivery)
-            expired = ev.ApprovalDecided(
-                **run.meta("system"), approval_id=record.approval_id, call_id=record.call_id, decision="expire",
-                trigger_id=trigger.id,
-            )  # fmt: skip
-            who = self.tools.describe(record.allowed)
-            text = f"approval {record.approval_id} expired at {record.expires_at:%Y-%m-%d %H:%M} UTC with no decision from {who}"
-            await run.commit(expired, run.error(record.call_id, record.tool, text, "expired"))
-            run.send(ev.DecisionReceipt, approval_id=record.approval_id, decision="expire", by="system", at=expired.at)
+            if pending is None or pending.approval_id != record.approval_id or run.state.paused:
+                return  # applied already (a redelivery), or held until the thread is resumed
+            await self._apply_expiry(run, record, trigger.id)
             await self._advance(run)
             await run.flush(self.publisher)
+
+    async def _apply_expiry(self, run: Run, record: ApprovalRecord, trigger_id: str) -> None:
+        expired = ev.ApprovalDecided(
+            **run.meta("system"), approval_id=record.approval_id, call_id=record.call_id, decision="expire",
+            trigger_id=trigger_id,
+        )  # fmt: skip
+        who = self.tools.describe(record.allowed)
+        text = f"approval {record.approval_id} expired at {record.expires_at:%Y-%m-%d %H:%M} UTC with no decision from {who}"
+        await run.commit(expired, run.error(record.call_id, record.tool, text, "expired"))
+        run.send(ev.DecisionReceipt, approval_id=record.approval_id, decision="expire", by="system", at=expired.at)
 
     # --- decisions --------------------------------------------------------------------------
 
@@ -205,26 +238,32 @@ class Agent:
     # --- the loop ---------------------------------------------------------------------------
 
     async def _advance(self, run: Run) -> None:
-        """Take steps while the thread is running and not paused."""
+        """Take steps while the thread is running and not paused, each as the agent that holds it then."""
         await self._recover_interrupted(run)
         while run.state.status == "running" and not run.state.paused:
-            state = run.state
+            state, profile = run.state, self.roster.get(run.state.agent)
             if state.consecutive_errors >= self.limits.error_limit:
                 reason = f"{state.consecutive_errors} failed steps in a row, the last: {state.last_outcome}."
                 return await self._escalate(run, f"{reason} Tell me how to continue.")
-            if state.turn_steps >= self.limits.step_limit:
-                reason = f"I reached the limit of {self.limits.step_limit} steps for this request."
+            if state.turn_steps >= profile.step_limit:
+                reason = f"I reached the limit of {profile.step_limit} steps for this request."
                 return await self._escalate(run, f"{reason} Tell me how to continue.")
-            decision = await self._decide_next(run)
+            decision = await self._decide_next(run, profile)
             if decision is not None:
-                await self._step(run, decision)
+                await self._step(run, decision, profile)
 
-    async def _decide_next(self, run: Run) -> Decision | None:
-        model = (self.models.language if run.state.turn_mode == "model" else None) or self.models.command
+    def _model(self, state: ThreadState, profile: Profile) -> Model:
+        """A workflow decides every step; an agent reads free text with its model, when it has one."""
+        if profile.model is not None and (profile.kind == "workflow" or state.turn_mode == "model"):
+            return profile.model
+        return self.models.command
+
+    async def _decide_next(self, run: Run, profile: Profile) -> Decision | None:
+        model = self._model(run.state, profile)
         if model.needs_history and run.history is None:
             run.history = await self.store.load_events(run.state.thread_id)
         caller = run.state.last_actor or run.state.requester
-        request = ModelRequest(state=run.state, tools=self.tools, caller=caller, history=run.history or [])
+        request = ModelRequest(state=run.state, tools=profile.tools, caller=caller, history=run.history or [])
         try:
             decision = await model.decide(request)
         except LLMBadResponse as exc:
@@ -237,33 +276,41 @@ class Agent:
             await run.commit(*run.usage(decision.usage))
         return decision
 
-    async def _step(self, run: Run, decision: Decision) -> None:
+    async def _step(self, run: Run, decision: Decision, profile: Profile) -> None:
         call_id = decision.call_id or new_id()
         args = decision.args if isinstance(decision.args, dict) else {"_raw": decision.args}
         call = ev.ToolCall(**run.meta(), call_id=call_id, tool=decision.tool, args=args, reason=decision.reason)
         try:
-            spec = self._checked(run, decision)
+            spec = self._checked(run, decision, profile.tools)
         except ToolError as exc:
             await run.commit(call, run.error(call_id, decision.tool, str(exc), "invalid"))
             return
-        if spec.name == REPLY:
-            await run.commit(call, ev.AgentReply(**run.meta(), text=args["message"]))
-            run.send(ev.Reply, text=run.state.last_outcome)
-        elif spec.name == ASK_HUMAN:
-            await run.commit(call, ev.HumanQuestion(**run.meta(), call_id=call_id, question=args["question"]))
-            run.send(ev.Question, question=args["question"])
-        elif spec.approval.applies(args):
-            await self.approvals.open(run, call, spec)
-        else:
-            await self._execute(run, spec, call_id, args, call)
+        match profile.effect(spec, args):
+            case "reply":
+                await run.commit(call, ev.AgentReply(**run.meta(), text=args["message"]))
+                run.send(ev.Reply, text=run.state.last_outcome)
+            case "ask_human":
+                await run.commit(call, ev.HumanQuestion(**run.meta(), call_id=call_id, question=args["question"]))
+                run.send(ev.Question, question=args["question"])
+            case "hand_off":
+                to = profile.handoffs[spec.name]
+                handed = ev.HandedOff(
+                    **run.meta(), from_agent=profile.name, to_agent=to, note=args["note"], call_id=call_id
+                )
+                await run.commit(call, handed)
+                logs.bind(agent=to)
+            case "approval":
+                await self.approvals.open(run, call, spec)
+            case "run":
+                await self._execute(run, spec, call_id, args, call)
 
-    def _checked(self, run: Run, decision: Decision) -> ToolSpec:
-        """The tool exists, the arguments fit its schema, and the caller may use it."""
-        spec = self.tools.get(decision.tool)
-        self.tools.validate(decision.tool, decision.args)
+    def _checked(self, run: Run, decision: Decision, tools: ToolRegistry) -> ToolSpec:
+        """The tool is one of the agent's, the arguments fit its schema, and the caller may use it."""
+        spec = tools.get(decision.tool)
+        tools.validate(decision.tool, decision.args)
         caller = run.state.last_actor or run.state.requester
-        if not self.tools.may_call(caller, spec):
-            raise InvalidToolCall(f"{caller} may not use {spec.name}; allowed: {self.tools.describe(spec.callers)}")
+        if not tools.may_call(caller, spec):
+            raise InvalidToolCall(f"{caller} may not use {spec.name}; allowed: {tools.describe(spec.callers)}")
         return spec
 
     async def _execute(
@@ -308,19 +355,24 @@ class Agent:
     # --- plumbing ---------------------------------------------------------------------------
 
     async def _accept_message(self, run: Run, trigger: ev.MessageTrigger) -> None:
+        """Record the message; one that starts a turn goes to the agent the router picks (same thread)."""
         state = run.state
+        chosen = route(self.roster, state, trigger.text, trigger.agent) if starts_turn(state) else None
         new: list[ev.Event] = []
         if state.seq == 0:
             new.append(
                 ev.ThreadStarted(
                     **run.meta(trigger.sender),
-                    agent=trigger.agent or self.name,
+                    agent=chosen.agent if chosen else self.name,
                     channel=trigger.channel,
                     conversation=trigger.conversation,
                     requester=trigger.sender,
                     reply_to=trigger.reply_to,
                 )
             )
+        elif chosen is not None and chosen.agent != state.agent:
+            new.append(ev.HandedOff(**run.meta(trigger.sender), from_agent=state.agent, to_agent=chosen.agent,
+                                    note=chosen.why))  # fmt: skip
         kind = ev.HumanAnswer if state.status == "awaiting_human" else ev.UserMessage
         new.append(kind(**run.meta(trigger.sender), text=trigger.text, trigger_id=trigger.id))
         await run.commit(*new)

@@ -221,3 +221,20 @@ async def test_a_policy_can_send_the_request_to_other_channels_too(fake_redis, m
     assert len(mailed) == 1 and isinstance(mailed[0], ev.ApprovalRequest)
     assert mailed[0].approval_id == shown.approval_id and mailed[0].conversation == shown.conversation
     assert mailed[0].approvers == ["cli:operator", "email:dana@example.com"]
+
+
+async def test_an_approval_given_while_paused_runs_only_after_resume(fake_redis, make_harness, tmp_path) -> None:
+    h = make_harness(fake_redis)
+    await h.say("/deploy api 1.4.2 production")
+    approval = next(o for o in await h.outbox() if isinstance(o, ev.ApprovalRequest))
+    thread_id = (await h.core.store.list_threads())[0].thread_id
+    control = ev.ControlTrigger(id="p1", channel="cli", conversation=h.conversation, sender="cli:operator",
+                                thread_id=thread_id, action="pause")  # fmt: skip
+    await h.core.agent.handle(control)
+    await h.say(f"approve {approval.approval_id}")
+    assert "takes effect when the thread is resumed" in (await h.outbox())[-1].text
+    deployments = tmp_path / "data" / "deployments.json"
+    assert not deployments.exists() or '"1.4.2"' not in deployments.read_text()
+    await h.core.agent.handle(control.model_copy(update={"id": "p2", "action": "resume"}))
+    assert '"1.4.2"' in deployments.read_text()
+    assert (await h.core.store.load_state(thread_id)).status == "done"
