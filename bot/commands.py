@@ -208,6 +208,15 @@ async def check_config(settings: Settings, env: Mapping[str, str]) -> int:
                 embedded.stop_if_last()
     except Exception as exc:  # noqa: BLE001 - any failure to reach Redis is reported, not raised
         report(False, f"redis: cannot connect ({exc}); check REDIS_URL or unset it to use the embedded server")
+    if (email := settings.email) is not None:
+        from adapters.email import check_settings
+
+        try:
+            check_settings(email)
+            report(True, f"email: {email.address}; IMAP {email.imap_host}:{email.imap_port} ({email.imap_tls}), "
+                         f"SMTP {email.smtp_host}:{email.smtp_port} ({email.smtp_tls})")  # fmt: skip
+        except BotError as exc:
+            report(False, str(exc))
     if settings.has_model:
         report(True, f"model: {settings.model} via {settings.anthropic_base_url or 'api.anthropic.com'}")
     else:

@@ -145,6 +145,10 @@ def channel_adapters(core: Core) -> list[ChannelAdapter]:
         adapters.append(
             DiscordChannel(discord_settings, bus=core.bus, store=core.store, tools=core.tools, client=client)
         )
+    if (email_settings := core.settings.email) is not None:
+        from adapters.email import EmailChannel
+
+        adapters.append(EmailChannel(email_settings, bus=core.bus, store=core.store, tools=core.tools))
     return adapters
 
 

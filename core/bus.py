@@ -123,12 +123,17 @@ class Bus:
         stream = keys.outbox(channel)
         await self._group(stream, group)
         with redis_errors():
-            fresh: Any = await self.redis.xreadgroup(group, consumer, {stream: ">"}, count=50, block=block_ms or None)
-        out = []
-        for _, entries in fresh or []:
-            for entry_id, fields in entries:
-                out.append((entry_id.decode(), OUTBOUND_ADAPTER.validate_json(fields[b"o"])))
-        return out
+            # A renderer that died mid-render left its messages pending: take them over first.
+            claimed: Any = await self.redis.xautoclaim(
+                stream, group, consumer, min_idle_time=self.claim_idle_ms, count=50
+            )
+            entries = list(claimed[1])
+            if not entries:
+                fresh: Any = await self.redis.xreadgroup(
+                    group, consumer, {stream: ">"}, count=50, block=block_ms or None
+                )
+                entries = [entry for _, stream_entries in fresh or [] for entry in stream_entries]
+        return [(entry_id.decode(), OUTBOUND_ADAPTER.validate_json(fields[b"o"])) for entry_id, fields in entries]
 
     async def done(self, channel: str, entry_id: str, group: str = "renderers") -> None:
         with redis_errors():

@@ -76,3 +76,13 @@ async def test_a_held_thread_lease_is_renewed_and_released(redis_client) -> None
         other = redis_client.lock("thread:{t1}:lock", timeout=1, blocking_timeout=0.05)
         assert not await other.acquire()
     assert not await redis_client.exists("thread:{t1}:lock")
+
+
+async def test_a_dead_renderers_messages_are_taken_over(fake_redis) -> None:
+    bus = Bus(fake_redis, Store(fake_redis), claim_idle_ms=0)
+    await bus.send(_reply(1))
+    assert [o.id for _, o in await bus.receive("slack", "dies-mid-render", block_ms=0)] == ["o1"]
+    taken = await bus.receive("slack", "survivor", block_ms=0)
+    assert [o.id for _, o in taken] == ["o1"]
+    await bus.done("slack", taken[0][0])
+    assert await bus.receive("slack", "survivor", block_ms=0) == []
