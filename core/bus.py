@@ -25,6 +25,21 @@ log = logging.getLogger(__name__)
 DEAD_LETTER = "inbox:dead"
 RENDER_ATTEMPTS = 3
 
+# Claim the dedup key and enqueue in one step: no outage can fall between the two.
+_PUBLISH = """
+if ARGV[1] == '1' and not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then return 0 end
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 't', ARGV[4])
+return 1
+"""
+
+# Reset the idle time of an entry its consumer is still working on (JUSTID: the delivery count stays).
+_KEEP = """
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
+if pending[1] == nil or pending[1][2] ~= ARGV[2] then return 0 end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
+return 1
+"""
+
 
 async def _ensure_group(client: aioredis.Redis, stream: str, group: str) -> None:
     try:
@@ -40,6 +55,8 @@ class Bus:
         self._store = store
         self.claim_idle_ms = claim_idle_ms
         self._groups: set[tuple[str, str]] = set()
+        self._publish = client.register_script(_PUBLISH)
+        self._keep = client.register_script(_KEEP)
 
     async def _group(self, stream: str, group: str) -> None:
         if (stream, group) not in self._groups:
@@ -49,17 +66,17 @@ class Bus:
 
     async def publish(self, trigger: Trigger) -> bool:
         """Enqueue a trigger; False when its dedup key was already seen (a channel retry)."""
-        if trigger.dedup_key and not await self._store.claim(trigger.dedup_key):
+        args = ["1" if trigger.dedup_key else "0", keys.DEDUP_TTL_SECONDS, keys.INBOX_MAXLEN, trigger.model_dump_json()]
+        with redis_errors():
+            fresh = await self._publish(keys=[keys.INBOX, keys.dedup(trigger.dedup_key)], args=args)
+        if not fresh:
             log.info("duplicate trigger %s ignored", trigger.dedup_key)
-            return False
-        try:
-            with redis_errors():
-                await self.redis.xadd(keys.INBOX, {"t": trigger.model_dump_json()}, maxlen=keys.INBOX_MAXLEN)
-        except BaseException:
-            if trigger.dedup_key:
-                await self._store.release_claim(trigger.dedup_key)
-            raise
-        return True
+        return bool(fresh)
+
+    async def keep(self, consumer: str, entry_id: str) -> bool:
+        """Tell other workers this consumer is still working on the entry; False if it was claimed away."""
+        with redis_errors():
+            return bool(await self._keep(keys=[keys.INBOX], args=[keys.WORKERS_GROUP, consumer, entry_id]))
 
     async def take(self, consumer: str, count: int = 10, block_ms: int = 1000) -> list[tuple[str, Trigger]]:
         """Triggers for this worker: entries abandoned by a crashed worker first, then new ones.

@@ -112,6 +112,7 @@ class ToolRunner:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,  # a signal to the worker's process group (Ctrl-C, Procfile runners) spares it
             )
         except OSError as exc:
             raise ToolFailed(f"{name}: cannot start {argv[0]!r}: {exc.strerror}") from exc

@@ -289,6 +289,17 @@ class Store:
 
     @staticmethod
     async def _renew(lock: Lock, every: float) -> None:
+        """Renew the lease every `every` seconds; ride out Redis blips shorter than the lease."""
+        pause = every
         while True:
-            await asyncio.sleep(every)
-            await lock.reacquire()
+            await asyncio.sleep(pause)
+            try:
+                await lock.reacquire()
+                pause = every
+            except redis.exceptions.LockNotOwnedError:
+                log.error("thread lease %s lapsed while held; the sequence check will refuse this worker's writes",
+                          lock.name)  # fmt: skip
+                return
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+                log.warning("thread lease %s: renewal failed (%s); retrying", lock.name, exc)
+                pause = every / 4

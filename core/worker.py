@@ -7,6 +7,7 @@ acknowledged (crash, lost lease) is claimed by another worker after `BOT_CLAIM_I
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -65,8 +66,23 @@ class Worker:
         """
         entries = await self.bus.take(self.name, count=1, block_ms=block_ms)
         for entry_id, trigger in entries:
-            await self._handle(entry_id, trigger)
+            keeping = asyncio.create_task(self._keep(entry_id))
+            try:
+                await self._handle(entry_id, trigger)
+            finally:
+                keeping.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await keeping
         return len(entries)
+
+    async def _keep(self, entry_id: str) -> None:
+        """While a step runs, keep the entry ours, so idle workers do not claim work that is not abandoned."""
+        while True:
+            await asyncio.sleep(self.bus.claim_idle_ms / 3000)
+            try:
+                await self.bus.keep(self.name, entry_id)
+            except StoreUnavailable as exc:
+                log.warning("worker %s: cannot keep entry %s (%s); retrying", self.name, entry_id, exc)
 
     async def _handle(self, entry_id: str, trigger: ev.Trigger) -> None:
         logs.clear()

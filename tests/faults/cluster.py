@@ -1,0 +1,244 @@
+"""Real processes for the fault suite: a redis-server and `bot worker`s that a test owns and stops.
+
+Every process starts in its own session, so killing its process group also kills the tool it
+may be running. Every wait has a deadline; nothing waits a fixed time for correctness.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from bot.redis_server import redis_server_binary
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEADLINE_SECONDS = 20.0
+STOP_SECONDS = 10.0
+# Takeovers in seconds rather than a minute: an unacknowledged entry is claimed, a dead lease lapses.
+FAST_TAKEOVER = {"BOT_CLAIM_IDLE_MS": "1500", "BOT_LOCK_TTL_MS": "1500"}
+
+T = TypeVar("T")
+
+
+async def eventually(check: Callable[[], Awaitable[T | None]], what: str, within: float = DEADLINE_SECONDS) -> T:
+    """Poll `check` until it returns something truthy; fail naming `what` at the deadline."""
+    deadline = time.monotonic() + within
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {within:g}s (last check gave {result!r})")
+        await asyncio.sleep(0.05)
+
+
+async def _reap(process: asyncio.subprocess.Process, sig: int, group: bool) -> int:
+    """Signal the process (or its whole group) and wait for it; SIGKILL the group after STOP_SECONDS."""
+    with contextlib.suppress(ProcessLookupError):
+        if group:
+            os.killpg(process.pid, sig)
+        else:
+            process.send_signal(sig)
+    try:
+        async with asyncio.timeout(STOP_SECONDS):
+            return await process.wait()
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        return await process.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a live process, from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def stop_stray_tool(pid: int) -> None:
+    """SIGKILL a tool process of this suite if it is still running (checked by its command line)."""
+    with contextlib.suppress(OSError):
+        if b"faults/effect.py" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            os.kill(pid, signal.SIGKILL)
+
+
+class RedisServer:
+    """A redis-server on a unix socket with the append-only file on, in the foreground, owned by the test."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.socket = directory / "redis.sock"
+        self.process: asyncio.subprocess.Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket}"
+
+    async def start(self) -> None:
+        assert self.process is None, "the server is running already"
+        self.directory.mkdir(parents=True, exist_ok=True)
+        argv = [
+            redis_server_binary(),
+            "--port", "0",
+            "--unixsocket", str(self.socket),
+            "--unixsocketperm", "700",
+            "--dir", str(self.directory),
+            "--appendonly", "yes",
+            "--save", "",
+            "--daemonize", "no",
+            "--logfile", str(self.directory / "redis.log"),
+        ]  # fmt: skip
+        self.process = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, start_new_session=True
+        )
+        await eventually(self._answers, f"redis-server answering on {self.socket}")
+
+    async def _answers(self) -> bool:
+        assert self.process is not None
+        if self.process.returncode is not None:
+            log = (self.directory / "redis.log").read_text(errors="replace")[-2000:]
+            raise AssertionError(f"redis-server exited with {self.process.returncode}:\n{log}")
+        client = aioredis.Redis(unix_socket_path=str(self.socket), socket_timeout=1, retry=Retry(NoBackoff(), 0))
+        try:
+            return bool(await client.ping())
+        except (aioredis.RedisError, OSError):
+            return False
+        finally:
+            await client.aclose()
+
+    async def stop(self) -> None:
+        """SIGTERM: redis-server flushes the append-only file and exits, as in an orderly restart."""
+        if self.process is not None:
+            code = await _reap(self.process, signal.SIGTERM, group=True)
+            self.process = None
+            assert code == 0, f"redis-server exited with {code} on SIGTERM"
+
+    async def restart(self) -> None:
+        await self.stop()
+        await self.start()
+
+    def cpu_seconds(self) -> float:
+        assert self.process is not None
+        return cpu_seconds(self.process.pid)
+
+
+class Worker:
+    """One `python -m bot worker` process; its stderr (JSON log lines) goes to a file."""
+
+    def __init__(self, process: asyncio.subprocess.Process, log: Path, name: str) -> None:
+        self.process = process
+        self.log = log
+        self.name = name
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    async def log_lines(self) -> list[dict[str, Any]]:
+        text = await asyncio.to_thread(self.log.read_text, errors="replace")
+        lines = []
+        for raw in text.splitlines():
+            with contextlib.suppress(ValueError):
+                lines.append(json.loads(raw))
+        return lines
+
+    async def logged(self, fragment: str) -> bool:
+        return any(fragment in line.get("msg", "") for line in await self.log_lines())
+
+    async def crash(self) -> None:
+        """SIGKILL the worker and the tool it runs: nothing gets to clean up."""
+        await _reap(self.process, signal.SIGKILL, group=True)
+
+    def signal(self, sig: int, group: bool = False) -> None:
+        """Send `sig` to the worker, or to its whole process group (the tool it runs included)."""
+        if group:
+            os.killpg(self.pid, sig)
+        else:
+            self.process.send_signal(sig)
+
+    async def exited(self, within: float = DEADLINE_SECONDS) -> int:
+        """Wait for the worker to exit on its own; returns its exit status."""
+        try:
+            async with asyncio.timeout(within):
+                return await self.process.wait()
+        except TimeoutError:
+            raise AssertionError(f"{self.name} still running after {within:g}s\n{await self.tail()}") from None
+
+    async def tail(self, lines: int = 15) -> str:
+        text = await asyncio.to_thread(self.log.read_text, errors="replace")
+        return f"--- {self.name} (pid {self.pid}) ---\n" + "\n".join(text.splitlines()[-lines:])
+
+
+class Workers:
+    """The `bot worker` processes of one test; `close()` leaves none running."""
+
+    def __init__(self, root: Path, env: dict[str, str]) -> None:
+        self.root = root
+        self.env = env
+        self.all: list[Worker] = []
+
+    async def start(self, count: int) -> list[Worker]:
+        started = [await self._spawn(len(self.all) + i) for i in range(count)]
+        self.all += started
+        for worker in started:
+            await eventually(
+                functools.partial(self._ready, worker), f"{worker.name} logging that it started", within=30
+            )
+        return started
+
+    async def _spawn(self, index: int) -> Worker:
+        log = self.root / f"worker-{index}.log"
+        err = await asyncio.to_thread(open, log, "wb")
+        try:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bot", "worker",
+                cwd=REPO_ROOT, env=self.env, stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL, stderr=err, start_new_session=True,
+            )  # fmt: skip
+        finally:
+            err.close()  # the child has its own copy of the descriptor
+        return Worker(process, log, f"worker-{index}")
+
+    async def _ready(self, worker: Worker) -> bool:
+        if worker.process.returncode is not None:
+            raise AssertionError(f"{worker.name} exited with {worker.process.returncode}\n{await worker.tail()}")
+        return await worker.logged("started")
+
+    def by_pid(self, pid: int) -> Worker:
+        return next(worker for worker in self.all if worker.pid == pid)
+
+    async def tails(self) -> str:
+        return "\n".join([await worker.tail() for worker in self.all])
+
+    async def close(self) -> None:
+        for worker in self.all:
+            if worker.process.returncode is None:
+                await worker.crash()
+
+
+def worker_env(redis_url: str, data_dir: Path, tools_file: Path, **extra: str) -> dict[str, str]:
+    """The caller's environment without the bot's own settings, plus what a fault test needs."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("BOT_") and k not in ("REDIS_URL", "ANTHROPIC_API_KEY")
+    }
+    return env | {
+        "REDIS_URL": redis_url,
+        "BOT_DATA_DIR": str(data_dir),
+        "BOT_TOOLS_FILE": str(tools_file),
+        "BOT_LOG_FORMAT": "json",
+        "PYTHONUNBUFFERED": "1",
+        **FAST_TAKEOVER,
+        **extra,
+    }

@@ -1,0 +1,109 @@
+"""Redis going away under running workers: they reconnect with backoff, and nothing is lost or doubled."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from core import events as ev
+from core.bus import Bus
+from core.errors import StoreUnavailable
+from core.ids import thread_id_for
+from core.store import Store
+from tests.faults.cluster import eventually
+from tests.faults.harness import CHANNEL, INTERRUPTED_FLOW, READ_FLOW, Cluster, StartCluster, of_type
+from tests.faults.proxy import CuttingProxy
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
+
+SECOND_TURN = ["user_message", "tool_call", "tool_started", "tool_result", "tool_call", "agent_reply"]
+
+
+async def test_redis_restarted_mid_flight_loses_nothing(start_cluster: StartCluster) -> None:
+    """Restart Redis while every worker is inside a tool and more triggers wait in the inbox.
+
+    The queued triggers survive in the append-only file and complete; the tools whose results
+    could not be written are recorded as interrupted (they ran once; nobody knows more), never re-run.
+    """
+    cluster = await start_cluster(3)
+    cut = [await cluster.say(f"/slow_write cut{i} 2", f"cut{i}") for i in range(3)]
+    queued = [await cluster.say(f"/read queued{i}", f"queued{i}") for i in range(6)]
+    effects = [await cluster.effect_of(f"slow_write:cut{i}") for i in range(3)]
+    assert {e.worker_pid for e in effects} == {w.pid for w in cluster.workers.all}, "every worker is busy"
+
+    await cluster.server.stop()
+    for worker in cluster.workers.all:  # each one's tool ended and its result could not be written
+        await eventually(functools.partial(worker.logged, "unreachable"), f"{worker.name} to notice the outage")
+    await eventually(lambda: _backed_off(cluster), "a worker to back off longer while Redis stays away")
+    with pytest.raises(StoreUnavailable, match="Redis is unreachable"):
+        await cluster.bus.publish(cluster.message("/read refused", "refused"))  # a channel says "retry"
+    await cluster.server.start()
+    retried = [await cluster.say("/read refused", "refused")]
+    later = [await cluster.say(f"/read later{i}", f"later{i}") for i in range(3)]
+
+    for thread_id, effect in zip(cut, effects, strict=True):
+        await cluster.settled(thread_id, "awaiting_human")
+        events = await cluster.audit(thread_id, INTERRUPTED_FLOW)
+        [error] = of_type(events, ev.ToolErrorEvent)
+        assert (error.kind, error.call_id) == ("interrupted", effect.call_id)
+    for thread_id in queued + retried + later:
+        await cluster.settled(thread_id, "done")
+        await cluster.audit(thread_id, READ_FLOW)
+    await eventually(cluster.inbox_settled, "every inbox entry acknowledged")
+    assert await cluster.dead_letters() == []
+
+
+async def _backed_off(cluster: Cluster) -> bool:
+    return any([await worker.logged("retrying in 1.0s") for worker in cluster.workers.all])
+
+
+async def test_a_redis_blip_shorter_than_the_lease_keeps_it(start_cluster: StartCluster) -> None:
+    """Redis is away for less than the lease while a tool runs and a second message waits for the thread."""
+    cluster = await start_cluster(2, BOT_LOCK_TTL_MS="4000")  # renewed every 1.33 s
+    thread_id = await cluster.say("/slow_write long 6", "long")
+    effect = await cluster.effect_of("slow_write:long")
+    await cluster.say("/read next", "long")  # the other worker takes it and waits for the lease
+    await eventually(lambda: _two_pending(cluster.client), "the second message waiting for the thread")
+
+    await cluster.server.stop()
+    await asyncio.sleep(1.6)  # the fault: longer than one renewal period, well within the 4 s lease
+    await cluster.server.start()
+
+    await eventually(cluster.inbox_settled, "both messages handled", within=30)
+    await cluster.settled(thread_id, "done")
+    events = await cluster.audit(thread_id)
+    errors = [e.error for e in of_type(events, ev.ToolErrorEvent)]
+    assert [(e.call_id, e.output) for e in of_type(events, ev.ToolResult)][:1] == [
+        (effect.call_id, "wrote slow_write:long")
+    ], errors
+    assert [e.type for e in events] == READ_FLOW + SECOND_TURN
+
+
+async def _two_pending(client: aioredis.Redis) -> bool:
+    return int((await client.xpending("inbox", "workers"))["pending"]) == 2
+
+
+async def test_a_publish_cut_by_an_outage_can_be_retried(start_cluster: StartCluster, tmp_path: Path) -> None:
+    """The link to Redis drops after the dedup claim and before the XADD; the channel retries the same message."""
+    cluster = await start_cluster(1)
+    proxy = CuttingProxy(tmp_path / "proxy.sock", cluster.server.socket)
+    await proxy.start()
+    client = aioredis.Redis.from_url(proxy.url)
+    try:
+        bus = Bus(client, Store(client))
+        trigger = cluster.message("/read retried", "retried", dedup_key="http:idempotency-key:42")
+        proxy.cut_at(b"XADD")
+        with pytest.raises(StoreUnavailable):
+            await bus.publish(trigger)  # the channel answers "degraded, retry"
+        await proxy.heal()
+        assert await bus.publish(trigger), "the retry was dropped as a duplicate of a message never enqueued"
+        thread_id = thread_id_for(CHANNEL, "retried")
+        await cluster.settled(thread_id, "done")
+        await cluster.audit(thread_id, READ_FLOW)
+    finally:
+        await client.aclose()
+        await proxy.close()
