@@ -1,7 +1,8 @@
 """Redis key names and TTLs, in one place.
 
-A thread's keys share the `{thread_id}` hash tag so they land in one Redis Cluster slot
-and a Lua script may touch them together.
+Keys that one Lua script touches together share a hash tag, so they land in one Redis
+Cluster slot: a thread's keys share `{<thread id>}`; approvals and their deadline sets share
+`{approvals}`; dedup keys share the slot of `inbox` (`{inbox}`), which they are enqueued with.
 """
 
 from __future__ import annotations
@@ -9,9 +10,9 @@ from __future__ import annotations
 INBOX = "inbox"
 WORKERS_GROUP = "workers"
 THREAD_INDEX = "threads"  # sorted set: thread id -> created at (epoch seconds)
-APPROVAL_INDEX = "approvals:pending"  # sorted set: approval id -> expires at
-APPROVAL_REMINDERS = "approvals:remind"  # sorted set: approval id -> when to remind approvers
-APPROVAL_ESCALATIONS = "approvals:escalate"  # sorted set: approval id -> when to ask the second group
+APPROVAL_INDEX = "{approvals}:pending"  # sorted set: approval id -> expires at
+APPROVAL_REMINDERS = "{approvals}:remind"  # sorted set: approval id -> when to remind approvers
+APPROVAL_ESCALATIONS = "{approvals}:escalate"  # sorted set: approval id -> when to ask the second group
 APPROVAL_SCHEDULES = (APPROVAL_INDEX, APPROVAL_REMINDERS, APPROVAL_ESCALATIONS)
 
 DEDUP_TTL_SECONDS = 24 * 3600
@@ -36,11 +37,11 @@ def thread_lock(thread_id: str) -> str:
 
 
 def approval(approval_id: str) -> str:
-    return f"approval:{approval_id}"
+    return f"{{approvals}}:approval:{approval_id}"
 
 
 def dedup(key: str) -> str:
-    return f"dedup:{key}"
+    return f"dedup:{{{INBOX}}}:{key}"
 
 
 def outbox(channel: str) -> str:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from core import events as ev
+from core import keys
 from core.errors import ConflictError, StoreUnavailable
 from core.reducer import replay
 from core.store import ApprovalRecord, Store
@@ -102,7 +103,7 @@ async def test_deciding_after_expiry_or_an_unknown_id_changes_nothing(redis_clie
     assert (await store.expire("abcd1234", late)).outcome == "ok"
     assert (await store.expire("abcd1234", late)).outcome == "expired"
     assert (await store.decide("abcd1234", True, "cli:operator", "", late)).outcome == "expired"
-    assert await store.due("approvals:pending", late) == []
+    assert await store.due(keys.APPROVAL_INDEX, late) == []
     assert (await store.decide("nope0000", True, "cli:operator", "", T0)).outcome == "missing"
     assert await store.get_approval("nope0000") is None
 
@@ -111,7 +112,7 @@ async def test_dedup_keys_claim_once_and_can_be_released(redis_client) -> None:
     store = Store(redis_client)
     assert await store.claim("slack:ev:1")
     assert not await store.claim("slack:ev:1")
-    assert 0 < await redis_client.ttl("dedup:slack:ev:1") <= 86400
+    assert 0 < await redis_client.ttl(keys.dedup("slack:ev:1")) <= 86400
     await store.release_claim("slack:ev:1")
     assert await store.claim("slack:ev:1")
 
@@ -133,3 +134,13 @@ async def test_a_snapshot_from_another_version_is_rebuilt_from_the_log(redis_cli
     await redis_client.hset("thread:{t1}:meta", "state", '{"status": "from-the-future", "seq": "x"}')
     state = await store.load_state("t1")
     assert state == replay(await store.load_events("t1"), "t1") and state.seq == 2
+
+
+def test_keys_used_together_share_a_cluster_slot() -> None:
+    """Redis Cluster runs a Lua script only if all its keys hash to one slot."""
+    from redis.crc import key_slot
+
+    assert key_slot(keys.thread_log("t1").encode()) == key_slot(keys.thread_meta("t1").encode())
+    assert key_slot(keys.dedup("slack:ev:1").encode()) == key_slot(keys.INBOX.encode())
+    slots = {key_slot(k.encode()) for k in (keys.approval("a1"), *keys.APPROVAL_SCHEDULES)}
+    assert len(slots) == 1
