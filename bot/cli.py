@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from bot import commands
 from config.settings import Settings
@@ -51,6 +52,13 @@ def _parser() -> argparse.ArgumentParser:
     where = sync.add_mutually_exclusive_group()
     where.add_argument("--guild", type=int, help="register in this guild only, at once (default DISCORD_GUILD_ID)")
     where.add_argument("--global", dest="everywhere", action="store_true", help="register in every guild (slow)")
+    evals = sub.add_parser("eval", help="run eval scenarios through the agents' prompts and model; print accuracy")
+    evals.add_argument("paths", nargs="*", type=Path, help="scenario files or folders (default: BOT_EVALS_DIR, evals/)")
+    evals.add_argument("--agent", help="only the scenarios of this agent")
+    evals.add_argument(
+        "--record", action="store_true", help="save the model's answers for offline replay (needs the API key)"
+    )
+    evals.add_argument("--min-accuracy", type=float, default=0.0, metavar="F", help="exit 1 below this (0 to 1)")
     sub.add_parser("check-config", help="validate configuration and environment; say how to fix what is wrong")
     return parser
 
@@ -63,6 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return commands.slack_manifest(settings, os.environ, args.public_url, not args.no_tool_commands)
         if args.command == "check-config":
             return asyncio.run(commands.check_config(settings, os.environ))
+        if args.command == "eval":
+            return asyncio.run(commands.evals(settings, args))
         return asyncio.run(_dispatch(settings, args))
     except BotError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -14,14 +14,16 @@ import redis.asyncio as aioredis
 
 from adapters.cli import CHANNEL, Terminal
 from bot import views
-from bot.main import Core, channel_adapters, redis_url, running_core, setup_logging
+from bot.main import Core, anthropic_client, build_roster, channel_adapters, redis_url, running_core, setup_logging
 from bot.metrics import metrics_route
 from config.settings import Settings
+from core.agents import Roster
 from core.errors import BotError, ConfigError
 from core.events import ControlTrigger
 from core.ids import new_id
 from core.prompts import PromptLibrary
 from core.reducer import replay
+from core.schedules import load_schedules
 from core.tools import load_tools
 
 
@@ -61,6 +63,9 @@ async def serve(settings: Settings, stop: asyncio.Event, *, worker: bool, channe
         if runner is not None:
             tasks.append(asyncio.create_task(runner.run(), name="worker"))
             log.info("worker %s started", runner.name)
+            if (scheduler := core.scheduler()) is not None:  # in every worker process: each tick fires once
+                tasks.append(asyncio.create_task(scheduler.run(stop), name="scheduler"))
+                log.info("scheduler started: %s", ", ".join(schedule.name for schedule in scheduler.schedules))
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)  # stop, or a part failed
         log.info("stopping: finishing the current step")
@@ -174,6 +179,37 @@ async def thread(settings: Settings, args: argparse.Namespace) -> int:
         return 0
 
 
+async def evals(settings: Settings, args: argparse.Namespace) -> int:
+    """`bot eval`: scenarios through each agent's prompt and model; offline, the recorded answers replayed."""
+    from core.eval_models import Live, Replay  # imports the Anthropic SDK, which takes seconds: only here
+    from core.evals import run_evals, scenario_files
+
+    tools = load_tools(settings.tools_file, settings.groups)
+    prompts = PromptLibrary(settings.prompts_dir)
+    roster = build_roster(settings, tools, prompts, lambda prompt: None)
+    roster = roster or Roster.single(settings.agent, tools, None, settings.step_limit)
+    paths = scenario_files(args.paths or [settings.evals_dir])
+    recordings = (paths[0].parent if paths else settings.evals_dir) / "recorded"
+    client = anthropic_client(settings)
+    if client is None and args.record:
+        raise ConfigError("bot eval --record calls the model: set ANTHROPIC_API_KEY")
+    models: Live | Replay = (
+        Live(client, prompts, model=settings.model, record=recordings if args.record else None)
+        if client is not None
+        else Replay(recordings, prompts, model=settings.model)
+    )
+    try:
+        code = await run_evals(paths, roster, models, sys.stdout, agent=args.agent, min_accuracy=args.min_accuracy)
+        for path in models.save() if isinstance(models, Live) else []:
+            print(f"recorded the answers in {path}")
+        return code
+    finally:
+        if isinstance(models, Replay):
+            await models.aclose()
+        if client is not None:
+            await client.close()
+
+
 async def check_config(settings: Settings, env: Mapping[str, str]) -> int:
     """Check each piece and print how to fix what is wrong; exit 1 if anything is."""
     problems = 0
@@ -196,6 +232,21 @@ async def check_config(settings: Settings, env: Mapping[str, str]) -> int:
         report(True, f"prompt {settings.agent} in {settings.prompts_dir}")
     except BotError as exc:
         report(False, f"{exc} (BOT_AGENT={settings.agent})")
+    agents = [settings.agent]
+    try:
+        roster = build_roster(settings, load_tools(settings.tools_file, settings.groups), prompts, lambda p: None)
+        agents = roster.names() if roster is not None else agents
+        where = settings.agents_path or "one agent with every tool (set BOT_AGENTS_FILE for focused agents)"
+        report(True, f"agents: {', '.join(agents)} from {where}")
+    except BotError as exc:
+        report(False, str(exc))
+    if (schedules_file := settings.schedules_path) is not None:
+        try:
+            schedules = load_schedules(schedules_file, agents)
+            names = ", ".join(f"{s.name} ({s.cron} {s.timezone})" for s in schedules) or "none enabled"
+            report(True, f"schedules: {names} from {schedules_file}")
+        except BotError as exc:
+            report(False, str(exc))
     try:
         url, embedded = redis_url(settings)
         client = aioredis.Redis.from_url(url, socket_timeout=3)

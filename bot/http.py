@@ -104,10 +104,10 @@ def build_app(
     """The HTTP app on one core. `tokens` maps bearer tokens to identities (see `parse_tokens`)."""
     hooks = hooks or HookConfig()
     for hook in hooks.hooks.values():
-        if hook.agent and hook.agent != core.agent.name:
+        if hook.agent and hook.agent not in core.agent.roster:
             raise ConfigError(
-                f"hook {hook.name!r} names agent {hook.agent!r}, but this bot runs "
-                f"{core.agent.name!r}; fix [hooks.{hook.name}].agent"
+                f"hook {hook.name!r} names agent {hook.agent!r}, but the agents are "
+                f"{', '.join(core.agent.roster.names())}; fix [hooks.{hook.name}].agent"
             )
     auth, ops, draining = TokenAuth(tokens), Operations(core), asyncio.Event()
     app = FastAPI(

@@ -49,10 +49,9 @@ class Operations:
     async def launch(self, trigger: ev.MessageTrigger, *, new_thread: bool = True) -> Accepted:
         """Start a thread; the trigger carries its thread id. `new_thread`: refuse one that exists."""
         self._no_decision(trigger.text)
-        if trigger.agent and trigger.agent != self.core.agent.name:
-            raise ApiError(
-                422, "unknown_agent", f"there is no agent {trigger.agent!r}; this bot runs {self.core.agent.name!r}"
-            )
+        if trigger.agent and trigger.agent not in self.core.agent.roster:
+            agents = ", ".join(self.core.agent.roster.names())
+            raise ApiError(422, "unknown_agent", f"there is no agent {trigger.agent!r}; the agents are {agents}")
         if new_thread and (await self.core.store.load_state(trigger.thread_id)).seq:
             raise ApiError(
                 409,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -16,6 +16,7 @@ from bot.redis_server import EmbeddedRedis
 from config.settings import Settings
 from core import logs
 from core.agent import Agent, Limits, Models
+from core.agents import ROUTER, Roster, load_roster
 from core.bus import Bus
 from core.commands import CommandModel
 from core.executors import ToolRunner
@@ -24,6 +25,7 @@ from core.metrics import Metrics
 from core.ports import ChannelAdapter, Clock, SystemClock
 from core.prompts import PromptLibrary
 from core.redact import RedactingFilter, Redactor
+from core.schedules import Schedule, Scheduler, load_schedules
 from core.store import Store, redis_errors
 from core.sweeper import Sweeper
 from core.tools import ToolRegistry, load_tools
@@ -43,10 +45,17 @@ class Core:
     agent: Agent
     redactor: Redactor
     metrics: Metrics
+    schedules: list[Schedule] = field(default_factory=list)
 
     def worker(self, name: str | None = None) -> Worker:
         sweeper = Sweeper(self.store, self.bus, self.tools, self.agent.clock)
         return Worker(self.agent, self.bus, name, sweeper=sweeper)
+
+    def scheduler(self) -> Scheduler | None:
+        """Launches due schedules; every worker process runs one, and each tick fires once between them."""
+        if not self.schedules:
+            return None
+        return Scheduler(self.schedules, self.redis, self.bus, self.agent.clock, every=self.settings.schedule_every)
 
 
 def setup_logging(settings: Settings, redactor: Redactor, level: str | None = None) -> None:
@@ -81,6 +90,40 @@ def anthropic_client(settings: Settings) -> anthropic.AsyncAnthropic | None:
     )
 
 
+def language_models(
+    settings: Settings, prompts: PromptLibrary, llm: anthropic.AsyncAnthropic | None, injected: Model | None
+) -> Callable[[str], Model | None]:
+    """The model that reads free text with each agent's prompt: Claude with that prompt, or one injected model.
+
+    An injected model (tests, benchmarks) serves every agent but not the router, so free text goes
+    straight to the default agent, as it did when there was one agent.
+    """
+
+    def language(prompt: str) -> Model | None:
+        if injected is not None:
+            return None if prompt == ROUTER else injected
+        if llm is None:
+            return None
+        from core.anthropic_model import AnthropicModel
+
+        return AnthropicModel(
+            llm, prompts, model=settings.model, agent=prompt, max_tokens=settings.model_max_tokens,
+            budget_tokens=settings.context_budget,
+        )  # fmt: skip
+
+    return language
+
+
+def build_roster(
+    settings: Settings, tools: ToolRegistry, prompts: PromptLibrary, language: Callable[[str], Model | None]
+) -> Roster | None:
+    """The focused agents, the router and the workflows (config/agents.toml); None: one agent, every tool."""
+    path = settings.agents_path
+    if path is None:
+        return None
+    return load_roster(path, tools, prompts, default=settings.agent, language=language, step_limit=settings.step_limit)
+
+
 def build_core(
     settings: Settings,
     env: Mapping[str, str],
@@ -94,17 +137,11 @@ def build_core(
     tools = load_tools(settings.tools_file, settings.groups)
     redactor = Redactor.from_env(env)
     prompts = PromptLibrary(settings.prompts_dir)
-    if language_model is None and llm is not None:
-        from core.anthropic_model import AnthropicModel
-
-        language_model = AnthropicModel(
-            llm,
-            prompts,
-            model=settings.model,
-            agent=settings.agent,
-            max_tokens=settings.model_max_tokens,
-            budget_tokens=settings.context_budget,
-        )
+    language = language_models(settings, prompts, llm, language_model)
+    roster = build_roster(settings, tools, prompts, language)
+    schedules_file = settings.schedules_path
+    agents = roster.names() if roster is not None else [settings.agent]
+    schedules = load_schedules(schedules_file, agents) if schedules_file is not None else []
     metrics = Metrics()
     store = Store(client, lock_ttl_ms=settings.lock_ttl_ms)
     bus = Bus(client, store, claim_idle_ms=settings.claim_idle_ms)
@@ -117,15 +154,19 @@ def build_core(
         publisher=bus,
         tools=tools,
         runner=runner,
-        models=Models(command=CommandModel(prompts), language=language_model),
+        models=Models(
+            command=CommandModel(prompts, catalog=roster.catalog if roster is not None else None),
+            language=language(settings.agent),
+        ),
         clock=clock or SystemClock(),
         redactor=redactor,
         limits=Limits(step_limit=settings.step_limit, error_limit=settings.error_limit),
         metrics=metrics,
+        roster=roster,
     )
     return Core(
         settings=settings, redis=client, store=store, bus=bus, tools=tools, agent=agent, redactor=redactor,
-        metrics=metrics,
+        metrics=metrics, schedules=schedules,
     )  # fmt: skip
 
 

@@ -41,6 +41,8 @@ def event_line(seq: int, event: ev.Event) -> str:  # noqa: C901 - one flat case 
             what = event.reason
         case ev.Failed():
             what = event.error
+        case ev.HandedOff():
+            what = f"{event.from_agent} -> {event.to_agent}" + (f": {event.note}" if event.note else "")
     first, *rest = what.splitlines() or [""]
     more = f" (+{len(rest)} lines)" if rest else ""
     return f"{seq:>5}  {event.at:%Y-%m-%d %H:%M:%S}  {event.type:<18} {event.actor:<20} {first}{more}"

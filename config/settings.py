@@ -28,6 +28,10 @@ class Settings(BaseModel):
     data_dir: Path = Field(Path(".bot"), alias="BOT_DATA_DIR")
     tools_file: Path = Field(CONFIG_DIR / "tools.toml", alias="BOT_TOOLS_FILE")
     hooks_file: Path = Field(CONFIG_DIR / "hooks.toml", alias="BOT_HOOKS_FILE")
+    agents_file: Path | None = Field(None, alias="BOT_AGENTS_FILE")
+    schedules_file: Path | None = Field(None, alias="BOT_SCHEDULES_FILE")
+    evals_dir: Path = Field(PROJECT_DIR / "evals", alias="BOT_EVALS_DIR")
+    schedule_every: float = Field(20.0, gt=0, alias="BOT_SCHEDULE_EVERY")
     prompts_dir: Path = Field(PROJECT_DIR / "prompts", alias="BOT_PROMPTS_DIR")
     workdir: Path = Field(PROJECT_DIR, alias="BOT_WORKDIR")
     agent: str = Field("deploybot", alias="BOT_AGENT")
@@ -73,3 +77,22 @@ class Settings(BaseModel):
     @property
     def cli_identity(self) -> str:
         return f"cli:{self.cli_user}"
+
+    @property
+    def agents_path(self) -> Path | None:
+        """The agents file in force, or None for one agent (BOT_AGENT) with every tool.
+
+        The shipped config/agents.toml names the shipped tools, so it applies with the shipped
+        tools file; with another BOT_TOOLS_FILE, set BOT_AGENTS_FILE to an agents file for it.
+        """
+        if self.agents_file is not None:
+            return self.agents_file
+        shipped = self.tools_file.resolve() == (CONFIG_DIR / "tools.toml").resolve()
+        return CONFIG_DIR / "agents.toml" if shipped else None
+
+    @property
+    def schedules_path(self) -> Path | None:
+        """The schedules file in force: BOT_SCHEDULES_FILE, else the shipped one with the shipped agents."""
+        if self.schedules_file is not None:
+            return self.schedules_file
+        return CONFIG_DIR / "schedules.toml" if self.agents_path == CONFIG_DIR / "agents.toml" else None

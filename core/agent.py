@@ -1,15 +1,9 @@
-"""The control flow (factor 8): what happens after each tool call.
+"""The operations on a thread (factor 6): launch, pause, resume, and deciding approvals.
 
-- Immediate tools run and the loop continues.
-- A gated tool records an approval request and the thread waits until a decision arrives;
-  on approval the *stored* call runs after the approver's permission is checked again
-  (`core.approvals`).
-- `ask_human` waits for an answer; `reply` ends the turn.
-- A failed or invalid call becomes a one-line error event; `error_limit` in a row, or
-  the agent's step limit in one turn, escalate to a human instead of spinning.
-- Each thread is held by one agent of the roster (`core.agents`): its prompt and model, its tools
-  and its step limit apply. `hand_to_<agent>` moves the thread; a message that starts a turn is
-  routed first (`core.router`). A workflow is an agent whose model is plain Python.
+`Agent.handle` applies one trigger from the inbox: a message starts or continues the
+conversation's thread (routed first to the agent that should hold it, `core.router`), a decision
+is applied once whatever channel and process it came through, pause and resume are events. Each
+then lets `core.loop.Loop` take the thread's steps.
 
 A worker holds nothing between triggers: each starts from the stored state snapshot, under
 the thread's lease, and every write is checked against the sequence number it read.
@@ -21,21 +15,21 @@ from dataclasses import dataclass
 
 from core import events as ev
 from core import logs
-from core.agents import Profile, Roster
+from core.agents import Roster
 from core.approvals import Approvals, already_decided
 from core.commands import parse_decision
-from core.errors import ApprovalError, InvalidToolCall, LLMBadResponse, LLMError, ToolError
-from core.executors import CallContext, ToolRunner
+from core.errors import ApprovalError
+from core.executors import ToolRunner
 from core.ids import new_id, thread_id_for
-from core.llm import Decision, Model, ModelRequest
+from core.llm import Model
+from core.loop import Loop
 from core.metrics import Metrics
 from core.ports import Clock, Publisher
 from core.redact import Redactor
-from core.reducer import ThreadState
 from core.router import route, starts_turn
 from core.run import Run, notice_to
 from core.store import ApprovalRecord, Store
-from core.tools import ToolRegistry, ToolSpec
+from core.tools import ToolRegistry
 
 
 @dataclass(frozen=True)
@@ -80,6 +74,10 @@ class Agent:
         self.metrics = metrics
         self.approvals = Approvals(store, tools, clock)  # every tool: a stored call runs whoever holds the thread
         self.roster = roster or Roster.single(agent_name, tools, models.language, limits.step_limit)
+        self.loop = Loop(
+            store=store, tools=tools, runner=runner, roster=self.roster, command=models.command,
+            approvals=self.approvals, error_limit=limits.error_limit,
+        )  # fmt: skip
 
     # --- the operations (factor 6) ----------------------------------------------------------
 
@@ -115,7 +113,7 @@ class Agent:
                     agents = ", ".join(self.roster.names())
                     return await self._refuse(trigger, f"there is no agent {trigger.agent!r}; agents: {agents}")
                 await self._accept_message(run, trigger)
-            await self._advance(run)
+            await self.loop.advance(run)
             await run.flush(self.publisher)
 
     async def pause(self, trigger: ev.ControlTrigger) -> None:
@@ -139,7 +137,7 @@ class Agent:
             await run.commit(ev.Resumed(**run.meta(trigger.sender)))
             run.say(f"thread resumed by {trigger.sender}")
             await self._apply_held_verdict(run, trigger)
-            await self._advance(run)
+            await self.loop.advance(run)
             await run.flush(self.publisher)
 
     async def _apply_held_verdict(self, run: Run, trigger: ev.ControlTrigger) -> None:
@@ -174,7 +172,7 @@ class Agent:
                 await self._refuse(trigger, note + "it takes effect when the thread is resumed")
                 return
             await self._apply_decision(run, trigger, record)
-            await self._advance(run)
+            await self.loop.advance(run)
             await run.flush(self.publisher)
 
     async def expire(self, trigger: ev.ControlTrigger) -> None:
@@ -189,7 +187,7 @@ class Agent:
             if pending is None or pending.approval_id != record.approval_id or run.state.paused:
                 return  # applied already (a redelivery), or held until the thread is resumed
             await self._apply_expiry(run, record, trigger.id)
-            await self._advance(run)
+            await self.loop.advance(run)
             await run.flush(self.publisher)
 
     async def _apply_expiry(self, run: Run, record: ApprovalRecord, trigger_id: str) -> None:
@@ -233,124 +231,7 @@ class Agent:
         elif refusal := self.approvals.refusal_to_run(run, record):
             await run.commit(decided, run.error(record.call_id, record.tool, refusal, "rejected"))
         else:
-            await self._execute(run, self.tools.get(record.tool), record.call_id, record.args, decided)
-
-    # --- the loop ---------------------------------------------------------------------------
-
-    async def _advance(self, run: Run) -> None:
-        """Take steps while the thread is running and not paused, each as the agent that holds it then."""
-        await self._recover_interrupted(run)
-        while run.state.status == "running" and not run.state.paused:
-            state, profile = run.state, self.roster.get(run.state.agent)
-            if state.consecutive_errors >= self.limits.error_limit:
-                reason = f"{state.consecutive_errors} failed steps in a row, the last: {state.last_outcome}."
-                return await self._escalate(run, f"{reason} Tell me how to continue.")
-            if state.turn_steps >= profile.step_limit:
-                reason = f"I reached the limit of {profile.step_limit} steps for this request."
-                return await self._escalate(run, f"{reason} Tell me how to continue.")
-            decision = await self._decide_next(run, profile)
-            if decision is not None:
-                await self._step(run, decision, profile)
-
-    def _model(self, state: ThreadState, profile: Profile) -> Model:
-        """A workflow decides every step; an agent reads free text with its model, when it has one."""
-        if profile.model is not None and (profile.kind == "workflow" or state.turn_mode == "model"):
-            return profile.model
-        return self.models.command
-
-    async def _decide_next(self, run: Run, profile: Profile) -> Decision | None:
-        model = self._model(run.state, profile)
-        if model.needs_history and run.history is None:
-            run.history = await self.store.load_events(run.state.thread_id)
-        caller = run.state.last_actor or run.state.requester
-        request = ModelRequest(state=run.state, tools=profile.tools, caller=caller, history=run.history or [])
-        try:
-            decision = await model.decide(request)
-        except LLMBadResponse as exc:
-            await run.commit(*run.usage(exc.usage), run.error(new_id(), "", str(exc), "invalid"))
-            return None
-        except LLMError as exc:
-            await self._escalate(run, f"the model is unavailable: {exc}. Your request is saved; answer here to retry.")
-            return None
-        if decision.usage is not None:
-            await run.commit(*run.usage(decision.usage))
-        return decision
-
-    async def _step(self, run: Run, decision: Decision, profile: Profile) -> None:
-        call_id = decision.call_id or new_id()
-        args = decision.args if isinstance(decision.args, dict) else {"_raw": decision.args}
-        call = ev.ToolCall(**run.meta(), call_id=call_id, tool=decision.tool, args=args, reason=decision.reason)
-        try:
-            spec = self._checked(run, decision, profile.tools)
-        except ToolError as exc:
-            await run.commit(call, run.error(call_id, decision.tool, str(exc), "invalid"))
-            return
-        match profile.effect(spec, args):
-            case "reply":
-                await run.commit(call, ev.AgentReply(**run.meta(), text=args["message"]))
-                run.send(ev.Reply, text=run.state.last_outcome)
-            case "ask_human":
-                await run.commit(call, ev.HumanQuestion(**run.meta(), call_id=call_id, question=args["question"]))
-                run.send(ev.Question, question=args["question"])
-            case "hand_off":
-                to = profile.handoffs[spec.name]
-                handed = ev.HandedOff(
-                    **run.meta(), from_agent=profile.name, to_agent=to, note=args["note"], call_id=call_id
-                )
-                await run.commit(call, handed)
-                logs.bind(agent=to)
-            case "approval":
-                await self.approvals.open(run, call, spec)
-            case "run":
-                await self._execute(run, spec, call_id, args, call)
-
-    def _checked(self, run: Run, decision: Decision, tools: ToolRegistry) -> ToolSpec:
-        """The tool is one of the agent's, the arguments fit its schema, and the caller may use it."""
-        spec = tools.get(decision.tool)
-        tools.validate(decision.tool, decision.args)
-        caller = run.state.last_actor or run.state.requester
-        if not tools.may_call(caller, spec):
-            raise InvalidToolCall(f"{caller} may not use {spec.name}; allowed: {tools.describe(spec.callers)}")
-        return spec
-
-    async def _execute(
-        self, run: Run, spec: ToolSpec, call_id: str, args: dict[str, object], *before: ev.Event
-    ) -> None:
-        """Run a tool; `before` (the call, or the approval) is appended with ToolStarted in one round trip."""
-        await run.commit(*before, ev.ToolStarted(**run.meta(), call_id=call_id, tool=spec.name))
-        ctx = CallContext(thread_id=run.state.thread_id, call_id=call_id, requester=run.state.requester)
-        try:
-            output = await self.runner.run(spec, args, ctx)
-        except ToolError as exc:
-            await run.commit(run.error(call_id, spec.name, str(exc), "failed"))
-            return
-        await run.commit(
-            ev.ToolResult(
-                **run.meta(f"tool:{spec.name}"),
-                call_id=call_id,
-                tool=spec.name,
-                output=output.text,
-                duration_ms=output.duration_ms,
-            )
-        )
-
-    async def _recover_interrupted(self, run: Run) -> None:
-        """A tool started by a worker that died: never re-run it blindly unless it is idempotent."""
-        running = run.state.running
-        if running is None or run.state.paused:
-            return
-        spec = self.tools.get(running.tool) if running.tool in self.tools else None
-        last = run.state.last_call
-        if spec is not None and spec.idempotent and last is not None and last.call_id == running.call_id:
-            await self._execute(run, spec, running.call_id, last.args)
-            return
-        msg = f"{running.tool} was interrupted (the worker stopped) and may or may not have run"
-        await run.commit(run.error(running.call_id, running.tool, msg, "interrupted"))
-        await self._escalate(run, f"{msg}. Check its effect, then tell me whether to run it again.")
-
-    async def _escalate(self, run: Run, reason: str) -> None:
-        await run.commit(ev.Escalated(**run.meta(), reason=reason))
-        run.send(ev.Question, question=reason)
+            await self.loop.execute(run, self.tools.get(record.tool), record.call_id, record.args, decided)
 
     # --- plumbing ---------------------------------------------------------------------------
 

@@ -97,12 +97,17 @@ def usable_tools(tools: ToolRegistry, caller: str) -> list[ToolSpec]:
 
 
 class CommandModel:
-    """Decides deterministically: run the command the user typed, then reply with its outcome."""
+    """Decides deterministically: run the command the user typed, then reply with its outcome.
+
+    A command runs with the tools of the agent that holds the thread (the router sends it to the
+    tool's agent first); help lists `catalog`, every command of every agent and workflow, when given.
+    """
 
     needs_history = False
 
-    def __init__(self, prompts: PromptLibrary) -> None:
+    def __init__(self, prompts: PromptLibrary, catalog: ToolRegistry | None = None) -> None:
         self._prompts = prompts
+        self._catalog = catalog
 
     def help_text(self, tools: ToolRegistry, caller: str, prompt: str = "help") -> str:
         specs = usable_tools(tools, caller)
@@ -118,13 +123,13 @@ class CommandModel:
         if state.turn_steps > 0:  # the command ran (or failed, or was rejected): report it
             outcome = state.last_outcome or "done"
             return Decision(tool=REPLY, args={"message": outcome if state.last_outcome_ok else f"failed: {outcome}"})
-        text = state.last_user_text.strip()
+        text, listed = state.last_user_text.strip(), self._catalog or tools
         if text.lower() in HELP_WORDS:
-            return Decision(tool=REPLY, args={"message": self.help_text(tools, request.caller)})
+            return Decision(tool=REPLY, args={"message": self.help_text(listed, request.caller)})
         if not text.startswith("/"):
-            return Decision(tool=REPLY, args={"message": self.help_text(tools, request.caller, "no_model")})
+            return Decision(tool=REPLY, args={"message": self.help_text(listed, request.caller, "no_model")})
         try:
             name, args = parse_command(text, tools)
         except InvalidToolCall as exc:
-            return Decision(tool=REPLY, args={"message": f"{exc}\n\n{self.help_text(tools, request.caller)}"})
+            return Decision(tool=REPLY, args={"message": f"{exc}\n\n{self.help_text(listed, request.caller)}"})
         return Decision(tool=name, args=args, reason=f"command: {text}")

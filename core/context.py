@@ -4,6 +4,10 @@ Tool calls become `tool_use` / `tool_result` pairs, so a rejection or a failure 
 model as an error tool result; everything people wrote sits in tagged, escaped blocks. When
 the rendering is over budget, old tool output and resolved errors are summarised first, then
 the oldest turns are folded into one summary block; nothing is dropped without a trace.
+
+After a hand-off (factor 10) the thread is rendered for the agent that holds it now: calls of
+tools it does not have, made by an earlier agent, become `<earlier_call>` blocks with their
+outcome, and the hand-off itself a `<handed_off>` block carrying the note.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ class _Builder:
         self.turns: list[list[Message]] = [[]]
         self.user_blocks: list[dict[str, Any]] = []
         self.open_call: ev.ToolCall | None = None
+        self.foreign: ev.ToolCall | None = None  # a call of a tool this agent does not have
+        self.agent = ""
 
     @property
     def messages(self) -> list[Message]:
@@ -58,12 +64,47 @@ class _Builder:
         self.user_blocks.insert(0, block)
         self.open_call = None
 
+    def foreign_outcome(self, call_id: str, outcome: str, is_error: bool = False, kind: str = "") -> bool:
+        """Render the held call of a tool this agent does not have, with its outcome; False if it is not held."""
+        call = self.foreign
+        if call is None or call.call_id != call_id:
+            return False
+        self.foreign = None
+        if kind == "invalid":  # a call no agent could make: the model's mistake, shown with the error
+            self.user_blocks.append(_tag("invalid_tool_call", json.dumps(call.args), tool=call.tool))
+            self.user_blocks.append(_tag("error", outcome))
+            return True
+        body = f"{json.dumps(call.args, sort_keys=True)}\n{'error' if is_error else 'result'}: {outcome}"
+        self.user_blocks.append(_tag("earlier_call", body, tool=call.tool, agent=self.agent))
+        return True
+
+    def close_foreign(self) -> None:
+        """A held call that never got an outcome (it awaits approval, or was interrupted)."""
+        if (call := self.foreign) is not None:
+            self.foreign = None
+            self.user_blocks.append(
+                _tag("earlier_call", json.dumps(call.args, sort_keys=True), tool=call.tool, agent=self.agent)
+            )
+
+    def hand_off(self, event: ev.HandedOff) -> None:
+        if self.foreign is not None and self.foreign.call_id == event.call_id:
+            self.foreign = None  # the hand_to call of an earlier agent: the block below says it all
+        elif self.open_call is not None and self.open_call.call_id == event.call_id:
+            self.result(f"handed to {event.to_agent}")
+        self.user_blocks.append(_tag("handed_off", event.note, **{"from": event.from_agent, "to": event.to_agent}))
+        self.agent = event.to_agent
+
     def add(self, event: ev.Event) -> None:  # noqa: C901 - one flat case per event type
         match event:
+            case ev.ThreadStarted():
+                self.agent = event.agent
+            case ev.HandedOff():
+                self.hand_off(event)
             case ev.UserMessage() if self.open_call is not None:
                 # Written while the call awaited approval: it follows the call's result, which comes first.
                 self.user_blocks.append(_tag("user_message", event.text, sender=event.actor))
             case ev.UserMessage():
+                self.close_foreign()
                 self.flush()
                 self.turns.append([])
                 self.user_blocks.append(_tag("user_message", event.text, sender=event.actor))
@@ -75,9 +116,14 @@ class _Builder:
                 self.messages.append({"role": "assistant", "content": content})
                 self.open_call = event
             case ev.ToolCall():
-                self.user_blocks.append(_tag("invalid_tool_call", json.dumps(event.args), tool=event.tool))
+                self.close_foreign()
+                self.foreign = event  # rendered with its outcome: an earlier agent's call, or an invalid one
+            case ev.ToolResult() if self.foreign_outcome(event.call_id, event.output):
+                pass
             case ev.ToolResult():
                 self.result(event.output)
+            case ev.ToolErrorEvent() if self.foreign_outcome(event.call_id, event.error, True, event.kind):
+                pass
             case ev.ToolErrorEvent():
                 self.result(event.error, is_error=True)
             case ev.ApprovalRequested():
@@ -100,9 +146,10 @@ class _Builder:
             case ev.Failed():
                 self.user_blocks.append(_tag("error", event.error))
             case _:
-                pass  # thread_started, model_call, tool_started, human_question, paused, resumed
+                pass  # model_call, tool_started, human_question, paused, resumed
 
     def close_dangling(self) -> None:
+        self.close_foreign()
         if self.open_call is not None:  # a call that never got an outcome (should not happen; keep the API happy)
             self.result("no result was recorded for this call", is_error=True)
 

@@ -147,6 +147,20 @@ class Failed(_Event):
     error: str
 
 
+class HandedOff(_Event):
+    """The thread moves to another agent (factor 10), keeping its id and everything said so far.
+
+    `note` is what the next agent needs to know; `call_id` is the `hand_to_<agent>` call that
+    asked for it, empty when the router moved the thread (a slash command for another agent's tool).
+    """
+
+    type: Literal["handed_off"] = "handed_off"
+    from_agent: str
+    to_agent: str
+    note: str = ""
+    call_id: str = ""
+
+
 Event = Annotated[
     ThreadStarted
     | UserMessage
@@ -163,7 +177,8 @@ Event = Annotated[
     | Paused
     | Resumed
     | Escalated
-    | Failed,
+    | Failed
+    | HandedOff,
     Field(discriminator="type"),
 ]
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)

@@ -8,6 +8,9 @@ Rules:
 - The error streak counts consecutive tool errors; any successful result or human input resets it.
 - Turn steps count tool calls since the last human message or answer (an approval does not start a
   new turn); the agent compares it with its step limit.
+- A hand-off changes the thread's agent and nothing else that was said: the turn goes on under the
+  new agent, which reads the thread in its own words (`turn_mode` "model"); a message that follows
+  in the same append (a slash command routed to its tool's agent) sets the mode as usual.
 """
 
 from __future__ import annotations
@@ -163,6 +166,8 @@ def _changes(state: ThreadState, event: ev.Event) -> dict[str, Any]:  # noqa: C9
             return {"status": "awaiting_human", "pending_question": event.reason}
         case ev.Failed():
             return {"status": "failed", "running": None}
+        case ev.HandedOff():
+            return {"agent": event.to_agent, "turn_mode": "model"}
         case ev.ModelCall():
             return {}
     raise TypeError(f"unknown event type {type(event).__name__}")  # pragma: no cover - the union is closed

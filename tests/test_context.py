@@ -79,3 +79,30 @@ def test_over_budget_old_output_is_summarised_then_old_turns_folded() -> None:
     assert any("more characters summarised away" in str(b["content"]) for b in results)
     uses = {b["id"] for m in small for b in m["content"] if b["type"] == "tool_use"}
     assert uses == {b["tool_use_id"] for b in results}, "every tool_use kept has its result"
+
+
+def test_after_a_hand_off_the_next_agent_sees_earlier_calls_as_notes_and_the_hand_off_note() -> None:
+    events: list[ev.Event] = [
+        ev.ThreadStarted(**_m(0, "cli:operator"), agent="deploybot", channel="cli", conversation="c", requester="u"),
+        ev.UserMessage(**_m(1, "cli:operator"), text="payments is stuck", trigger_id="t1"),
+        ev.ToolCall(**_m(2), call_id="c1", tool="list_services", args={}),
+        ev.ToolResult(**_m(3), call_id="c1", tool="list_services", output="payments  staging=2.0.0"),
+        ev.ToolCall(**_m(4), call_id="c2", tool="status", args={"service": "payments"}),
+        ev.ToolResult(**_m(5), call_id="c2", tool="status", output="payments in production: 2.1.0"),
+        ev.ToolCall(**_m(6), call_id="c3", tool="hand_to_incident", args={"note": "payments stuck since 2.1.0"}),
+        ev.HandedOff(
+            **_m(7), from_agent="deploybot", to_agent="incident", note="payments stuck since 2.1.0", call_id="c3"
+        ),
+    ]
+    messages = render(events, {"status", "health", "reply", "ask_human"}, 10_000)
+    assert [m["role"] for m in messages] == ["user", "assistant", "user"]
+    first, last = messages[0]["content"], messages[2]["content"]
+    assert first[1]["text"] == (
+        '<earlier_call tool="list_services" agent="deploybot">\n{}\nresult: payments  staging=2.0.0\n</earlier_call>'
+    )
+    assert messages[1]["content"][-1]["name"] == "status", "a tool this agent has too stays a tool call"
+    assert last[0] == {"type": "tool_result", "tool_use_id": "c2", "content": "payments in production: 2.1.0"}
+    assert last[1]["text"] == '<handed_off from="deploybot" to="incident">\npayments stuck since 2.1.0\n</handed_off>'
+    # The agent that made the hand-off sees its own call answered by it.
+    mine = render(events, {"list_services", "status", "hand_to_incident", "reply"}, 10_000)
+    assert mine[-1]["content"][0] == {"type": "tool_result", "tool_use_id": "c3", "content": "handed to incident"}

@@ -25,9 +25,10 @@ def _matches_snapshot(name: str, text: str) -> None:
     assert text == path.read_text(), f"prompt {name} changed; review it and rerun with UPDATE_SNAPSHOTS=1"
 
 
-def test_system_prompt_snapshot() -> None:
-    rendered = LIBRARY.render("deploybot", agent_name="deploybot")
-    _matches_snapshot("deploybot", rendered.text)
+@pytest.mark.parametrize("agent", ["deploybot", "router", "incident", "status"])
+def test_system_prompt_snapshot(agent: str) -> None:
+    rendered = LIBRARY.render(agent, agent_name=agent)
+    _matches_snapshot(agent, rendered.text)
     assert len(rendered.sha256) == 64
 
 

@@ -64,12 +64,18 @@ def _event(kind: str, n: int, draw: st.DrawFn) -> ev.Event:  # noqa: C901 - one 
             return ev.Resumed(**meta)
         case "escalated":
             return ev.Escalated(**meta, reason=draw(texts))
+        case "handed_off":
+            agents = st.sampled_from(["deploybot", "incident", "status", "release"])
+            return ev.HandedOff(
+                **meta, from_agent=draw(agents), to_agent=draw(agents), note=draw(texts), call_id=call_id
+            )
     return ev.Failed(**meta, error=draw(texts))
 
 
 KINDS = [
     "user_message", "model_call", "tool_call", "tool_started", "tool_result", "tool_error", "approval_requested",
     "approval_decided", "human_question", "human_answer", "agent_reply", "paused", "resumed", "escalated", "failed",
+    "handed_off",
 ]  # fmt: skip
 
 
@@ -162,3 +168,20 @@ def test_pause_overlays_any_status_until_resumed() -> None:
     assert paused.effective_status == "paused" and paused.status == "awaiting_human"
     resumed = reduce(paused, ev.Resumed(**_meta(3)))
     assert resumed.effective_status == "awaiting_human"
+
+
+def test_a_hand_off_moves_the_thread_to_the_next_agent_and_keeps_the_turn() -> None:
+    events: list[ev.Event] = [
+        ev.ThreadStarted(**_meta(0), agent="router", channel="cli", conversation="c", requester="cli:operator"),
+        ev.UserMessage(**_meta(1), text="api is down", trigger_id="t1"),
+        ev.ToolCall(**_meta(2, "agent"), call_id="c1", tool="hand_to_incident", args={"note": "api down"}),
+        ev.HandedOff(**_meta(3, "agent"), from_agent="router", to_agent="incident", note="api down", call_id="c1"),
+    ]
+    before, after = replay(events[:3], "t"), replay(events, "t")
+    assert (after.agent, after.turn_mode, after.status) == ("incident", "model", "running")
+    assert after.turn_steps == before.turn_steps == 1, "the hand-off is a step of the same turn"
+    assert after.model_copy(update={"agent": "router", "seq": 3, "updated_at": before.updated_at}) == before
+    # A slash command routed to its tool's agent: the message that follows sets the mode as usual.
+    routed = reduce(after, ev.HandedOff(**_meta(4, "cli:operator"), from_agent="incident", to_agent="deploybot"))
+    routed = reduce(routed, ev.UserMessage(**_meta(5), text="/deploy api 1.4.3 staging", trigger_id="t2"))
+    assert (routed.agent, routed.turn_mode, routed.turn_steps) == ("deploybot", "command", 0)

@@ -110,8 +110,13 @@ async def test_rejected_deploy_does_not_run_and_says_why(bots: BotProcesses) -> 
 
 
 async def test_rejection_reason_reaches_the_model(bots: BotProcesses) -> None:
-    """The model's deploy call is rejected; its next request carries the reason as an error tool_result."""
-    script = [tool_use("deploy", DEPLOY_ARGS), tool_use("reply", {"message": "Understood: api stays on 1.0.0."})]
+    """The router hands the request to deploybot, whose deploy call is rejected; its next request carries
+    the reason as an error tool_result."""
+    script = [
+        tool_use("hand_to_deploybot", {"note": "Deploy api 1.4.2 to production."}),
+        tool_use("deploy", DEPLOY_ARGS),
+        tool_use("reply", {"message": "Understood: api stays on 1.0.0."}),
+    ]
     async with FakeAnthropic(script) as fake:
         chat = await bots.chat(env={"ANTHROPIC_API_KEY": "test", "ANTHROPIC_BASE_URL": fake.base_url})
         approval_id = await request_deploy(chat, "ship api 1.4.2 to prod")
@@ -120,12 +125,14 @@ async def test_rejection_reason_reaches_the_model(bots: BotProcesses) -> None:
         await chat.quit()
 
     assert await bots.deploys() == []
-    assert len(fake.requests) == 2
-    assert "ship api 1.4.2 to prod" in json.dumps(fake.requests[0]["messages"])
-    deploy_call = script[0]["content"][-1]
+    assert len(fake.requests) == 3
+    assert "You are router" in fake.requests[0]["system"][0]["text"]
+    assert "You are deploybot" in fake.requests[1]["system"][0]["text"]
+    assert "ship api 1.4.2 to prod" in json.dumps(fake.requests[1]["messages"])
+    deploy_call = script[1]["content"][-1]
     results = [
         block
-        for msg in fake.requests[1]["messages"]
+        for msg in fake.requests[2]["messages"]
         if msg["role"] == "user" and isinstance(msg["content"], list)
         for block in msg["content"]
         if block["type"] == "tool_result" and block["tool_use_id"] == deploy_call["id"]

@@ -178,7 +178,7 @@ async def test_launch_refusals_say_what_to_do(server: Server) -> None:
     decision = await server.call("POST", "/v1/threads", json={"text": "approve abcd1234"})
     assert decision.status == 422 and "POST /v1/approvals/abcd1234/decision" in decision.message
     agent = await server.call("POST", "/v1/threads", json={"text": "hi", "agent": "mailbot"})
-    assert agent.status == 422 and "this bot runs 'deploybot'" in agent.message
+    assert agent.status == 422 and "the agents are " in agent.message
     body = {"text": "/status api staging", "conversation": "ticket-42"}
     assert (await server.call("POST", "/v1/threads", json=body)).status == 202
     await server.drain()

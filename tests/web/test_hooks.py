@@ -141,7 +141,7 @@ def test_hook_file_errors_name_the_hook_and_the_fix(tmp_path: Path, toml: str, f
 def test_a_hook_for_another_agent_is_a_config_error(tmp_path: Path, fake_redis, make_harness) -> None:
     path = tmp_path / "hooks.toml"
     path.write_text("[hooks.x]\nagent = 'mailbot'\ntext = 'hi'\n")
-    with pytest.raises(ConfigError, match="names agent 'mailbot', but this bot runs 'deploybot'"):
+    with pytest.raises(ConfigError, match="names agent 'mailbot', but the agents are "):
         build_app(make_harness(fake_redis).core, tokens=TOKENS, hooks=load_hooks(path, {}))
 
 
