@@ -69,6 +69,8 @@ def parse_command(text: str, tools: ToolRegistry) -> tuple[str, dict[str, Any]]:
     if not words:
         raise InvalidToolCall("empty command; type help for the list")
     name = words[0].replace("-", "_")
+    if name not in tools or name in BUILTIN_TOOLS or name.startswith("hand_to_"):
+        raise InvalidToolCall(f"unknown command /{words[0]}; the commands are listed below")
     spec = tools.get(name)
     order = spec.param_names
     args: dict[str, Any] = {}

@@ -39,7 +39,7 @@ def test_positional_and_named_arguments_give_the_same_call(registry, text: str) 
     [
         ("/deploy api 1.4.2 production extra", "too many arguments; usage: /deploy <service> <version> <environment>"),
         ("/deploy api force=yes", "unknown argument 'force'"),
-        ("/explode", "unknown tool 'explode'"),
+        ("/explode", "unknown command /explode"),
         ("/deploy 'api", "cannot read the command"),
     ],
 )
