@@ -30,6 +30,8 @@ QUIT_WORDS = {"quit", "exit", ":q"}
 def render(outbound: Outbound) -> str:
     """Plain text for a terminal; every line starts with `bot>` so scripts can find replies."""
     match outbound:
+        case Reply(final=False):
+            body = f"… {outbound.text}"
         case Reply():
             body = outbound.text
         case ApprovalRequest():

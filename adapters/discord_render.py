@@ -45,6 +45,8 @@ class Renderer:
 
     async def render(self, outbound: Outbound) -> None:
         match outbound:
+            case Reply(final=False):
+                pass  # progress: Discord shows the outcome when it comes, without a message per step
             case Reply():
                 await self._post(outbound, outbound.text)
             case Question():

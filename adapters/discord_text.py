@@ -82,6 +82,8 @@ def card_text(request: ApprovalRequest) -> str:
 
 
 def receipt_line(receipt: DecisionReceipt) -> str:
+    if receipt.decision == "expire":
+        return f"⌛ **Expired** without a decision <t:{int(receipt.at.timestamp())}:f>"
     verb = "✅ **Approved**" if receipt.decision == "approve" else "❌ **Rejected**"
     note = f": {clip(receipt.comment, REASON_CHARS)}" if receipt.comment else ""
     return f"{verb} by {who(receipt.by)} <t:{int(receipt.at.timestamp())}:f>{note}"

@@ -86,9 +86,11 @@ def body_of(outbound: Outbound) -> str:
         case Question():
             return f"{outbound.question}\n\nAnswer by replying to this mail."
         case DecisionReceipt():
+            at = f"{outbound.at.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+            if outbound.decision == "expire":
+                return f"Approval {outbound.approval_id} expired at {at} without a decision; nothing was run."
             verb = "approved" if outbound.decision == "approve" else "rejected"
             note = f"\nComment: {outbound.comment}" if outbound.comment else ""
-            at = f"{outbound.at.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
             return f"Approval {outbound.approval_id} was {verb} by {outbound.by} at {at}.{note}"
         case ApprovalRequest():
             return (
@@ -136,6 +138,8 @@ class EmailChannel:
             group.create_task(self.bus.deliver(self.name, self.render, stop, consumer))
 
     async def render(self, outbound: Outbound) -> None:
+        if isinstance(outbound, Reply) and not outbound.final:
+            return  # progress: a mail per step would be noise; the outcome follows
         if isinstance(outbound, ApprovalRequest):
             await self._approval_mails(outbound)
         thread = await self._thread_for(outbound)

@@ -112,6 +112,8 @@ def approval_card(request: ApprovalRequest) -> tuple[str, list[Block]]:
 
 def decision_line(receipt: DecisionReceipt) -> str:
     """`Approved by <@U1> at 14:02 UTC` (and the reason of a rejection)."""
+    if receipt.decision == "expire":
+        return f":hourglass: Expired without a decision at {receipt.at:%H:%M} UTC"
     verb = "Approved" if receipt.decision == "approve" else "Rejected"
     icon = ":white_check_mark:" if receipt.decision == "approve" else ":no_entry:"
     line = f"{icon} {verb} by {who(receipt.by)} at {receipt.at:%H:%M} UTC"
@@ -120,7 +122,7 @@ def decision_line(receipt: DecisionReceipt) -> str:
 
 def decided_card(request: ApprovalRequest, receipt: DecisionReceipt) -> tuple[str, list[Block]]:
     """The same card after the decision: who decided and when, buttons gone."""
-    verb = "Approved" if receipt.decision == "approve" else "Rejected"
+    verb = {"approve": "Approved", "reject": "Rejected"}.get(receipt.decision, "Expired")
     line = decision_line(receipt)
     outcome: Block = {"type": "section", "text": {"type": "mrkdwn", "text": clip(line, ARGS_CHARS)}}
     return line, [_header(f"{verb}: {request.tool}"), *_card_body(request), outcome]

@@ -268,7 +268,10 @@ class Agent:
     async def _load(self, thread_id: str) -> Run:
         state = await self.store.load_state(thread_id)
         logs.bind(thread_id=thread_id, agent=state.agent)
-        return Run(state=state, store=self.store, clock=self.clock, redactor=self.redactor, metrics=self.metrics)
+        return Run(
+            state=state, store=self.store, clock=self.clock, redactor=self.redactor, metrics=self.metrics,
+            publisher=self.publisher,
+        )  # fmt: skip
 
     async def _refuse(self, trigger: ev.Trigger, text: str) -> None:
         await self.publisher.send(notice_to(trigger, text))

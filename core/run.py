@@ -36,8 +36,10 @@ class Run:
     clock: Clock
     redactor: Redactor
     metrics: Metrics | None = None
+    publisher: Publisher | None = None  # set: progress goes out while the run is still working
     history: list[ev.Event] | None = None  # loaded only for models that read the thread
     outbox: list[ev.Outbound] = field(default_factory=list)
+    progressed: bool = False
 
     def meta(self, actor: str = AGENT_ACTOR) -> Meta:
         return {"id": new_id(), "at": self.clock.now(), "actor": actor}
@@ -76,6 +78,14 @@ class Run:
 
     def say(self, text: str) -> None:
         self.send(ev.Notice, text=text)
+
+    async def progress(self, text: str) -> None:
+        """Tell the channel what is running now, once per run (channels edit one status message)."""
+        if self.publisher is None or self.progressed:
+            return
+        self.progressed = True
+        self.send(ev.Reply, text=text, final=False)
+        await self.flush(self.publisher)
 
     async def flush(self, publisher: Publisher) -> None:
         """Publish what the run produced, after its events are stored."""

@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from bot.main import Core, build_core
 from bot.redis_server import EmbeddedRedis
 from config.settings import PROJECT_DIR, Settings
-from core.events import MessageTrigger, Outbound
+from core.events import MessageTrigger, Outbound, Reply
 from core.ids import new_id
 from core.llm import Decision, ModelRequest
 
@@ -126,9 +126,10 @@ class Harness:
         while await worker.run_once():
             pass
 
-    async def outbox(self) -> list[Outbound]:
+    async def outbox(self, progress: bool = False) -> list[Outbound]:
+        """Every outbound message on the `cli` channel; progress notes only when asked for."""
         _, items = await self.core.bus.follow("cli", "0-0", block_ms=0)
-        return items
+        return [o for o in items if progress or not (isinstance(o, Reply) and not o.final)]
 
 
 @pytest.fixture

@@ -192,9 +192,10 @@
       case "decision_receipt": {
         const card = state.cards.get(item.approval_id);
         if (card) markDecided(card, item.decision, item.by, item.at, item.comment);
-        const verb = item.decision === "approve" ? "approved" : "rejected";
+        const verb = { approve: "approved", reject: "rejected", expire: "expired" }[item.decision] || item.decision;
         const note = item.comment ? `: ${item.comment}` : "";
-        say("bot", "notice info receipt", el("pre", { class: "text", text: `approval ${item.approval_id} ${verb} by ${item.by} at ${when(item.at)}${note}` }));
+        const by = item.decision === "expire" ? "without a decision" : `by ${item.by}`;
+        say("bot", "notice info receipt", el("pre", { class: "text", text: `approval ${item.approval_id} ${verb} ${by} at ${when(item.at)}${note}` }));
         break;
       }
       default:
@@ -240,6 +241,10 @@
     card.querySelector(".buttons")?.remove();
     card.querySelector(".reject-form")?.remove();
     card.classList.add(decision === "approve" ? "approved" : "rejected");
+    if (decision === "expire") {
+      card.querySelector(".card-status").textContent = `Expired without a decision at ${when(at)}`;
+      return;
+    }
     const verb = decision === "approve" ? "Approved" : "Rejected";
     card.querySelector(".card-status").textContent = `${verb} by ${by} at ${when(at)}${comment ? `: ${comment}` : ""}`;
   }

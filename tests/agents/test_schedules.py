@@ -49,8 +49,10 @@ async def test_two_schedulers_racing_on_one_tick_fire_once(
         "stale_deploys", "schedule:stale_deploys", "api", "done",
     )  # fmt: skip
     _, sent = await second.core.bus.follow("api", "0-0", block_ms=0)
-    assert [o.text for o in sent if isinstance(o, ev.Reply)] == [
-        "stale deploys: none; all 4 services run the same version in staging and production."
+    # One firing, one run: one progress note while its tool runs, then one final answer.
+    assert [(o.final, o.text) for o in sent if isinstance(o, ev.Reply)] == [
+        (False, "running list_services…"),
+        (True, "stale deploys: none; all 4 services run the same version in staging and production."),
     ]
 
 

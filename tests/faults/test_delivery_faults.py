@@ -41,7 +41,8 @@ async def test_the_same_trigger_delivered_many_times_is_applied_once(start_clust
     assert [e.trigger_id for e in of_type(events, ev.UserMessage)] == [trigger.id]
     assert len([e for e in await cluster.effects() if e.thread_id == thread_id]) == 1
     replies = [o for o in await cluster.outbox() if isinstance(o, ev.Reply) and o.thread_id == thread_id]
-    assert [r.text for r in replies] == ["wrote slow_write:once"]
+    # One tool run: one progress note before it, then one final reply.
+    assert [(r.final, r.text) for r in replies] == [(False, "running slow_write…"), (True, "wrote slow_write:once")]
     assert await cluster.dead_letters() == []
 
 

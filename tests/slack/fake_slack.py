@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestServer
 
 TEAM = "T1"
 BOT_USER = "UBOT"
+STATUS = ":hourglass_flowing_sand: "  # how the renderer marks the one progress message of a thread
 
 
 @dataclass
@@ -65,6 +66,18 @@ class FakeSlack:
     def called(self, method: str, **match: Any) -> list[Call]:
         """The calls of `method` whose arguments include `match`."""
         return [c for c in self.calls if c.method == method and all(c.args.get(k) == v for k, v in match.items())]
+
+    def posts(self, **match: Any) -> list[Call]:
+        """The messages posted that stay: every `chat.postMessage` but the progress (status) messages."""
+        return [c for c in self.called("chat.postMessage", **match) if not c.args["text"].startswith(STATUS)]
+
+    def statuses(self, **match: Any) -> list[Call]:
+        """The progress (status) messages posted, each with its text and where it went."""
+        return [c for c in self.called("chat.postMessage", **match) if c.args["text"].startswith(STATUS)]
+
+    def deleted(self) -> list[tuple[str, str]]:
+        """The (channel, ts) of every message deleted, in order."""
+        return [(c.args["channel"], c.args["ts"]) for c in self.called("chat.delete")]
 
     async def _api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]

@@ -8,7 +8,7 @@ from adapters.slack_inbound import Command, command_text, plain_text
 from core import StoreUnavailable, ToolRegistry, Trigger
 from core import events as ev
 from tests.slack.conftest import SECRET, MakeSlack, SlackKit
-from tests.slack.fake_slack import BOT_USER
+from tests.slack.fake_slack import BOT_USER, STATUS
 
 ROOT = "1700000001.000100"
 
@@ -23,6 +23,15 @@ def mention(text: str, ts: str = ROOT, **extra: Any) -> dict[str, Any]:
 
 async def user_texts(slack: SlackKit) -> list[str]:
     return [e.text for e in await slack.events() if isinstance(e, ev.UserMessage | ev.HumanAnswer)]
+
+
+def progress_shown_then_removed(slack: SlackKit, *threads: tuple[str, str], tool: str = "status") -> None:
+    """Each tool run posted exactly one status message in its thread, and its answer deleted it."""
+    statuses = slack.fake.statuses()
+    assert [(s.args["channel"], s.args["thread_ts"]) for s in statuses] == list(threads)
+    assert [s.args["text"] for s in statuses] == [f"{STATUS}running {tool}…"] * len(threads)
+    assert slack.fake.deleted() == [(s.result["channel"], s.result["ts"]) for s in statuses]
+    assert not slack.fake.called("chat.update")
 
 
 async def test_mention_is_answered_in_its_thread(slack: SlackKit) -> None:
@@ -42,10 +51,11 @@ async def test_retried_event_delivery_is_processed_once(slack: SlackKit) -> None
     assert await slack.event(event, event_id="Ev1", retry=1) == 200
     assert await slack.event(event, event_id="Ev1", retry=2) == 200
     await slack.received(3)
-    await slack.settle(lambda: bool(slack.fake.called("chat.postMessage")))
+    await slack.settle(lambda: bool(slack.fake.posts()))
     assert slack.channel.stats == {"published": 1, "duplicate": 2}
     assert await user_texts(slack) == ["/status api staging"]
-    assert len(slack.fake.called("chat.postMessage")) == 1
+    assert len(slack.fake.posts()) == 1
+    progress_shown_then_removed(slack, ("C1", ROOT))
 
 
 async def test_mention_arriving_also_as_message_is_processed_once(slack: SlackKit) -> None:
@@ -55,18 +65,22 @@ async def test_mention_arriving_also_as_message_is_processed_once(slack: SlackKi
     await slack.event(message(reply, "1700000002.000200", thread_ts=ROOT), event_id="EvA")
     await slack.event(mention("/status api staging", "1700000002.000200", thread_ts=ROOT), event_id="EvB")
     await slack.received(3)
-    await slack.settle(lambda: len(slack.fake.called("chat.postMessage")) == 2)
+    await slack.settle(lambda: len(slack.fake.posts()) == 2)
     assert slack.channel.stats == {"published": 2, "duplicate": 1}
     assert await user_texts(slack) == ["help", "/status api staging"]
+    assert len(slack.fake.posts()) == 2
+    progress_shown_then_removed(slack, ("C1", ROOT))
 
 
 async def test_reply_in_the_bot_thread_continues_the_conversation(slack: SlackKit) -> None:
     await slack.event(mention("help"))
     await slack.event(message("/status api staging", "1700000003.000300", thread_ts=ROOT))
     await slack.received(2)
-    await slack.settle(lambda: len(slack.fake.called("chat.postMessage", thread_ts=ROOT)) == 2)
+    await slack.settle(lambda: len(slack.fake.posts(thread_ts=ROOT)) == 2)
     assert await user_texts(slack) == ["help", "/status api staging"]
-    assert "api in staging" in slack.fake.called("chat.postMessage")[-1].args["text"]
+    assert "api in staging" in slack.fake.posts()[-1].args["text"]
+    assert len(slack.fake.posts()) == 2
+    progress_shown_then_removed(slack, ("C1", ROOT))
 
 
 async def test_channel_talk_outside_the_bot_threads_is_ignored(slack: SlackKit) -> None:
@@ -80,29 +94,34 @@ async def test_channel_talk_outside_the_bot_threads_is_ignored(slack: SlackKit) 
 
 async def test_direct_message_is_answered_in_its_thread(slack: SlackKit) -> None:
     await slack.event(message("/status api staging", channel="D1", channel_type="im"))
-    await slack.settle(lambda: bool(slack.fake.called("chat.postMessage")))
-    (reply,) = slack.fake.called("chat.postMessage")
+    await slack.settle(lambda: bool(slack.fake.posts()))
+    (reply,) = slack.fake.posts()
     assert reply.args["channel"] == "D1" and reply.args["thread_ts"] == ROOT
+    progress_shown_then_removed(slack, ("D1", ROOT))
 
 
 async def test_slash_command_acks_then_answers_in_a_thread(slack: SlackKit) -> None:
     status, body = await slack.command("/ops", "status api staging")
     assert status == 200 and "Working on `/status api staging`" in body
-    await slack.settle(lambda: len(slack.fake.called("chat.postMessage")) == 2)
-    opener, answer = slack.fake.called("chat.postMessage")
+    await slack.settle(lambda: len(slack.fake.posts()) == 2)
+    opener, answer = slack.fake.posts()
     assert opener.args == {"channel": "C1", "text": "<@U1> used `/ops status api staging`"}
     assert answer.args["thread_ts"] == opener.result["ts"] and "api in staging" in answer.args["text"]
+    progress_shown_then_removed(slack, ("C1", opener.result["ts"]))
     # A reply in the command's thread (no mention) continues the same conversation.
     await slack.event(message("/status web staging", "1700000009.000900", thread_ts=opener.result["ts"]))
-    await slack.settle(lambda: len(slack.fake.called("chat.postMessage", thread_ts=opener.result["ts"])) == 2)
+    await slack.settle(lambda: len(slack.fake.posts(thread_ts=opener.result["ts"])) == 2)
     assert await user_texts(slack) == ["/status api staging", "/status web staging"]
+    assert len(slack.fake.posts()) == 3 and "web in staging" in slack.fake.posts()[-1].args["text"]
+    progress_shown_then_removed(slack, ("C1", opener.result["ts"]), ("C1", opener.result["ts"]))
 
 
 async def test_tool_slash_command_is_the_core_command(slack: SlackKit) -> None:
     status, body = await slack.command("/deploy", "api 1.4.2 staging")
     assert status == 200 and "Working on `/deploy api 1.4.2 staging`" in body
-    await slack.settle(lambda: len(slack.fake.called("chat.postMessage")) == 2)
-    assert "deployed api 1.4.2 to staging" in slack.fake.called("chat.postMessage")[-1].args["text"]
+    await slack.settle(lambda: len(slack.fake.posts()) == 2)
+    assert "deployed api 1.4.2 to staging" in slack.fake.posts()[-1].args["text"]
+    progress_shown_then_removed(slack, ("C1", slack.fake.posts()[0].result["ts"]), tool="deploy")
 
 
 async def test_bad_signature_is_refused_with_401(slack: SlackKit) -> None:

@@ -19,6 +19,13 @@ async def read(server: Server, after: str, token: str = ALICE, conversation: str
     return list(reply.body["items"])
 
 
+def kinds(items: list[dict]) -> list[str]:
+    """Each item's kind, a progress note (a reply that is not final) shown as `progress: <its text>`."""
+    return [
+        f"progress: {item['text']}" if item["kind"] == "reply" and not item["final"] else item["kind"] for item in items
+    ]
+
+
 async def say(server: Server, text: str, token: str = ALICE, conversation: str = "c1") -> None:
     reply = await server.call("POST", "/web/messages", token=token, json={"conversation": conversation, "text": text})
     assert reply.status == 202, reply.body
@@ -29,9 +36,10 @@ async def test_a_chat_message_gets_its_reply_in_the_same_conversation(server: Se
     after = await start_reading(server)
     await say(server, "/status api staging")
     items = await read(server, after)
-    assert [item["kind"] for item in items] == ["reply"]
-    assert items[0]["text"].startswith("api in staging: 1.0.0")
-    thread = (await server.call("GET", f"/v1/threads/{items[0]['thread_id']}")).body["thread"]
+    assert kinds(items) == ["progress: running status…", "reply"]
+    assert items[1]["final"] and items[1]["text"].startswith("api in staging: 1.0.0")
+    assert items[0]["thread_id"] == items[1]["thread_id"]
+    thread = (await server.call("GET", f"/v1/threads/{items[1]['thread_id']}")).body["thread"]
     assert (thread["channel"], thread["conversation"], thread["requester"]) == ("web", "web:alice/c1", "web:alice")
 
 
@@ -45,8 +53,8 @@ async def test_an_approval_card_decided_from_the_chat_gets_its_receipt(server: S
     assert (await server.call("POST", "/web/decisions", json=body)).status == 202
     await server.drain()
     items = await read(server, after)
-    assert [item["kind"] for item in items] == ["approval_request", "decision_receipt", "reply"]
-    assert items[1]["by"] == "web:alice" and items[2]["text"].startswith("deployed api 1.4.2 to production")
+    assert kinds(items) == ["approval_request", "decision_receipt", "progress: running deploy…", "reply"]
+    assert items[1]["by"] == "web:alice" and items[3]["text"].startswith("deployed api 1.4.2 to production")
     history = json.loads((tmp_path / "data" / "deployments.json").read_text())["history"]
     assert [(e["action"], e["by"]) for e in history] == [("deploy", "web:alice")]
 
@@ -56,7 +64,7 @@ async def test_another_person_never_sees_your_conversation_or_your_refusals(serv
     await say(server, "/status api staging")  # alice, conversation c1
     await say(server, "approve zzzz9999", token=BOB)  # bob, his own conversation c1: refused
     assert [item["kind"] for item in await read(server, bob_after, BOB)] == ["notice"]
-    assert [item["kind"] for item in await read(server, alice_after)] == ["reply"]
+    assert kinds(await read(server, alice_after)) == ["progress: running status…", "reply"]
     notice = (await read(server, bob_after, BOB))[0]
     assert notice["to"] == "web:bob" and "there is no approval 'zzzz9999'" in notice["text"]
 
