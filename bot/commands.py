@@ -10,11 +10,18 @@ import os
 import sys
 from collections.abc import Mapping
 
-import redis.asyncio as aioredis
-
 from adapters.cli import CHANNEL, Terminal
 from bot import views
-from bot.main import Core, anthropic_client, build_roster, channel_adapters, redis_url, running_core, setup_logging
+from bot.main import (
+    Core,
+    anthropic_client,
+    build_roster,
+    channel_adapters,
+    redis_client,
+    redis_url,
+    running_core,
+    setup_logging,
+)
 from bot.metrics import metrics_route
 from config.settings import Settings
 from core.agents import Roster
@@ -249,7 +256,7 @@ async def check_config(settings: Settings, env: Mapping[str, str]) -> int:
             report(False, str(exc))
     try:
         url, embedded = redis_url(settings)
-        client = aioredis.Redis.from_url(url, socket_timeout=3)
+        client = redis_client(settings, url, socket_timeout=3)
         try:
             await client.ping()
             report(True, f"redis: {settings.redis_url or 'embedded in ' + str(settings.data_dir)}")

@@ -7,7 +7,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import aiohttp
 import redis.asyncio as aioredis
@@ -75,6 +75,13 @@ def redis_url(settings: Settings) -> tuple[str, EmbeddedRedis | None]:
         return settings.redis_url, None
     embedded = EmbeddedRedis(settings.data_dir)
     return embedded.start(), embedded
+
+
+def redis_client(settings: Settings, url: str, **options: Any) -> aioredis.Redis:
+    """The Redis client: a cluster client when REDIS_CLUSTER=1 (every multi-key script's keys share a slot)."""
+    if settings.redis_cluster:
+        return cast(aioredis.Redis, aioredis.RedisCluster.from_url(url, **options))
+    return aioredis.Redis.from_url(url, health_check_interval=30, **options)
 
 
 def anthropic_client(settings: Settings) -> anthropic.AsyncAnthropic | None:
@@ -198,7 +205,7 @@ async def running_core(settings: Settings, env: Mapping[str, str] | None = None)
     """Connect to Redis (starting the embedded one if needed), build the core, and clean up after."""
     env = os.environ if env is None else env
     url, embedded = redis_url(settings)
-    client = aioredis.Redis.from_url(url, health_check_interval=30)
+    client = redis_client(settings, url)
     try:
         with redis_errors():
             await client.ping()  # fail before anything is shown, with a message that says what to do

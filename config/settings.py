@@ -25,6 +25,7 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
 
     redis_url: str | None = Field(None, alias="REDIS_URL")
+    redis_cluster: bool = Field(False, alias="REDIS_CLUSTER")  # REDIS_URL names a node of a Redis Cluster
     data_dir: Path = Field(Path(".bot"), alias="BOT_DATA_DIR")
     tools_file: Path = Field(CONFIG_DIR / "tools.toml", alias="BOT_TOOLS_FILE")
     hooks_file: Path = Field(CONFIG_DIR / "hooks.toml", alias="BOT_HOOKS_FILE")

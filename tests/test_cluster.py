@@ -1,0 +1,96 @@
+"""The core on a real three-node Redis Cluster: every multi-key script's keys share one slot."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from redis.asyncio import RedisCluster
+
+from bot.main import redis_client
+from bot.redis_server import redis_server_binary
+from config.settings import Settings
+from core import events as ev
+
+NODES = 3
+
+
+def _free_port() -> int:
+    # A cluster node also listens on port + 10000 for its bus, so port 0 cannot be handed to it.
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        if port + 10000 < 65536:
+            with socket.socket() as bus:
+                try:
+                    bus.bind(("127.0.0.1", port + 10000))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+def _wait(port: int) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if redis.Redis(port=port, socket_timeout=0.5).ping():
+                return
+        except redis.exceptions.ConnectionError:
+            time.sleep(0.05)
+    raise RuntimeError(f"cluster node on port {port} did not start")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    binary = redis_server_binary()
+    cli = str(Path(binary).with_name("redis-cli"))
+    processes, ports = [], []
+    try:
+        for n in range(NODES):
+            port, folder = _free_port(), tmp_path_factory.mktemp(f"node{n}")
+            argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+                    "--cluster-config-file", str(folder / "nodes.conf"), "--dir", str(folder), "--save", "",
+                    "--appendonly", "no"]  # fmt: skip
+            processes.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            ports.append(port)
+            _wait(port)
+        nodes = [f"127.0.0.1:{port}" for port in ports]
+        subprocess.run([cli, "--cluster", "create", *nodes, "--cluster-replicas", "0", "--cluster-yes"],
+                       check=True, capture_output=True, timeout=30)  # fmt: skip
+        deadline = time.monotonic() + 15
+        while redis.Redis(port=ports[0]).cluster("info").get("cluster_state") != "ok":
+            if time.monotonic() > deadline:
+                raise RuntimeError("the cluster did not become ready")
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{ports[0]}"
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
+
+
+async def test_a_gated_deploy_runs_once_on_a_redis_cluster(cluster: str, make_harness, tmp_path: Path) -> None:
+    settings = Settings.from_env({"REDIS_URL": cluster, "REDIS_CLUSTER": "1"})
+    client = redis_client(settings, cluster)
+    assert isinstance(client, RedisCluster)
+    try:
+        h = make_harness(client)
+        await h.say("/deploy api 1.4.2 production")
+        approval = next(o for o in await h.outbox() if isinstance(o, ev.ApprovalRequest))
+        await h.say(f"approve {approval.approval_id}")
+        await h.say(f"approve {approval.approval_id}")
+        replies = [o.text for o in await h.outbox() if isinstance(o, ev.Reply)]
+        assert any("deployed api 1.4.2 to production" in text for text in replies)
+        thread = (await h.core.store.list_threads())[0]
+        events = await h.core.store.load_events(thread.thread_id)
+        assert [e.type for e in events].count("tool_started") == 1
+        assert await h.core.store.rebuild_state(thread.thread_id) == thread
+    finally:
+        await client.aclose()
