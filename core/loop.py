@@ -132,7 +132,7 @@ class Loop:
     async def execute(self, run: Run, spec: ToolSpec, call_id: str, args: dict[str, object], *before: ev.Event) -> None:
         """Run a tool; `before` (the call, or the approval) is appended with ToolStarted in one round trip."""
         await run.commit(*before, ev.ToolStarted(**run.meta(), call_id=call_id, tool=spec.name))
-        await run.progress(f"running {spec.name}…")
+        run.progress(f"running {spec.name}…")
         ctx = CallContext(thread_id=run.state.thread_id, call_id=call_id, requester=run.state.requester)
         try:
             output = await self.runner.run(spec, args, ctx)

@@ -6,6 +6,7 @@ state (the incremental reducer), and appends both in one sequence-checked round 
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, TypedDict
@@ -40,6 +41,7 @@ class Run:
     history: list[ev.Event] | None = None  # loaded only for models that read the thread
     outbox: list[ev.Outbound] = field(default_factory=list)
     progressed: bool = False
+    _sending: asyncio.Task[None] | None = None
 
     def meta(self, actor: str = AGENT_ACTOR) -> Meta:
         return {"id": new_id(), "at": self.clock.now(), "actor": actor}
@@ -79,19 +81,30 @@ class Run:
     def say(self, text: str) -> None:
         self.send(ev.Notice, text=text)
 
-    async def progress(self, text: str) -> None:
-        """Tell the channel what is running now, once per run (channels edit one status message)."""
+    def progress(self, text: str) -> None:
+        """Tell the channel what is running now, once per run (channels edit one status message).
+
+        Sent concurrently with the tool, off the step's critical path; `flush` waits for it, so
+        the order of what the channel sees is kept.
+        """
         if self.publisher is None or self.progressed:
             return
         self.progressed = True
         self.send(ev.Reply, text=text, final=False)
-        await self.flush(self.publisher)
+        pending, self.outbox = self.outbox, []
+        self._sending = asyncio.create_task(self._publish(self.publisher, pending))
 
     async def flush(self, publisher: Publisher) -> None:
         """Publish what the run produced, after its events are stored."""
-        for outbound in self.outbox:
-            await publisher.send(self.redactor.model(outbound))
-        self.outbox.clear()
+        if self._sending is not None:
+            sending, self._sending = self._sending, None
+            await sending
+        pending, self.outbox = self.outbox, []
+        await self._publish(publisher, pending)
+
+    async def _publish(self, publisher: Publisher, outbound: list[ev.Outbound]) -> None:
+        for item in outbound:
+            await publisher.send(self.redactor.model(item))
 
 
 def notice_to(trigger: ev.Trigger, text: str, level: ev.NoticeLevel = "warning") -> ev.Notice:
