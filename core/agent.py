@@ -198,7 +198,11 @@ class Agent:
         who = self.tools.describe(record.allowed)
         text = f"approval {record.approval_id} expired at {record.expires_at:%Y-%m-%d %H:%M} UTC with no decision from {who}"
         await run.commit(expired, run.error(record.call_id, record.tool, text, "expired"))
-        run.send(ev.DecisionReceipt, approval_id=record.approval_id, decision="expire", by="system", at=expired.at)
+        receipt = run.out(
+            ev.DecisionReceipt, approval_id=record.approval_id, decision="expire", by="system", at=expired.at
+        )
+        run.outbox.append(receipt)
+        _notify_copies(run, record, receipt)
 
     # --- decisions --------------------------------------------------------------------------
 
@@ -224,6 +228,7 @@ class Agent:
             # The decider answered somewhere else (another channel, the approval email): tell them there too.
             there = {"channel": trigger.channel, "conversation": trigger.conversation, "reply_to": trigger.reply_to}
             run.outbox.append(receipt.model_copy(update={"id": new_id(), **there}))
+        _notify_copies(run, record, receipt, skip={trigger.channel})
         # The decision is stored with what follows from it: one append, then the tool runs.
         if decided.decision == "reject":
             reason = f"rejected by {record.decided_by}: {record.comment or 'no reason given'}"
@@ -275,3 +280,10 @@ class Agent:
 
     async def _refuse(self, trigger: ev.Trigger, text: str) -> None:
         await self.publisher.send(notice_to(trigger, text))
+
+
+def _notify_copies(run: Run, record: ApprovalRecord, receipt: ev.DecisionReceipt, skip: set[str] | None = None) -> None:
+    """Channels the policy also sent the request to (`notify`) learn the outcome, so their cards update."""
+    for channel in record.notify:
+        if channel != receipt.channel and channel not in (skip or set()):
+            run.outbox.append(receipt.model_copy(update={"id": new_id(), "channel": channel, "reply_to": {}}))

@@ -238,3 +238,22 @@ async def test_an_approval_given_while_paused_runs_only_after_resume(fake_redis,
     await h.core.agent.handle(control.model_copy(update={"id": "p2", "action": "resume"}))
     assert '"1.4.2"' in deployments.read_text()
     assert (await h.core.store.load_state(thread_id)).status == "done"
+
+
+async def test_channels_notified_of_a_request_learn_its_outcome(fake_redis, make_harness, tmp_path) -> None:
+    tools = tmp_path / "tools.toml"
+    tools.write_text(
+        "[groups]\noncall = ['cli:operator', 'email:dana@example.com']\n"
+        "[tools.failover]\ndescription = 'Fail over the database.'\nexecutor = {kind='command', argv=['echo', 'ok']}\n"
+        "approval = {required=true, approvers=['group:oncall'], notify=['email', 'slack']}\n"
+    )
+    h = make_harness(fake_redis, BOT_TOOLS_FILE=str(tools))
+    await h.say("/failover")
+    approval = next(o for o in await h.outbox() if isinstance(o, ev.ApprovalRequest))
+    await h.say(f"approve {approval.approval_id}")
+    for channel in ("email", "slack"):
+        _, items = await h.core.bus.follow(channel, "0-0", block_ms=0)
+        receipts = [o for o in items if isinstance(o, ev.DecisionReceipt)]
+        assert [(r.approval_id, r.decision, r.by) for r in receipts] == [
+            (approval.approval_id, "approve", "cli:operator")
+        ]
