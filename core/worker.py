@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 
 import redis.exceptions
 
@@ -27,6 +28,7 @@ from core.sweeper import Sweeper
 log = logging.getLogger(__name__)
 CONFLICT_RETRIES = 3
 MAX_BACKOFF_SECONDS = 30.0
+SWEEP_EVERY_SECONDS = 1.0  # deadlines are minutes long; not a Redis read per trigger
 
 
 def consumer_name() -> str:
@@ -47,10 +49,11 @@ class Worker:
         self._stopping.set()
 
     async def run(self, block_ms: int = 1000) -> None:
-        backoff = 0.5
+        backoff, swept = 0.5, 0.0
         while not self._stopping.is_set():
             try:
-                if self.sweeper is not None:
+                if self.sweeper is not None and time.monotonic() - swept >= SWEEP_EVERY_SECONDS:
+                    swept = time.monotonic()
                     await self.sweeper.sweep()  # deadlines are due whichever worker looks first
                 await self.run_once(block_ms)
                 backoff = 0.5
