@@ -151,7 +151,7 @@ def build_core(
     schedules = load_schedules(schedules_file, agents) if schedules_file is not None else []
     metrics = Metrics()
     store = Store(client, lock_ttl_ms=settings.lock_ttl_ms)
-    bus = Bus(client, store, claim_idle_ms=settings.claim_idle_ms)
+    bus = Bus(client, store, claim_idle_ms=settings.claim_idle_ms, redactor=redactor)
     runner = ToolRunner(
         workdir=settings.workdir, data_dir=settings.data_dir.resolve(), env=env, redactor=redactor, http=http
     )

@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from core import events as ev
 from core import logs
 from core.agents import Roster
-from core.approvals import Approvals, already_decided
+from core.approvals import Approvals, already_decided, unknown
 from core.commands import parse_decision
-from core.errors import ApprovalError
 from core.executors import ToolRunner
 from core.ids import new_id, thread_id_for
 from core.llm import Model
@@ -26,9 +25,10 @@ from core.loop import Loop
 from core.metrics import Metrics
 from core.ports import Clock, Publisher
 from core.redact import Redactor
+from core.reducer import ThreadState
 from core.router import route, starts_turn
 from core.run import Run, notice_to
-from core.store import ApprovalRecord, Store
+from core.store import ApprovalRecord, DecisionWrite, Store
 from core.tools import ToolRegistry
 
 
@@ -100,45 +100,69 @@ class Agent:
                 await self.pause(trigger)
             case ev.ControlTrigger(action="expire"):
                 await self.expire(trigger)
+            case ev.ControlTrigger(action="redrive"):
+                await self.resume(trigger)
+            case ev.ControlTrigger(action="undeliverable"):
+                await self.undeliverable(trigger)
             case ev.ControlTrigger():
                 await self.resume(trigger)
 
     async def launch(self, trigger: ev.MessageTrigger) -> None:
         """Start a thread, or add the message to the conversation's thread, and advance it."""
         thread_id = trigger.thread_id or thread_id_for(trigger.channel, trigger.conversation)
-        async with self.store.lock(thread_id):
-            run = await self._load(thread_id)
+        async with self.store.lock(thread_id) as leased:
+            run = self._run(leased.state)
             if trigger.id not in run.state.recent_triggers:
                 if trigger.agent and trigger.agent not in self.roster:
                     agents = ", ".join(self.roster.names())
                     return await self._refuse(trigger, f"there is no agent {trigger.agent!r}; agents: {agents}")
                 await self._accept_message(run, trigger)
             await self.loop.advance(run)
-            await run.flush(self.publisher)
+            await run.finish()
 
     async def pause(self, trigger: ev.ControlTrigger) -> None:
-        async with self.store.lock(trigger.thread_id):
-            run = await self._load(trigger.thread_id)
+        async with self.store.lock(trigger.thread_id) as leased:
+            run = self._run(leased.state)
             if run.state.seq == 0:
                 return await self._refuse(trigger, f"there is no thread {trigger.thread_id!r}; see `bot thread list`")
             if run.state.paused:
+                if trigger.id in run.state.recent_triggers:  # stored by a worker that died before the ack
+                    return None
                 return await self._refuse(trigger, f"thread {trigger.thread_id} is already paused; nothing changed")
-            await run.commit(ev.Paused(**run.meta(trigger.sender), reason=trigger.reason))
             run.say(f"thread paused by {trigger.sender}; resume it with `bot thread resume {trigger.thread_id}`")
-            await run.flush(self.publisher)
+            await run.commit(ev.Paused(**run.meta(trigger.sender), reason=trigger.reason, trigger_id=trigger.id))
 
     async def resume(self, trigger: ev.ControlTrigger) -> None:
-        async with self.store.lock(trigger.thread_id):
-            run = await self._load(trigger.thread_id)
+        async with self.store.lock(trigger.thread_id) as leased:
+            run = self._run(leased.state)
             if run.state.seq == 0:
                 return await self._refuse(trigger, f"there is no thread {trigger.thread_id!r}; see `bot thread list`")
             if not run.state.paused:
+                if (
+                    trigger.action == "redrive" or trigger.id in run.state.recent_triggers
+                ):  # finish a dead worker's work
+                    await self.loop.advance(run)
+                    return await run.finish()
                 return await self._refuse(trigger, f"thread {trigger.thread_id} is not paused; nothing changed")
-            await run.commit(ev.Resumed(**run.meta(trigger.sender)))
+            if trigger.action == "redrive":
+                return None  # a paused thread waits for a person to resume it
             run.say(f"thread resumed by {trigger.sender}")
+            await run.commit(ev.Resumed(**run.meta(trigger.sender), trigger_id=trigger.id))
             await self._apply_held_verdict(run, trigger)
             await self.loop.advance(run)
-            await run.flush(self.publisher)
+            await run.finish()
+
+    async def undeliverable(self, trigger: ev.ControlTrigger) -> None:
+        """A channel gave up on one of the thread's messages: the thread records it, so people can see it."""
+        async with self.store.lock(trigger.thread_id) as leased:
+            run = self._run(leased.state)
+            if run.state.seq == 0 or trigger.id in run.state.recent_triggers:
+                return
+            failed = ev.DeliveryFailed(
+                **run.meta("system"), outbound_id=trigger.outbound_id, channel=trigger.channel,
+                outbound_kind=trigger.outbound_kind, error=trigger.reason[:500], trigger_id=trigger.id,
+            )  # fmt: skip
+            await run.commit(failed)
 
     async def _apply_held_verdict(self, run: Run, trigger: ev.ControlTrigger) -> None:
         """An approval decided (or expired) while the thread was paused takes effect now."""
@@ -155,40 +179,89 @@ class Agent:
         await self._apply_decision(run, decision, record)
 
     async def decide(self, trigger: ev.DecisionTrigger) -> None:
-        """Apply an approve / reject answer once, whatever channel and process it came through."""
-        try:
-            record = await self.approvals.decide(trigger)
-        except ApprovalError as exc:
-            return await self._refuse(trigger, str(exc))
-        async with self.store.lock(record.thread_id):
-            run = await self._load(record.thread_id)
+        """Apply an approve / reject answer once, whatever channel and process it came through.
+
+        When the trigger names its thread, the lease, the thread's state and the approval are read in
+        one round trip, and the decision is stored with the step it starts in a second one.
+        """
+        thread_id = trigger.thread_id
+        if not thread_id:
+            found = await self.store.get_approval(trigger.approval_id)
+            if found is None:
+                return await self._refuse(trigger, unknown(trigger.approval_id))
+            thread_id = found.thread_id
+        async with self.store.lock(thread_id, approval_id=trigger.approval_id) as leased:
+            record = leased.approval
+            if record is None or record.thread_id != thread_id:
+                return await self._refuse(trigger, unknown(trigger.approval_id))
+            run = self._run(leased.state)
+            if refusal := self.approvals.refusal_to_decide(trigger, record):
+                return await self._refuse(trigger, refusal)
             pending = run.state.pending_approval
-            if pending is None or pending.approval_id != record.approval_id:
-                if trigger.id not in run.state.recent_triggers:  # not a redelivery of what was applied
-                    await self._refuse(trigger, already_decided(record))
-                return
-            if run.state.paused:  # the decision is recorded; it takes effect when the thread is resumed
-                note = f"approval {record.approval_id} is {record.status}; thread {record.thread_id} is paused, so "
-                await self._refuse(trigger, note + "it takes effect when the thread is resumed")
-                return
-            await self._apply_decision(run, trigger, record)
+            awaited = pending is not None and pending.approval_id == record.approval_id
+            if not awaited:
+                if trigger.id in run.state.recent_triggers:  # a redelivery of what was applied: finish its work
+                    await self.loop.advance(run)
+                    return await run.finish()
+                return await self._refuse(trigger, self._not_awaited(record))
+            if record.status == "pending":
+                if record.expires_at <= self.clock.now():
+                    return await self._refuse(trigger, self.approvals.expired(record))
+                if run.state.paused:  # recorded now; it takes effect when the thread is resumed
+                    return await self._decide_while_paused(run, trigger, record)
+                write = DecisionWrite(record.approval_id, trigger.decision == "approve", trigger.sender,
+                                      trigger.comment, self.clock.now())  # fmt: skip
+                decided = record.model_copy(update={
+                    "status": "approved" if write.approved else "rejected", "decided_by": write.by,
+                    "decided_at": write.args()[2], "comment": write.comment,
+                })  # fmt: skip
+                await self._apply_decision(run, trigger, decided, write)
+            elif record.status == "expired":
+                return await self._refuse(trigger, self.approvals.expired(record))
+            elif record.decided_by != trigger.sender:
+                return await self._refuse(trigger, already_decided(record))
+            elif run.state.paused:
+                return await self._refuse(trigger, held(record))
+            else:  # decided through the API, or re-driven by the sweeper: apply what is recorded
+                write = DecisionWrite(record.approval_id, record.status == "approved", record.decided_by,
+                                      record.comment, self.clock.now(), recorded=True)  # fmt: skip
+                await self._apply_decision(run, trigger, record, write)
             await self.loop.advance(run)
-            await run.flush(self.publisher)
+            await run.finish()
+
+    def _not_awaited(self, record: ApprovalRecord) -> str:
+        if record.status == "expired":
+            return self.approvals.expired(record)
+        if record.status == "pending":
+            return f"approval {record.approval_id} is no longer awaited by its thread; nothing changed"
+        return already_decided(record)
+
+    async def _decide_while_paused(self, run: Run, trigger: ev.DecisionTrigger, record: ApprovalRecord) -> None:
+        outcome = await self.store.decide(
+            record.approval_id, trigger.decision == "approve", trigger.sender, trigger.comment, self.clock.now()
+        )
+        if outcome.outcome != "ok":
+            current = await self.store.get_approval(record.approval_id)
+            return await self._refuse(trigger, already_decided(current or record))
+        status = "approved" if trigger.decision == "approve" else "rejected"
+        await self._refuse(trigger, held(record.model_copy(update={"status": status})))
 
     async def expire(self, trigger: ev.ControlTrigger) -> None:
         """The approval's deadline passed without a decision: the agent gets an "expired" result."""
         outcome = await self.store.expire(trigger.approval_id, self.clock.now())
-        record = await self.store.get_approval(trigger.approval_id)
-        if outcome.outcome not in ("ok", "expired") or record is None:
+        if outcome.outcome not in ("ok", "expired"):
             return  # decided in time, or not due yet
-        async with self.store.lock(record.thread_id):
-            run = await self._load(record.thread_id)
+        record = await self.store.get_approval(trigger.approval_id)
+        if record is None:
+            return
+        async with self.store.lock(record.thread_id) as leased:
+            run = self._run(leased.state)
             pending = run.state.pending_approval
             if pending is None or pending.approval_id != record.approval_id or run.state.paused:
                 return  # applied already (a redelivery), or held until the thread is resumed
             await self._apply_expiry(run, record, trigger.id)
             await self.loop.advance(run)
-            await run.flush(self.publisher)
+            await run.finish()
 
     async def _apply_expiry(self, run: Run, record: ApprovalRecord, trigger_id: str) -> None:
         expired = ev.ApprovalDecided(
@@ -197,16 +270,20 @@ class Agent:
         )  # fmt: skip
         who = self.tools.describe(record.allowed)
         text = f"approval {record.approval_id} expired at {record.expires_at:%Y-%m-%d %H:%M} UTC with no decision from {who}"
-        await run.commit(expired, run.error(record.call_id, record.tool, text, "expired"))
         receipt = run.out(
             ev.DecisionReceipt, approval_id=record.approval_id, decision="expire", by="system", at=expired.at
         )
         run.outbox.append(receipt)
         _notify_copies(run, record, receipt)
+        await run.commit(expired, run.error(record.call_id, record.tool, text, "expired"))
 
     # --- decisions --------------------------------------------------------------------------
 
-    async def _apply_decision(self, run: Run, trigger: ev.DecisionTrigger, record: ApprovalRecord) -> None:
+    async def _apply_decision(
+        self, run: Run, trigger: ev.DecisionTrigger, record: ApprovalRecord, write: DecisionWrite | None = None
+    ) -> None:
+        """Record the decision with what follows from it, in one commit (with `write`, the approval's
+        compare-and-set too); on approval the stored call then runs."""
         decided = ev.ApprovalDecided(
             **run.meta(record.decided_by),
             approval_id=record.approval_id,
@@ -229,14 +306,14 @@ class Agent:
             there = {"channel": trigger.channel, "conversation": trigger.conversation, "reply_to": trigger.reply_to}
             run.outbox.append(receipt.model_copy(update={"id": new_id(), **there}))
         _notify_copies(run, record, receipt, skip={trigger.channel})
-        # The decision is stored with what follows from it: one append, then the tool runs.
         if decided.decision == "reject":
             reason = f"rejected by {record.decided_by}: {record.comment or 'no reason given'}"
-            await run.commit(decided, run.error(record.call_id, record.tool, reason, "rejected"))
+            await run.commit(decided, run.error(record.call_id, record.tool, reason, "rejected"), decision=write)
         elif refusal := self.approvals.refusal_to_run(run, record):
-            await run.commit(decided, run.error(record.call_id, record.tool, refusal, "rejected"))
+            await run.commit(decided, run.error(record.call_id, record.tool, refusal, "rejected"), decision=write)
         else:
-            await self.loop.execute(run, self.tools.get(record.tool), record.call_id, record.args, decided)
+            spec = self.tools.get(record.tool)
+            await self.loop.execute(run, spec, record.call_id, record.args, decided, decision=write)
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -270,9 +347,8 @@ class Agent:
                 "your message is saved and will be read after the decision"
             )
 
-    async def _load(self, thread_id: str) -> Run:
-        state = await self.store.load_state(thread_id)
-        logs.bind(thread_id=thread_id, agent=state.agent)
+    def _run(self, state: ThreadState) -> Run:
+        logs.bind(thread_id=state.thread_id, agent=state.agent)
         return Run(
             state=state, store=self.store, clock=self.clock, redactor=self.redactor, metrics=self.metrics,
             publisher=self.publisher,
@@ -280,6 +356,13 @@ class Agent:
 
     async def _refuse(self, trigger: ev.Trigger, text: str) -> None:
         await self.publisher.send(notice_to(trigger, text))
+
+
+def held(record: ApprovalRecord) -> str:
+    return (
+        f"approval {record.approval_id} is {record.status}; thread {record.thread_id} is paused, so "
+        "it takes effect when the thread is resumed"
+    )
 
 
 def _notify_copies(run: Run, record: ApprovalRecord, receipt: ev.DecisionReceipt, skip: set[str] | None = None) -> None:

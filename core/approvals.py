@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from core import events as ev
+from core import failpoints
 from core.errors import ApprovalError
 from core.ids import new_approval_id, new_id
 from core.ports import Clock
@@ -52,9 +53,6 @@ class Approvals:
             escalate_to=policy.escalate_to,
             notify=policy.notify,
         )
-        await self.store.create_approval(record)
-        fields = record.model_dump(include=REQUESTED_FIELDS)
-        await run.commit(call, ev.ApprovalRequested(**run.meta(), **fields, expires_at=record.expires_at))
         request = run.out(
             ev.ApprovalRequest,
             approval_id=record.approval_id,
@@ -69,29 +67,28 @@ class Approvals:
         for channel in spec.approval.notify:
             if channel != request.channel:  # the policy asks for the request there too, e.g. by email
                 run.outbox.append(request.model_copy(update={"id": new_id(), "channel": channel}))
+        # The record first: a crash before the commit leaves an approval no thread waits for, which
+        # expires unseen (its card was never stored); the other order could show a card with no record.
+        await self.store.create_approval(record)
+        fields = record.model_dump(include=REQUESTED_FIELDS)
+        await run.commit(call, ev.ApprovalRequested(**run.meta(), **fields, expires_at=record.expires_at))
 
     async def decide(self, trigger: ev.DecisionTrigger) -> ApprovalRecord:
         """Check the decider's permission, then compare-and-set; return the decided record or raise ApprovalError."""
         record = await self.store.get_approval(trigger.approval_id)
         if record is None:
-            raise ApprovalError(f"there is no approval {trigger.approval_id!r}; check the id in the approval request")
-        if not self.tools.may_approve(trigger.sender, record.allowed, record.requester, record.allow_self):
-            own = " (you requested it and this tool needs someone else)" if trigger.sender == record.requester else ""
-            raise ApprovalError(
-                f"{trigger.sender} may not decide approval {record.approval_id}{own}; "
-                f"allowed approvers: {self.tools.describe(record.allowed)}. Nothing changed."
-            )
+            raise ApprovalError(unknown(trigger.approval_id))
+        if refusal := self.refusal_to_decide(trigger, record):
+            raise ApprovalError(refusal)
         outcome = await self.store.decide(
             record.approval_id, trigger.decision == "approve", trigger.sender, trigger.comment, self.clock.now()
         )
         if outcome.outcome in ("expired", "late"):
-            raise ApprovalError(
-                f"approval {record.approval_id} expired at {record.expires_at:%Y-%m-%d %H:%M} UTC; "
-                "ask for the action again"
-            )
+            raise ApprovalError(self.expired(record))
         if outcome.outcome == "missing":
-            raise ApprovalError(f"there is no approval {trigger.approval_id!r}; check the id in the approval request")
+            raise ApprovalError(unknown(trigger.approval_id))
         if outcome.outcome == "ok":  # this trigger won: the record is what it read plus what it wrote
+            await failpoints.hit("after-decision")
             status = "approved" if trigger.decision == "approve" else "rejected"
             fields = {"decided_by": outcome.decided_by, "decided_at": outcome.decided_at, "comment": trigger.comment}
             return record.model_copy(update={"status": status, **fields})
@@ -101,6 +98,21 @@ class Approvals:
             # This trigger won before its worker crashed (a redelivery): apply it now.
             return decided
         raise ApprovalError(already_decided(decided))
+
+    def refusal_to_decide(self, trigger: ev.DecisionTrigger, record: ApprovalRecord) -> str | None:
+        """Why `trigger.sender` may not decide `record`, or None."""
+        if self.tools.may_approve(trigger.sender, record.allowed, record.requester, record.allow_self):
+            return None
+        own = " (you requested it and this tool needs someone else)" if trigger.sender == record.requester else ""
+        return (
+            f"{trigger.sender} may not decide approval {record.approval_id}{own}; "
+            f"allowed approvers: {self.tools.describe(record.allowed)}. Nothing changed."
+        )
+
+    def expired(self, record: ApprovalRecord) -> str:
+        return (
+            f"approval {record.approval_id} expired at {record.expires_at:%Y-%m-%d %H:%M} UTC; ask for the action again"
+        )
 
     async def _still_awaited(self, record: ApprovalRecord) -> bool:
         pending = (await self.store.load_state(record.thread_id)).pending_approval
@@ -119,6 +131,10 @@ class Approvals:
         if not self.tools.may_approve(record.decided_by, approvers, record.requester, spec.approval.allow_self):
             return f"{record.decided_by} is no longer an allowed approver for {record.tool}; the call did not run"
         return None
+
+
+def unknown(approval_id: str) -> str:
+    return f"there is no approval {approval_id!r}; check the id in the approval request"
 
 
 def already_decided(record: ApprovalRecord) -> str:

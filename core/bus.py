@@ -19,26 +19,71 @@ from pydantic import ValidationError
 
 from core import keys
 from core.events import OUTBOUND_ADAPTER, TRIGGER_ADAPTER, Outbound, Trigger
+from core.redact import Redactor
 from core.store import Store, redis_errors
 
 log = logging.getLogger(__name__)
 
 DEAD_LETTER = "inbox:dead"
-RENDER_ATTEMPTS = 3
 
 # Claim the dedup key and enqueue in one step: no outage can fall between the two.
 _PUBLISH = """
 if ARGV[1] == '1' and not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then return 0 end
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 't', ARGV[4])
+redis.call('XADD', KEYS[1], '*', 't', ARGV[3])
 return 1
 """
 
-# Reset the idle time of an entry its consumer is still working on (JUSTID: the delivery count stays).
+# Reset the idle time of entries their consumer is still working on (JUSTID: the delivery count stays);
+# an entry another consumer took over meanwhile is left alone. ARGV: group, consumer, entry ids.
 _KEEP = """
-local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
-if pending[1] == nil or pending[1][2] ~= ARGV[2] then return 0 end
-redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
-return 1
+local kept = 0
+for i = 3, #ARGV do
+  local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if pending[1] ~= nil and pending[1][2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+    kept = kept + 1
+  end
+end
+return kept
+"""
+
+# Trim a stream below the oldest entry any consumer group still needs: its oldest pending entry, or the
+# first it has not read yet. A stream with no group (read by position: terminals, the web console) keeps
+# what is newer than ARGV[1], an id made from a time. Returns {removed, entries not acknowledged by a group}.
+_TRIM = """
+local function older(a, b)
+  local ams, aseq = string.match(a, '(%d+)-(%d+)')
+  local bms, bseq = string.match(b, '(%d+)-(%d+)')
+  if tonumber(ams) ~= tonumber(bms) then return tonumber(ams) < tonumber(bms) end
+  return tonumber(aseq) < tonumber(bseq)
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0, 0} end
+local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
+local floor, waiting, everything = nil, 0, #groups > 0
+for _, group in ipairs(groups) do
+  local info = {}
+  for i = 1, #group, 2 do info[group[i]] = group[i + 1] end
+  local need = nil
+  local unread = redis.call('XRANGE', KEYS[1], '(' .. info['last-delivered-id'], '+', 'COUNT', 1)
+  if #unread > 0 then need = unread[1][1] end
+  if info['pending'] > 0 then
+    local first = redis.call('XPENDING', KEYS[1], info['name'])[2]
+    if need == nil or older(first, need) then need = first end
+  end
+  if type(info['lag']) == 'number' then
+    waiting = waiting + info['lag']
+  elseif #unread > 0 then  -- no lag after a trim: count what is unread, up to the warning level
+    waiting = waiting + #redis.call('XRANGE', KEYS[1], '(' .. info['last-delivered-id'], '+', 'COUNT', ARGV[2])
+  end
+  waiting = waiting + info['pending']
+  if need ~= nil then
+    everything = false
+    if floor == nil or older(need, floor) then floor = need end
+  end
+end
+if ARGV[1] == 'count-only' then return {0, waiting} end
+if everything then return {redis.call('XTRIM', KEYS[1], 'MAXLEN', 0), 0} end
+return {redis.call('XTRIM', KEYS[1], 'MINID', floor or ARGV[1]), waiting}
 """
 
 
@@ -51,14 +96,24 @@ async def _ensure_group(client: aioredis.Redis, stream: str, group: str) -> None
 
 
 class Bus:
-    def __init__(self, client: aioredis.Redis, store: Store, claim_idle_ms: int = keys.CLAIM_IDLE_MS) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        store: Store,
+        claim_idle_ms: int = keys.CLAIM_IDLE_MS,
+        redactor: Redactor | None = None,
+    ) -> None:
         self.redis = client
         self._store = store
+        self.redactor = redactor or Redactor({})
         self.claim_idle_ms = claim_idle_ms
         self._claimed_at = float("-inf")
         self._groups: set[tuple[str, str]] = set()
+        self._outbox_claimed: dict[str, float] = {}
+        self.channels: set[str] = set()  # outboxes this process wrote to: the sweeper trims them
         self._publish = client.register_script(_PUBLISH)
         self._keep = client.register_script(_KEEP)
+        self._trim = client.register_script(_TRIM)
 
     async def _group(self, stream: str, group: str) -> None:
         if (stream, group) not in self._groups:
@@ -66,9 +121,14 @@ class Bus:
                 await _ensure_group(self.redis, stream, group)
             self._groups.add((stream, group))
 
+    def redact(self, text: str) -> str:
+        """`text` with every known secret replaced: for what a channel echoes at once (acks), before any worker."""
+        return self.redactor.text(text)
+
     async def publish(self, trigger: Trigger) -> bool:
-        """Enqueue a trigger; False when its dedup key was already seen (a channel retry)."""
-        args = ["1" if trigger.dedup_key else "0", keys.DEDUP_TTL_SECONDS, keys.INBOX_MAXLEN, trigger.model_dump_json()]
+        """Enqueue a trigger, secrets redacted; False when its dedup key was already seen (a channel retry)."""
+        trigger = self.redactor.model(trigger)
+        args = ["1" if trigger.dedup_key else "0", keys.DEDUP_TTL_SECONDS, trigger.model_dump_json()]
         with redis_errors():
             fresh = await self._publish(keys=[keys.INBOX, keys.dedup(trigger.dedup_key)], args=args)
         if not fresh:
@@ -128,39 +188,100 @@ class Bus:
 
     async def dead_letter(self, entry_id: str, raw: str, error: str) -> None:
         """Park a trigger that cannot be processed, with the reason, and acknowledge it."""
+        error = self.redactor.text(error)
         log.error("trigger %s moved to %s: %s", entry_id, DEAD_LETTER, error)
         with redis_errors():
-            await self.redis.xadd(DEAD_LETTER, {"entry": entry_id, "t": raw, "error": error[:2000]})
-            await self.redis.xack(keys.INBOX, keys.WORKERS_GROUP, entry_id)
+            # One transaction where the keys share a server; on a cluster the ack follows (a repeat is harmless).
+            async with self.redis.pipeline(transaction=not self._store.cluster) as pipe:
+                pipe.xadd(DEAD_LETTER, {"entry": entry_id, "t": self.redactor.text(raw), "error": error[:2000]})
+                pipe.xack(keys.INBOX, keys.WORKERS_GROUP, entry_id)
+                await pipe.execute()
 
     async def send(self, outbound: Outbound) -> None:
+        """Publish one outbound message outside a thread's commit (refusals, reminders, progress notes)."""
+        self.channels.add(outbound.channel)
         with redis_errors():
-            await self.redis.xadd(
-                keys.outbox(outbound.channel), {"o": outbound.model_dump_json()}, maxlen=keys.OUTBOX_MAXLEN
-            )
+            await self.redis.xadd(keys.outbox(outbound.channel), {"o": self.redactor.model(outbound).model_dump_json()})
 
     async def receive(
-        self, channel: str, consumer: str, group: str = "renderers", block_ms: int = 1000
+        self, channel: str, consumer: str, group: str = "renderers", block_ms: int = 1000, count: int = 50
     ) -> list[tuple[str, Outbound]]:
-        """Outbound messages for one channel, each delivered to one renderer of the group."""
+        """Outbound messages for one channel, each delivered to one renderer of the group.
+
+        Entries of a renderer that stopped renewing them (`keep`) for `claim_idle_ms` are taken over.
+        """
         stream = keys.outbox(channel)
         await self._group(stream, group)
         with redis_errors():
-            # A renderer that died mid-render left its messages pending: take them over first.
-            claimed: Any = await self.redis.xautoclaim(
-                stream, group, consumer, min_idle_time=self.claim_idle_ms, count=50
-            )
-            entries = list(claimed[1])
+            entries = []
+            if time.monotonic() - self._outbox_claimed.get(channel, float("-inf")) >= self.claim_idle_ms / 4000:
+                self._outbox_claimed[channel] = time.monotonic()
+                claimed: Any = await self.redis.xautoclaim(
+                    stream, group, consumer, min_idle_time=self.claim_idle_ms, count=count
+                )
+                entries = list(claimed[1])
             if not entries:
                 fresh: Any = await self.redis.xreadgroup(
-                    group, consumer, {stream: ">"}, count=50, block=block_ms or None
+                    group, consumer, {stream: ">"}, count=count, block=block_ms or None
                 )
                 entries = [entry for _, stream_entries in fresh or [] for entry in stream_entries]
         return [(entry_id.decode(), OUTBOUND_ADAPTER.validate_json(fields[b"o"])) for entry_id, fields in entries]
 
-    async def done(self, channel: str, entry_id: str, group: str = "renderers") -> None:
+    async def keep_outbound(self, channel: str, consumer: str, entry_ids: list[str], group: str = "renderers") -> int:
+        """Renew the lease on entries this renderer still holds (rendering, or waiting to retry)."""
+        if not entry_ids:
+            return 0
         with redis_errors():
-            await self.redis.xack(keys.outbox(channel), group, entry_id)
+            return int(await self._keep(keys=[keys.outbox(channel)], args=[group, consumer, *entry_ids]))
+
+    async def rendered_ids(self, channel: str, outbound_ids: list[str]) -> set[str]:
+        """Which of these outbound messages a renderer of `channel` has already shown."""
+        if not outbound_ids:
+            return set()
+        with redis_errors():
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for outbound_id in outbound_ids:
+                    pipe.exists(keys.rendered(channel, outbound_id))
+                found = await pipe.execute()
+        return {oid for oid, hit in zip(outbound_ids, found, strict=True) if hit}
+
+    async def done(self, channel: str, entry_id: str, group: str = "renderers", outbound_id: str = "") -> None:
+        """Acknowledge an entry, remembering its outbound id as rendered (both or neither)."""
+        with redis_errors():
+            async with self.redis.pipeline(transaction=True) as pipe:
+                if outbound_id:
+                    pipe.set(keys.rendered(channel, outbound_id), 1, ex=keys.RENDERED_TTL_SECONDS)
+                pipe.xack(keys.outbox(channel), group, entry_id)
+                await pipe.execute()
+
+    async def park(self, channel: str, entry_id: str, outbound: Outbound, error: str, group: str = "renderers") -> None:
+        """Give up on an outbound message: keep it on `outbox:<channel>:dead` with the error, and acknowledge it."""
+        log.error("outbox %s: gave up on %s %s: %s", channel, outbound.kind, outbound.id, error)
+        with redis_errors():
+            async with self.redis.pipeline(transaction=not self._store.cluster) as pipe:
+                pipe.xadd(f"{keys.outbox(channel)}:dead", {"o": outbound.model_dump_json(), "error": error[:2000]})
+                pipe.xack(keys.outbox(channel), group, entry_id)
+                await pipe.execute()
+
+    async def trim(self, stream: str) -> int:
+        """Drop entries every consumer group has delivered and acknowledged; a stream read by position
+        only (no group: terminals, the web console) keeps `FOLLOW_RETENTION_SECONDS`. Returns how many went.
+
+        Logs a warning when a group's backlog passes `BACKLOG_WARNING`.
+        """
+        oldest = int((time.time() - keys.FOLLOW_RETENTION_SECONDS) * 1000)
+        with redis_errors():
+            removed, backlog = await self._trim(keys=[stream], args=[f"{oldest}-0", keys.BACKLOG_WARNING + 1])
+        if int(backlog) > keys.BACKLOG_WARNING:
+            log.warning("%s: %d entries not yet delivered; are its consumers running?", stream, int(backlog))
+        return int(removed)
+
+    async def backlog(self, stream: str) -> int:
+        """Entries of `stream` some consumer group has not acknowledged (read or not); past
+        `BACKLOG_WARNING` the count may stop there."""
+        with redis_errors():
+            _, waiting = await self._trim(keys=[stream], args=["count-only", keys.BACKLOG_WARNING + 1])
+        return int(waiting)
 
     async def position(self, channel: str) -> str:
         """The id of the channel's newest outbound message, to `follow` from."""
@@ -188,34 +309,8 @@ class Bus:
         consumer: str,
         group: str = "renderers",
     ) -> None:
-        """Render a channel's outbound messages until `stop`, each once across the group's processes.
+        """Render a channel's outbound messages until `stop`, each once across the group's processes
+        (`core.delivery`: per-conversation order, retries that honour Retry-After, leases, give-up)."""
+        from core.delivery import Delivery
 
-        A message whose rendering keeps failing is parked on `outbox:<channel>:dead` with the
-        error, so one bad message cannot block the channel.
-        """
-        while not stop.is_set():
-            try:
-                items = await self.receive(channel, consumer, group, block_ms=500)
-            except Exception as exc:  # noqa: BLE001 - keep delivering once Redis is back
-                log.warning("outbox %s: %s; retrying", channel, exc)
-                await asyncio.sleep(1)
-                continue
-            for entry_id, outbound in items:
-                await self._render_one(channel, entry_id, outbound, render)
-                await self.done(channel, entry_id, group)
-
-    async def _render_one(
-        self, channel: str, entry_id: str, outbound: Outbound, render: Callable[[Outbound], Awaitable[None]]
-    ) -> None:
-        for attempt in range(1, RENDER_ATTEMPTS + 1):
-            try:
-                await render(outbound)
-                return
-            except Exception as exc:  # noqa: BLE001 - any channel failure is retried, then parked
-                log.warning("outbox %s: rendering %s failed (%d of %d): %s", channel, entry_id, attempt,
-                            RENDER_ATTEMPTS, exc)  # fmt: skip
-                error = f"{type(exc).__name__}: {exc}"
-                if attempt < RENDER_ATTEMPTS:
-                    await asyncio.sleep(0.5 * attempt)
-        with redis_errors():
-            await self.redis.xadd(f"{keys.outbox(channel)}:dead", {"o": outbound.model_dump_json(), "error": error})
+        await Delivery(self, channel, render, consumer, group).run(stop)

@@ -7,10 +7,12 @@ BotError
 ├── ConfigError          the operator must fix configuration or environment
 ├── ApprovalError        a decision that cannot be applied (unknown, decided, not allowed)
 ├── ConflictError        another writer appended first; reload and decide again
+├── ThreadBusy           another worker holds the thread's lease; the trigger is tried again later
 └── TransientError       retryable
     ├── StoreUnavailable Redis cannot be reached
     ├── LLMError         the model API failed
-    └── ChannelError     a chat platform or mail server failed
+    └── ChannelError     a chat platform or mail server failed (retried, honouring retry_after)
+        └── DeliveryRefused  the platform will never take this message (a permanent refusal)
 """
 
 from __future__ import annotations
@@ -49,6 +51,10 @@ class ConflictError(BotError):
     """The thread moved on since it was loaded (optimistic concurrency)."""
 
 
+class ThreadBusy(BotError):
+    """Another worker holds the thread's lease (it is working on it); leave the trigger for a later attempt."""
+
+
 class TransientError(BotError):
     """A failure worth retrying."""
 
@@ -74,4 +80,13 @@ class LLMBadResponse(LLMError):
 
 
 class ChannelError(TransientError):
-    """A chat platform or mail server failed."""
+    """A chat platform or mail server failed; delivery is retried, after `retry_after` seconds when the
+    platform said how long to wait (HTTP 429 `Retry-After`), else with backoff and jitter."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class DeliveryRefused(ChannelError):
+    """The platform refused the message for good (missing scope, unknown channel): retrying cannot help."""

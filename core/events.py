@@ -131,10 +131,23 @@ class AgentReply(_Event):
 class Paused(_Event):
     type: Literal["paused"] = "paused"
     reason: str = ""
+    trigger_id: str = ""
 
 
 class Resumed(_Event):
     type: Literal["resumed"] = "resumed"
+    trigger_id: str = ""
+
+
+class DeliveryFailed(_Event):
+    """A channel could not show an outbound message and gave up (a permanent refusal, or retries ran out)."""
+
+    type: Literal["delivery_failed"] = "delivery_failed"
+    outbound_id: str
+    channel: str
+    outbound_kind: str
+    error: str
+    trigger_id: str = ""
 
 
 class Escalated(_Event):
@@ -178,7 +191,8 @@ Event = Annotated[
     | Resumed
     | Escalated
     | Failed
-    | HandedOff,
+    | HandedOff
+    | DeliveryFailed,
     Field(discriminator="type"),
 ]
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
@@ -220,12 +234,15 @@ class DecisionTrigger(_Trigger):
 
 
 class ControlTrigger(_Trigger):
-    """Pause or resume a thread (factor 6), or expire an approval whose deadline passed (the sweeper)."""
+    """Pause or resume a thread (factor 6); from the sweepers: expire an approval whose deadline passed,
+    re-drive a thread a dead worker left in flight, record a message a channel could not deliver."""
 
     kind: Literal["control"] = "control"
-    action: Literal["pause", "resume", "expire"]
+    action: Literal["pause", "resume", "expire", "redrive", "undeliverable"]
     reason: str = ""
     approval_id: str = ""
+    outbound_id: str = ""  # undeliverable: which message, of which kind
+    outbound_kind: str = ""
 
 
 Trigger = Annotated[MessageTrigger | DecisionTrigger | ControlTrigger, Field(discriminator="kind")]

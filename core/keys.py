@@ -14,14 +14,17 @@ APPROVAL_INDEX = "{approvals}:pending"  # sorted set: approval id -> expires at
 APPROVAL_REMINDERS = "{approvals}:remind"  # sorted set: approval id -> when to remind approvers
 APPROVAL_ESCALATIONS = "{approvals}:escalate"  # sorted set: approval id -> when to ask the second group
 APPROVAL_SCHEDULES = (APPROVAL_INDEX, APPROVAL_REMINDERS, APPROVAL_ESCALATIONS)
+APPROVALS_DECIDED = "{approvals}:decided"  # sorted set: approval id -> decided at, until its thread applied it
+ACTIVE_THREADS = "threads:active"  # sorted set: thread id -> last write, while work is in flight (status running)
 
 DEDUP_TTL_SECONDS = 24 * 3600
 LOCK_TTL_MS = 30_000  # renewed while a worker holds it; a dead worker's lease lapses after this
 LOCK_WAIT_SECONDS = 30
 CLAIM_IDLE_MS = 60_000  # an inbox entry unacknowledged this long is taken over by another worker
 MAX_DELIVERIES = 5  # a trigger taken over this many times goes to the dead-letter stream
-INBOX_MAXLEN = 100_000
-OUTBOX_MAXLEN = 10_000
+RENDERED_TTL_SECONDS = 7 * 24 * 3600  # how long a renderer remembers an outbound id it rendered
+FOLLOW_RETENTION_SECONDS = 7 * 24 * 3600  # streams read by position (terminal, web, api) keep a week
+BACKLOG_WARNING = 1_000  # a stream with more undelivered entries than this is logged as a backlog
 
 
 def thread_log(thread_id: str) -> str:
@@ -44,5 +47,15 @@ def dedup(key: str) -> str:
     return f"dedup:{{{INBOX}}}:{key}"
 
 
+def thread_outbox(thread_id: str) -> str:
+    """Redis Cluster only: a step's outbound messages, in the thread's slot, until relayed to `outbox(channel)`."""
+    return f"thread:{{{thread_id}}}:outbox"
+
+
 def outbox(channel: str) -> str:
     return f"outbox:{channel}"
+
+
+def rendered(channel: str, outbound_id: str) -> str:
+    """Set once a renderer of `channel` showed the outbound message (same slot as the channel's outbox)."""
+    return f"rendered:{{{outbox(channel)}}}:{outbound_id}"

@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 from core import events as ev
-from core import logs
+from core import failpoints, logs
 from core.agents import Profile, Roster
 from core.approvals import Approvals
 from core.errors import InvalidToolCall, LLMBadResponse, LLMError, ToolError
@@ -24,7 +24,7 @@ from core.ids import new_id
 from core.llm import Decision, Model, ModelRequest
 from core.reducer import ThreadState
 from core.run import Run
-from core.store import Store
+from core.store import DecisionWrite, Store
 from core.tools import ToolRegistry, ToolSpec
 
 
@@ -109,11 +109,11 @@ class Loop:
             return
         match profile.effect(spec, args):
             case "reply":
+                run.send(ev.Reply, text=args["message"])
                 await run.commit(call, ev.AgentReply(**run.meta(), text=args["message"]))
-                run.send(ev.Reply, text=run.state.last_outcome)
             case "ask_human":
-                await run.commit(call, ev.HumanQuestion(**run.meta(), call_id=call_id, question=args["question"]))
                 run.send(ev.Question, question=args["question"])
+                await run.commit(call, ev.HumanQuestion(**run.meta(), call_id=call_id, question=args["question"]))
             case "hand_off":
                 to = profile.handoffs[spec.name]
                 handed = ev.HandedOff(
@@ -129,17 +129,30 @@ class Loop:
     def _checked(self, run: Run, decision: Decision, tools: ToolRegistry) -> ToolSpec:
         return checked_call(tools, run.state.last_actor or run.state.requester, decision)
 
-    async def execute(self, run: Run, spec: ToolSpec, call_id: str, args: dict[str, object], *before: ev.Event) -> None:
-        """Run a tool; `before` (the call, or the approval) is appended with ToolStarted in one round trip."""
-        await run.commit(*before, ev.ToolStarted(**run.meta(), call_id=call_id, tool=spec.name))
+    async def execute(
+        self,
+        run: Run,
+        spec: ToolSpec,
+        call_id: str,
+        args: dict[str, object],
+        *before: ev.Event,
+        decision: DecisionWrite | None = None,
+    ) -> None:
+        """Run a tool; `before` (the call, or the approval and its `decision`) is stored with ToolStarted
+        in one round trip."""
+        await run.commit(*before, ev.ToolStarted(**run.meta(), call_id=call_id, tool=spec.name), decision=decision)
+        if decision is not None:
+            await failpoints.hit("after-decision")
         run.progress(f"running {spec.name}…")
         ctx = CallContext(thread_id=run.state.thread_id, call_id=call_id, requester=run.state.requester)
         try:
             output = await self.runner.run(spec, args, ctx)
         except ToolError as exc:
-            await run.commit(run.error(call_id, spec.name, str(exc), "failed"))
+            await failpoints.hit("after-tool")
+            await run.commit_durably(run.error(call_id, spec.name, str(exc), "failed"))
             return
-        await run.commit(
+        await failpoints.hit("after-tool")
+        await run.commit_durably(
             ev.ToolResult(
                 **run.meta(f"tool:{spec.name}"),
                 call_id=call_id,
@@ -164,5 +177,5 @@ class Loop:
         await self.escalate(run, f"{msg}. Check its effect, then tell me whether to run it again.")
 
     async def escalate(self, run: Run, reason: str) -> None:
-        await run.commit(ev.Escalated(**run.meta(), reason=reason))
         run.send(ev.Question, question=reason)
+        await run.commit(ev.Escalated(**run.meta(), reason=reason))

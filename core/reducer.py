@@ -73,6 +73,7 @@ class ThreadState(BaseModel):
     steps: int = 0
     turn_steps: int = 0
     recent_triggers: tuple[str, ...] = ()
+    undelivered: int = 0  # outbound messages a channel gave up on (delivery_failed events)
     updated_at: datetime | None = None
 
     @property
@@ -159,9 +160,11 @@ def _changes(state: ThreadState, event: ev.Event) -> dict[str, Any]:  # noqa: C9
         case ev.AgentReply():
             return {"status": "done", "last_outcome": _outcome(event.text), "last_outcome_ok": True}
         case ev.Paused():
-            return {"paused": True}
+            return {"paused": True, "recent_triggers": _remember(state, event.trigger_id)}
         case ev.Resumed():
-            return {"paused": False}
+            return {"paused": False, "recent_triggers": _remember(state, event.trigger_id)}
+        case ev.DeliveryFailed():
+            return {"undelivered": state.undelivered + 1, "recent_triggers": _remember(state, event.trigger_id)}
         case ev.Escalated():
             return {"status": "awaiting_human", "pending_question": event.reason}
         case ev.Failed():

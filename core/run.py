@@ -1,27 +1,37 @@
 """A worker's working copy of one thread while it handles one trigger.
 
 `commit` is the only way events are written: it redacts secrets, folds the events onto the
-state (the incremental reducer), and appends both in one sequence-checked round trip.
+state (the incremental reducer), and appends both, with every outbound message the run has
+queued since the last commit (`send`), in one sequence-checked script: the transactional
+outbox. What the thread records and what the human is shown are stored together or not at
+all, so a worker that dies after a commit leaves nothing unpublished. Progress notes are the
+one exception: best effort, published while the tool runs (a lost one is replaced by the answer).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, TypedDict
 
 from core import events as ev
+from core import failpoints
+from core.errors import StoreUnavailable
 from core.ids import new_id
 from core.llm import Usage
 from core.metrics import Metrics
 from core.ports import Clock, Publisher
 from core.redact import Redactor
 from core.reducer import ThreadState, replay
-from core.store import Store
+from core.store import DecisionWrite, Store
+
+log = logging.getLogger(__name__)
 
 AGENT_ACTOR = "agent"
 ERROR_LINE_CHARS = 500
+DURABLE_COMMIT_SECONDS = 600.0  # how long a finished tool's result is retried through a Redis outage
 
 
 class Meta(TypedDict):
@@ -46,15 +56,40 @@ class Run:
     def meta(self, actor: str = AGENT_ACTOR) -> Meta:
         return {"id": new_id(), "at": self.clock.now(), "actor": actor}
 
-    async def commit(self, *events: ev.Event) -> None:
+    async def commit(self, *events: ev.Event, decision: DecisionWrite | None = None) -> None:
+        """Store `events` with the outbound messages queued so far, in one script; `decision` too, if given."""
+        await self._progress_sent()  # a progress note goes out before what follows it
         clean = [self.redactor.model(event) for event in events] if self.redactor else list(events)
+        outbound = [self.redactor.model(item) for item in self.outbox]
         new_state = replay(clean, state=self.state)
-        await self.store.append(self.state, clean, new_state)
+        await self.store.append(self.state, clean, new_state, outbound, decision)
+        self.outbox = []
+        if outbound:
+            await failpoints.hit("after-commit")
         self.state = new_state
         if self.metrics is not None:
             self.metrics.observe(new_state.agent, clean)
         if self.history is not None:
             self.history.extend(clean)
+
+    async def commit_durably(self, *events: ev.Event) -> None:
+        """Commit what only this worker knows (a finished tool's result) through a Redis outage.
+
+        Retried with backoff under the lease (renewal rides out the outage too); the sequence check
+        still refuses it if another worker took the thread over meanwhile.
+        """
+        loop = asyncio.get_running_loop()
+        deadline, pause = loop.time() + DURABLE_COMMIT_SECONDS, 0.2
+        while True:
+            try:
+                return await self.commit(*events)
+            except StoreUnavailable as exc:
+                if loop.time() >= deadline:
+                    raise
+                log.warning("thread %s: cannot store a finished result (%s); retrying in %.1fs",
+                            self.state.thread_id, exc, pause)  # fmt: skip
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
 
     def error(self, call_id: str, tool: str, error: str, kind: ev.ToolErrorKind) -> ev.ToolErrorEvent:
         line = " ".join(error.split())[:ERROR_LINE_CHARS]
@@ -76,6 +111,7 @@ class Run:
         )
 
     def send(self, kind: type[ev.OutboundT], **fields: Any) -> None:
+        """Queue an outbound message; it is stored with the next commit (or `finish`)."""
         self.outbox.append(self.out(kind, **fields))
 
     def say(self, text: str) -> None:
@@ -84,27 +120,30 @@ class Run:
     def progress(self, text: str) -> None:
         """Tell the channel what is running now, once per run (channels edit one status message).
 
-        Sent concurrently with the tool, off the step's critical path; `flush` waits for it, so
-        the order of what the channel sees is kept.
+        Best effort, sent concurrently with the tool, off the step's critical path; the next commit
+        waits for it, so the order of what the channel sees is kept.
         """
         if self.publisher is None or self.progressed:
             return
         self.progressed = True
-        self.send(ev.Reply, text=text, final=False)
-        pending, self.outbox = self.outbox, []
-        self._sending = asyncio.create_task(self._publish(self.publisher, pending))
+        note = self.redactor.model(self.out(ev.Reply, text=text, final=False))
+        self._sending = asyncio.create_task(self.publisher.send(note))
 
-    async def flush(self, publisher: Publisher) -> None:
-        """Publish what the run produced, after its events are stored."""
-        if self._sending is not None:
-            sending, self._sending = self._sending, None
+    async def finish(self) -> None:
+        """Store what was queued after the last commit (notices), in one outbound-only commit."""
+        if self.outbox:
+            assert self.state.seq > 0, "outbound-only commits are for threads that exist"
+            await self.commit()
+        await self._progress_sent()
+
+    async def _progress_sent(self) -> None:
+        if self._sending is None:
+            return
+        sending, self._sending = self._sending, None
+        try:
             await sending
-        pending, self.outbox = self.outbox, []
-        await self._publish(publisher, pending)
-
-    async def _publish(self, publisher: Publisher, outbound: list[ev.Outbound]) -> None:
-        for item in outbound:
-            await publisher.send(self.redactor.model(item))
+        except StoreUnavailable as exc:  # best effort: the answer that follows replaces it
+            log.warning("thread %s: progress note not sent: %s", self.state.thread_id, exc)
 
 
 def notice_to(trigger: ev.Trigger, text: str, level: ev.NoticeLevel = "warning") -> ev.Notice:

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import uuid
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -23,23 +26,58 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from redis.asyncio.lock import Lock
 
 from core import keys
-from core.errors import ConflictError, StoreUnavailable
-from core.events import Event, parse_event
+from core.errors import ConflictError, StoreUnavailable, ThreadBusy
+from core.events import Event, Outbound, parse_event
 from core.reducer import ThreadState, replay
 
 log = logging.getLogger(__name__)
 
 ApprovalStatus = Literal["pending", "approved", "rejected", "expired"]
 
-_APPEND = """
+# One step's writes, as one script: check the sequence number (and, for a decision, that the approval is
+# still pending and in time) before the first write, because Redis does not roll a script back.
+# KEYS: 1 log, 2 meta, then the extra keys the ARGV indexes name (0 = none).
+# ARGV: 1 expected seq, 2 snapshot, 3 thread id, 4 number of events, 5 created-at score, 6 thread index key
+#       index, 7 active index key index, 8 active score ('' = not in flight), 9 approval key index (0: no
+#       decision), 10 status ('' = decided already: only forget it), 11 by, 12 at, 13 comment, 14 now,
+#       15 approval id; then the events; then (outbox key index, outbound JSON) pairs. With an approval, the
+#       three approval schedules and the decided set follow its key.
+_COMMIT = """
 local current = tonumber(redis.call('HGET', KEYS[2], 'seq') or '0')
 if current ~= tonumber(ARGV[1]) then return {0, current} end
-for i = 3, #ARGV do
+local approval = tonumber(ARGV[9])
+if approval > 0 and ARGV[10] ~= '' then
+  local status = redis.call('HGET', KEYS[approval], 'status')
+  if not status then return {2, 'missing'} end
+  if status ~= 'pending' then return {2, status} end
+  if tonumber(redis.call('HGET', KEYS[approval], 'expires') or '0') <= tonumber(ARGV[14]) then return {2, 'late'} end
+  redis.call('HSET', KEYS[approval], 'status', ARGV[10], 'decided_by', ARGV[11], 'decided_at', ARGV[12],
+             'comment', ARGV[13])
+  for i = approval + 1, approval + 3 do redis.call('ZREM', KEYS[i], ARGV[15]) end
+end
+if approval > 0 then redis.call('ZREM', KEYS[approval + 4], ARGV[15]) end
+local n = tonumber(ARGV[4])
+for i = 16, 15 + n do
   current = current + 1
   redis.call('XADD', KEYS[1], current .. '-0', 'e', ARGV[i])
 end
 redis.call('HSET', KEYS[2], 'seq', current, 'state', ARGV[2])
+local index, active = tonumber(ARGV[6]), tonumber(ARGV[7])
+if index > 0 and tonumber(ARGV[1]) == 0 then redis.call('ZADD', KEYS[index], 'NX', ARGV[5], ARGV[3]) end
+if active > 0 then
+  if ARGV[8] == '' then redis.call('ZREM', KEYS[active], ARGV[3]) else redis.call('ZADD', KEYS[active], ARGV[8], ARGV[3]) end
+end
+for i = 16 + n, #ARGV, 2 do redis.call('XADD', KEYS[tonumber(ARGV[i])], '*', 'o', ARGV[i + 1]) end
 return {1, current}
+"""
+
+# Take the thread's lease and read its snapshot in one round trip (and, on Redis Cluster, the step
+# outbound messages a crashed worker stored but did not relay). KEYS: lock, meta, thread outbox.
+_LEASE = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0} end
+local state = redis.call('HGET', KEYS[2], 'state') or ''
+if ARGV[3] == '1' then return {1, state, redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 100)} end
+return {1, state}
 """
 
 _DECIDE = """
@@ -52,7 +90,9 @@ local expired = tonumber(redis.call('HGET', KEYS[1], 'expires') or '0') <= tonum
 if expired and ARGV[1] ~= 'expired' then return {'late', '', ''} end
 if ARGV[1] == 'expired' and not expired then return {'pending', '', ''} end
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'decided_by', ARGV[2], 'decided_at', ARGV[3], 'comment', ARGV[4])
-for i = 2, #KEYS do redis.call('ZREM', KEYS[i], ARGV[6]) end
+for i = 2, 4 do redis.call('ZREM', KEYS[i], ARGV[6]) end
+-- Decided here, applied to its thread by a worker later: remembered until then, so a sweeper can re-drive it.
+if ARGV[1] ~= 'expired' then redis.call('ZADD', KEYS[5], ARGV[5], ARGV[6]) end
 return {'ok'}
 """
 
@@ -107,28 +147,100 @@ class Decided(BaseModel):
     decided_at: str = ""
 
 
+# Redis answers these while it cannot take writes (full, a replica, loading, a cluster in flux). redis-py
+# strips the code from the message of the classes it knows, and a script's error keeps it in the text.
+UNWRITABLE = ("OOM", "READONLY", "MASTERDOWN", "LOADING", "CLUSTERDOWN", "TRYAGAIN", "BUSY", "NOREPLICAS", "MOVED")
+UNWRITABLE_CLASSES = (
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.AskError,
+)
+
+
+def unwritable(exc: BaseException) -> bool:
+    """A Redis refusal that says "not now" (out of memory, read-only replica, ...), not a bug in the command."""
+    if isinstance(exc, UNWRITABLE_CLASSES):
+        return True
+    text = str(exc).upper()
+    return isinstance(exc, redis.exceptions.ResponseError) and any(
+        text.startswith(code + " ") or f" {code} " in text or f"-{code} " in text for code in UNWRITABLE
+    )
+
+
 @contextlib.contextmanager
 def redis_errors() -> Any:
-    """Translate connection failures into StoreUnavailable with a message saying what to do."""
+    """Translate "Redis cannot do this now" into StoreUnavailable, with a message saying what to do."""
     try:
         yield
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
         raise StoreUnavailable(
             f"Redis is unreachable ({exc}); check REDIS_URL or the embedded server, then retry"
         ) from exc
+    except redis.exceptions.ResponseError as exc:
+        if not unwritable(exc):
+            raise
+        raise StoreUnavailable(
+            f"Redis cannot store anything right now ({str(exc)[:200]}); nothing was written. "
+            "Free memory or fix the server (maxmemory, replica, cluster state), then retry"
+        ) from exc
+
+
+def _record(raw: dict[Any, Any]) -> ApprovalRecord:
+    fields = {_s(k): _s(v) for k, v in raw.items()}
+    base = ApprovalRecord.model_validate_json(fields["data"])
+    return base.model_copy(
+        update={
+            "status": fields["status"],
+            "decided_by": fields.get("decided_by", ""),
+            "decided_at": fields.get("decided_at", ""),
+            "comment": fields.get("comment", ""),
+            "escalated": fields.get("escalated") == "1",
+        }
+    )
 
 
 def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+@dataclass(frozen=True)
+class DecisionWrite:
+    """An approve / reject to store with the step that applies it, if the approval is still pending and in time."""
+
+    approval_id: str
+    approved: bool
+    by: str
+    comment: str
+    now: datetime
+    recorded: bool = False  # decided already (through the API): only mark it applied
+
+    def args(self) -> list[str]:
+        status = "" if self.recorded else "approved" if self.approved else "rejected"
+        at = self.now.astimezone(UTC).isoformat()
+        return [status, self.by, at, self.comment, str(self.now.timestamp()), self.approval_id]
+
+
+@dataclass(frozen=True)
+class Leased:
+    """What taking a thread's lease read in the same round trip: its state, and an approval asked for."""
+
+    state: ThreadState
+    approval: ApprovalRecord | None = None
+
+
 class Store:
-    """Thread logs, state snapshots, approvals, dedup keys and thread locks."""
+    """Thread logs, state snapshots, approvals, dedup keys and thread leases."""
 
     def __init__(self, client: aioredis.Redis, lock_ttl_ms: int = keys.LOCK_TTL_MS) -> None:
         self.redis = client
         self.lock_ttl_ms = lock_ttl_ms
-        self._append = client.register_script(_APPEND)
+        # On Redis Cluster a script may only touch one slot: a step's outbound messages wait in the
+        # thread's own outbox stream and are relayed to the channels' streams right after the commit.
+        self.cluster = isinstance(client, aioredis.RedisCluster)
+        self._commit = client.register_script(_COMMIT)
+        self._lease = client.register_script(_LEASE)
         self._decide = client.register_script(_DECIDE)
         self._escalate = client.register_script(_ESCALATE)
 
@@ -138,7 +250,10 @@ class Store:
         """The thread's derived state from its snapshot; a fresh state when the thread does not exist."""
         with redis_errors():
             raw = await self.redis.hget(keys.thread_meta(thread_id), "state")
-        if raw is None:
+        return await self._state(thread_id, raw)
+
+    async def _state(self, thread_id: str, raw: bytes | str | None) -> ThreadState:
+        if not raw:
             return ThreadState(thread_id=thread_id)
         try:
             return ThreadState.model_validate_json(raw)
@@ -157,18 +272,86 @@ class Store:
         """Derive the state from the whole log, ignoring the snapshot (replay, repair, audits)."""
         return replay(await self.load_events(thread_id), thread_id=thread_id)
 
-    async def append(self, state: ThreadState, events: Sequence[Event], new_state: ThreadState) -> None:
-        """Append `events` if the log is still at `state.seq`; otherwise raise ConflictError."""
-        args: list[str | int] = [state.seq, new_state.model_dump_json(exclude_defaults=True)]
+    async def append(
+        self,
+        state: ThreadState,
+        events: Sequence[Event],
+        new_state: ThreadState,
+        outbound: Sequence[Outbound] = (),
+        decision: DecisionWrite | None = None,
+    ) -> None:
+        """Append `events` and publish `outbound` in one script, if the log is still at `state.seq`.
+
+        With `decision`, the approval is decided in the same script, only if it is still pending and in
+        time. Raises ConflictError, and writes nothing, when the thread moved on or the approval did.
+        """
+        tid = state.thread_id
+        extra: list[str] = []
+
+        def key(name: str) -> int:
+            if name not in extra:
+                extra.append(name)
+            return extra.index(name) + 3
+
+        if decision is not None and self.cluster and not decision.recorded:
+            # Another slot: decided first; the sweeper re-drives it if this worker dies before the commit.
+            status, by, _, comment, *_ = decision.args()
+            outcome = await self._set_status(decision.approval_id, status, by, comment, decision.now)
+            if outcome.outcome != "ok":
+                raise ConflictError(f"approval {decision.approval_id} is {outcome.outcome} now; not applied")
+        cas: list[str | int] = [0, "", "", "", "", "", ""]
+        if decision is not None and not self.cluster:
+            first = key(keys.approval(decision.approval_id))
+            for name in (*keys.APPROVAL_SCHEDULES, keys.APPROVALS_DECIDED):
+                key(name)
+            cas = [first, *decision.args()]
+        in_flight = new_state.status == "running" and not new_state.paused
+        score = str(events[-1].at.timestamp()) if events else str(datetime.now(UTC).timestamp())
+        args: list[str | int] = [
+            state.seq, new_state.model_dump_json(exclude_defaults=True), tid, len(events), score,
+            0 if self.cluster else key(keys.THREAD_INDEX), 0 if self.cluster else key(keys.ACTIVE_THREADS),
+            score if in_flight else "", *cas,
+        ]  # fmt: skip
         args += [event.model_dump_json() for event in events]
+        for item in outbound:
+            args += [
+                key(keys.thread_outbox(tid) if self.cluster else keys.outbox(item.channel)),
+                item.model_dump_json(),
+            ]
         with redis_errors():
-            ok, current = await self._append(
-                keys=[keys.thread_log(state.thread_id), keys.thread_meta(state.thread_id)], args=args
-            )
-            if ok and state.seq == 0:
-                await self.redis.zadd(keys.THREAD_INDEX, {state.thread_id: events[0].at.timestamp()}, nx=True)
-        if not ok:
-            raise ConflictError(f"thread {state.thread_id} is at event {current}, not {state.seq}; reload it")
+            reply = await self._commit(keys=[keys.thread_log(tid), keys.thread_meta(tid), *extra], args=args)
+        ok, current = int(reply[0]), _s(reply[1])
+        if ok == 0:
+            raise ConflictError(f"thread {tid} is at event {current}, not {state.seq}; reload it")
+        if ok == 2:
+            raise ConflictError(f"approval {decision.approval_id if decision else ''} is {current} now; not applied")
+        if self.cluster:
+            await self.relay(new_state, first=state.seq == 0, applied=decision.approval_id if decision else "")
+
+    async def relay(self, state: ThreadState, first: bool = False, applied: str = "") -> None:
+        """Redis Cluster: move the thread's stored outbound messages to their channels and update the indexes.
+
+        Re-run from `lock` after a crash, so a message can be relayed twice, never lost; renderers
+        skip an outbound id they already rendered.
+        """
+        tid = state.thread_id
+        with redis_errors():
+            entries: Any = await self.redis.xrange(keys.thread_outbox(tid), "-", "+", count=100)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for _, fields in entries:
+                    channel = json.loads(fields[b"o"])["channel"]
+                    pipe.xadd(keys.outbox(channel), {"o": fields[b"o"]})
+                if first and state.updated_at is not None:
+                    pipe.zadd(keys.THREAD_INDEX, {tid: state.updated_at.timestamp()}, nx=True)
+                if state.status == "running" and not state.paused and state.updated_at is not None:
+                    pipe.zadd(keys.ACTIVE_THREADS, {tid: state.updated_at.timestamp()})
+                else:
+                    pipe.zrem(keys.ACTIVE_THREADS, tid)
+                if applied:
+                    pipe.zrem(keys.APPROVALS_DECIDED, applied)
+                if entries:
+                    pipe.xdel(keys.thread_outbox(tid), *[entry_id for entry_id, _ in entries])
+                await pipe.execute()
 
     async def list_threads(self, limit: int = 50) -> list[ThreadState]:
         with redis_errors():
@@ -201,19 +384,7 @@ class Store:
     async def get_approval(self, approval_id: str) -> ApprovalRecord | None:
         with redis_errors():
             raw = await self.redis.hgetall(keys.approval(approval_id))
-        if not raw:
-            return None
-        fields = {_s(k): _s(v) for k, v in raw.items()}
-        base = ApprovalRecord.model_validate_json(fields["data"])
-        return base.model_copy(
-            update={
-                "status": fields["status"],
-                "decided_by": fields.get("decided_by", ""),
-                "decided_at": fields.get("decided_at", ""),
-                "comment": fields.get("comment", ""),
-                "escalated": fields.get("escalated") == "1",
-            }
-        )
+        return _record(raw) if raw else None
 
     async def decide(self, approval_id: str, approved: bool, by: str, comment: str, now: datetime) -> Decided:
         """Compare-and-set pending -> approved/rejected before the deadline; anything else changes nothing."""
@@ -226,7 +397,9 @@ class Store:
     async def _set_status(self, approval_id: str, status: str, by: str, comment: str, now: datetime) -> Decided:
         args = [status, by, now.astimezone(UTC).isoformat(), comment, str(now.timestamp()), approval_id]
         with redis_errors():
-            result = await self._decide(keys=[keys.approval(approval_id), *keys.APPROVAL_SCHEDULES], args=args)
+            result = await self._decide(
+                keys=[keys.approval(approval_id), *keys.APPROVAL_SCHEDULES, keys.APPROVALS_DECIDED], args=args
+            )
         outcome, *rest = (_s(part) for part in result)
         if outcome == "ok":  # what the script just wrote
             return Decided(outcome="ok", decided_by=by, decided_at=args[2])
@@ -254,6 +427,33 @@ class Store:
         records = [await self.get_approval(aid) for aid in ids]
         return [record for record in records if record is not None and record.status == "pending"]
 
+    # --- what the sweepers re-drive ----------------------------------------------------------
+
+    async def stalled_threads(self, quiet_since: datetime, limit: int = 50) -> list[str]:
+        """Threads whose status says work is in flight, unchanged since `quiet_since`, with no lease holder."""
+        with redis_errors():
+            ids = [_s(t) for t in await self.redis.zrangebyscore(keys.ACTIVE_THREADS, "-inf", quiet_since.timestamp(),
+                                                                 start=0, num=limit)]  # fmt: skip
+            if not ids:
+                return []
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for tid in ids:
+                    pipe.exists(keys.thread_lock(tid))
+                held = await pipe.execute()
+        return [tid for tid, leased in zip(ids, held, strict=True) if not leased]
+
+    async def decided_unapplied(self, decided_before: datetime, limit: int = 50) -> list[str]:
+        """Approvals decided before `decided_before` that no worker has confirmed applying to their thread."""
+        with redis_errors():
+            ids = await self.redis.zrangebyscore(
+                keys.APPROVALS_DECIDED, "-inf", decided_before.timestamp(), start=0, num=limit
+            )
+        return [_s(approval_id) for approval_id in ids]
+
+    async def forget_decided(self, approval_id: str) -> None:
+        with redis_errors():
+            await self.redis.zrem(keys.APPROVALS_DECIDED, approval_id)
+
     # --- dedup and locks -----------------------------------------------------------------
 
     async def claim(self, dedup_key: str, ttl: int = keys.DEDUP_TTL_SECONDS) -> bool:
@@ -266,26 +466,67 @@ class Store:
             await self.redis.delete(keys.dedup(dedup_key))
 
     @contextlib.asynccontextmanager
-    async def lock(self, thread_id: str) -> AsyncIterator[None]:
-        """Hold the thread's lease while working on it, renewing it until done.
+    async def lock(self, thread_id: str, approval_id: str = "") -> AsyncIterator[Leased]:
+        """Hold the thread's lease while working on it, renewing it until done; yields its state.
 
-        A worker that dies stops renewing, so another can take the thread after `lock_ttl_ms`.
-        The lease only avoids duplicate work; correctness comes from the sequence-checked append.
+        Taking the lease reads the state snapshot in the same round trip (and the approval
+        `approval_id`, pipelined). A worker that dies stops renewing, so another can take the
+        thread after `lock_ttl_ms`. The lease only avoids duplicate work; correctness comes from
+        the sequence-checked append. Raises ThreadBusy when another worker keeps it past the wait.
         """
         ttl = self.lock_ttl_ms / 1000
-        lock = self.redis.lock(keys.thread_lock(thread_id), timeout=ttl, blocking_timeout=keys.LOCK_WAIT_SECONDS)
-        with redis_errors():
-            if not await lock.acquire():
-                raise redis.exceptions.LockError(f"thread {thread_id} is busy in another worker; will retry")
+        lock = self.redis.lock(keys.thread_lock(thread_id), timeout=ttl, thread_local=False)
+        token = uuid.uuid1().hex.encode()
+        lease_keys = [keys.thread_lock(thread_id), keys.thread_meta(thread_id), keys.thread_outbox(thread_id)]
+        lease_args: list[Any] = [token, self.lock_ttl_ms, "1" if self.cluster else "0"]
+        deadline = asyncio.get_running_loop().time() + keys.LOCK_WAIT_SECONDS
+        approval: Any = None
+        while True:
+            with redis_errors():
+                if approval_id:
+                    reply, approval = await self._lease_reading(lease_keys, lease_args, approval_id)
+                else:
+                    reply = await self._lease(keys=lease_keys, args=lease_args)
+            if int(reply[0]) == 1:
+                break
+            if asyncio.get_running_loop().time() >= deadline:
+                raise ThreadBusy(f"thread {thread_id} is busy in another worker; will retry")
+            await asyncio.sleep(0.05)
+        lock.local.token = token
+        state = await self._state(thread_id, reply[1])
+        if self.cluster and len(reply) > 2 and reply[2]:
+            log.warning("thread %s: relaying outbound messages a stopped worker stored", thread_id)
+            await self.relay(state)
         renewing = asyncio.create_task(self._renew(lock, ttl / 3))
         try:
-            yield
+            yield Leased(state, _record(approval) if approval else None)
         finally:
             renewing.cancel()
             with contextlib.suppress(asyncio.CancelledError, redis.exceptions.RedisError):
                 await renewing
             with contextlib.suppress(redis.exceptions.RedisError):
                 await lock.release()
+
+    async def _lease_reading(self, lease_keys: list[str], lease_args: list[Any], approval_id: str) -> tuple[Any, Any]:
+        """The lease script and the approval's hash in one pipelined round trip.
+
+        EVALSHA directly: a pipeline given the script object would first ask SCRIPT EXISTS (one
+        more round trip every time). A server that lost its scripts (restarted) gets it loaded.
+        """
+        if self.cluster:  # no scripts in a cluster pipeline: two round trips
+            return await self._lease(keys=lease_keys, args=lease_args), await self.redis.hgetall(
+                keys.approval(approval_id)
+            )
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.evalsha(self._lease.sha, len(lease_keys), *lease_keys, *lease_args)
+            pipe.hgetall(keys.approval(approval_id))
+            reply, approval = await pipe.execute(raise_on_error=False)
+        if isinstance(reply, redis.exceptions.NoScriptError):
+            reply = await self._lease(keys=lease_keys, args=lease_args)
+        for result in (reply, approval):
+            if isinstance(result, Exception):
+                raise result
+        return reply, approval
 
     @staticmethod
     async def _renew(lock: Lock, every: float) -> None:

@@ -6,11 +6,22 @@
 - Reminders: before the deadline, the approvers are reminded where the request was shown.
 - Escalation: after `escalate_after`, a second approver group may decide too, and is asked.
 Each reminder and escalation is claimed with ZREM, so exactly one sweeper sends it.
+
+It also re-drives what a dead process left half done, each through the inbox with a dedup key, so
+racing sweepers publish it once and only a worker under the thread's lease acts on it:
+- a thread whose status says work is in flight, quiet for longer than a takeover takes, with no
+  lease holder (its trigger was dead-lettered, or acknowledged by a worker that died mid-step):
+  a `redrive` control trigger continues it (an interrupted tool becomes "ask a human");
+- an approval decided (the API's compare-and-set) that its thread has not applied: the decision
+  trigger again, as the decider;
+and it trims the inbox and the outboxes this process wrote to, below what is still undelivered.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from datetime import datetime, timedelta
 from typing import Any
 
 from core import events as ev
@@ -31,11 +42,22 @@ class Sweeper:
         self.bus = bus
         self.tools = tools
         self.clock = clock
+        self._redriven_at = float("-inf")
+
+    @property
+    def quiet(self) -> timedelta:
+        """How long in-flight work may go unchanged before it counts as abandoned: past any takeover."""
+        return timedelta(milliseconds=2 * max(self.bus.claim_idle_ms, self.store.lock_ttl_ms))
 
     async def sweep(self) -> int:
-        """Act on every deadline that has come; returns how many actions were taken."""
+        """Act on every deadline that has come, and on abandoned work; returns how many actions were taken."""
         now = self.clock.now()
         done = 0
+        if time.monotonic() - self._redriven_at >= self.quiet.total_seconds() / 4:
+            self._redriven_at = time.monotonic()
+            done += await self.redrive(now)
+            for stream in (keys.INBOX, *(keys.outbox(channel) for channel in sorted(self.bus.channels))):
+                await self.bus.trim(stream)
         for approval_id in await self.store.due(keys.APPROVAL_INDEX, now):
             done += await self._expire(approval_id)
         for approval_id in await self.store.due(keys.APPROVAL_REMINDERS, now):
@@ -45,6 +67,39 @@ class Sweeper:
             if await self.store.take_due(keys.APPROVAL_ESCALATIONS, approval_id):
                 done += await self._escalate(approval_id)
         return done
+
+    async def redrive(self, now: datetime) -> int:
+        """Publish a trigger for each stalled thread and each decided-but-unapplied approval."""
+        done = 0
+        for thread_id in await self.store.stalled_threads(now - self.quiet):
+            state = await self.store.load_state(thread_id)
+            log.warning("thread %s: %s with no worker on it since %s; re-driving it", thread_id, state.status,
+                        state.updated_at)  # fmt: skip
+            trigger = ev.ControlTrigger(
+                id=new_id(), channel=state.channel, conversation=state.conversation, sender=SYSTEM,
+                thread_id=thread_id, action="redrive", dedup_key=f"redrive:{thread_id}:{state.seq}",
+            )  # fmt: skip
+            done += int(await self.bus.publish(trigger))
+        for approval_id in await self.store.decided_unapplied(now - self.quiet / 2):
+            done += await self._apply_decided(approval_id)
+        return done
+
+    async def _apply_decided(self, approval_id: str) -> int:
+        record = await self.store.get_approval(approval_id)
+        state = await self.store.load_state(record.thread_id) if record else None
+        pending = state.pending_approval if state else None
+        if record is None or state is None or state.paused or pending is None or pending.approval_id != approval_id:
+            await self.store.forget_decided(approval_id)  # applied, moved on, or applied on resume
+            return 0
+        log.warning("approval %s was %s by %s but never applied to thread %s; applying it", approval_id,
+                    record.status, record.decided_by, record.thread_id)  # fmt: skip
+        trigger = ev.DecisionTrigger(
+            id=new_id(), channel=record.channel, conversation=record.conversation, sender=record.decided_by,
+            thread_id=record.thread_id, approval_id=approval_id,
+            decision="approve" if record.status == "approved" else "reject", comment=record.comment,
+            dedup_key=f"apply:{approval_id}",
+        )  # fmt: skip
+        return int(await self.bus.publish(trigger))
 
     async def _expire(self, approval_id: str) -> int:
         record = await self.store.get_approval(approval_id)

@@ -13,13 +13,11 @@ import os
 import socket
 import time
 
-import redis.exceptions
-
 from core import events as ev
-from core import logs
+from core import failpoints, logs
 from core.agent import Agent
 from core.bus import Bus
-from core.errors import ConflictError, StoreUnavailable
+from core.errors import ConflictError, StoreUnavailable, ThreadBusy
 from core.ids import new_id
 from core.metrics import Metrics
 from core.run import notice_to
@@ -27,6 +25,7 @@ from core.sweeper import Sweeper
 
 log = logging.getLogger(__name__)
 CONFLICT_RETRIES = 3
+ACK_ATTEMPTS = 5
 MAX_BACKOFF_SECONDS = 30.0
 SWEEP_EVERY_SECONDS = 1.0  # deadlines are minutes long; not a Redis read per trigger
 
@@ -98,7 +97,7 @@ class Worker:
                 log.info("trigger %s: %s (attempt %d of %d)", trigger.id, exc, attempt, CONFLICT_RETRIES)
                 self.metrics.retries.labels("conflict").inc()
                 continue
-            except redis.exceptions.LockError:
+            except ThreadBusy:
                 log.warning("trigger %s: thread busy; leaving it for another attempt", trigger.id)
                 self.metrics.retries.labels("thread_busy").inc()
                 return
@@ -108,15 +107,28 @@ class Worker:
             except Exception as exc:
                 log.exception("trigger %s failed", trigger.id)
                 await self._park(entry_id, trigger, f"{type(exc).__name__}: {exc}")
+                # What went wrong is in the log and the dead letter, for an operator; not in the chat.
                 await self._tell_sender(
                     trigger,
-                    f"your request could not be processed ({type(exc).__name__}: {exc}); "
-                    f"it was kept as dead letter {entry_id} for an operator",
+                    f"your request could not be processed because of an internal error; nothing more was done. "
+                    f"It was kept as dead letter {entry_id} for an operator (`bot` logs name it)",
                 )
                 return
-            await self.bus.ack(entry_id)
+            await failpoints.hit("before-ack")
+            await self._ack(entry_id)
             return
         await self._park(entry_id, trigger, "conflicting writers kept winning")
+
+    async def _ack(self, entry_id: str) -> None:
+        """Acknowledge, riding out a Redis blip: the work is done, and a redelivery would only re-check it."""
+        for attempt in range(1, ACK_ATTEMPTS + 1):
+            try:
+                return await self.bus.ack(entry_id)
+            except StoreUnavailable as exc:
+                if attempt == ACK_ATTEMPTS:
+                    raise
+                log.warning("worker %s: ack of %s failed (%s); retrying", self.name, entry_id, exc)
+                await asyncio.sleep(0.2 * attempt)
 
     async def _park(self, entry_id: str, trigger: ev.Trigger, error: str) -> None:
         self.metrics.dead_letters.inc()

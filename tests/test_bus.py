@@ -1,4 +1,4 @@
-"""The outbox: each message rendered once per channel group; a message that keeps failing is parked."""
+"""The bus: each message rendered once per channel group; triggers that kill workers are parked; leases."""
 
 from __future__ import annotations
 
@@ -33,25 +33,6 @@ async def test_two_renderers_share_the_outbox_and_render_each_message_once(redis
         timeout=10,
     )
     assert sorted(outbound_id for _, outbound_id in seen) == [f"o{n}" for n in range(6)]
-
-
-async def test_a_message_that_keeps_failing_is_parked_with_its_error(fake_redis) -> None:
-    bus = Bus(fake_redis, Store(fake_redis))
-    await bus.send(_reply(1, "poison"))
-    await bus.send(_reply(2, "fine"))
-    stop = asyncio.Event()
-    rendered: list[str] = []
-
-    async def render(outbound: Outbound) -> None:
-        assert isinstance(outbound, Reply)
-        if outbound.text == "poison":
-            raise RuntimeError("channel_not_found")
-        rendered.append(outbound.text)
-        stop.set()
-
-    await asyncio.wait_for(bus.deliver("slack", render, stop, "r"), timeout=10)
-    dead = await fake_redis.xrange("outbox:slack:dead")
-    assert rendered == ["fine"] and len(dead) == 1 and b"channel_not_found" in dead[0][1][b"error"]
 
 
 async def test_a_trigger_that_keeps_killing_workers_is_parked(fake_redis) -> None:
