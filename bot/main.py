@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 
 from bot.redis_server import EmbeddedRedis
 from config.settings import Settings
-from core import logs
+from core import failpoints, logs
 from core.agent import Agent, Limits, Models
 from core.agents import ROUTER, Roster, load_roster
 from core.bus import Bus
@@ -141,6 +141,7 @@ def build_core(
     language_model: Model | None = None,
     clock: Clock | None = None,
 ) -> Core:
+    failpoints.configure(env.get("BOT_FAILPOINTS", ""))  # tests and operators; free when unset
     tools = load_tools(settings.tools_file, settings.groups)
     redactor = Redactor.from_env(env)
     prompts = PromptLibrary(settings.prompts_dir)

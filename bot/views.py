@@ -43,6 +43,8 @@ def event_line(seq: int, event: ev.Event) -> str:  # noqa: C901 - one flat case 
             what = event.error
         case ev.HandedOff():
             what = f"{event.from_agent} -> {event.to_agent}" + (f": {event.note}" if event.note else "")
+        case ev.DeliveryFailed():
+            what = f"could not deliver {event.outbound_kind} {event.outbound_id} to {event.channel}: {event.error}"
     first, *rest = what.splitlines() or [""]
     more = f" (+{len(rest)} lines)" if rest else ""
     return f"{seq:>5}  {event.at:%Y-%m-%d %H:%M:%S}  {event.type:<18} {event.actor:<20} {first}{more}"
@@ -51,8 +53,9 @@ def event_line(seq: int, event: ev.Event) -> str:  # noqa: C901 - one flat case 
 def thread_line(state: ThreadState) -> str:
     when = f"{state.updated_at:%Y-%m-%d %H:%M}" if state.updated_at else "-"
     pending = f" approval {state.pending_approval.approval_id}" if state.pending_approval else ""
+    undelivered = f" UNDELIVERED={state.undelivered}" if state.undelivered else ""
     return (f"{state.thread_id}  {state.effective_status:<17} {state.channel:<8} {state.requester:<22} "
-            f"events={state.seq:<5} steps={state.steps:<4} {when}{pending}")  # fmt: skip
+            f"events={state.seq:<5} steps={state.steps:<4} {when}{pending}{undelivered}")  # fmt: skip
 
 
 def state_summary(state: ThreadState) -> str:

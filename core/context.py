@@ -145,6 +145,9 @@ class _Builder:
                 self.user_blocks.append(_tag("escalated", event.reason))
             case ev.Failed():
                 self.user_blocks.append(_tag("error", event.error))
+            case ev.DeliveryFailed():
+                note = f"the {event.outbound_kind} could not be delivered on {event.channel}: {event.error}"
+                self.user_blocks.append(_tag("delivery_failed", note))
             case _:
                 pass  # model_call, tool_started, human_question, paused, resumed
 

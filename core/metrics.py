@@ -29,6 +29,10 @@ class Metrics:
         self.approvals = Counter("bot_approvals", "Approvals requested and decided", ["outcome"], registry=r)
         self.retries = Counter("bot_retries", "Work retried", ["reason"], registry=r)
         self.dead_letters = Counter("bot_dead_letters", "Triggers parked on the dead-letter stream", registry=r)
+        self.undelivered = Counter(
+            "bot_deliveries_failed", "Outbound messages a channel gave up on (recorded in their thread)", ["channel"],
+            registry=r,
+        )  # fmt: skip
 
     def observe(self, agent: str, events: Iterable[ev.Event]) -> None:
         """Count what the committed events say happened."""
@@ -52,6 +56,8 @@ class Metrics:
                         self.model_tokens.labels(event.model, kind).inc(count)
                 case ev.ApprovalRequested():
                     self.approvals.labels("requested").inc()
+                case ev.DeliveryFailed():
+                    self.undelivered.labels(event.channel).inc()
                 case ev.ApprovalDecided():
                     self.approvals.labels(
                         {"approve": "approved", "reject": "rejected"}.get(event.decision, "expired")

@@ -297,6 +297,7 @@
       case "paused": return [`paused${e.reason ? `: ${e.reason}` : ""}`];
       case "resumed": return ["resumed"];
       case "failed": return [el("span", { class: "error", text: e.error })];
+      case "delivery_failed": return [el("span", { class: "error", text: `could not deliver ${e.outbound_kind} on ${e.channel}: ${e.error}` })];
       default: return [JSON.stringify(e)];
     }
   }
@@ -313,7 +314,7 @@
     $("#pause-thread").hidden = data.thread.paused;
     $("#resume-thread").hidden = !data.thread.paused;
     $("#timeline").replaceChildren(...data.events.map((e, index) => el("li",
-      { class: `event ${e.type}${e.type === "tool_error" || e.type === "failed" ? " bad" : ""}`, "data-seq": String(index + 1) },
+      { class: `event ${e.type}${["tool_error", "failed", "delivery_failed"].includes(e.type) ? " bad" : ""}`, "data-seq": String(index + 1) },
       el("span", { class: "seq", text: String(index + 1) }),
       el("span", { class: "time", text: when(e.at).slice(11, 19) }),
       el("span", { class: "type", text: e.type }),

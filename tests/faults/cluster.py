@@ -189,8 +189,9 @@ class Workers:
         self.env = env
         self.all: list[Worker] = []
 
-    async def start(self, count: int) -> list[Worker]:
-        started = [await self._spawn(len(self.all) + i) for i in range(count)]
+    async def start(self, count: int, **env: str) -> list[Worker]:
+        """`count` more workers; `env` adds to theirs (`BOT_FAILPOINTS="after-commit=kill"`)."""
+        started = [await self._spawn(len(self.all) + i, env) for i in range(count)]
         self.all += started
         for worker in started:
             await eventually(
@@ -198,13 +199,13 @@ class Workers:
             )
         return started
 
-    async def _spawn(self, index: int) -> Worker:
+    async def _spawn(self, index: int, env: dict[str, str]) -> Worker:
         log = self.root / f"worker-{index}.log"
         err = await asyncio.to_thread(open, log, "wb")
         try:
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "bot", "worker",
-                cwd=REPO_ROOT, env=self.env, stdin=asyncio.subprocess.DEVNULL,
+                cwd=REPO_ROOT, env=self.env | env, stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL, stderr=err, start_new_session=True,
             )  # fmt: skip
         finally:
