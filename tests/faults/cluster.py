@@ -213,9 +213,11 @@ class Workers:
         return Worker(process, log, f"worker-{index}")
 
     async def _ready(self, worker: Worker) -> bool:
+        if await worker.logged("started"):
+            return True  # and may have died since, at a failpoint: the test decides what that means
         if worker.process.returncode is not None:
             raise AssertionError(f"{worker.name} exited with {worker.process.returncode}\n{await worker.tail()}")
-        return await worker.logged("started")
+        return False
 
     def by_pid(self, pid: int) -> Worker:
         return next(worker for worker in self.all if worker.pid == pid)
