@@ -25,6 +25,7 @@ from core import (
 
 CHANNEL = "cli"
 QUIT_WORDS = {"quit", "exit", ":q"}
+SEEN_TTL_SECONDS = 7 * 24 * 3600  # as long as the outbox keeps messages for terminals
 
 
 def render(outbound: Outbound) -> str:
@@ -72,7 +73,8 @@ class Terminal:
         self.conversation = f"{user}/{new_id()}"
         self._write = write or (lambda text: print(text, flush=True))
         self._receipts: set[str] = set()
-        self.after = "0-0"  # outbox position; set it to `await bus.position(CHANNEL)` to skip history
+        self.after = "0-0"  # outbox position; set it to `await resume_position()` to skip what was shown
+        self._seen_key = f"cli:seen:{user}"
 
     def trigger(self, text: str) -> MessageTrigger:
         return MessageTrigger(
@@ -91,12 +93,24 @@ class Terminal:
             return outbound.to == self.identity
         return outbound.conversation.startswith(f"{self.user}/")
 
+    async def resume_position(self) -> str:
+        """Where this user's terminal stopped printing last time (a crash included), else the outbox's end:
+        what a terminal that died had not shown yet is shown once by the next one."""
+        seen = await self.bus.redis.get(self._seen_key)
+        if seen:
+            return seen.decode() if isinstance(seen, bytes) else str(seen)
+        position = await self.bus.position(CHANNEL)
+        await self.bus.redis.set(self._seen_key, position, ex=SEEN_TTL_SECONDS, nx=True)
+        return position
+
     async def print_new(self, block_ms: int = 0) -> int:
         """Print this user's outbound messages that arrived since the last call; returns how many."""
         self.after, items = await self.bus.follow(CHANNEL, self.after, block_ms=block_ms)
         mine = [outbound for outbound in items if self.mine(outbound)]
         for outbound in mine:
             self._write(render(outbound))
+        if mine:  # printed, then remembered: a crash between the two prints these again (at least once)
+            await self.bus.redis.set(self._seen_key, self.after, ex=SEEN_TTL_SECONDS)
         return len(mine)
 
     async def print_outbox(self, stop: asyncio.Event) -> None:

@@ -123,7 +123,7 @@ async def chat(settings: Settings, user: str, stop: asyncio.Event) -> int:
         for record in await core.store.pending_approvals():
             if core.tools.may_approve(terminal.identity, record.allowed, record.requester, record.allow_self):
                 print(f"bot> pending approval: {views.approval_line(record)}", flush=True)
-        terminal.after = await core.bus.position(CHANNEL)
+        terminal.after = await terminal.resume_position()
         worker = core.worker()
         printing = asyncio.Event()
         working = asyncio.create_task(worker.run(block_ms=200))

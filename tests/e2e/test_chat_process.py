@@ -204,3 +204,19 @@ async def test_free_text_without_a_model_explains_how_to_enable_one(bots: BotPro
     await chat.expect(r"^bot>   /deploy <service> <version> <environment> \[approval\]")
     await chat.quit()
     assert await bots.deploys() == []
+
+
+async def test_a_terminal_that_died_before_printing_the_card_shows_it_on_restart(bots: BotProcesses) -> None:
+    """`bot chat` stores the approval request with its step and dies before printing it (the
+    `after-commit` failpoint): the next `bot chat` prints the card once, and approving it works."""
+    chat = await bots.chat(env={"BOT_FAILPOINTS": "after-commit=kill"})
+    await chat.say(DEPLOY)
+    assert await chat.process.wait() == -9, chat.transcript()
+    assert not any("approval needed" in line for line in chat.lines), "it died before printing the card"
+
+    chat = await bots.chat()
+    approval_id = (await chat.expect(r"^bot> approval needed \[(\w+)\]: deploy "))[1]
+    await approve(chat, approval_id)
+    lines = await chat.quit()
+    assert count(lines, r"^bot> approval needed ") == 1
+    assert deploy_summaries(await bots.deploys()) == [("api", "1.4.2", "production", "cli:operator")]
