@@ -49,15 +49,17 @@ class Redactor:
 
     def model(self, item: M) -> M:
         """Return `item` with every secret in its string fields replaced."""
-        if not self._pairs:
-            return item
+        return self.encode(item)[0] if self._pairs else item
+
+    def encode(self, item: M) -> tuple[M, str]:
+        """`item` redacted, and its JSON: serialized once, for what is stored."""
         raw = item.model_dump_json()
         clean = raw
         for secret, name in self._pairs:
             escaped = json.dumps(secret)[1:-1]
             if escaped in clean:
                 clean = clean.replace(escaped, f"[redacted:{name}]")
-        return item if clean is raw else type(item).model_validate_json(clean)
+        return (item, raw) if clean is raw else (type(item).model_validate_json(clean), clean)
 
 
 class RedactingFilter(logging.Filter):

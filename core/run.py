@@ -59,10 +59,14 @@ class Run:
     async def commit(self, *events: ev.Event, decision: DecisionWrite | None = None) -> None:
         """Store `events` with the outbound messages queued so far, in one script; `decision` too, if given."""
         await self._progress_sent()  # a progress note goes out before what follows it
-        clean = [self.redactor.model(event) for event in events] if self.redactor else list(events)
-        outbound = [self.redactor.model(item) for item in self.outbox]
+        encoded = [self.redactor.encode(event) for event in events]
+        clean = [event for event, _ in encoded]
+        outbound = [self.redactor.encode(item) for item in self.outbox]
         new_state = replay(clean, state=self.state)
-        await self.store.append(self.state, clean, new_state, outbound, decision)
+        await self.store.append(
+            self.state, clean, new_state, [item for item, _ in outbound], decision,
+            encoded=[raw for _, raw in encoded], encoded_outbound=[raw for _, raw in outbound],
+        )  # fmt: skip
         self.outbox = []
         if outbound:
             await failpoints.hit("after-commit")

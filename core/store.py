@@ -279,8 +279,13 @@ class Store:
         new_state: ThreadState,
         outbound: Sequence[Outbound] = (),
         decision: DecisionWrite | None = None,
+        *,
+        encoded: Sequence[str] | None = None,
+        encoded_outbound: Sequence[str] | None = None,
     ) -> None:
         """Append `events` and publish `outbound` in one script, if the log is still at `state.seq`.
+
+        `encoded` / `encoded_outbound`: their JSON, when the caller has it already (serialized once).
 
         With `decision`, the approval is decided in the same script, only if it is still pending and in
         time. Raises ConflictError, and writes nothing, when the thread moved on or the approval did.
@@ -312,12 +317,10 @@ class Store:
             0 if self.cluster else key(keys.THREAD_INDEX), 0 if self.cluster else key(keys.ACTIVE_THREADS),
             score if in_flight else "", *cas,
         ]  # fmt: skip
-        args += [event.model_dump_json() for event in events]
-        for item in outbound:
-            args += [
-                key(keys.thread_outbox(tid) if self.cluster else keys.outbox(item.channel)),
-                item.model_dump_json(),
-            ]
+        args += encoded if encoded is not None else [event.model_dump_json() for event in events]
+        payloads = encoded_outbound if encoded_outbound is not None else [o.model_dump_json() for o in outbound]
+        for item, payload in zip(outbound, payloads, strict=True):
+            args += [key(keys.thread_outbox(tid) if self.cluster else keys.outbox(item.channel)), payload]
         with redis_errors():
             reply = await self._commit(keys=[keys.thread_log(tid), keys.thread_meta(tid), *extra], args=args)
         ok, current = int(reply[0]), _s(reply[1])
