@@ -224,7 +224,7 @@ class Driver:
         """What `Bus.publish` does for a trigger without a dedup key (one XADD), pipelined, keeping the ids."""
         async with self.client.pipeline(transaction=False) as pipe:
             for _, trigger in triggers:
-                pipe.xadd(keys.INBOX, {"t": trigger.model_dump_json()}, maxlen=keys.INBOX_MAXLEN)
+                pipe.xadd(keys.INBOX, {"t": trigger.model_dump_json()})
             ids = await pipe.execute()
         self.commands += len(triggers)
         return [(thread_id, stream_ms(entry_id)) for (thread_id, _), entry_id in zip(triggers, ids, strict=True)]
