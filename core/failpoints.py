@@ -22,7 +22,8 @@ from core.errors import ConfigError
 log = logging.getLogger(__name__)
 
 POINTS = {
-    "after-commit": "a step's events and outbound messages are stored; nothing was rendered or acknowledged",
+    "after-commit": "a step's events and outbound messages are stored (on Redis Cluster: not yet relayed to the "
+    "channels); nothing was rendered or acknowledged",
     "after-decision": "an approval decision is stored with its events; the approved tool has not started",
     "after-tool": "a tool finished; its result is not stored yet",
     "before-render": "a renderer took an outbound message; the platform was not called",

@@ -17,7 +17,6 @@ from datetime import datetime
 from typing import Any, TypedDict
 
 from core import events as ev
-from core import failpoints
 from core.errors import StoreUnavailable
 from core.ids import new_id
 from core.llm import Usage
@@ -68,8 +67,6 @@ class Run:
             encoded=[raw for _, raw in encoded], encoded_outbound=[raw for _, raw in outbound],
         )  # fmt: skip
         self.outbox = []
-        if outbound:
-            await failpoints.hit("after-commit")
         self.state = new_state
         if self.metrics is not None:
             self.metrics.observe(new_state.agent, clean)

@@ -25,7 +25,7 @@ import redis.exceptions
 from pydantic import BaseModel, ConfigDict, ValidationError
 from redis.asyncio.lock import Lock
 
-from core import keys
+from core import failpoints, keys
 from core.errors import ConflictError, StoreUnavailable, ThreadBusy
 from core.events import Event, Outbound, parse_event
 from core.reducer import ThreadState, replay
@@ -328,6 +328,8 @@ class Store:
             raise ConflictError(f"thread {tid} is at event {current}, not {state.seq}; reload it")
         if ok == 2:
             raise ConflictError(f"approval {decision.approval_id if decision else ''} is {current} now; not applied")
+        if outbound:
+            await failpoints.hit("after-commit")
         if self.cluster:
             await self.relay(new_state, first=state.seq == 0, applied=decision.approval_id if decision else "")
 

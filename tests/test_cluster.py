@@ -16,6 +16,7 @@ from bot.main import redis_client
 from bot.redis_server import redis_server_binary
 from config.settings import Settings
 from core import events as ev
+from core import failpoints, keys
 
 NODES = 3
 
@@ -92,5 +93,30 @@ async def test_a_gated_deploy_runs_once_on_a_redis_cluster(cluster: str, make_ha
         events = await h.core.store.load_events(thread.thread_id)
         assert [e.type for e in events].count("tool_started") == 1
         assert await h.core.store.rebuild_state(thread.thread_id) == thread
+    finally:
+        await client.aclose()
+
+
+async def test_a_commit_whose_relay_never_happened_is_relayed_by_the_next_lease(
+    cluster: str, make_harness, tmp_path: Path
+) -> None:
+    """On a cluster the card waits in the thread's own outbox until relayed; a worker that fails
+    between the commit and the relay leaves it there, and the next one to take the thread relays it once."""
+    settings = Settings.from_env({"REDIS_URL": cluster, "REDIS_CLUSTER": "1"})
+    client = redis_client(settings, cluster)
+    try:
+        h = make_harness(client)
+        with failpoints.armed("after-commit=error"):
+            await h.say("/deploy api 1.4.2 production")
+        [thread] = [t for t in await h.core.store.list_threads() if t.status == "awaiting_approval"]
+        assert [
+            o for o in await h.outbox() if isinstance(o, ev.ApprovalRequest) and o.thread_id == thread.thread_id
+        ] == []
+        assert await client.xlen(keys.thread_outbox(thread.thread_id)) == 1
+
+        await h.say("are you there?")  # any trigger for the thread takes its lease
+        cards = [o for o in await h.outbox() if isinstance(o, ev.ApprovalRequest) and o.thread_id == thread.thread_id]
+        assert len(cards) == 1
+        assert await client.xlen(keys.thread_outbox(thread.thread_id)) == 0
     finally:
         await client.aclose()
