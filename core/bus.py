@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 from pydantic import ValidationError
 
-from core import keys
+from core import keys, lua
 from core.events import OUTBOUND_ADAPTER, TRIGGER_ADAPTER, Outbound, Trigger
 from core.redact import Redactor
 from core.store import Store, redis_errors
@@ -25,66 +25,6 @@ from core.store import Store, redis_errors
 log = logging.getLogger(__name__)
 
 DEAD_LETTER = "inbox:dead"
-
-# Claim the dedup key and enqueue in one step: no outage can fall between the two.
-_PUBLISH = """
-if ARGV[1] == '1' and not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then return 0 end
-redis.call('XADD', KEYS[1], '*', 't', ARGV[3])
-return 1
-"""
-
-# Reset the idle time of entries their consumer is still working on (JUSTID: the delivery count stays);
-# an entry another consumer took over meanwhile is left alone. ARGV: group, consumer, entry ids.
-_KEEP = """
-local kept = 0
-for i = 3, #ARGV do
-  local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
-  if pending[1] ~= nil and pending[1][2] == ARGV[2] then
-    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
-    kept = kept + 1
-  end
-end
-return kept
-"""
-
-# Trim a stream below the oldest entry any consumer group still needs: its oldest pending entry, or the
-# first it has not read yet. A stream with no group (read by position: terminals, the web console) keeps
-# what is newer than ARGV[1], an id made from a time. Returns {removed, entries not acknowledged by a group}.
-_TRIM = """
-local function older(a, b)
-  local ams, aseq = string.match(a, '(%d+)-(%d+)')
-  local bms, bseq = string.match(b, '(%d+)-(%d+)')
-  if tonumber(ams) ~= tonumber(bms) then return tonumber(ams) < tonumber(bms) end
-  return tonumber(aseq) < tonumber(bseq)
-end
-if redis.call('EXISTS', KEYS[1]) == 0 then return {0, 0} end
-local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
-local floor, waiting, everything = nil, 0, #groups > 0
-for _, group in ipairs(groups) do
-  local info = {}
-  for i = 1, #group, 2 do info[group[i]] = group[i + 1] end
-  local need = nil
-  local unread = redis.call('XRANGE', KEYS[1], '(' .. info['last-delivered-id'], '+', 'COUNT', 1)
-  if #unread > 0 then need = unread[1][1] end
-  if info['pending'] > 0 then
-    local first = redis.call('XPENDING', KEYS[1], info['name'])[2]
-    if need == nil or older(first, need) then need = first end
-  end
-  if type(info['lag']) == 'number' then
-    waiting = waiting + info['lag']
-  elseif #unread > 0 then  -- no lag after a trim: count what is unread, up to the warning level
-    waiting = waiting + #redis.call('XRANGE', KEYS[1], '(' .. info['last-delivered-id'], '+', 'COUNT', ARGV[2])
-  end
-  waiting = waiting + info['pending']
-  if need ~= nil then
-    everything = false
-    if floor == nil or older(need, floor) then floor = need end
-  end
-end
-if ARGV[1] == 'count-only' then return {0, waiting} end
-if everything then return {redis.call('XTRIM', KEYS[1], 'MAXLEN', 0), 0} end
-return {redis.call('XTRIM', KEYS[1], 'MINID', floor or ARGV[1]), waiting}
-"""
 
 
 async def _ensure_group(client: aioredis.Redis, stream: str, group: str) -> None:
@@ -111,9 +51,9 @@ class Bus:
         self._groups: set[tuple[str, str]] = set()
         self._outbox_claimed: dict[str, float] = {}
         self.channels: set[str] = set()  # outboxes this process wrote to: the sweeper trims them
-        self._publish = client.register_script(_PUBLISH)
-        self._keep = client.register_script(_KEEP)
-        self._trim = client.register_script(_TRIM)
+        self._publish = client.register_script(lua.PUBLISH)
+        self._keep = client.register_script(lua.KEEP)
+        self._trim = client.register_script(lua.TRIM)
 
     async def _group(self, stream: str, group: str) -> None:
         if (stream, group) not in self._groups:

@@ -25,7 +25,7 @@ import redis.exceptions
 from pydantic import BaseModel, ConfigDict, ValidationError
 from redis.asyncio.lock import Lock
 
-from core import failpoints, keys
+from core import failpoints, keys, lua
 from core.errors import ConflictError, StoreUnavailable, ThreadBusy
 from core.events import Event, Outbound, parse_event
 from core.reducer import ThreadState, replay
@@ -33,73 +33,6 @@ from core.reducer import ThreadState, replay
 log = logging.getLogger(__name__)
 
 ApprovalStatus = Literal["pending", "approved", "rejected", "expired"]
-
-# One step's writes, as one script: check the sequence number (and, for a decision, that the approval is
-# still pending and in time) before the first write, because Redis does not roll a script back.
-# KEYS: 1 log, 2 meta, then the extra keys the ARGV indexes name (0 = none).
-# ARGV: 1 expected seq, 2 snapshot, 3 thread id, 4 number of events, 5 created-at score, 6 thread index key
-#       index, 7 active index key index, 8 active score ('' = not in flight), 9 approval key index (0: no
-#       decision), 10 status ('' = decided already: only forget it), 11 by, 12 at, 13 comment, 14 now,
-#       15 approval id; then the events; then (outbox key index, outbound JSON) pairs. With an approval, the
-#       three approval schedules and the decided set follow its key.
-_COMMIT = """
-local current = tonumber(redis.call('HGET', KEYS[2], 'seq') or '0')
-if current ~= tonumber(ARGV[1]) then return {0, current} end
-local approval = tonumber(ARGV[9])
-if approval > 0 and ARGV[10] ~= '' then
-  local status = redis.call('HGET', KEYS[approval], 'status')
-  if not status then return {2, 'missing'} end
-  if status ~= 'pending' then return {2, status} end
-  if tonumber(redis.call('HGET', KEYS[approval], 'expires') or '0') <= tonumber(ARGV[14]) then return {2, 'late'} end
-  redis.call('HSET', KEYS[approval], 'status', ARGV[10], 'decided_by', ARGV[11], 'decided_at', ARGV[12],
-             'comment', ARGV[13])
-  for i = approval + 1, approval + 3 do redis.call('ZREM', KEYS[i], ARGV[15]) end
-end
-if approval > 0 then redis.call('ZREM', KEYS[approval + 4], ARGV[15]) end
-local n = tonumber(ARGV[4])
-for i = 16, 15 + n do
-  current = current + 1
-  redis.call('XADD', KEYS[1], current .. '-0', 'e', ARGV[i])
-end
-redis.call('HSET', KEYS[2], 'seq', current, 'state', ARGV[2])
-local index, active = tonumber(ARGV[6]), tonumber(ARGV[7])
-if index > 0 and tonumber(ARGV[1]) == 0 then redis.call('ZADD', KEYS[index], 'NX', ARGV[5], ARGV[3]) end
-if active > 0 then
-  if ARGV[8] == '' then redis.call('ZREM', KEYS[active], ARGV[3]) else redis.call('ZADD', KEYS[active], ARGV[8], ARGV[3]) end
-end
-for i = 16 + n, #ARGV, 2 do redis.call('XADD', KEYS[tonumber(ARGV[i])], '*', 'o', ARGV[i + 1]) end
-return {1, current}
-"""
-
-# Take the thread's lease and read its snapshot in one round trip (and, on Redis Cluster, the step
-# outbound messages a crashed worker stored but did not relay). KEYS: lock, meta, thread outbox.
-_LEASE = """
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0} end
-local state = redis.call('HGET', KEYS[2], 'state') or ''
-if ARGV[3] == '1' then return {1, state, redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 100)} end
-return {1, state}
-"""
-
-_DECIDE = """
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return {'missing'} end
-if status ~= 'pending' then
-  return {status, redis.call('HGET', KEYS[1], 'decided_by') or '', redis.call('HGET', KEYS[1], 'decided_at') or ''}
-end
-local expired = tonumber(redis.call('HGET', KEYS[1], 'expires') or '0') <= tonumber(ARGV[5])
-if expired and ARGV[1] ~= 'expired' then return {'late', '', ''} end
-if ARGV[1] == 'expired' and not expired then return {'pending', '', ''} end
-redis.call('HSET', KEYS[1], 'status', ARGV[1], 'decided_by', ARGV[2], 'decided_at', ARGV[3], 'comment', ARGV[4])
-for i = 2, 4 do redis.call('ZREM', KEYS[i], ARGV[6]) end
--- Decided here, applied to its thread by a worker later: remembered until then, so a sweeper can re-drive it.
-if ARGV[1] ~= 'expired' then redis.call('ZADD', KEYS[5], ARGV[5], ARGV[6]) end
-return {'ok'}
-"""
-
-_ESCALATE = """
-if redis.call('HGET', KEYS[1], 'status') ~= 'pending' then return 0 end
-return redis.call('HSETNX', KEYS[1], 'escalated', '1')
-"""
 
 
 class ApprovalRecord(BaseModel):
@@ -239,10 +172,10 @@ class Store:
         # On Redis Cluster a script may only touch one slot: a step's outbound messages wait in the
         # thread's own outbox stream and are relayed to the channels' streams right after the commit.
         self.cluster = isinstance(client, aioredis.RedisCluster)
-        self._commit = client.register_script(_COMMIT)
-        self._lease = client.register_script(_LEASE)
-        self._decide = client.register_script(_DECIDE)
-        self._escalate = client.register_script(_ESCALATE)
+        self._commit = client.register_script(lua.COMMIT)
+        self._lease = client.register_script(lua.LEASE)
+        self._decide = client.register_script(lua.DECIDE)
+        self._escalate = client.register_script(lua.ESCALATE)
 
     # --- threads -------------------------------------------------------------------------
 
