@@ -172,6 +172,7 @@ class Store:
         # On Redis Cluster a script may only touch one slot: a step's outbound messages wait in the
         # thread's own outbox stream and are relayed to the channels' streams right after the commit.
         self.cluster = isinstance(client, aioredis.RedisCluster)
+        self.channels: set[str] = set()  # outboxes this process's commits wrote to: the sweeper trims them
         self._commit = client.register_script(lua.COMMIT)
         self._lease = client.register_script(lua.LEASE)
         self._decide = client.register_script(lua.DECIDE)
@@ -253,6 +254,7 @@ class Store:
         args += encoded if encoded is not None else [event.model_dump_json() for event in events]
         payloads = encoded_outbound if encoded_outbound is not None else [o.model_dump_json() for o in outbound]
         for item, payload in zip(outbound, payloads, strict=True):
+            self.channels.add(item.channel)
             args += [key(keys.thread_outbox(tid) if self.cluster else keys.outbox(item.channel)), payload]
         with redis_errors():
             reply = await self._commit(keys=[keys.thread_log(tid), keys.thread_meta(tid), *extra], args=args)

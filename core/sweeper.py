@@ -56,7 +56,10 @@ class Sweeper:
         if time.monotonic() - self._redriven_at >= self.quiet.total_seconds() / 4:
             self._redriven_at = time.monotonic()
             done += await self.redrive(now)
-            for stream in (keys.INBOX, *(keys.outbox(channel) for channel in sorted(self.bus.channels))):
+            for stream in (
+                keys.INBOX,
+                *(keys.outbox(channel) for channel in sorted(self.bus.channels | self.store.channels)),
+            ):
                 await self.bus.trim(stream)
         for approval_id in await self.store.due(keys.APPROVAL_INDEX, now):
             done += await self._expire(approval_id)
