@@ -17,27 +17,32 @@ from bot.main import (
     anthropic_client,
     build_roster,
     channel_adapters,
-    redis_client,
+    redis_probe,
     redis_url,
     running_core,
     setup_logging,
 )
 from bot.metrics import metrics_route
+from bot.redis_wait import wait_for_redis
 from config.settings import Settings
 from core.agents import Roster
 from core.errors import BotError, ConfigError
 from core.events import ControlTrigger
 from core.ids import new_id
 from core.prompts import PromptLibrary
+from core.redact import Redactor
 from core.reducer import replay
 from core.schedules import load_schedules
 from core.tools import load_tools
 
 
 async def serve(settings: Settings, stop: asyncio.Event, *, worker: bool, channels: bool, http: bool) -> int:
-    """Run the parts of the bot this process is for, until SIGTERM/SIGINT or until a part fails."""
-    async with running_core(settings) as core:
-        setup_logging(settings, core.redactor)
+    """Run the parts of the bot this process is for, until SIGTERM/SIGINT or until a part fails.
+
+    Started before Redis (a supervisor starts everything at once), it waits for Redis, logging each attempt.
+    """
+    setup_logging(settings, Redactor.from_env(os.environ))  # before connecting: the wait is logged
+    async with running_core(settings, wait=True) as core:
         log = logging.getLogger("bot")
         adapters = channel_adapters(core) if channels else []
         tasks = [asyncio.create_task(adapter.run(stop), name=f"channel-{adapter.name}") for adapter in adapters]
@@ -256,12 +261,10 @@ async def check_config(settings: Settings, env: Mapping[str, str]) -> int:
             report(False, str(exc))
     try:
         url, embedded = redis_url(settings)
-        client = redis_client(settings, url, socket_timeout=3)
         try:
-            await client.ping()
+            await wait_for_redis(lambda: redis_probe(settings, url), url, patience=0)  # fails at once
             report(True, f"redis: {settings.redis_url or 'embedded in ' + str(settings.data_dir)}")
         finally:
-            await client.aclose()
             if embedded is not None:
                 embedded.stop_if_last()
     except Exception as exc:  # noqa: BLE001 - any failure to reach Redis is reported, not raised

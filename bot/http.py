@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from importlib import metadata
 
+import redis.exceptions
 import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -36,10 +38,16 @@ from bot.http_ops import Operations
 from bot.main import Core
 from config.channels import HttpSettings
 from core.errors import ConfigError
+from core.store import unwritable
 
+log = logging.getLogger(__name__)
 ReadinessProbe = Callable[[], Awaitable[dict[str, bool]]]
 MAX_REQUEST_BYTES = 1024 * 1024
 REDIS_PING_SECONDS = 2.0
+# A write that /readyz makes: a Redis that answers but cannot store (full, a replica) is not ready.
+# Every process writes the same short-lived key. (Its name belongs with core/keys.py's.)
+READY_PROBE_KEY = "readyz:probe"
+READY_PROBE_TTL_MS = 10_000
 GRACEFUL_SHUTDOWN_SECONDS = 5
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; "
@@ -85,11 +93,16 @@ def _version() -> str:
         return "0"
 
 
-async def _redis_ready(core: Core) -> bool:
+async def _redis_ready(core: Core) -> tuple[dict[str, bool], str]:
+    """Whether Redis answers and takes a write, and why not; one small SET with an expiry answers both."""
     try:
-        return bool(await asyncio.wait_for(core.redis.ping(), timeout=REDIS_PING_SECONDS))
-    except Exception:  # noqa: BLE001 - any failure means "not ready", which is the answer
-        return False
+        set_probe = core.redis.set(READY_PROBE_KEY, "1", px=READY_PROBE_TTL_MS)
+        await asyncio.wait_for(set_probe, timeout=REDIS_PING_SECONDS)
+        return {"redis": True, "redis_writes": True}, ""
+    except redis.exceptions.ResponseError as exc:
+        return {"redis": True, "redis_writes": not unwritable(exc)}, str(exc)
+    except Exception as exc:  # noqa: BLE001 - any failure means "not ready", which is the answer
+        return {"redis": False, "redis_writes": False}, str(exc) or type(exc).__name__
 
 
 def build_app(
@@ -110,6 +123,7 @@ def build_app(
                 f"{', '.join(core.agent.roster.names())}; fix [hooks.{hook.name}].agent"
             )
     auth, ops, draining = TokenAuth(tokens), Operations(core), asyncio.Event()
+    was_ready = True
     app = FastAPI(
         title="opsbot",
         version=_version(),
@@ -118,7 +132,7 @@ def build_app(
         redoc_url=None,
     )
     app.state.draining = draining  # set by `serve` when stopping, so long-polls return at once
-    http_errors.install(app)
+    http_errors.install(app, core.store_write_failures.labels("api").inc)
     app.add_middleware(_Guard)
     app.include_router(api_router(ops, auth))
     app.include_router(hooks_router(ops, hooks))
@@ -133,16 +147,26 @@ def build_app(
         response_model=Readiness,
         responses={503: {"model": Readiness}},
         tags=["health"],
-        summary="Redis is reachable and every configured channel is connected",
+        summary="Redis answers and takes writes, and every configured channel is connected",
     )
     async def readyz() -> JSONResponse:
-        checks = {"redis": await _redis_ready(core)}
+        nonlocal was_ready
+        checks, why = await _redis_ready(core)
+        if not checks["redis_writes"]:
+            core.store_write_failures.labels("readyz").inc()
         if readiness is not None:
             try:
                 checks.update(await readiness())
             except Exception:  # noqa: BLE001 - a failing probe is a "not ready", not a 500
                 checks["channels"] = False
         body = Readiness(ready=all(checks.values()), checks=checks)
+        if body.ready != was_ready:  # said once per change: probes come every few seconds
+            was_ready = body.ready
+            failing = ", ".join(name for name, ok in checks.items() if not ok)
+            if body.ready:
+                log.warning("ready again: every check passes")
+            else:
+                log.warning("not ready: %s failing%s", failing, f" ({why})" if why else "")
         return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
 
     app.router.routes.extend(extra_routes)

@@ -1,14 +1,18 @@
 """One error shape for every HTTP answer that is not a success: `{"error": {"code", "message"}}`.
 
 The message says what happened, the offending value and what to do; the code is stable for
-programs. Handlers turn FastAPI's validation errors, Starlette's 404/405 and an unreachable
-Redis into the same shape, so a client never has to parse two formats.
+programs. Handlers turn FastAPI's validation errors, Starlette's 404/405, a Redis that cannot
+be reached or refuses writes (out of memory, a read-only replica, loading) and any other
+failure into the same shape, so a client never has to parse two formats nor sees a bare 500.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Any
 
+import redis.exceptions
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -16,6 +20,11 @@ from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException
 
 from core.errors import StoreUnavailable
+from core.store import redis_errors
+
+log = logging.getLogger(__name__)
+RETRY_AFTER_SECONDS = 5
+READS = ("GET", "HEAD", "OPTIONS")
 
 STATUS_CODES = {
     400: "bad_request",
@@ -27,6 +36,7 @@ STATUS_CODES = {
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "invalid_request",
+    500: "internal_error",
     503: "unavailable",
 }
 
@@ -94,12 +104,59 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, code, message, dict(exc.headers or {}))
 
 
-async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    return error_response(503, "store_unavailable", str(exc), {"Retry-After": "5"})
+def store_unavailable_message(method: str, exc: StoreUnavailable) -> str:
+    """What a client may conclude: a refused or unreachable store wrote nothing; a timeout may have."""
+    if method in READS:
+        return f"the bot cannot read its store right now; retry in {RETRY_AFTER_SECONDS}s ({exc})"
+    if isinstance(exc.__cause__, redis.exceptions.TimeoutError):  # the command may have run; the answer was lost
+        return (
+            f"the bot's store did not answer in time; your request may or may not have been stored: "
+            f"check before you retry in {RETRY_AFTER_SECONDS}s ({exc})"
+        )
+    return f"the bot cannot store your request right now; nothing was done; retry in {RETRY_AFTER_SECONDS}s ({exc})"
 
 
-def install(app: FastAPI) -> None:
+def _translated(exc: redis.exceptions.RedisError) -> StoreUnavailable | None:
+    """The StoreUnavailable the core would raise for `exc`, or None for a Redis error that is a bug."""
+    try:
+        with redis_errors():
+            raise exc
+    except StoreUnavailable as translated:
+        return translated
+    except redis.exceptions.RedisError:
+        return None
+
+
+async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    # Starlette logs the traceback after this answer is sent; the client gets the usual shape.
+    message = (
+        f"the bot failed while handling {request.method} {request.url.path}; the error is in the server log. "
+        "Check the outcome (GET) before retrying"
+    )
+    return error_response(500, "internal_error", message)
+
+
+def install(app: FastAPI, on_store_unavailable: Callable[[], None] = lambda: None) -> None:
+    """Register the handlers; `on_store_unavailable` is called for each `store_unavailable` answer (a metric)."""
+
+    async def store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StoreUnavailable)
+        on_store_unavailable()
+        log.warning("%s %s: answered 503 store_unavailable: %s", request.method, request.url.path, exc)
+        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+        return error_response(503, "store_unavailable", store_unavailable_message(request.method, exc), headers)
+
+    async def redis_error(request: Request, exc: Exception) -> JSONResponse:
+        """A Redis error that escaped the core's translation (a direct client call): the same 503, or a 500."""
+        assert isinstance(exc, redis.exceptions.RedisError)
+        translated = _translated(exc)
+        if translated is None:
+            raise exc  # a bug, not an outage: the 500 handler answers and Starlette logs the traceback
+        return await store_unavailable(request, translated)
+
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
-    app.add_exception_handler(StoreUnavailable, _store_unavailable)
+    app.add_exception_handler(StoreUnavailable, store_unavailable)
+    app.add_exception_handler(redis.exceptions.RedisError, redis_error)
+    app.add_exception_handler(Exception, _internal_error)

@@ -82,6 +82,7 @@ class Accepted(BaseModel):
     thread_id: str
     trigger_id: str
     duplicate: bool = Field(False, description="true when this delivery was already accepted before")
+    message: str = Field(default="", description="what the client should know beyond the acceptance, if anything")
 
 
 class ThreadSummary(BaseModel):

@@ -9,12 +9,16 @@ operation first checks what the core would check, with the core's own state and 
 and refuses with an `ApiError` before anything is enqueued. Deciding an approval goes
 further: the API runs the core's compare-and-set itself (`Approvals.decide`), so of two
 approvers deciding at once exactly one gets 202; the worker then applies the decision it
-finds recorded for that decider (the core's redelivery path). Everything else can race with
-a trigger still in the inbox; then the core refuses it later, as a notice, and nothing changes.
+finds recorded for that decider (the core's redelivery path). If Redis fails between the two,
+the decision stands: every worker's sweeper re-drives decided-but-unapplied approvals, so the
+answer is still 202. Launching claims `launch:<thread id>` with the trigger, in one script, so
+of two launches for one conversation exactly one gets 202. Everything else can race with a
+trigger still in the inbox; then the core refuses it later, as a notice, and nothing changes.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Literal
 
 from bot.http_errors import ApiError
@@ -22,16 +26,26 @@ from bot.http_models import Accepted, ApprovalView
 from bot.main import Core
 from core import events as ev
 from core.commands import parse_decision
-from core.errors import ApprovalError
+from core.errors import ApprovalError, StoreUnavailable
 from core.ids import new_id
 from core.reducer import ThreadState
 from core.store import ApprovalRecord
 
+log = logging.getLogger(__name__)
 API_CHANNEL = "api"
 
 
 def thread_not_found(thread_id: str) -> ApiError:
     return ApiError(404, "thread_not_found", f"there is no thread {thread_id!r}; list threads with GET /v1/threads")
+
+
+def thread_exists(trigger: ev.MessageTrigger) -> ApiError:
+    return ApiError(
+        409,
+        "thread_exists",
+        f"thread {trigger.thread_id} already exists for conversation {trigger.conversation!r} (or its launch "
+        f"is queued); nothing was enqueued. Send input with POST /v1/threads/{trigger.thread_id}/events",
+    )
 
 
 class Operations:
@@ -52,14 +66,16 @@ class Operations:
         if trigger.agent and trigger.agent not in self.core.agent.roster:
             agents = ", ".join(self.core.agent.roster.names())
             raise ApiError(422, "unknown_agent", f"there is no agent {trigger.agent!r}; the agents are {agents}")
-        if new_thread and (await self.core.store.load_state(trigger.thread_id)).seq:
-            raise ApiError(
-                409,
-                "thread_exists",
-                f"thread {trigger.thread_id} already exists for conversation "
-                f"{trigger.conversation!r}; send input with POST /v1/threads/{trigger.thread_id}/events",
-            )
-        return await self._publish(trigger)
+        if not new_thread:
+            return await self._publish(trigger)
+        if (await self.core.store.load_state(trigger.thread_id)).seq:
+            raise thread_exists(trigger)
+        # The claim and the trigger go in together, so of concurrent launches one wins. The claim lasts as
+        # long as dedup keys do (core/keys.py DEDUP_TTL_SECONDS); by then the thread exists, checked above.
+        claimed = await self._publish(trigger.model_copy(update={"dedup_key": f"launch:{trigger.thread_id}"}))
+        if claimed.duplicate:
+            raise thread_exists(trigger)
+        return claimed
 
     async def send_input(self, thread_id: str, sender: str, text: str) -> Accepted:
         self._no_decision(text)
@@ -147,7 +163,22 @@ class Operations:
                 f"approval {decided.approval_id} was already {decided.status} "
                 f"by {decided.decided_by} at {decided.decided_at}; nothing changed",
             )
-        return await self._publish(trigger.model_copy(update={"thread_id": record.thread_id}))
+        trigger = trigger.model_copy(update={"thread_id": record.thread_id})
+        try:
+            return await self._publish(trigger)
+        except StoreUnavailable as exc:
+            # The compare-and-set stored the decision; a worker's sweeper applies what was decided but not
+            # applied. Answering 503 would invite a second decision that can only be refused.
+            log.warning("approval %s: decided by %s, not enqueued (%s); a sweeper will apply it",
+                        decided.approval_id, trigger.sender, exc)  # fmt: skip
+            return Accepted(
+                thread_id=record.thread_id,
+                trigger_id=trigger.id,
+                duplicate=False,
+                message=f"approval {decided.approval_id} is {decided.status} and recorded; it could not be queued "
+                "just now, so a worker applies it shortly. Do not decide again; follow "
+                f"GET /v1/threads/{record.thread_id}",
+            )
 
     # --- plumbing ---------------------------------------------------------------------------
 

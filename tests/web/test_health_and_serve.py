@@ -23,7 +23,7 @@ async def test_healthz_and_readyz_need_no_token(server: Server) -> None:
     health = await server.call("GET", "/healthz", token=None)
     ready = await server.call("GET", "/readyz", token=None)
     assert (health.status, health.body) == (200, {"status": "ok"})
-    assert (ready.status, ready.body) == (200, {"ready": True, "checks": {"redis": True}})
+    assert (ready.status, ready.body) == (200, {"ready": True, "checks": {"redis": True, "redis_writes": True}})
 
 
 async def test_readyz_reports_each_channel_and_fails_when_one_is_down(fake_redis, start_server) -> None:
@@ -34,7 +34,7 @@ async def test_readyz_reports_each_channel_and_fails_when_one_is_down(fake_redis
     ready = await server.call("GET", "/readyz", token=None)
     assert (ready.status, ready.body) == (
         503,
-        {"ready": False, "checks": {"redis": True, "slack": True, "email": False}},
+        {"ready": False, "checks": {"redis": True, "redis_writes": True, "slack": True, "email": False}},
     )
 
 
@@ -43,7 +43,7 @@ async def test_without_redis_readyz_is_503_and_the_api_says_what_to_do(fake_redi
     fake_redis.connection_pool.connection_kwargs["server"].connected = False
     ready = await server.call("GET", "/readyz", token=None)
     listing = await server.call("GET", "/v1/threads")
-    assert (ready.status, ready.body["checks"]) == (503, {"redis": False})
+    assert (ready.status, ready.body["checks"]) == (503, {"redis": False, "redis_writes": False})
     assert listing.status == 503 and listing.code == "store_unavailable" and "check REDIS_URL" in listing.message
     assert (await server.call("GET", "/healthz", token=None)).status == 200
 
