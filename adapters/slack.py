@@ -73,7 +73,16 @@ class SlackChannel:
         if not any(isinstance(h, AsyncRateLimitErrorRetryHandler) for h in self.client.retry_handlers):
             self.client.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=3))
         self.state = SlackState(store.redis)
-        self.renderer = SlackRenderer(self.client, self.state, settings.approval_channel)
+        # The renderer sees 429s itself: delivery waits Retry-After without holding a render slot, and
+        # other conversations go on meanwhile. Handlers (views.open within 3 s) keep the SDK's retries.
+        render_client = AsyncWebClient(
+            token=self.client.token,
+            base_url=self.client.base_url,
+            timeout=self.client.timeout,
+            session=self.client.session,
+            retry_handlers=[AsyncConnectionErrorRetryHandler()],
+        )
+        self.renderer = SlackRenderer(render_client, self.state, settings.approval_channel)
         self.stats: Counter[str] = Counter()  # inbound deliveries: published, duplicate, ignored, dialog
         self.app = self._build_app()
 
@@ -207,7 +216,7 @@ class SlackChannel:
                 reply_to=origin.reply_to(),
             )
         )
-        await ack(f"Working on `{blocks.escape(text)}`; the answer comes in a thread here.")
+        await ack(f"Working on `{blocks.escape(self.bus.redact(text))}`; the answer comes in a thread here.")
 
     # --- approvals --------------------------------------------------------------------------
 

@@ -3,6 +3,13 @@ approval cards edited after the decision, questions, and notices only one person
 
 Everything a later message needs (a command thread's first message, the progress message,
 each card) is kept in Redis by `SlackState`, so any process can render any message.
+
+Each post carries its outbound id (and part) in Slack message metadata, and is marked as begun
+in Redis before the call. A renderer that died between Slack's answer and the delivery record
+leaves that mark; the renderer that takes the message over looks for the post in the thread (or
+channel) first and posts only what is missing. Edits and deletes are idempotent by nature.
+Ephemeral notices and file uploads cannot carry metadata: those may show twice in that window.
+A slash command's first message is posted by one renderer at a time (a claim in Redis).
 """
 
 from __future__ import annotations
@@ -21,10 +28,31 @@ from core import ApprovalRequest, ChannelError, DecisionReceipt, Notice, Outboun
 log = logging.getLogger(__name__)
 
 UNREACHABLE = {"not_in_channel", "channel_not_found", "user_not_in_channel", "is_archived"}
+OUTBOUND_EVENT = "opsbot_outbound"  # the metadata event type that marks the bot's posts with their outbound id
+LOOKBACK = 200  # messages searched for an earlier post: a thread's first page, a channel's latest
+OPENING_RETRY_SECONDS = 1.0
 
 
 def _error(exc: SlackApiError) -> str:
     return str(exc.response.get("error", "unknown_error"))
+
+
+def _retry_after(exc: SlackApiError) -> float | None:
+    """Seconds Slack asked us to wait (HTTP 429 `Retry-After`), None for any other answer."""
+    if exc.response.status_code != 429:
+        return None
+    headers = {str(name).lower(): value for name, value in (exc.response.headers or {}).items()}
+    value = headers.get("retry-after")
+    try:
+        return float(str(value[0] if isinstance(value, list) else value))
+    except (TypeError, ValueError):
+        return 1.0
+
+
+def _marked(message: dict[str, Any], key: str) -> bool:
+    metadata = message.get("metadata") or {}
+    payload = metadata.get("event_payload") or {}
+    return bool(metadata.get("event_type") == OUTBOUND_EVENT and payload.get("outbound_id") == key)
 
 
 class SlackRenderer:
@@ -38,6 +66,11 @@ class SlackRenderer:
         try:
             await self._render(outbound)
         except SlackApiError as exc:
+            if (retry_after := _retry_after(exc)) is not None:
+                raise ChannelError(
+                    f"Slack rate-limited {outbound.kind} {outbound.id}; retrying in {retry_after:g}s",
+                    retry_after=retry_after,
+                ) from exc
             raise ChannelError(
                 f"Slack refused {outbound.kind} {outbound.id}: {_error(exc)}; check the bot's scopes "
                 "and that it is a member of the channel"
@@ -63,7 +96,7 @@ class SlackRenderer:
                 await self._ephemeral(outbound)
             case Notice():
                 if place := await self._thread_or_drop(outbound):
-                    await self._send(place, blocks.notice_text(outbound.level, outbound.text))
+                    await self._send(outbound.id, place, blocks.notice_text(outbound.level, outbound.text))
 
     # --- threads ------------------------------------------------------------------------------
 
@@ -77,15 +110,29 @@ class SlackRenderer:
         root = await self.state.root(outbound.conversation)
         if root is not None or not open_it:
             return root
+        if not await self.state.claim_opening(outbound.conversation):
+            raise ChannelError(
+                f"another renderer is opening the Slack thread of {outbound.conversation}; retrying",
+                retry_after=OPENING_RETRY_SECONDS,
+            )
+        try:
+            root = await self.state.root(outbound.conversation)  # opened between our look and our claim
+            return root or await self._open(outbound, origin)
+        finally:
+            await self.state.release_opening(outbound.conversation)
+
+    async def _open(self, outbound: Outbound, origin: Origin) -> Place:
+        """Post a slash command's first message; its replies are the thread."""
+        key = f"opener:{outbound.conversation}"
         opener = f"{blocks.who(f'slack:{origin.team}:{origin.user}')} used `{blocks.escape(origin.command)}`"
         try:
-            sent = await self.client.chat_postMessage(channel=origin.channel, text=opener)
+            channel, ts = await self._post(key, channel=origin.channel, text=opener)
         except SlackApiError as exc:
             if _error(exc) not in UNREACHABLE or not origin.user:
                 raise
             # A command typed where the bot is not a member: continue in a direct message.
-            sent = await self.client.chat_postMessage(channel=origin.user, text=f"{opener} in <#{origin.channel}>")
-        root = Place(str(sent["channel"]), str(sent["ts"]))
+            channel, ts = await self._post(key, channel=origin.user, text=f"{opener} in <#{origin.channel}>")
+        root = Place(channel, ts)
         await self.state.set_root(outbound.conversation, root)
         await self.state.own_thread(thread_key(origin.team, root.channel, root.thread_ts), outbound.conversation)
         return root
@@ -96,15 +143,49 @@ class SlackRenderer:
             log.warning("slack: %s %s is for a thread that is not on Slack; dropped", outbound.kind, outbound.id)
         return place
 
-    async def _send(self, place: Place, text: str, block_list: list[blocks.Block] | None = None) -> tuple[str, str]:
-        """Post in `place` (a reply when it has a thread); returns the new message's channel and ts."""
+    async def _send(
+        self, key: str, place: Place, text: str, block_list: list[blocks.Block] | None = None
+    ) -> tuple[str, str]:
+        """Post in `place` (a reply when it has a thread), once for `key`; returns the message's channel and ts."""
         kwargs: dict[str, Any] = {"channel": place.channel, "text": text}
         if place.thread_ts:
             kwargs["thread_ts"] = place.thread_ts
         if block_list is not None:
             kwargs["blocks"] = block_list
-        sent = await self.client.chat_postMessage(**kwargs)
+        return await self._post(key, **kwargs)
+
+    async def _post(self, key: str, **kwargs: Any) -> tuple[str, str]:
+        """chat.postMessage marked with `key`; when an earlier attempt began, the post it made is reused."""
+        if not await self.state.begin(key):
+            found = await self._posted(key, str(kwargs["channel"]), str(kwargs.get("thread_ts", "")))
+            if found is not None:
+                log.info("slack: %s was posted before its renderer stopped (ts %s); not posted again", key, found[1])
+                return found
+        metadata = {"event_type": OUTBOUND_EVENT, "event_payload": {"outbound_id": key}}
+        sent = await self.client.chat_postMessage(**kwargs, metadata=metadata)
         return str(sent["channel"]), str(sent["ts"])
+
+    async def _posted(self, key: str, channel: str, thread_ts: str) -> tuple[str, str] | None:
+        """The (channel, ts) of the bot's post marked `key`, if Slack shows one; None when it cannot tell."""
+        try:
+            if thread_ts:
+                page = await self.client.conversations_replies(
+                    channel=channel, ts=thread_ts, include_all_metadata=True, limit=LOOKBACK
+                )
+            else:
+                page = await self.client.conversations_history(
+                    channel=channel, include_all_metadata=True, limit=LOOKBACK
+                )
+        except SlackApiError as exc:
+            if _retry_after(exc) is not None:
+                raise
+            log.warning("slack: cannot look for an earlier post of %s (%s); posting it, perhaps twice", key,
+                        _error(exc))  # fmt: skip
+            return None
+        for message in page.get("messages") or []:
+            if _marked(message, key):
+                return channel, str(message["ts"])
+        return None
 
     # --- replies ------------------------------------------------------------------------------
 
@@ -122,7 +203,7 @@ class SlackRenderer:
             except SlackApiError as exc:
                 if _error(exc) not in {"message_not_found", "cant_update_message"}:
                     raise
-        _, sent_ts = await self._send(place, text)
+        _, sent_ts = await self._send(reply.id, place, text)
         await self.state.set_status(reply.conversation, sent_ts)
 
     async def _reply(self, reply: Reply) -> None:
@@ -148,8 +229,8 @@ class SlackRenderer:
                 initial_comment=f"The answer is {len(reply.text)} characters ({lines} lines); it is attached.",
             )
             return
-        for piece in pieces:
-            await self._send(place, piece)
+        for part, piece in enumerate(pieces):
+            await self._send(f"{reply.id}:{part}", place, piece)
 
     # --- approvals ----------------------------------------------------------------------------
 
@@ -157,15 +238,17 @@ class SlackRenderer:
         text, block_list = blocks.approval_card(request)
         thread = await self._thread(request)
         if self.approval_channel:
-            channel, ts = await self._send(Place(self.approval_channel), text, block_list)
+            channel, ts = await self._send(request.id, Place(self.approval_channel), text, block_list)
             card = Card(channel, ts, "", request)
             if thread is not None:
                 where = f"<#{self.approval_channel}>"
                 await self._send(
-                    thread, f":lock: `{request.tool}` is waiting for approval `{request.approval_id}` in {where}"
+                    f"{request.id}:pointer",
+                    thread,
+                    f":lock: `{request.tool}` is waiting for approval `{request.approval_id}` in {where}",
                 )
         elif thread is not None:
-            channel, ts = await self._send(thread, text, block_list)
+            channel, ts = await self._send(request.id, thread, text, block_list)
             card = Card(channel, ts, thread.thread_ts, request)
         else:
             log.error("slack: approval %s is for a thread on another channel and SLACK_APPROVAL_CHANNEL is not set; "
@@ -181,7 +264,7 @@ class SlackRenderer:
             await self.client.chat_update(channel=card.channel, ts=card.ts, text=text, blocks=block_list)
         thread = await self._thread(receipt, open_it=False)
         if thread is not None and (card is None or card.place != thread):
-            await self._send(thread, f"{blocks.decision_line(receipt)} (approval `{receipt.approval_id}`)")
+            await self._send(receipt.id, thread, f"{blocks.decision_line(receipt)} (approval `{receipt.approval_id}`)")
 
     async def _question(self, question: Question) -> None:
         thread = await self._thread_or_drop(question)
@@ -189,7 +272,7 @@ class SlackRenderer:
         if thread is None or origin is None:
             return
         await self._send(
-            thread, f":question: {blocks.escape(question.question)}\n_Answer with a reply in this thread._"
+            question.id, thread, f":question: {blocks.escape(question.question)}\n_Answer with a reply in this thread._"
         )
         # The answer is the next reply in this thread, with or without a mention.
         await self.state.own_thread(thread_key(origin.team, thread.channel, thread.thread_ts), question.conversation)
@@ -210,4 +293,4 @@ class SlackRenderer:
         except SlackApiError as exc:
             if _error(exc) not in UNREACHABLE:
                 raise
-            await self.client.chat_postMessage(channel=user, text=text)
+            await self._post(notice.id, channel=user, text=text)

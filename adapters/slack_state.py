@@ -6,6 +6,8 @@
 | `slack:root:<conversation>` | `{channel, ts}` of the message the bot posted to open a slash command's thread |
 | `slack:status:<conversation>` | ts of the one progress message the bot edits while the thread works |
 | `slack:card:<approval id>` | `{channel, ts, thread_ts, request}` of the approval card, to edit it after the decision |
+| `slack:began:<outbound id>:<part>` | a post of this message part was attempted: a retry looks for it in Slack first |
+| `slack:opening:<conversation>` | a renderer is posting a slash command's first message; the others wait for it |
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from core import ApprovalRequest
 THREAD_TTL_SECONDS = 30 * 24 * 3600  # replies in a bot thread are followed for a month
 STATUS_TTL_SECONDS = 24 * 3600
 CARD_TTL_SECONDS = 30 * 24 * 3600  # longer than any approval's expiry
+BEGAN_TTL_SECONDS = 7 * 24 * 3600  # longer than delivery retries last (core/delivery.py: 6 hours)
+OPENING_TTL_SECONDS = 30  # a renderer that died while opening a thread holds the others back this long
 
 
 @dataclass(frozen=True)
@@ -120,3 +124,14 @@ class SlackState:
         data = json.loads(raw)
         request = ApprovalRequest.model_validate(data["request"])
         return Card(str(data["channel"]), str(data["ts"]), str(data["thread_ts"]), request)
+
+    async def begin(self, key: str) -> bool:
+        """Mark a post of `key` (outbound id and part) as attempted; False when an attempt was made before."""
+        return bool(await self.redis.set(f"slack:began:{key}", "1", nx=True, ex=BEGAN_TTL_SECONDS))
+
+    async def claim_opening(self, conversation: str) -> bool:
+        """Claim the posting of `conversation`'s first message; False while another renderer holds it."""
+        return bool(await self.redis.set(f"slack:opening:{conversation}", "1", nx=True, ex=OPENING_TTL_SECONDS))
+
+    async def release_opening(self, conversation: str) -> None:
+        await self.redis.delete(f"slack:opening:{conversation}")

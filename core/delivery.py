@@ -77,6 +77,7 @@ class Delivery:
         watching = asyncio.create_task(stop.wait())
         watching.add_done_callback(lambda _: halt.set())
         keeping = asyncio.create_task(self._keep(halt), name=f"{self.channel}-outbox-lease")
+        log.info("outbox %s: renderer %s started", self.channel, self.consumer)
         try:
             await self._read(halt)
         finally:

@@ -182,11 +182,12 @@ class Worker:
 
 
 class Workers:
-    """The `bot worker` processes of one test; `close()` leaves none running."""
+    """The `bot worker` (or `command`) processes of one test; `close()` leaves none running."""
 
-    def __init__(self, root: Path, env: dict[str, str]) -> None:
+    def __init__(self, root: Path, env: dict[str, str], command: str = "worker") -> None:
         self.root = root
         self.env = env
+        self.command = command
         self.all: list[Worker] = []
 
     async def start(self, count: int, **env: str) -> list[Worker]:
@@ -200,17 +201,17 @@ class Workers:
         return started
 
     async def _spawn(self, index: int, env: dict[str, str]) -> Worker:
-        log = self.root / f"worker-{index}.log"
+        log = self.root / f"{self.command}-{index}.log"
         err = await asyncio.to_thread(open, log, "wb")
         try:
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bot", "worker",
+                sys.executable, "-m", "bot", self.command,
                 cwd=REPO_ROOT, env=self.env | env, stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL, stderr=err, start_new_session=True,
             )  # fmt: skip
         finally:
             err.close()  # the child has its own copy of the descriptor
-        return Worker(process, log, f"worker-{index}")
+        return Worker(process, log, f"{self.command}-{index}")
 
     async def _ready(self, worker: Worker) -> bool:
         if await worker.logged("started"):

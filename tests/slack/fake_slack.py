@@ -2,6 +2,8 @@
 
 It answers like Slack (`{"ok": true, ...}`), can answer the next call of a method with a 429
 and `Retry-After`, and serves a Socket Mode WebSocket that sends envelopes and records acks.
+Posted messages are kept, with their metadata, for `conversations.history` and
+`conversations.replies` (metadata only with `include_all_metadata`, as Slack does).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class FakeSlack:
         self.failures: dict[str, list[int]] = {}  # method -> Retry-After seconds of each coming 429
         self.errors: dict[str, list[str]] = {}  # method -> Slack error codes of its coming calls
         self.acks: list[dict[str, Any]] = []  # Socket Mode acknowledgements from the app
+        self.messages: list[dict[str, Any]] = []  # posted and not deleted: channel, ts, thread_ts, text, metadata
         self.envelopes: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._ts = itertools.count(1)
         app = web.Application()
@@ -112,7 +115,16 @@ class FakeSlack:
                 }
             case "chat.postMessage":
                 ts = self._next_ts()
+                message = {"ts": ts, "text": args["text"], "thread_ts": args.get("thread_ts", "")}
+                if isinstance(metadata := args.get("metadata"), dict):
+                    message["metadata"] = metadata
+                self.messages.append({"channel": args["channel"], **message})
                 return {"ok": True, "channel": args["channel"], "ts": ts, "message": {"ts": ts, "text": args["text"]}}
+            case "chat.delete":
+                self.messages = [m for m in self.messages if (m["channel"], m["ts"]) != (args["channel"], args["ts"])]
+                return {"ok": True, "channel": args["channel"], "ts": args["ts"]}
+            case "conversations.history" | "conversations.replies":
+                return {"ok": True, "messages": self._history(method, args), "has_more": False}
             case "chat.update":
                 return {"ok": True, "channel": args["channel"], "ts": args["ts"], "text": args.get("text", "")}
             case "chat.postEphemeral":
@@ -126,6 +138,21 @@ class FakeSlack:
             case "apps.connections.open":
                 return {"ok": True, "url": str(self.server.make_url("/socket")).replace("http", "ws", 1)}
         return {"ok": True}
+
+    def _history(self, method: str, args: dict[str, Any]) -> list[dict[str, Any]]:
+        """A channel's top-level messages newest first, or a thread's root and replies oldest first."""
+        if method == "conversations.history":
+            found = [m for m in self.messages if m["channel"] == args["channel"] and not m["thread_ts"]][::-1]
+        else:
+            root = args["ts"]
+            found = [
+                m
+                for m in self.messages
+                if m["channel"] == args["channel"] and (m["ts"] == root or m["thread_ts"] == root)
+            ]
+        found = found[: int(args.get("limit", 100))]
+        with_metadata = str(args.get("include_all_metadata", "")).lower() in ("1", "true")
+        return [{k: v for k, v in m.items() if k != "channel" and (with_metadata or k != "metadata")} for m in found]
 
     async def _upload(self, request: web.Request) -> web.Response:
         body = await request.read()
