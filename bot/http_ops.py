@@ -153,7 +153,10 @@ class Operations:
             if not allowed:
                 raise ApiError(403, "not_an_approver", str(exc)) from exc
             current = await self.approval(trigger.approval_id)
-            code = "approval_expired" if current.status == "expired" else "approval_decided"
+            lapsed = current.status == "expired" or (
+                current.status == "pending" and current.expires_at <= self.core.agent.clock.now()
+            )  # past its deadline, before a sweeper marked it
+            code = "approval_expired" if lapsed else "approval_decided"
             raise ApiError(409, code, str(exc)) from exc
         wanted = "approved" if trigger.decision == "approve" else "rejected"
         if decided.status != wanted:  # the same person decided the other way a moment ago

@@ -103,9 +103,12 @@ class Approvals:
         """Why `trigger.sender` may not decide `record`, or None."""
         if self.tools.may_approve(trigger.sender, record.allowed, record.requester, record.allow_self):
             return None
-        own = " (you requested it and this tool needs someone else)" if trigger.sender == record.requester else ""
+        if trigger.sender == record.requester and self.tools.is_member(trigger.sender, record.allowed):
+            why = "you requested it, and this tool needs an approver other than the requester"
+        else:
+            why = "you are not one of its allowed approvers"
         return (
-            f"{trigger.sender} may not decide approval {record.approval_id}{own}; "
+            f"{trigger.sender} may not decide approval {record.approval_id}: {why}; "
             f"allowed approvers: {self.tools.describe(record.allowed)}. Nothing changed."
         )
 

@@ -46,6 +46,7 @@ async def test_an_approver_outside_the_group_is_refused_and_the_thread_stays_pen
     assert (
         "cli:mallory may not decide approval" in refusal[-1].text and "group:oncall (cli:operator)" in refusal[-1].text
     )
+    assert "you are not one of its allowed approvers" in refusal[-1].text, "the true reason: not a member"
     state = (await h.core.store.list_threads())[0]
     assert state.status == "awaiting_approval" and state.pending_approval.approval_id == approval.approval_id
     record = await h.core.store.get_approval(approval.approval_id)

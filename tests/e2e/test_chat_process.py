@@ -183,7 +183,8 @@ async def test_approver_outside_the_group_is_refused(bots: BotProcesses) -> None
     mallory = await bots.chat("--user", "mallory")
     await mallory.say(f"approve {approval_id}")
     await mallory.expect(
-        rf"^bot> \[warning\] cli:mallory may not decide approval {approval_id}; "
+        rf"^bot> \[warning\] cli:mallory may not decide approval {approval_id}: you are not one of its allowed "
+        r"approvers; "
         r"allowed approvers: group:oncall \(cli:operator\)\. Nothing changed\.$"
     )
     pending = await pending_approvals(bots)

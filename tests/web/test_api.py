@@ -229,3 +229,13 @@ async def test_me_and_the_openapi_document(server: Server) -> None:
     assert launch_schema["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/LaunchRequest")
     assert set(launch_schema["responses"]) >= {"202", "401", "409", "422"}
     assert "HTTPBearer" in spec["components"]["securitySchemes"]
+
+
+async def test_a_decision_past_the_deadline_is_approval_expired_before_any_sweep(server: Server, tmp_path) -> None:
+    await launch(server)
+    approval_id = await pending_approval(server)
+    server.harness.clock.advance(3601)  # the shipped production policies expire after an hour
+    late = await server.call("POST", f"/v1/approvals/{approval_id}/decision", json={"decision": "approve"})
+    assert (late.status, late.code) == (409, "approval_expired")
+    await server.drain()
+    assert deploys(tmp_path) == []
