@@ -24,6 +24,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from starlette.applications import Starlette
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -42,7 +43,8 @@ from core.store import unwritable
 
 log = logging.getLogger(__name__)
 ReadinessProbe = Callable[[], Awaitable[dict[str, bool]]]
-MAX_REQUEST_BYTES = 1024 * 1024
+MAX_REQUEST_BYTES = 1024 * 1024  # defaults of BOT_HTTP_MAX_BODY_BYTES and BOT_HTTP_BODY_SECONDS
+BODY_SECONDS = 30.0
 REDIS_PING_SECONDS = 2.0
 # A write that /readyz makes: a Redis that answers but cannot store (full, a replica) is not ready.
 # Every process writes the same short-lived key. (Its name belongs with core/keys.py's.)
@@ -58,24 +60,60 @@ SECURITY_HEADERS = {
 }
 
 
-class _Guard:
-    """Refuse oversized bodies before reading them; add the browser security headers."""
+class BodyTooLarge(HTTPException):
+    """Raised while the body streams in, whatever its transfer encoding; FastAPI and `_Guard` answer it."""
 
-    def __init__(self, app: ASGIApp) -> None:
+
+class BodyTooSlow(HTTPException):
+    """The body did not arrive in time."""
+
+
+class _Guard:
+    """Limit every body while it streams in (chunked too) and the time it takes to arrive; add the
+    browser security headers.
+
+    A declared `Content-Length` over the limit is refused before a byte is read. Otherwise the body
+    is counted as it arrives and refused (413) at the first byte over the limit, so an oversized
+    or endless chunked upload costs at most `max_bytes` of memory. A body that takes longer than
+    `body_seconds` to arrive (a slow-drip client holding a connection) is refused with 408.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int = MAX_REQUEST_BYTES, body_seconds: float = BODY_SECONDS) -> None:
         self.app = app
+        self.max_bytes = max_bytes
+        self.body_seconds = body_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         length = Headers(scope=scope).get("content-length", "")
-        if length.isdigit() and int(length) > MAX_REQUEST_BYTES:
-            message = f"the body has {length} bytes; the limit is {MAX_REQUEST_BYTES}"
+        if length.isdigit() and int(length) > self.max_bytes:
+            message = f"the body has {length} bytes; the limit is {self.max_bytes}"
             response = http_errors.error_response(413, "payload_too_large", message)
             return await response(scope, receive, send)
         private = scope["path"].startswith(("/v1/", "/web/"))
+        received, started = 0, False
+        deadline = asyncio.get_running_loop().time() + self.body_seconds
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            remaining = deadline - asyncio.get_running_loop().time()
+            try:
+                message = await asyncio.wait_for(receive(), timeout=max(remaining, 0.001))
+            except TimeoutError:
+                raise BodyTooSlow(
+                    408, f"the body did not arrive within {self.body_seconds:g}s; send it at once"
+                ) from None
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge(413, f"the body is over the limit of {self.max_bytes} bytes")
+            return message
 
         async def send_with_headers(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 headers = MutableHeaders(scope=message)
                 for name, value in SECURITY_HEADERS.items():
                     headers.setdefault(name, value)
@@ -83,7 +121,14 @@ class _Guard:
                     headers.setdefault("Cache-Control", "no-store")
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        try:
+            await self.app(scope, limited_receive, send_with_headers)
+        except (BodyTooLarge, BodyTooSlow) as exc:  # a route outside FastAPI's handlers read the body
+            if started:
+                raise
+            code = "payload_too_large" if exc.status_code == 413 else "request_timeout"
+            response = http_errors.error_response(exc.status_code, code, str(exc.detail), {"Connection": "close"})
+            await response(scope, receive, send_with_headers)
 
 
 def _version() -> str:
@@ -133,7 +178,8 @@ def build_app(
     )
     app.state.draining = draining  # set by `serve` when stopping, so long-polls return at once
     http_errors.install(app, core.store_write_failures.labels("api").inc)
-    app.add_middleware(_Guard)
+    limits = core.settings.http
+    app.add_middleware(_Guard, max_bytes=limits.max_body_bytes, body_seconds=limits.body_seconds)
     app.include_router(api_router(ops, auth))
     app.include_router(hooks_router(ops, hooks))
     app.include_router(web_router(ops, auth, web or WebChannel(core.bus), draining))

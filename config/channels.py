@@ -51,6 +51,9 @@ class HttpSettings(BaseModel):
     public_url: str | None = Field(None, alias="BOT_PUBLIC_URL")
     # "token=identity,token2=identity2": bearer tokens for the REST API and who they act as.
     api_tokens: SecretStr | None = Field(None, alias="BOT_API_TOKENS")
+    # Every request body, chunked or not, is cut off at this size (413) and must arrive within this time (408).
+    max_body_bytes: int = Field(1024 * 1024, ge=1024, alias="BOT_HTTP_MAX_BODY_BYTES")
+    body_seconds: float = Field(30.0, gt=0, alias="BOT_HTTP_BODY_SECONDS")
 
 
 class SlackSettings(_ChannelSettings):
