@@ -34,6 +34,7 @@ from bot.http_api import api_router
 from bot.http_auth import TokenAuth, local_token, parse_tokens
 from bot.http_console import console_routes, web_router
 from bot.http_hooks import HookConfig, hooks_router
+from bot.http_limits import RateLimits
 from bot.http_models import Health, Readiness
 from bot.http_ops import Operations
 from bot.main import Core
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 ReadinessProbe = Callable[[], Awaitable[dict[str, bool]]]
 MAX_REQUEST_BYTES = 1024 * 1024  # defaults of BOT_HTTP_MAX_BODY_BYTES and BOT_HTTP_BODY_SECONDS
 BODY_SECONDS = 30.0
+UNLIMITED = ("/healthz", "/readyz", "/metrics")  # probes and scrapes come from the platform, often
 REDIS_PING_SECONDS = 2.0
 # A write that /readyz makes: a Redis that answers but cannot store (full, a replica) is not ready.
 # Every process writes the same short-lived key. (Its name belongs with core/keys.py's.)
@@ -78,19 +80,39 @@ class _Guard:
     `body_seconds` to arrive (a slow-drip client holding a connection) is refused with 408.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int = MAX_REQUEST_BYTES, body_seconds: float = BODY_SECONDS) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int = MAX_REQUEST_BYTES,
+        body_seconds: float = BODY_SECONDS,
+        limits: RateLimits | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.body_seconds = body_seconds
+        self.limits = limits
+
+    async def _refusal(self, scope: Scope) -> JSONResponse | None:
+        """What to answer before reading anything: a declared body over the limit, an address over its rate."""
+        length = Headers(scope=scope).get("content-length", "")
+        if length.isdigit() and int(length) > self.max_bytes:
+            message = f"the body has {length} bytes; the limit is {self.max_bytes}"
+            return http_errors.error_response(413, "payload_too_large", message)
+        client = scope.get("client")
+        if self.limits is None or scope["path"] in UNLIMITED:
+            return None
+        refused = await self.limits.hit("address", client[0] if client else "unknown")
+        if refused is None:
+            return None
+        return http_errors.error_response(
+            429, "rate_limited", refused.message, {"Retry-After": str(refused.retry_after)}
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        length = Headers(scope=scope).get("content-length", "")
-        if length.isdigit() and int(length) > self.max_bytes:
-            message = f"the body has {length} bytes; the limit is {self.max_bytes}"
-            response = http_errors.error_response(413, "payload_too_large", message)
-            return await response(scope, receive, send)
+        if (refusal := await self._refusal(scope)) is not None:
+            return await refusal(scope, receive, send)
         private = scope["path"].startswith(("/v1/", "/web/"))
         received, started = 0, False
         deadline = asyncio.get_running_loop().time() + self.body_seconds
@@ -167,7 +189,8 @@ def build_app(
                 f"hook {hook.name!r} names agent {hook.agent!r}, but the agents are "
                 f"{', '.join(core.agent.roster.names())}; fix [hooks.{hook.name}].agent"
             )
-    auth, ops, draining = TokenAuth(tokens), Operations(core), asyncio.Event()
+    limits = RateLimits(core.redis, core.settings.http, core.rate_limited)
+    auth, ops, draining = TokenAuth(tokens, limits), Operations(core, limits), asyncio.Event()
     was_ready = True
     app = FastAPI(
         title="opsbot",
@@ -178,8 +201,8 @@ def build_app(
     )
     app.state.draining = draining  # set by `serve` when stopping, so long-polls return at once
     http_errors.install(app, core.store_write_failures.labels("api").inc)
-    limits = core.settings.http
-    app.add_middleware(_Guard, max_bytes=limits.max_body_bytes, body_seconds=limits.body_seconds)
+    http = core.settings.http
+    app.add_middleware(_Guard, max_bytes=http.max_body_bytes, body_seconds=http.body_seconds, limits=limits)
     app.include_router(api_router(ops, auth))
     app.include_router(hooks_router(ops, hooks))
     app.include_router(web_router(ops, auth, web or WebChannel(core.bus), draining))

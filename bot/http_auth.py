@@ -16,6 +16,7 @@ from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from bot.http_errors import ApiError
+from bot.http_limits import RateLimits
 from core.errors import ConfigError
 
 IDENTITY = re.compile(r"^[a-z][a-z0-9_-]*:\S+$")
@@ -54,8 +55,9 @@ def local_token(identity: str) -> dict[str, str]:
 class TokenAuth:
     """The FastAPI dependency that turns `Authorization: Bearer <token>` into an identity."""
 
-    def __init__(self, tokens: Mapping[str, str]) -> None:
+    def __init__(self, tokens: Mapping[str, str], limits: RateLimits | None = None) -> None:
         self._tokens = [(token.encode(), identity) for token, identity in tokens.items()]
+        self.limits = limits
 
     def identity(self, presented: str) -> str | None:
         """Compare with every token in constant time, so timing says nothing about which one is close."""
@@ -77,4 +79,6 @@ class TokenAuth:
         identity = self.identity(credentials.credentials)
         if identity is None:
             raise ApiError(401, "unauthorized", "the bearer token is not in BOT_API_TOKENS; check it", CHALLENGE)
+        if self.limits is not None and (refused := await self.limits.hit("identity", identity)):
+            raise ApiError(429, "rate_limited", refused.message, {"Retry-After": str(refused.retry_after)})
         return identity

@@ -22,6 +22,7 @@ import logging
 from typing import Literal
 
 from bot.http_errors import ApiError
+from bot.http_limits import RateLimits
 from bot.http_models import Accepted, ApprovalView
 from bot.main import Core
 from core import events as ev
@@ -49,8 +50,9 @@ def thread_exists(trigger: ev.MessageTrigger) -> ApiError:
 
 
 class Operations:
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Core, limits: RateLimits | None = None) -> None:
         self.core = core
+        self.limits = limits
 
     # --- threads ----------------------------------------------------------------------------
 
@@ -68,6 +70,8 @@ class Operations:
             raise ApiError(422, "unknown_agent", f"there is no agent {trigger.agent!r}; the agents are {agents}")
         if not new_thread:
             return await self._publish(trigger)
+        if self.limits is not None and (refused := await self.limits.hit("launch", trigger.sender)):
+            raise ApiError(429, "rate_limited", refused.message, {"Retry-After": str(refused.retry_after)})
         if (await self.core.store.load_state(trigger.thread_id)).seq:
             raise thread_exists(trigger)
         # The claim and the trigger go in together, so of concurrent launches one wins. The claim lasts as

@@ -54,6 +54,7 @@ class Core:
     # Answers "the store cannot take this now" (HTTP 503 store_unavailable, /readyz): exported on /metrics
     # beside the core's counters, by where it was answered.
     store_write_failures: Counter = field(init=False)
+    rate_limited: Counter = field(init=False)  # HTTP requests answered 429, by limit (bot/http_limits.py)
 
     def __post_init__(self) -> None:
         self.store_write_failures = Counter(
@@ -61,6 +62,9 @@ class Core:
             "Requests answered 503 because Redis could not be reached or refused writes (full, read-only, loading)",
             ["where"],
             registry=self.metrics.registry,
+        )
+        self.rate_limited = Counter(
+            "bot_rate_limited", "HTTP requests refused with 429, by limit", ["limit"], registry=self.metrics.registry
         )
 
     def worker(self, name: str | None = None) -> Worker:

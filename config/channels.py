@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from core.errors import ConfigError
 
@@ -54,6 +54,21 @@ class HttpSettings(BaseModel):
     # Every request body, chunked or not, is cut off at this size (413) and must arrive within this time (408).
     max_body_bytes: int = Field(1024 * 1024, ge=1024, alias="BOT_HTTP_MAX_BODY_BYTES")
     body_seconds: float = Field(30.0, gt=0, alias="BOT_HTTP_BODY_SECONDS")
+    # Rate limits (bot/http_limits.py), in the `limits` notation: "60/minute", "10/second", "1000 per hour".
+    rate_address: str = Field("1200/minute", alias="BOT_RATE_ADDRESS")
+    rate_identity: str = Field("600/minute", alias="BOT_RATE_IDENTITY")
+    rate_launch: str = Field("60/minute", alias="BOT_RATE_LAUNCH")
+
+    @field_validator("rate_address", "rate_identity", "rate_launch")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        from limits import parse  # here: config stays importable without the HTTP stack's libraries
+
+        try:
+            parse(value)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a rate like 60/minute or 10 per second") from exc
+        return value
 
 
 class SlackSettings(_ChannelSettings):
