@@ -204,7 +204,7 @@ def build_app(
     http = core.settings.http
     app.add_middleware(_Guard, max_bytes=http.max_body_bytes, body_seconds=http.body_seconds, limits=limits)
     app.include_router(api_router(ops, auth))
-    app.include_router(hooks_router(ops, hooks))
+    app.include_router(hooks_router(ops, hooks, core.webhook_refusals))
     app.include_router(web_router(ops, auth, web or WebChannel(core.bus), draining))
 
     @app.get("/healthz", response_model=Health, tags=["health"], summary="The process is up")

@@ -2,10 +2,18 @@
 
 - Definitions are data (`config/hooks.toml`): agent, input template, reply channel. Secrets come
   only from the environment, `BOT_HOOK_SECRET_<NAME>`; a hook without its secret is disabled.
-- The body must carry `X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the raw body>` (GitHub's
-  header, so GitHub webhooks work as they are). Checks, in order: unknown hook 404, body too
-  large 413, bad signature 401, payload that does not fill the template 422; only then is a
-  trigger enqueued. `X-GitHub-Delivery` or `X-Delivery-Id`, when sent, drops redeliveries.
+- Each hook verifies one signature scheme (`scheme` in hooks.toml):
+  - `github` (default): `X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the raw body>` and a
+    delivery id, `X-GitHub-Delivery` (or `X-Delivery-Id`), which is required and remembered for a
+    day: a replay of an accepted delivery is 409 `replayed`. GitHub's scheme has no timestamp, so
+    a replay after that day would be accepted again: use `standard` where the sender can.
+  - `standard`: Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<b64>`
+    over `id.timestamp.body`, the secret a `whsec_<base64>` value), verified by the
+    `standardwebhooks` reference library: a timestamp more than 5 minutes off is refused, and a
+    replayed id inside that window is 409 `replayed`.
+  Checks, in order: unknown hook 404, body too large 413, bad or missing signature or delivery id
+  401/400, stale timestamp 401, replay 409, payload that does not fill the template 422; only then
+  is a trigger enqueued. Every refusal is counted (`bot_webhook_refusals_total{hook,reason}`).
 - `{field}` / `{a.b}` in the template take values from the JSON payload. In a `/command` template
   each value is shell-quoted, so a payload can fill an argument but never add one; and a hook's
   input may never read as `approve <id>`.
@@ -23,11 +31,13 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Request
 from fastapi import Path as PathParam
+from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from standardwebhooks import Webhook, WebhookVerificationError
 
 from bot.http_errors import ApiError, responses
 from bot.http_models import MAX_TEXT, NAME_PATTERN, Accepted
@@ -54,6 +64,7 @@ class Hook(BaseModel):
     agent: str = ""
     channel: str = Field("api", pattern=NAME_PATTERN)
     reply_to: dict[str, str] = {}
+    scheme: Literal["github", "standard"] = "github"
     secret: SecretStr | None = None
 
     @property
@@ -91,6 +102,14 @@ def load_hooks(path: Path, env: Mapping[str, str]) -> HookConfig:
             raise ConfigError(f"hook {name!r} in {path}: {where}: {first['msg']}; fix [hooks.{name}]") from exc
         if hook.secret is None:
             log.warning("hook %s is disabled: set %s to enable it", name, secret_name)
+        elif hook.scheme == "standard":
+            try:
+                Webhook(hook.secret.get_secret_value())
+            except Exception as exc:  # noqa: BLE001 - any undecodable secret is the same config error
+                raise ConfigError(
+                    f"hook {name!r} uses scheme = 'standard', so {secret_name} must be the sender's "
+                    f"whsec_<base64> secret ({type(exc).__name__}); copy it as the sender shows it"
+                ) from None
         hooks[name] = hook
     return HookConfig(hooks)
 
@@ -149,7 +168,8 @@ async def _read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-def _verify(hook: Hook, body: bytes, given: str | None) -> None:
+def _verify_github(hook: Hook, body: bytes, given: str | None, delivery: str | None) -> str:
+    """Check GitHub's signature; returns the delivery id, which this scheme requires."""
     assert hook.secret is not None
     if not given:
         raise ApiError(
@@ -165,6 +185,42 @@ def _verify(hook: Hook, body: bytes, given: str | None) -> None:
             f"{SIGNATURE_HEADER} does not match the body; sign the exact bytes "
             f"sent, with the secret in {hook.secret_variable}",
         )
+    if not delivery:
+        raise ApiError(
+            400,
+            "delivery_id_required",
+            "send a unique X-GitHub-Delivery (or X-Delivery-Id) header with each delivery (GitHub does); "
+            "it is what makes a replayed request harmless",
+        )
+    return delivery
+
+
+def _verify_standard(hook: Hook, body: bytes, headers: Mapping[str, str]) -> str:
+    """Check a Standard Webhooks signature and timestamp; returns the message id."""
+    assert hook.secret is not None
+    wanted = {name: headers.get(name, "") for name in ("webhook-id", "webhook-timestamp", "webhook-signature")}
+    if not all(wanted.values()):
+        missing = ", ".join(name for name, value in wanted.items() if not value)
+        raise ApiError(401, "bad_signature", f"missing {missing}; hook {hook.name} uses Standard Webhooks")
+    try:
+        Webhook(hook.secret.get_secret_value()).verify(body, wanted, json_parse=False)
+    except WebhookVerificationError as exc:
+        if "timestamp too" in str(exc):
+            raise ApiError(
+                401,
+                "stale_timestamp",
+                f"webhook-timestamp {wanted['webhook-timestamp']} is more than 5 minutes from now ({exc}); "
+                "a delayed or replayed delivery is refused: send a fresh one, and check the sender's clock",
+            ) from None
+        raise ApiError(
+            401,
+            "bad_signature",
+            f"webhook-signature does not match id.timestamp.body ({exc}); sign with the secret in "
+            f"{hook.secret_variable}",
+        ) from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ApiError(401, "bad_signature", f"the signature headers or the body cannot be read ({exc})") from None
+    return wanted["webhook-id"]
 
 
 def _payload(hook: Hook, body: bytes) -> dict[str, Any]:
@@ -180,14 +236,15 @@ def _payload(hook: Hook, body: bytes) -> dict[str, Any]:
 HOOK_BODY = {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}
 
 
-def hooks_router(ops: Operations, hooks: HookConfig) -> APIRouter:
+def hooks_router(ops: Operations, hooks: HookConfig, refusals: Counter | None = None) -> APIRouter:
+    """`refusals`: counts refused deliveries by hook and error code (`Core.webhook_refusals`)."""
     router = APIRouter(prefix="/v1/hooks", tags=["webhooks"])
 
     @router.post(
         "/{name}",
         status_code=202,
         response_model=Accepted,
-        responses=responses(401, 404, 413, 422, 503),
+        responses=responses(400, 401, 404, 409, 413, 422, 503),
         summary="Launch the hook's agent with the signed payload",
         openapi_extra={"requestBody": HOOK_BODY},
     )
@@ -197,17 +254,28 @@ def hooks_router(ops: Operations, hooks: HookConfig) -> APIRouter:
         x_hub_signature_256: Annotated[str | None, Header(description="sha256=<hex HMAC-SHA256 of the body>")] = None,
         x_github_delivery: Annotated[str | None, Header(max_length=200)] = None,
         x_delivery_id: Annotated[str | None, Header(max_length=200)] = None,
+        webhook_id: Annotated[str | None, Header(max_length=200, description="Standard Webhooks")] = None,
     ) -> Accepted:
         found = hooks.enabled(name)
         if found is None:
             raise ApiError(
                 404, "hook_not_found", f"there is no enabled hook {name!r}; define it in hooks.toml and set its secret"
             )
+        try:
+            return await _deliver(found, request, x_hub_signature_256, x_github_delivery or x_delivery_id)
+        except ApiError as exc:
+            if refusals is not None:
+                refusals.labels(found.name, exc.code).inc()
+            raise
+
+    async def _deliver(found: Hook, request: Request, given: str | None, github_delivery: str | None) -> Accepted:
         body = await _read_body(request)
-        _verify(found, body, x_hub_signature_256)
+        if found.scheme == "standard":
+            delivery = _verify_standard(found, body, request.headers)
+        else:
+            delivery = _verify_github(found, body, given, github_delivery)
         text = render(found, _payload(found, body))
-        delivery = x_github_delivery or x_delivery_id
-        conversation = f"hook/{found.name}/{delivery or new_id()}"  # a redelivery names the same thread
+        conversation = f"hook/{found.name}/{delivery}"  # a redelivery names the same thread
         trigger = ev.MessageTrigger(
             id=new_id(),
             channel=found.channel,
@@ -217,8 +285,16 @@ def hooks_router(ops: Operations, hooks: HookConfig) -> APIRouter:
             agent=found.agent,
             reply_to=found.reply_to,
             thread_id=thread_id_for(found.channel, conversation),
-            dedup_key=f"hook:{found.name}:{delivery}" if delivery else "",
+            dedup_key=f"hook:{found.name}:{delivery}",
         )
-        return await ops.launch(trigger, new_thread=False)
+        accepted = await ops.launch(trigger, new_thread=False)
+        if accepted.duplicate:
+            raise ApiError(
+                409,
+                "replayed",
+                f"delivery {delivery!r} of hook {found.name} was accepted before (thread {accepted.thread_id}); "
+                "a replay is refused and nothing was enqueued. Send a new delivery id for a new event",
+            )
+        return accepted
 
     return router

@@ -55,6 +55,7 @@ class Core:
     # beside the core's counters, by where it was answered.
     store_write_failures: Counter = field(init=False)
     rate_limited: Counter = field(init=False)  # HTTP requests answered 429, by limit (bot/http_limits.py)
+    webhook_refusals: Counter = field(init=False)  # webhook deliveries refused, by hook and code
 
     def __post_init__(self) -> None:
         self.store_write_failures = Counter(
@@ -65,6 +66,12 @@ class Core:
         )
         self.rate_limited = Counter(
             "bot_rate_limited", "HTTP requests refused with 429, by limit", ["limit"], registry=self.metrics.registry
+        )
+        self.webhook_refusals = Counter(
+            "bot_webhook_refusals",
+            "Webhook deliveries refused (bad signature, stale timestamp, replay, ...), by hook and error code",
+            ["hook", "reason"],
+            registry=self.metrics.registry,
         )
 
     def worker(self, name: str | None = None) -> Worker:

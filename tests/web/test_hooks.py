@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from standardwebhooks import Webhook
 
 from bot.http import build_app
 from bot.http_hooks import HookConfig, load_hooks, signature
 from config.settings import CONFIG_DIR
 from core.errors import ConfigError
+from core.ids import new_id
 from tests.web.conftest import TOKENS, Server
 
 SECRET = "s3cret-for-tests"
@@ -24,14 +29,20 @@ text = "Alert {alert.name} for {alert.service}"
 
 [hooks.unsigned]
 text = "/list_services"
+
+[hooks.standard]
+scheme = "standard"
+text = "/run_tests {service}"
 """
+STANDARD_SECRET = "whsec_" + base64.b64encode(b"a-standard-webhooks-secret").decode()
 
 
 @pytest.fixture
 def hooks(tmp_path: Path) -> HookConfig:
     path = tmp_path / "hooks.toml"
     path.write_text(HOOKS_TOML)
-    return load_hooks(path, {"BOT_HOOK_SECRET_CI_FAILURE": SECRET, "BOT_HOOK_SECRET_ALERT": SECRET})
+    secrets = {"BOT_HOOK_SECRET_CI_FAILURE": SECRET, "BOT_HOOK_SECRET_ALERT": SECRET}
+    return load_hooks(path, secrets | {"BOT_HOOK_SECRET_STANDARD": STANDARD_SECRET})
 
 
 @pytest.fixture
@@ -43,6 +54,7 @@ async def post_hook(server: Server, name: str, payload: object, secret: str | No
     body = json.dumps(payload).encode()
     if secret is not None:
         headers["X-Hub-Signature-256"] = signature(secret, body)
+    headers.setdefault("X-GitHub-Delivery", new_id())
     headers["Content-Type"] = "application/json"
     return await server.call("POST", f"/v1/hooks/{name}", token=None, data=body, headers=headers)
 
@@ -106,13 +118,66 @@ async def test_a_payload_value_fills_one_argument_and_never_adds_one(hook_server
     assert not any(e["type"] == "tool_started" for e in events)
 
 
-async def test_a_redelivery_is_accepted_once(hook_server: Server) -> None:
+async def test_a_replayed_delivery_is_refused_and_counted(hook_server: Server) -> None:
     first = await post_hook(hook_server, "ci_failure", {"service": "api"}, **{"X-GitHub-Delivery": "d-1"})
     again = await post_hook(hook_server, "ci_failure", {"service": "api"}, **{"X-GitHub-Delivery": "d-1"})
     assert (first.status, first.body["duplicate"]) == (202, False)
-    assert (again.status, again.body["duplicate"]) == (202, True)
-    assert again.body["thread_id"] == first.body["thread_id"]
+    assert (again.status, again.code) == (409, "replayed") and first.body["thread_id"] in again.message
     assert await hook_server.inbox_length() == 1
+    registry = hook_server.harness.core.metrics.registry
+    counted = {"hook": "ci_failure", "reason": "replayed"}
+    assert registry.get_sample_value("bot_webhook_refusals_total", counted) == 1
+
+
+async def test_a_github_delivery_needs_its_delivery_id(hook_server: Server) -> None:
+    body = json.dumps({"service": "api"}).encode()
+    headers = {"X-Hub-Signature-256": signature(SECRET, body), "Content-Type": "application/json"}
+    reply = await hook_server.call("POST", "/v1/hooks/ci_failure", token=None, data=body, headers=headers)
+    assert (reply.status, reply.code) == (400, "delivery_id_required") and "X-GitHub-Delivery" in reply.message
+    assert await hook_server.inbox_length() == 0
+
+
+def standard_headers(body: bytes, msg_id: str, at: float, secret: str = STANDARD_SECRET) -> dict[str, str]:
+    signed = Webhook(secret).sign(msg_id, datetime.fromtimestamp(at, tz=UTC), body.decode())
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(at)),
+        "webhook-signature": signed,
+        "Content-Type": "application/json",
+    }
+
+
+async def post_standard(server: Server, body: bytes, headers: dict[str, str]):
+    return await server.call("POST", "/v1/hooks/standard", token=None, data=body, headers=headers)
+
+
+async def test_standard_webhooks_refuse_replays_stale_and_future_timestamps_and_changed_ids(hook_server) -> None:
+    body = json.dumps({"service": "payments"}).encode()
+    now = time.time()
+    signed = standard_headers(body, "msg_1", now)
+
+    accepted = await post_standard(hook_server, body, signed)
+    replayed = await post_standard(hook_server, body, signed)
+    changed_id = await post_standard(hook_server, body, signed | {"webhook-id": "msg_2"})
+    stale = await post_standard(hook_server, body, standard_headers(body, "msg_3", now - 600))
+    future = await post_standard(hook_server, body, standard_headers(body, "msg_4", now + 600))
+    github_style = await post_hook(hook_server, "standard", {"service": "payments"})
+
+    assert accepted.status == 202
+    assert (replayed.status, replayed.code) == (409, "replayed")
+    assert (changed_id.status, changed_id.code) == (401, "bad_signature"), "the id is signed: it cannot be changed"
+    assert (stale.status, stale.code) == (401, "stale_timestamp") and "more than 5 minutes" in stale.message
+    assert (future.status, future.code) == (401, "stale_timestamp")
+    assert (github_style.status, github_style.code) == (401, "bad_signature")
+    assert "uses Standard Webhooks" in github_style.message
+    assert await hook_server.inbox_length() == 1
+
+
+def test_a_standard_hook_with_a_secret_that_is_not_base64_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "hooks.toml"
+    path.write_text('[hooks.s]\nscheme = "standard"\ntext = "/list_services"\n')
+    with pytest.raises(ConfigError, match="must be the sender's whsec_<base64> secret"):
+        load_hooks(path, {"BOT_HOOK_SECRET_S": "whsec_!!!not base64!!!"})
 
 
 def test_the_shipped_hooks_file_loads_with_secrets_and_disables_hooks_without() -> None:
