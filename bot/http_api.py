@@ -17,6 +17,7 @@ from bot.http_models import (
     ApprovalList,
     ControlRequest,
     DecisionRequest,
+    EventPage,
     InputRequest,
     LaunchRequest,
     Me,
@@ -28,6 +29,7 @@ from bot.http_ops import API_CHANNEL, Operations, thread_not_found
 from core import events as ev
 from core.ids import new_id, thread_id_for
 from core.reducer import replay
+from core.store import ThreadCursor
 
 ThreadId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 ApprovalId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
@@ -78,9 +80,41 @@ def api_router(ops: Operations, auth: TokenAuth) -> APIRouter:
         tags=["threads"],
         summary="Recent threads with their derived state",
     )
-    async def list_threads(identity: Identity, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> ThreadList:
-        states = await ops.core.store.list_threads(limit)
-        return ThreadList(threads=[ThreadSummary.of(state) for state in states])
+    async def list_threads(
+        identity: Identity,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        cursor: Annotated[str | None, Query(max_length=200, description="`next_cursor` of the page before")] = None,
+    ) -> ThreadList:
+        try:
+            after = ThreadCursor.parse(cursor) if cursor else None
+        except ValueError:
+            raise ApiError(
+                422, "invalid_request", f"cursor {cursor!r} is not one this API gave; start again without it"
+            ) from None
+        states, following = await ops.core.store.page_threads(limit, after)
+        return ThreadList(
+            threads=[ThreadSummary.of(state) for state in states],
+            next_cursor=following.token() if following else None,
+        )
+
+    @router.get(
+        "/threads/{thread_id}/events",
+        response_model=EventPage,
+        responses=responses(*AUTH, 404),
+        tags=["threads"],
+        summary="A thread's events after a position, a page at a time",
+    )
+    async def thread_events(
+        thread_id: ThreadId,
+        identity: Identity,
+        after: Annotated[int, Query(ge=0, description="the last event seen (0: from the start)")] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> EventPage:
+        events = await ops.core.store.load_events(thread_id, start=after + 1, count=limit + 1)
+        if not events and after == 0:
+            raise thread_not_found(thread_id)
+        more = len(events) > limit
+        return EventPage(events=events[:limit], next_after=after + limit if more else None)
 
     @router.get(
         "/threads/{thread_id}",

@@ -120,6 +120,14 @@ class ThreadSummary(BaseModel):
 
 class ThreadList(BaseModel):
     threads: list[ThreadSummary]
+    next_cursor: str | None = Field(None, description="pass as `cursor` for the next (older) page; null: last page")
+
+
+class EventPage(BaseModel):
+    """Events of a thread after a position, in order."""
+
+    events: list[ev.Event]
+    next_after: int | None = Field(None, description="pass as `after` for the next page; null: no more events yet")
 
 
 class ThreadDetail(BaseModel):

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
@@ -82,6 +83,7 @@ class Decided(BaseModel):
 
 # Redis answers these while it cannot take writes (full, a replica, loading, a cluster in flux). redis-py
 # strips the code from the message of the classes it knows, and a script's error keeps it in the text.
+PAGE_TIE_SLACK = 64  # threads created in the same millisecond as a page's last one, read past to skip them
 UNWRITABLE = ("OOM", "READONLY", "MASTERDOWN", "LOADING", "CLUSTERDOWN", "TRYAGAIN", "BUSY", "NOREPLICAS", "MOVED")
 UNWRITABLE_CLASSES = (
     redis.exceptions.OutOfMemoryError,
@@ -136,6 +138,26 @@ def _record(raw: dict[Any, Any]) -> ApprovalRecord:
 
 def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@dataclass(frozen=True)
+class ThreadCursor:
+    """Where a page of threads ended: the last thread's creation score and id (`Store.page_threads`)."""
+
+    score: float
+    thread_id: str
+
+    def token(self) -> str:
+        return base64.urlsafe_b64encode(f"{self.score!r}:{self.thread_id}".encode()).decode().rstrip("=")
+
+    @classmethod
+    def parse(cls, token: str) -> ThreadCursor:
+        """Raises ValueError for a token that `token()` did not make."""
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        score, _, thread_id = raw.partition(":")
+        if not thread_id:
+            raise ValueError(token)
+        return cls(float(score), thread_id)
 
 
 @dataclass(frozen=True)
@@ -196,10 +218,14 @@ class Store:
             log.warning("thread %s: state snapshot does not match this version; rebuilding from its events", thread_id)
             return await self.rebuild_state(thread_id)
 
-    async def load_events(self, thread_id: str, start: int = 1, end: int | None = None) -> list[Event]:
-        """Events `start..end` (1-based, inclusive)."""
+    async def load_events(
+        self, thread_id: str, start: int = 1, end: int | None = None, count: int | None = None
+    ) -> list[Event]:
+        """Events `start..end` (1-based, inclusive), at most `count` of them."""
         with redis_errors():
-            entries: Any = await self.redis.xrange(keys.thread_log(thread_id), f"{start}-0", f"{end}-0" if end else "+")
+            entries: Any = await self.redis.xrange(
+                keys.thread_log(thread_id), f"{start}-0", f"{end}-0" if end else "+", count=count
+            )
         return [parse_event(fields[b"e"]) for _, fields in entries]
 
     async def rebuild_state(self, thread_id: str) -> ThreadState:
@@ -294,13 +320,33 @@ class Store:
                 await pipe.execute()
 
     async def list_threads(self, limit: int = 50) -> list[ThreadState]:
+        return (await self.page_threads(limit))[0]
+
+    async def page_threads(
+        self, limit: int = 50, after: ThreadCursor | None = None
+    ) -> tuple[list[ThreadState], ThreadCursor | None]:
+        """Threads newest first by creation, `limit` at a time, from just past `after`; and the next cursor.
+
+        Creation time never changes, so a thread is on exactly one page however many are created or
+        updated while someone pages (new ones go before the first page). O(log n + limit) per page.
+        """
+        high = "+inf" if after is None else repr(after.score)
         with redis_errors():
-            ids = [_s(tid) for tid in await self.redis.zrevrange(keys.THREAD_INDEX, 0, limit - 1)]
+            # Ties at one score come in reverse member order: skip those up to and including `after`.
+            found: Any = await self.redis.zrevrangebyscore(
+                keys.THREAD_INDEX, high, "-inf", start=0, num=limit + 1 + PAGE_TIE_SLACK, withscores=True
+            )
+            rows = [(_s(tid), float(score)) for tid, score in found]
+            if after is not None:
+                rows = [(tid, score) for tid, score in rows if score < after.score or tid < after.thread_id]
+            rows = rows[: limit + 1]
             async with self.redis.pipeline(transaction=False) as pipe:
-                for tid in ids:
+                for tid, _ in rows[:limit]:
                     pipe.hget(keys.thread_meta(tid), "state")
                 raws = await pipe.execute()
-        return [ThreadState.model_validate_json(raw) for raw in raws if raw is not None]
+        states = [ThreadState.model_validate_json(raw) for raw in raws if raw is not None]
+        more = len(rows) > limit
+        return states, ThreadCursor(rows[limit - 1][1], rows[limit - 1][0]) if more else None
 
     # --- approvals -----------------------------------------------------------------------
 

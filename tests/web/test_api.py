@@ -239,3 +239,33 @@ async def test_a_decision_past_the_deadline_is_approval_expired_before_any_sweep
     assert (late.status, late.code) == (409, "approval_expired")
     await server.drain()
     assert deploys(tmp_path) == []
+
+
+async def test_threads_and_events_come_a_page_at_a_time(server: Server) -> None:
+    launched = []
+    for _ in range(5):
+        reply = await server.call("POST", "/v1/threads", token=BOB, json={"text": "/status api staging"})
+        launched.append(reply.body["thread_id"])
+        await server.drain()  # created now, a second after the one before
+        server.harness.clock.advance(1)
+
+    pages, cursor = [], None
+    while True:
+        query = "?limit=2" + (f"&cursor={cursor}" if cursor else "")
+        page = (await server.call("GET", f"/v1/threads{query}")).body
+        pages.append([t["thread_id"] for t in page["threads"]])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert pages == [launched[4:2:-1], launched[2:0:-1], launched[:1]], "newest first, each once"
+    forged = await server.call("GET", "/v1/threads?cursor=bm9wZQ")
+    assert (forged.status, forged.code) == (422, "invalid_request") and "start again without it" in forged.message
+
+    thread_id = launched[0]
+    everything = (await server.call("GET", f"/v1/threads/{thread_id}")).body["events"]
+    first = (await server.call("GET", f"/v1/threads/{thread_id}/events?limit=3")).body
+    rest = (await server.call("GET", f"/v1/threads/{thread_id}/events?after={first['next_after']}&limit=100")).body
+    assert [e["id"] for e in first["events"] + rest["events"]] == [e["id"] for e in everything]
+    assert first["next_after"] == 3 and rest["next_after"] is None
+    missing = await server.call("GET", "/v1/threads/tnothing/events")
+    assert (missing.status, missing.code) == (404, "thread_not_found")

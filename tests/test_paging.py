@@ -1,0 +1,62 @@
+"""Paging threads and events: every thread on exactly one page while others are being created."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from core.events import MessageTrigger
+from core.ids import new_id
+from core.store import ThreadCursor
+from tests.conftest import Harness
+
+
+async def create(h: Harness, label: str, advance: float) -> None:
+    h.clock.advance(advance)
+    trigger = MessageTrigger(id=new_id(), channel="cli", conversation=label, sender=h.user, text="/list_services")
+    await h.core.agent.handle(trigger)
+
+
+# Each step: create some threads (advancing the clock 0 or 1 s each: ties included), then read a page.
+steps = st.lists(
+    st.tuples(st.lists(st.sampled_from([0.0, 1.0]), max_size=4), st.integers(min_value=1, max_value=5)),
+    min_size=1,
+    max_size=8,
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(initial=st.lists(st.sampled_from([0.0, 0.0, 1.0]), min_size=1, max_size=15), plan=steps)
+async def test_every_thread_appears_once_across_pages_while_threads_are_created(
+    fake_redis, make_harness, initial, plan
+) -> None:
+    await fake_redis.flushdb()
+    h = make_harness(fake_redis)
+    for n, advance in enumerate(initial):
+        await create(h, f"before-{new_id()}-{n}", advance)
+    existing = {state.thread_id for state in await h.core.store.list_threads(1000)}
+    seen: list[str] = []
+    cursor: ThreadCursor | None = None
+    for more, page_size in plan:
+        for n, advance in enumerate(more):
+            await create(h, f"during-{new_id()}-{n}", advance)
+        page, cursor = await h.core.store.page_threads(page_size, cursor)
+        seen += [state.thread_id for state in page]
+        if cursor is None:
+            break
+    while cursor is not None:
+        page, cursor = await h.core.store.page_threads(5, cursor)
+        seen += [state.thread_id for state in page]
+    assert len(seen) == len(set(seen)), "no thread on two pages"
+    assert existing <= set(seen), "every thread that existed before paging began is on a page"
+
+
+async def test_a_cursor_round_trips_and_a_forged_one_is_refused() -> None:
+    cursor = ThreadCursor(1796290000.123456, "tabc")
+    assert ThreadCursor.parse(cursor.token()) == cursor
+    for forged in ("", "bm90LWEtY3Vyc29y", "!!!"):
+        try:
+            ThreadCursor.parse(forged)
+        except ValueError:
+            continue
+        raise AssertionError(f"{forged!r} was accepted")
