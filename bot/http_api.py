@@ -36,6 +36,23 @@ ApprovalId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z
 AUTH = (401, 422, 503)
 
 
+def _cursor(token: str | None) -> ThreadCursor | None:
+    try:
+        return ThreadCursor.parse(token) if token else None
+    except ValueError:
+        raise ApiError(
+            422, "invalid_request", f"cursor {token!r} is not one this API gave; start again without it"
+        ) from None
+
+
+async def _event_page(ops: Operations, thread_id: str, after: int, limit: int) -> EventPage:
+    events = await ops.core.store.load_events(thread_id, start=after + 1, count=limit + 1)
+    if not events and after == 0:
+        raise thread_not_found(thread_id)
+    more = len(events) > limit
+    return EventPage(events=events[:limit], next_after=after + limit if more else None)
+
+
 def api_router(ops: Operations, auth: TokenAuth) -> APIRouter:
     router = APIRouter(prefix="/v1")
     Identity = Annotated[str, Depends(auth)]
@@ -85,13 +102,7 @@ def api_router(ops: Operations, auth: TokenAuth) -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         cursor: Annotated[str | None, Query(max_length=200, description="`next_cursor` of the page before")] = None,
     ) -> ThreadList:
-        try:
-            after = ThreadCursor.parse(cursor) if cursor else None
-        except ValueError:
-            raise ApiError(
-                422, "invalid_request", f"cursor {cursor!r} is not one this API gave; start again without it"
-            ) from None
-        states, following = await ops.core.store.page_threads(limit, after)
+        states, following = await ops.core.store.page_threads(limit, _cursor(cursor))
         return ThreadList(
             threads=[ThreadSummary.of(state) for state in states],
             next_cursor=following.token() if following else None,
@@ -110,11 +121,7 @@ def api_router(ops: Operations, auth: TokenAuth) -> APIRouter:
         after: Annotated[int, Query(ge=0, description="the last event seen (0: from the start)")] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> EventPage:
-        events = await ops.core.store.load_events(thread_id, start=after + 1, count=limit + 1)
-        if not events and after == 0:
-            raise thread_not_found(thread_id)
-        more = len(events) > limit
-        return EventPage(events=events[:limit], next_after=after + limit if more else None)
+        return await _event_page(ops, thread_id, after, limit)
 
     @router.get(
         "/threads/{thread_id}",
