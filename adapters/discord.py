@@ -126,6 +126,11 @@ class DiscordChannel:
         """Render one outbox message; failures become ChannelError (the bus retries, then parks it)."""
         try:
             await self.renderer.render(outbound)
+        except discord.RateLimited as exc:  # longer than the client waits itself (RATE_LIMIT_WAIT_SECONDS)
+            raise ChannelError(
+                f"Discord rate-limited {outbound.kind} {outbound.id} for {exc.retry_after:.0f}s; retrying then",
+                retry_after=exc.retry_after,
+            ) from exc
         except discord.Forbidden as exc:
             raise ChannelError(f"Discord refused {outbound.kind} {outbound.id} ({exc.text}); give the bot Send "
                                "Messages, Send Messages in Threads and Create Public Threads there") from exc  # fmt: skip

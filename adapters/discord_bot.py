@@ -21,6 +21,9 @@ REASON_FIELD = "reason"
 MODAL_TIMEOUT_SECONDS = 600
 
 
+RATE_LIMIT_WAIT_SECONDS = 30.0  # the shortest wait discord.py accepts; shorter 429s it sleeps out itself
+
+
 class Sink(Protocol):
     """Where the client's handlers hand their input: the channel's inbound side."""
 
@@ -49,6 +52,8 @@ class OpsBot(commands.Bot):
             help_command=None,
             allowed_mentions=discord.AllowedMentions.none(),  # tool output must never ping @everyone
             guild_ready_timeout=guild_ready_timeout,
+            # A 429 asking for longer raises RateLimited: delivery waits instead, other threads meanwhile.
+            max_ratelimit_timeout=RATE_LIMIT_WAIT_SECONDS,
         )
         self.sink: Sink | None = None
         self.gateway_ready = False

@@ -2,10 +2,17 @@
 
 Everything here needs only a logged-in client (no gateway), so any process may render, and a
 decision receipt edits the card wherever the card was posted.
+
+Every message is created with a nonce derived from its outbound id (and part) and
+`enforce_nonce`: Discord answers a second create with the same nonce, within a few minutes, with
+the message it already made. So a renderer that dies after Discord's answer and before the
+delivery record costs nothing when the next renderer takes the message over. Ephemeral
+followups (webhooks take no nonce) may show twice in that window.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, cast
@@ -31,6 +38,11 @@ log = logging.getLogger(__name__)
 THREAD_EXISTS = 160004  # Discord: "A thread has already been created for this message"
 THREAD_ARCHIVE_MINUTES: Literal[1440] = 1440
 TOKEN_LIFETIME = timedelta(minutes=14)  # interaction tokens last 15 minutes; keep a margin
+
+
+def nonce(key: str) -> str:
+    """Discord nonces are at most 25 characters: a digest of the outbound id and part."""
+    return hashlib.sha256(key.encode()).hexdigest()[:25]
 
 
 def token_usable(interaction_id: int, now: datetime | None = None) -> bool:
@@ -89,10 +101,11 @@ class Renderer:
         await self.book.own_thread(thread_id, channel_id)
         return thread_id
 
-    async def _send(self, channel_id: int, text: str) -> None:
+    async def _send(self, channel_id: int, text: str, key: str) -> None:
+        """Post `text` (in as many messages as it needs), each part created once for `key`."""
         channel = self.client.get_partial_messageable(channel_id)
-        for piece in split_message(text):
-            await channel.send(piece)
+        for part, piece in enumerate(split_message(text)):
+            await channel.send(piece, nonce=nonce(f"{key}:{part}"))
 
     async def _post(self, outbound: Outbound, text: str) -> None:
         target = await self._target(outbound)
@@ -100,7 +113,7 @@ class Renderer:
             log.warning("discord: no Discord place for %s %s (thread %s); dropped", outbound.kind, outbound.id,
                         outbound.thread_id)  # fmt: skip
             return
-        await self._send(target, text)
+        await self._send(target, text, outbound.id)
 
     async def _private(self, notice: Notice) -> None:
         """Only `notice.to` sees it: an ephemeral followup while the interaction token lasts, else a DM."""
@@ -120,7 +133,7 @@ class Renderer:
             log.warning("discord: notice %s is for %s, who is not a Discord user; dropped", notice.id, notice.to)
             return
         dm = await self.client.create_dm(discord.Object(user_id))
-        await self._send(dm.id, text)
+        await self._send(dm.id, text, notice.id)
 
     async def _approval(self, request: ApprovalRequest) -> None:
         if await self.book.card(request.approval_id) is not None:
@@ -135,12 +148,13 @@ class Renderer:
         approvers = [discord.Object(uid) for a in request.approvers if (uid := discord_user(a)) is not None]
         pings = discord.AllowedMentions(everyone=False, roles=False, users=approvers, replied_user=False)
         sent = await self.client.get_partial_messageable(where).send(
-            text, view=approval_view(request), allowed_mentions=pings
+            text, view=approval_view(request), allowed_mentions=pings, nonce=nonce(f"{request.id}:card")
         )
         ttl = int((request.expires_at - datetime.now(UTC)).total_seconds())
         await self.book.save_card(request.approval_id, Card(where, sent.id, text), ttl)
         if home is not None and home != where:
-            await self._send(home, f"Approval `{request.approval_id}` for `{request.tool}` is waiting in <#{where}>.")
+            pointer = f"Approval `{request.approval_id}` for `{request.tool}` is waiting in <#{where}>."
+            await self._send(home, pointer, f"{request.id}:pointer")
 
     async def _receipt(self, receipt: DecisionReceipt) -> None:
         """Edit the card once (who decided, when; no more buttons); elsewhere, say it in a line."""
@@ -154,4 +168,4 @@ class Renderer:
         # The core's copy for where the decider answered (another conversation), or a card we never posted.
         target = await self._target(receipt)
         if target is not None and (card is None or target != card.channel_id):
-            await self._send(target, line)
+            await self._send(target, line, receipt.id)

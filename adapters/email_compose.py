@@ -15,6 +15,7 @@ import aiosmtplib
 from adapters.email_parse import bare_subject
 from config.channels import EmailSettings
 from core import ApprovalRequest, ChannelError, ConfigError
+from core.errors import DeliveryRefused
 
 SUBJECT_CHARS = 150
 INSTRUCTIONS = (
@@ -151,6 +152,11 @@ class SmtpMailer:
                 raise ConfigError(
                     f"{s.smtp_host}:{s.smtp_port} does not support what SMTP_TLS={s.smtp_tls} needs ({exc}); "
                     "use SMTP_TLS=implicit on port 465 or a server that offers STARTTLS"
+                ) from exc
+            if isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code >= 500:
+                raise DeliveryRefused(
+                    f"{s.smtp_host}:{s.smtp_port} refused the mail for good ({exc.code} {exc.message}); "
+                    "check the recipient's address and the server's policy"
                 ) from exc
             raise ChannelError(f"sending mail via {s.smtp_host}:{s.smtp_port} failed: {exc}") from exc
         except OSError as exc:

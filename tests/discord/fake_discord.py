@@ -54,6 +54,8 @@ class FakeDiscord:
         self.calls: list[Call] = []
         self.threads: set[str] = set()
         self.forbidden: set[str] = set()  # channel ids where posting answers 403 Missing Permissions
+        self.limited: list[float] = []  # Retry-After seconds of the coming message creates answered 429
+        self.created: dict[tuple[str, str], dict[str, Any]] = {}  # (channel, nonce) -> the message made
         self.acknowledged: set[str] = set()
         self._runner: web.AppRunner | None = None
         self.base = ""
@@ -131,7 +133,23 @@ class FakeDiscord:
     def _post_message(self, channel_id: str, body: dict[str, Any]) -> web.Response:
         if channel_id in self.forbidden:
             return _json({"code": 50013, "message": "Missing Permissions"}, 403)
-        return _json(self.message(channel_id, body))
+        if self.limited:
+            retry_after = self.limited.pop(0)
+            limited = {"message": "You are being rate limited.", "retry_after": retry_after, "global": False}
+            response = _json(limited, 429)
+            response.headers["Via"] = "1.1 google"  # discord.py takes a 429 without it for a Cloudflare ban
+            return response
+        nonce = str(body.get("nonce", ""))
+        if nonce and body.get("enforce_nonce") and (channel_id, nonce) in self.created:
+            return _json(self.created[(channel_id, nonce)])  # as Discord does: the message made before
+        message = self.message(channel_id, body)
+        if nonce:
+            self.created[(channel_id, nonce)] = message
+        return _json(message)
+
+    def messages_made(self, channel_id: str) -> list[str]:
+        """The content of every message created in `channel_id` (a create answered from its nonce is not)."""
+        return [m["content"] for (channel, _), m in self.created.items() if channel == channel_id]
 
     def _answer(self, method: str, path: str, body: Any) -> web.Response:
         if (method, path) == ("GET", "/users/@me"):

@@ -7,9 +7,11 @@ from pathlib import Path
 import pytest
 
 from adapters.discord import DiscordChannel, OpsBot
+from adapters.discord_inbound import TO_CHANNEL
 from adapters.discord_text import split_message
 from core import ChannelError
 from core import events as ev
+from core.ids import new_id
 from tests.discord.conftest import REQUESTER, MakeScene, Scene
 from tests.discord.fake_discord import CHANNEL, message_create
 
@@ -111,3 +113,37 @@ async def test_a_refused_post_is_a_channel_error_that_says_which_permissions(sce
     scene.fake.forbidden.add("4242")
     with pytest.raises(ChannelError, match="give the bot Send Messages"):
         await scene.feed(message_create("help", author=REQUESTER, channel_id="4242", guild=False))
+
+
+def reply_to_channel(text: str) -> ev.Reply:
+    """A final reply for a conversation answered in the channel itself (a DM-like place, no thread)."""
+    return ev.Reply(id=new_id(), channel="discord",
+                    conversation=f"dm/{CHANNEL}", thread_id="t1", reply_to={TO_CHANNEL: CHANNEL}, text=text)  # fmt: skip
+
+
+async def test_a_reply_rendered_again_after_a_crash_is_created_once(scene: Scene) -> None:
+    """The renderer that takes a dead one's message over sends the same nonce: Discord makes nothing new."""
+    reply = reply_to_channel("deployed api 1.4.2")
+    await scene.channel.render(reply)
+    await scene.channel.render(reply)
+    posts = [c for c in scene.fake.calls if c.method == "POST" and c.path == f"/channels/{CHANNEL}/messages"]
+    assert len(posts) == 2 and posts[0].body["nonce"] == posts[1].body["nonce"] and posts[0].body["enforce_nonce"]
+    assert scene.fake.messages_made(CHANNEL) == ["deployed api 1.4.2"]
+
+
+async def test_a_long_reply_rendered_again_creates_each_part_once(scene: Scene) -> None:
+    text = "\n".join(f"line {n:04d} " + "y" * 80 for n in range(60))
+    reply = reply_to_channel(text)
+    await scene.channel.render(reply)
+    await scene.channel.render(reply)
+    assert scene.fake.messages_made(CHANNEL) == split_message(text) and len(split_message(text)) > 1
+
+
+async def test_a_long_rate_limit_is_a_channel_error_with_discords_retry_after(scene: Scene) -> None:
+    """Discord asks for more than the client waits itself: delivery waits, the render slot is free."""
+    scene.fake.limited.append(45.0)
+    with pytest.raises(ChannelError, match="rate-limited") as limited:
+        await scene.channel.render(reply_to_channel("hello"))
+    assert limited.value.retry_after == 45.0
+    await scene.channel.render(reply_to_channel("hello"))
+    assert scene.fake.messages_made(CHANNEL) == ["hello"]

@@ -196,8 +196,11 @@ class SmtpSink:
 
     sent: list[Sent] = field(default_factory=list)
     port: int = 0
+    refusals: list[str] = field(default_factory=list)  # SMTP answers for the coming mails, instead of 250
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.refusals:
+            return self.refusals.pop(0)
         msg = message_from_bytes(bytes(envelope.content or b""), policy=policy.default)
         assert isinstance(msg, EmailMessage)
         self.sent.append(Sent(str(envelope.mail_from), list(envelope.rcpt_tos), msg))

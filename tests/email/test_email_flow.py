@@ -7,8 +7,11 @@ import re
 from email.message import EmailMessage
 from pathlib import Path
 
+import pytest
+
 from adapters.email_security import Token, Tokens
 from core import events as ev
+from core.errors import ChannelError, DeliveryRefused
 from tests.conftest import ScriptedModel, call
 from tests.email.conftest import BOT, SECRET, MailWorld
 from tests.email.mails import DANA, ERIN, MALLORY, SAM, new_mail, own_id, reply, text, thread_ids
@@ -253,3 +256,32 @@ async def test_a_question_is_answered_by_replying(make_world) -> None:
     assert text(answer).strip() == "api is fine" and thread_ids(answer)[1][0] == own_id(request)
     history = model.requests[-1].history
     assert [e.text for e in history if isinstance(e, ev.HumanAnswer)] == ["staging"]
+
+
+async def test_a_reply_sent_again_after_a_crash_has_the_same_message_id(make_world) -> None:
+    """SMTP cannot take a mail back: a renderer that died after sending sends it again, recognisably the same."""
+    w = await make_world()
+    await w.deliver(new_mail(SAM, "/status api staging", subject="api in staging?"))
+    first = (await w.until(lambda: w.smtp.to(SAM)))[0]
+    _, outbound = await w.h.core.bus.follow("email", "0-0", block_ms=0)
+    answer = next(o for o in outbound if isinstance(o, ev.Reply) and o.final)
+    assert w.channel is not None
+    await w.channel.render(answer)  # as the renderer that takes the entry over does
+    again = w.smtp.to(SAM)[1]
+    assert again["Message-ID"] == first["Message-ID"] == f"<{answer.id}@{first['Message-ID'].split('@')[1][:-1]}>"
+    assert again["In-Reply-To"] == first["In-Reply-To"], "threaded the same way: clients collapse the two"
+
+
+async def test_a_permanent_smtp_refusal_is_not_retried_and_a_temporary_one_is(make_world) -> None:
+    w = await make_world()
+    await w.deliver(new_mail(SAM, "/status api staging", subject="api in staging?"))
+    await w.until(lambda: w.smtp.to(SAM))
+    _, outbound = await w.h.core.bus.follow("email", "0-0", block_ms=0)
+    answer = next(o for o in outbound if isinstance(o, ev.Reply) and o.final)
+    assert w.channel is not None
+    w.smtp.refusals += ["550 5.1.1 no such user", "451 4.3.0 try again later"]
+    with pytest.raises(DeliveryRefused, match="refused the mail for good"):
+        await w.channel.render(answer)
+    with pytest.raises(ChannelError) as temporary:
+        await w.channel.render(answer)
+    assert not isinstance(temporary.value, DeliveryRefused)
