@@ -1,7 +1,9 @@
-"""`bot channels` processes killed around a Slack post: the message reaches Slack exactly once.
+"""`bot channels` processes killed around a post: the message reaches Slack or Discord exactly once.
 
-The renderer marks each post with its outbound id in Slack message metadata; the renderer that
+Slack: the renderer marks each post with its outbound id in message metadata; the renderer that
 takes a dead one's entry over looks for that post before posting (adapters/slack_render.py).
+Discord: each create carries a nonce from the outbound id with `enforce_nonce`; the fake, as
+Discord, answers a repeated nonce with the message it made (adapters/discord_render.py).
 """
 
 from __future__ import annotations
@@ -12,10 +14,13 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from adapters.discord_inbound import TO_CHANNEL
 from core import events as ev
 from core.bus import Bus
 from core.ids import new_id
 from core.store import Store
+from tests.discord.fake_discord import CHANNEL as DISCORD_CHANNEL
+from tests.discord.fake_discord import FakeDiscord
 from tests.faults.cluster import FAST_TAKEOVER, RedisServer, Worker, Workers, eventually, worker_env
 from tests.faults.harness import tools_toml
 from tests.slack.fake_slack import FakeSlack
@@ -89,3 +94,47 @@ async def test_a_renderer_killed_around_the_post_shows_the_message_once(
     assert len(fake_slack.called("chat.postMessage")) == 1
     looked = len(fake_slack.called("conversations.replies"))
     assert looked == (1 if point == "after-render" else 0), "only a post that may have happened is looked for"
+
+
+@pytest.fixture
+async def fake_discord() -> AsyncIterator[FakeDiscord]:
+    fake = FakeDiscord()
+    await fake.start()
+    try:
+        yield fake
+    finally:
+        await fake.stop()
+
+
+@pytest.mark.parametrize("point", ["before-render", "after-render"])
+async def test_a_discord_renderer_killed_around_the_post_shows_the_message_once(
+    point: str, tmp_path: Path, redis_server: RedisServer, bus: Bus, fake_discord: FakeDiscord
+) -> None:
+    tools = tmp_path / "tools.toml"
+    tools.write_text(tools_toml(3600))
+    (tmp_path / "data").mkdir()
+    discord_env = {
+        "DISCORD_TOKEN": "fake-token",
+        "DISCORD_API_BASE": fake_discord.base,
+        "DISCORD_GATEWAY_URL": fake_discord.gateway_url,
+    }
+    env = worker_env(redis_server.url, tmp_path / "data", tools, **discord_env)
+    renderers = Workers(tmp_path, env, command="channels")
+    try:
+        (doomed,) = await renderers.start(1, BOT_FAILPOINTS=f"{point}=kill")
+        text = "deployed api 1.4.2 to production"
+        reply = ev.Reply(id=new_id(), channel="discord", conversation=f"dm/{DISCORD_CHANNEL}", thread_id="t1",
+                         reply_to={TO_CHANNEL: DISCORD_CHANNEL}, text=text)  # fmt: skip
+        await bus.send(reply)
+        await killed_at(doomed, point)
+        assert fake_discord.messages_made(DISCORD_CHANNEL) == ([text] if point == "after-render" else [])
+
+        await renderers.start(1)
+
+        async def recorded() -> bool:
+            return reply.id in await bus.rendered_ids("discord", [reply.id])
+
+        await eventually(recorded, f"{reply.id} recorded as rendered by the second renderer")
+        assert fake_discord.messages_made(DISCORD_CHANNEL) == [text]
+    finally:
+        await renderers.close()
