@@ -14,8 +14,7 @@ import aiosmtplib
 
 from adapters.email_parse import bare_subject
 from config.channels import EmailSettings
-from core import ApprovalRequest, ChannelError, ConfigError
-from core.errors import DeliveryRefused
+from core import ApprovalRequest, ChannelError, ConfigError, DeliveryRefused
 
 SUBJECT_CHARS = 150
 INSTRUCTIONS = (
