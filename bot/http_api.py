@@ -33,7 +33,7 @@ from core.store import ThreadCursor
 
 ThreadId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 ApprovalId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
-AUTH = (401, 422, 503)
+AUTH = (401, 403, 422, 429, 503)
 
 
 def _cursor(token: str | None) -> ThreadCursor | None:
@@ -45,10 +45,9 @@ def _cursor(token: str | None) -> ThreadCursor | None:
         ) from None
 
 
-async def _event_page(ops: Operations, thread_id: str, after: int, limit: int) -> EventPage:
+async def _event_page(ops: Operations, identity: str, thread_id: str, after: int, limit: int) -> EventPage:
+    await ops.thread(thread_id, identity)  # 404, or 403 for a thread the identity may not read
     events = await ops.core.store.load_events(thread_id, start=after + 1, count=limit + 1)
-    if not events and after == 0:
-        raise thread_not_found(thread_id)
     more = len(events) > limit
     return EventPage(events=events[:limit], next_after=after + limit if more else None)
 
@@ -103,6 +102,7 @@ def api_router(ops: Operations, auth: TokenAuth) -> APIRouter:
         cursor: Annotated[str | None, Query(max_length=200, description="`next_cursor` of the page before")] = None,
     ) -> ThreadList:
         states, following = await ops.core.store.page_threads(limit, _cursor(cursor))
+        states = [state for state in states if ops.access.may_read(identity, state)]  # a page may come short
         return ThreadList(
             threads=[ThreadSummary.of(state) for state in states],
             next_cursor=following.token() if following else None,
@@ -121,7 +121,7 @@ def api_router(ops: Operations, auth: TokenAuth) -> APIRouter:
         after: Annotated[int, Query(ge=0, description="the last event seen (0: from the start)")] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> EventPage:
-        return await _event_page(ops, thread_id, after, limit)
+        return await _event_page(ops, identity, thread_id, after, limit)
 
     @router.get(
         "/threads/{thread_id}",
@@ -135,6 +135,7 @@ def api_router(ops: Operations, auth: TokenAuth) -> APIRouter:
         identity: Identity,
         at: Annotated[int | None, Query(ge=1, description="derive the state as of this event (1-based)")] = None,
     ) -> ThreadDetail:
+        await ops.thread(thread_id, identity)
         events = await ops.core.store.load_events(thread_id)
         if not events:
             raise thread_not_found(thread_id)
@@ -197,7 +198,8 @@ def api_router(ops: Operations, auth: TokenAuth) -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
     ) -> ApprovalList:
         records = await ops.core.store.pending_approvals(limit)
-        return ApprovalList(approvals=[ops.view(record, identity) for record in records])
+        visible = [record for record in records if ops.access.may_see(identity, record)]
+        return ApprovalList(approvals=[ops.view(record, identity) for record in visible])
 
     @router.post(
         "/approvals/{approval_id}/decision",

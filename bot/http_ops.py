@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from typing import Literal
 
+from bot.http_access import Access
 from bot.http_errors import ApiError
 from bot.http_limits import RateLimits
 from bot.http_models import Accepted, ApprovalView
@@ -53,13 +54,17 @@ class Operations:
     def __init__(self, core: Core, limits: RateLimits | None = None) -> None:
         self.core = core
         self.limits = limits
+        self.access = Access(core.tools, core.settings.cli_identity)
 
     # --- threads ----------------------------------------------------------------------------
 
-    async def thread(self, thread_id: str) -> ThreadState:
+    async def thread(self, thread_id: str, identity: str | None = None) -> ThreadState:
+        """The thread's state; with `identity`, only if that identity may read it (else 403)."""
         state = await self.core.store.load_state(thread_id)
         if state.seq == 0:
             raise thread_not_found(thread_id)
+        if identity is not None:
+            self.access.check_read(identity, state)
         return state
 
     async def launch(self, trigger: ev.MessageTrigger, *, new_thread: bool = True) -> Accepted:
@@ -69,7 +74,8 @@ class Operations:
             agents = ", ".join(self.core.agent.roster.names())
             raise ApiError(422, "unknown_agent", f"there is no agent {trigger.agent!r}; the agents are {agents}")
         if not new_thread:
-            return await self._publish(trigger)
+            return await self._publish(trigger)  # a webhook: its channel is the operator's configuration
+        self.access.check_speak(trigger.sender, trigger.channel)
         if self.limits is not None and (refused := await self.limits.hit("launch", trigger.sender)):
             raise ApiError(429, "rate_limited", refused.message, {"Retry-After": str(refused.retry_after)})
         if (await self.core.store.load_state(trigger.thread_id)).seq:
@@ -84,6 +90,7 @@ class Operations:
     async def send_input(self, thread_id: str, sender: str, text: str) -> Accepted:
         self._no_decision(text)
         state = await self.thread(thread_id)
+        self.access.check_write(sender, state)
         trigger = ev.MessageTrigger(
             id=new_id(),
             channel=API_CHANNEL,
@@ -98,6 +105,7 @@ class Operations:
         self, thread_id: str, sender: str, action: Literal["pause", "resume"], reason: str = ""
     ) -> Accepted:
         state = await self.thread(thread_id)
+        self.access.check_write(sender, state)
         if action == "pause" and state.paused:
             raise ApiError(
                 409,

@@ -183,7 +183,7 @@ def _profile(
     own = {tool: tools.get(tool) for tool in entry.tools}
     targets = {handoff_tool(agent): agent for agent in entry.hand_to}
     handoffs = {tool: handoff_spec(agent, spec.agents[agent].description) for tool, agent in targets.items()}
-    registry = ToolRegistry(own | handoffs, tools.groups)
+    registry = ToolRegistry(own | handoffs, tools.groups, tools.access)
     return Profile(name, kind, entry.description, registry, model, min(entry.step_limit, cap), targets)
 
 
@@ -232,4 +232,4 @@ def load_roster(
         model = _workflow(path, name, flow, launchers[name], tools)
         profiles[name] = _profile(name, "workflow", flow, spec, tools, model, step_limit)
     commands = {name: tools.get(name) for name in tools.names() if name not in BUILTIN_TOOLS} | launchers
-    return Roster(profiles, default, ToolRegistry(commands, tools.groups))
+    return Roster(profiles, default, ToolRegistry(commands, tools.groups, tools.access))

@@ -119,13 +119,31 @@ def args_hash(tool: str, args: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+class Access(BaseModel):
+    """Who may do what beyond their own threads: the `[access]` table of the tools file.
+
+    Everyone may read and steer the threads they started, see the approvals they may decide, and
+    start threads on the API's own channels (`api`, `web`). Beyond that:
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # Read and steer every thread, see every approval, pause/resume others' threads.
+    admins: list[str] = []
+    # Start API threads rendered on a chat channel: {channel: [identities or group:name]}.
+    speak: dict[str, list[str]] = {}
+
+
 class ToolRegistry:
     """The tools one agent may call, with the groups their approval policies name."""
 
-    def __init__(self, tools: Mapping[str, ToolSpec], groups: Mapping[str, list[str]]) -> None:
+    def __init__(
+        self, tools: Mapping[str, ToolSpec], groups: Mapping[str, list[str]], access: Access | None = None
+    ) -> None:
         self._tools = {**tools, **_BUILTINS}
         self._validators: dict[str, Any] = {}  # compiled once per tool: building one costs more than validating
         self.groups = {name: list(members) for name, members in groups.items()}
+        self.access = access or Access()
 
     def __contains__(self, name: object) -> bool:
         return name in self._tools
@@ -248,4 +266,17 @@ def load_tools(path: Path, extra_members: Mapping[str, list[str]] | None = None)
         if spec.approval.required and not spec.approval.approvers:
             raise ConfigError(f"tool {name!r} requires approval but lists no approvers; set approval.approvers")
         tools[name] = spec
-    return ToolRegistry(tools, groups)
+    return ToolRegistry(tools, groups, _access(path, raw.get("access", {}), groups))
+
+
+def _access(path: Path, raw: Any, groups: Mapping[str, list[str]]) -> Access:
+    try:
+        access = Access.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise ConfigError(f"[access] in {path}: {where}: {first['msg']}; see config/tools.toml's comments") from exc
+    for entry in [*access.admins, *(e for entries in access.speak.values() for e in entries)]:
+        if entry.startswith("group:") and entry.removeprefix("group:") not in groups:
+            raise ConfigError(f"[access] in {path} names unknown group {entry!r}; add it under [groups]")
+    return access

@@ -29,7 +29,8 @@ from tests.conftest import Harness, test_settings
 ALICE = "alice-token-0123456789"  # web:alice is on call: she may approve production deploys
 BOB = "bob-token-0123456789abc"  # web:bob is not
 CAROL = "carol-token-0123456789a"  # web:carol is on call too
-TOKENS = {ALICE: "web:alice", BOB: "web:bob", CAROL: "web:carol"}
+DAVE = "dave-token-0123456789abc"  # web:dave is on no list: his own threads only
+TOKENS = {ALICE: "web:alice", BOB: "web:bob", CAROL: "web:carol", DAVE: "web:dave"}
 ONCALL = {"BOT_GROUP_ONCALL": "web:alice,web:carol"}
 START_SECONDS = 10
 
