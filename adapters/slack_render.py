@@ -131,7 +131,8 @@ class SlackRenderer:
             if _error(exc) not in UNREACHABLE or not origin.user:
                 raise
             # A command typed where the bot is not a member: continue in a direct message.
-            channel, ts = await self._post(key, channel=origin.user, text=f"{opener} in <#{origin.channel}>")
+            dm = f"{opener} in <#{origin.channel}>"
+            channel, ts = await self._post(f"{key}:dm", channel=origin.user, text=dm)
         root = Place(channel, ts)
         await self.state.set_root(outbound.conversation, root)
         await self.state.own_thread(thread_key(origin.team, root.channel, root.thread_ts), outbound.conversation)

@@ -70,6 +70,33 @@ class BodyTooSlow(HTTPException):
     """The body did not arrive in time."""
 
 
+class _Body:
+    """A request's `receive` that counts the body as it streams in and times its arrival."""
+
+    def __init__(self, receive: Receive, max_bytes: int, body_seconds: float) -> None:
+        self.receive = receive
+        self.max_bytes = max_bytes
+        self.body_seconds = body_seconds
+        self.deadline = asyncio.get_running_loop().time() + body_seconds
+        self.received = 0
+        self.complete = False
+
+    async def __call__(self) -> Message:
+        if self.complete:  # the body is in: what follows is waiting for a disconnect (long-polls), unlimited
+            return await self.receive()
+        remaining = self.deadline - asyncio.get_running_loop().time()
+        try:
+            message = await asyncio.wait_for(self.receive(), timeout=max(remaining, 0.001))
+        except TimeoutError:
+            raise BodyTooSlow(408, f"the body did not arrive within {self.body_seconds:g}s; send it at once") from None
+        if message["type"] == "http.request":
+            self.received += len(message.get("body", b""))
+            if self.received > self.max_bytes:
+                raise BodyTooLarge(413, f"the body is over the limit of {self.max_bytes} bytes")
+            self.complete = not message.get("more_body", False)
+        return message
+
+
 class _Guard:
     """Limit every body while it streams in (chunked too) and the time it takes to arrive; add the
     browser security headers.
@@ -114,23 +141,8 @@ class _Guard:
         if (refusal := await self._refusal(scope)) is not None:
             return await refusal(scope, receive, send)
         private = scope["path"].startswith(("/v1/", "/web/"))
-        received, started = 0, False
-        deadline = asyncio.get_running_loop().time() + self.body_seconds
-
-        async def limited_receive() -> Message:
-            nonlocal received
-            remaining = deadline - asyncio.get_running_loop().time()
-            try:
-                message = await asyncio.wait_for(receive(), timeout=max(remaining, 0.001))
-            except TimeoutError:
-                raise BodyTooSlow(
-                    408, f"the body did not arrive within {self.body_seconds:g}s; send it at once"
-                ) from None
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise BodyTooLarge(413, f"the body is over the limit of {self.max_bytes} bytes")
-            return message
+        started = False
+        body = _Body(receive, self.max_bytes, self.body_seconds)
 
         async def send_with_headers(message: Message) -> None:
             nonlocal started
@@ -144,7 +156,7 @@ class _Guard:
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, send_with_headers)
+            await self.app(scope, body, send_with_headers)
         except (BodyTooLarge, BodyTooSlow) as exc:  # a route outside FastAPI's handlers read the body
             if started:
                 raise

@@ -74,3 +74,11 @@ async def test_a_chunked_body_under_the_limit_is_accepted(server: Server) -> Non
     status, body = await response(reader)
     writer.close()
     assert status == 202 and body["thread_id"]
+
+
+async def test_a_long_poll_outlasts_the_body_time_limit(start_server, fake_redis) -> None:
+    """The limit is on the body arriving, not on how long the answer takes."""
+    server = await start_server(fake_redis, BOT_HTTP_BODY_SECONDS="0.2")
+    position = (await server.call("GET", "/web/updates?conversation=main")).body["after"]
+    polled = await server.call("GET", f"/web/updates?conversation=main&after={position}&wait=0.6")
+    assert polled.status == 200 and polled.body["items"] == []
