@@ -190,14 +190,17 @@ def api_router(ops: Operations, auth: TokenAuth) -> APIRouter:
         response_model=ApprovalList,
         responses=responses(*AUTH),
         tags=["approvals"],
-        summary="Pending approvals across all channels",
+        summary="Approvals across all channels: pending (soonest to expire first) or ended (most recent first)",
     )
     async def approvals(
         identity: Identity,
-        status: Annotated[Literal["pending"], Query(description="only pending approvals are indexed")] = "pending",
+        status: Annotated[Literal["pending", "approved", "rejected", "expired"], Query()] = "pending",
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
     ) -> ApprovalList:
-        records = await ops.core.store.pending_approvals(limit)
+        store = ops.core.store
+        records = await (
+            store.pending_approvals(limit) if status == "pending" else store.ended_approvals(status, limit)
+        )
         visible = [record for record in records if ops.access.may_see(identity, record)]
         return ApprovalList(approvals=[ops.view(record, identity) for record in visible])
 

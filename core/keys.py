@@ -15,6 +15,14 @@ APPROVAL_REMINDERS = "{approvals}:remind"  # sorted set: approval id -> when to 
 APPROVAL_ESCALATIONS = "{approvals}:escalate"  # sorted set: approval id -> when to ask the second group
 APPROVAL_SCHEDULES = (APPROVAL_INDEX, APPROVAL_REMINDERS, APPROVAL_ESCALATIONS)
 APPROVALS_DECIDED = "{approvals}:decided"  # sorted set: approval id -> decided at, until its thread applied it
+APPROVAL_ENDINGS = ("approved", "rejected", "expired")
+
+
+def approvals_ended(status: str) -> str:
+    """Sorted set: approval id -> when it became `status` (approved, rejected, expired); for listings."""
+    return f"{{approvals}}:{status}"
+
+
 ACTIVE_THREADS = "threads:active"  # sorted set: thread id -> last write, while work is in flight (status running)
 
 DEDUP_TTL_SECONDS = 24 * 3600

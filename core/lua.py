@@ -11,7 +11,7 @@ Used by `core.store` (threads, leases, approvals) and `core.bus` (inbox and outb
 #       index, 7 active index key index, 8 active score ('' = not in flight), 9 approval key index (0: no
 #       decision), 10 status ('' = decided already: only forget it), 11 by, 12 at, 13 comment, 14 now,
 #       15 approval id; then the events; then (outbox key index, outbound JSON) pairs. With an approval, the
-#       three approval schedules and the decided set follow its key.
+#       three approval schedules, the decided set and the ended set of the new status follow its key.
 COMMIT = """
 local current = tonumber(redis.call('HGET', KEYS[2], 'seq') or '0')
 if current ~= tonumber(ARGV[1]) then return {0, current} end
@@ -24,6 +24,7 @@ if approval > 0 and ARGV[10] ~= '' then
   redis.call('HSET', KEYS[approval], 'status', ARGV[10], 'decided_by', ARGV[11], 'decided_at', ARGV[12],
              'comment', ARGV[13])
   for i = approval + 1, approval + 3 do redis.call('ZREM', KEYS[i], ARGV[15]) end
+  redis.call('ZADD', KEYS[approval + 5], ARGV[14], ARGV[15])
 end
 if approval > 0 then redis.call('ZREM', KEYS[approval + 4], ARGV[15]) end
 local n = tonumber(ARGV[4])
@@ -63,6 +64,7 @@ redis.call('HSET', KEYS[1], 'status', ARGV[1], 'decided_by', ARGV[2], 'decided_a
 for i = 2, 4 do redis.call('ZREM', KEYS[i], ARGV[6]) end
 -- Decided here, applied to its thread by a worker later: remembered until then, so a sweeper can re-drive it.
 if ARGV[1] ~= 'expired' then redis.call('ZADD', KEYS[5], ARGV[5], ARGV[6]) end
+redis.call('ZADD', KEYS[6], ARGV[5], ARGV[6])
 return {'ok'}
 """
 

@@ -267,7 +267,8 @@ class Store:
         cas: list[str | int] = [0, "", "", "", "", "", ""]
         if decision is not None and not self.cluster:
             first = key(keys.approval(decision.approval_id))
-            for name in (*keys.APPROVAL_SCHEDULES, keys.APPROVALS_DECIDED):
+            status = "approved" if decision.approved else "rejected"
+            for name in (*keys.APPROVAL_SCHEDULES, keys.APPROVALS_DECIDED, keys.approvals_ended(status)):
                 key(name)
             cas = [first, *decision.args()]
         in_flight = new_state.status == "running" and not new_state.paused
@@ -384,7 +385,13 @@ class Store:
         args = [status, by, now.astimezone(UTC).isoformat(), comment, str(now.timestamp()), approval_id]
         with redis_errors():
             result = await self._decide(
-                keys=[keys.approval(approval_id), *keys.APPROVAL_SCHEDULES, keys.APPROVALS_DECIDED], args=args
+                keys=[
+                    keys.approval(approval_id),
+                    *keys.APPROVAL_SCHEDULES,
+                    keys.APPROVALS_DECIDED,
+                    keys.approvals_ended(status),
+                ],
+                args=args,
             )
         outcome, *rest = (_s(part) for part in result)
         if outcome == "ok":  # what the script just wrote
@@ -406,6 +413,13 @@ class Store:
         """Claim one due entry: True for exactly one process, however many sweep at once."""
         with redis_errors():
             return bool(await self.redis.zrem(schedule, approval_id))
+
+    async def ended_approvals(self, status: str, limit: int = 100) -> list[ApprovalRecord]:
+        """Approvals that ended as `status` (approved, rejected, expired), the most recent first."""
+        with redis_errors():
+            ids = [_s(aid) for aid in await self.redis.zrevrange(keys.approvals_ended(status), 0, limit - 1)]
+        records = [await self.get_approval(aid) for aid in ids]
+        return [record for record in records if record is not None and record.status == status]
 
     async def pending_approvals(self, limit: int = 100) -> list[ApprovalRecord]:
         with redis_errors():

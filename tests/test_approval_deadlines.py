@@ -44,6 +44,8 @@ async def test_an_approval_left_alone_expires_once_and_the_agent_is_told(redis_c
     assert state.status == "done" and state.pending_approval is None
     receipts = [o for o in await h.outbox() if isinstance(o, ev.DecisionReceipt)]
     assert [(r.decision, r.by) for r in receipts] == [("expire", "system")]
+    ended = await h.core.store.ended_approvals("expired")
+    assert [record.approval_id for record in ended] == [approval.approval_id], "listed once, as expired"
     await h.say(f"approve {approval.approval_id}", sender="cli:operator")
     assert "expired" in (await h.outbox())[-1].text
     assert [e.type for e in await h.core.store.load_events(state.thread_id)].count("tool_started") == 0

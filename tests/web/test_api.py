@@ -269,3 +269,25 @@ async def test_threads_and_events_come_a_page_at_a_time(server: Server) -> None:
     assert first["next_after"] == 3 and rest["next_after"] is None
     missing = await server.call("GET", "/v1/threads/tnothing/events")
     assert (missing.status, missing.code) == (404, "thread_not_found")
+
+
+async def test_ended_approvals_are_listed_by_status(server: Server, tmp_path) -> None:
+    await launch(server)
+    approved_id = await pending_approval(server)
+    path = f"/v1/approvals/{approved_id}/decision"
+    assert (await server.call("POST", path, json={"decision": "approve"})).status == 202
+    await server.drain()
+    await launch(server, text="/deploy web 2.0.0 production")
+    rejected_id = await pending_approval(server)
+    body = {"decision": "reject", "comment": "not today"}
+    assert (await server.call("POST", f"/v1/approvals/{rejected_id}/decision", json=body)).status == 202
+    await server.drain()
+
+    def ids(reply) -> list[str]:
+        return [a["approval_id"] for a in reply.body["approvals"]]
+
+    assert ids(await server.call("GET", "/v1/approvals?status=approved")) == [approved_id]
+    rejected = await server.call("GET", "/v1/approvals?status=rejected")
+    assert ids(rejected) == [rejected_id] and rejected.body["approvals"][0]["comment"] == "not today"
+    assert ids(await server.call("GET", "/v1/approvals?status=pending")) == []
+    assert ids(await server.call("GET", "/v1/approvals?status=rejected", token=CAROL)) == [rejected_id]
