@@ -6,12 +6,20 @@ decision receipt edits the card wherever the card was posted.
 Every message is created with a nonce derived from its outbound id (and part) and
 `enforce_nonce`: Discord answers a second create with the same nonce, within a few minutes, with
 the message it already made. So a renderer that dies after Discord's answer and before the
-delivery record costs nothing when the next renderer takes the message over. Ephemeral
-followups (webhooks take no nonce) may show twice in that window.
+delivery record costs nothing when the next renderer takes the message over. Each part Discord
+made is also recorded in Redis, so a retry long after (a 429, an outage: beyond the nonce
+window) posts only the parts still missing. Ephemeral followups (webhooks take no nonce) may
+show twice in that window.
+
+A 429 keeps a render waiting in the SDK at most `RATE_LIMIT_WAIT_SECONDS` a try: beyond that the
+client raises `RateLimited` (adapters/discord.py makes it a ChannelError); a 429 discord.py does
+not retry (no `Via` header: Cloudflare) or gave up on is a ChannelError with its `Retry-After`
+here; an ephemeral followup kept waiting longer is sent as a DM instead.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from datetime import UTC, datetime, timedelta
@@ -19,7 +27,7 @@ from typing import Any, Literal, cast
 
 import discord
 
-from adapters.discord_bot import approval_view
+from adapters.discord_bot import RATE_LIMIT_WAIT_SECONDS, approval_view
 from adapters.discord_inbound import APPLICATION, INTERACTION, THREAD_FROM, THREAD_NAME, TO_CHANNEL, TOKEN
 from adapters.discord_store import Card, DiscordStore
 from adapters.discord_text import (
@@ -31,7 +39,7 @@ from adapters.discord_text import (
     receipt_line,
     split_message,
 )
-from core import ApprovalRequest, DecisionReceipt, Notice, Outbound, Question, Reply
+from core import ApprovalRequest, ChannelError, DecisionReceipt, Notice, Outbound, Question, Reply
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +53,14 @@ def nonce(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:25]
 
 
+def retry_after(exc: discord.HTTPException) -> float | None:
+    """The seconds a 429's `Retry-After` header asks for, if it says."""
+    try:
+        return float(exc.response.headers.get("Retry-After", ""))
+    except ValueError:
+        return None
+
+
 def token_usable(interaction_id: int, now: datetime | None = None) -> bool:
     return (now or datetime.now(UTC)) - discord.utils.snowflake_time(interaction_id) < TOKEN_LIFETIME
 
@@ -56,6 +72,20 @@ class Renderer:
         self.approval_channel_id = approval_channel_id
 
     async def render(self, outbound: Outbound) -> None:
+        try:
+            await self._render(outbound)
+        except discord.HTTPException as exc:
+            if exc.status != 429:
+                raise
+            wait = retry_after(exc)
+            when = f"in {wait:.0f}s (its Retry-After)" if wait is not None else "after a backoff"
+            raise ChannelError(
+                f"Discord answered 429 to {outbound.kind} {outbound.id} and the client gave up (Cloudflare's "
+                f"limit, or still limited after its retries); retrying {when}",
+                retry_after=wait,
+            ) from exc
+
+    async def _render(self, outbound: Outbound) -> None:
         match outbound:
             case Reply(final=False):
                 pass  # progress: Discord shows the outcome when it comes, without a message per step
@@ -102,10 +132,16 @@ class Renderer:
         return thread_id
 
     async def _send(self, channel_id: int, text: str, key: str) -> None:
-        """Post `text` (in as many messages as it needs), each part created once for `key`."""
+        """Post `text` (in as many messages as it needs), each part created once for `key`.
+
+        Parts recorded as made are skipped; the nonce covers a crash between Discord's answer and the record.
+        """
         channel = self.client.get_partial_messageable(channel_id)
+        made = await self.book.parts_sent(key)
         for part, piece in enumerate(split_message(text)):
-            await channel.send(piece, nonce=nonce(f"{key}:{part}"))
+            if part not in made:
+                sent = await channel.send(piece, nonce=nonce(f"{key}:{part}"))
+                await self.book.part_sent(key, part, sent.id)
 
     async def _post(self, outbound: Outbound, text: str) -> None:
         target = await self._target(outbound)
@@ -123,11 +159,12 @@ class Renderer:
             # The same followup webhook `Interaction.followup` builds, from any process.
             webhook = discord.Webhook.from_state(cast(Any, payload), state=self.client._connection)
             try:
-                for piece in split_message(text):
-                    await webhook.send(piece, ephemeral=True)
+                async with asyncio.timeout(RATE_LIMIT_WAIT_SECONDS):  # webhooks sleep out any 429 in the SDK
+                    for piece in split_message(text):
+                        await webhook.send(piece, ephemeral=True)
                 return
-            except discord.HTTPException as exc:
-                log.info("discord: ephemeral followup failed (%s); sending a DM instead", exc)
+            except (discord.HTTPException, TimeoutError) as exc:
+                log.info("discord: ephemeral followup failed (%s); sending a DM instead", exc or "rate limited")
         user_id = discord_user(notice.to)
         if user_id is None:
             log.warning("discord: notice %s is for %s, who is not a Discord user; dropped", notice.id, notice.to)

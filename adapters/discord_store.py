@@ -4,6 +4,8 @@
   those threads are the bot's to answer, and replies to a conversation go there.
 - `discord:card:<approval id>` -> where the approval card was posted, its text, and whether a
   decision receipt has edited it, so any process can edit it over REST, once.
+- `discord:parts:<outbound id>` -> part index -> the id of the message Discord made for it, so a
+  retry (after a 429 or an outage longer than Discord's nonce window) posts only the parts missing.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import redis.asyncio as aioredis
 
 THREAD_TTL_SECONDS = 90 * 24 * 3600
 CARD_GRACE_SECONDS = 7 * 24 * 3600  # keep a card's location this long after its approval expires
+PARTS_TTL_SECONDS = 24 * 3600  # longer than delivery retries one message (core.delivery: 6 hours)
 
 
 def _text(value: bytes | str) -> str:
@@ -27,6 +30,10 @@ def thread_key(thread_id: int) -> str:
 
 def card_key(approval_id: str) -> str:
     return f"discord:card:{approval_id}"
+
+
+def parts_key(key: str) -> str:
+    return f"discord:parts:{key}"
 
 
 @dataclass(frozen=True)
@@ -66,3 +73,14 @@ class DiscordStore:
 
     async def mark_decided(self, approval_id: str) -> None:
         await self.redis.hset(card_key(approval_id), "decided", "1")
+
+    async def parts_sent(self, key: str) -> set[int]:
+        """The parts of `key`'s text that Discord has already made a message for."""
+        raw: Any = await self.redis.hkeys(parts_key(key))
+        return {int(_text(part)) for part in raw}
+
+    async def part_sent(self, key: str, part: int, message_id: int) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(parts_key(key), str(part), message_id)
+            pipe.expire(parts_key(key), PARTS_TTL_SECONDS)
+            await pipe.execute()

@@ -116,6 +116,13 @@ def approval_mail(
     return msg
 
 
+def _permanent(exc: aiosmtplib.SMTPException) -> bool:
+    """A 5xx answer (RFC 5321: do not repeat the same transaction), also when it refused the recipient."""
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        return bool(exc.recipients) and all(refusal.code >= 500 for refusal in exc.recipients)
+    return isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code >= 500
+
+
 class Mailer(Protocol):
     async def send(self, message: EmailMessage) -> None: ...
 
@@ -152,9 +159,9 @@ class SmtpMailer:
                     f"{s.smtp_host}:{s.smtp_port} does not support what SMTP_TLS={s.smtp_tls} needs ({exc}); "
                     "use SMTP_TLS=implicit on port 465 or a server that offers STARTTLS"
                 ) from exc
-            if isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code >= 500:
+            if _permanent(exc):
                 raise DeliveryRefused(
-                    f"{s.smtp_host}:{s.smtp_port} refused the mail for good ({exc.code} {exc.message}); "
+                    f"{s.smtp_host}:{s.smtp_port} refused the mail for good ({exc}); "
                     "check the recipient's address and the server's policy"
                 ) from exc
             raise ChannelError(f"sending mail via {s.smtp_host}:{s.smtp_port} failed: {exc}") from exc

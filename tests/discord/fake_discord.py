@@ -9,6 +9,8 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,6 +24,7 @@ CHANNEL = "77"
 BOT_USER = {"id": BOT_ID, "username": "opsbot", "discriminator": "0", "global_name": None, "avatar": None, "bot": True}
 MESSAGE_CONTENT_INTENT = 1 << 15
 TIMESTAMP = "2026-11-23T14:00:00.000000+00:00"
+NONCE_WINDOW_SECONDS = 300.0  # Discord checks a nonce "in the past few minutes"; the exact span is not documented
 
 
 def snowflake(age: timedelta = timedelta(0)) -> str:
@@ -54,8 +57,13 @@ class FakeDiscord:
         self.calls: list[Call] = []
         self.threads: set[str] = set()
         self.forbidden: set[str] = set()  # channel ids where posting answers 403 Missing Permissions
-        self.limited: list[float] = []  # Retry-After seconds of the coming message creates answered 429
-        self.created: dict[tuple[str, str], dict[str, Any]] = {}  # (channel, nonce) -> the message made
+        # For the coming message creates, in order: answer 429 with this Retry-After, or (None) make it.
+        self.limited: list[float | None] = []
+        self.banned: list[float] = []  # the same, answered by Cloudflare (no `Via`, HTML): discord.py does not retry
+        self.followups_limited: list[float] = []  # Retry-After seconds of the coming followups answered 429
+        self.made: list[dict[str, Any]] = []  # every message a create made, in order
+        self.nonces: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}  # (channel, nonce) -> (when, message)
+        self.clock: Callable[[], float] = time.monotonic  # a test may move time past NONCE_WINDOW_SECONDS
         self.acknowledged: set[str] = set()
         self._runner: web.AppRunner | None = None
         self.base = ""
@@ -127,29 +135,44 @@ class FakeDiscord:
         call = Call(request.method, path, body)
         self.calls.append(call)
         response = self._answer(request.method, path, body or {})
-        call.response = json.loads(response.body)  # type: ignore[arg-type]
+        raw = response.body if isinstance(response.body, bytes) else b""
+        call.response = json.loads(raw) if response.content_type == "application/json" else raw.decode()
         return response
 
     def _post_message(self, channel_id: str, body: dict[str, Any]) -> web.Response:
         if channel_id in self.forbidden:
             return _json({"code": 50013, "message": "Missing Permissions"}, 403)
-        if self.limited:
-            retry_after = self.limited.pop(0)
-            limited = {"message": "You are being rate limited.", "retry_after": retry_after, "global": False}
-            response = _json(limited, 429)
-            response.headers["Via"] = "1.1 google"  # discord.py takes a 429 without it for a Cloudflare ban
-            return response
-        nonce = str(body.get("nonce", ""))
-        if nonce and body.get("enforce_nonce") and (channel_id, nonce) in self.created:
-            return _json(self.created[(channel_id, nonce)])  # as Discord does: the message made before
+        if self.limited and (retry_after := self.limited.pop(0)) is not None:
+            return self._rate_limited(retry_after)
+        if self.banned:
+            headers = {"Retry-After": str(int(self.banned.pop(0))), "Content-Type": "text/html"}
+            return web.Response(text="<html>error 1015: you are being rate limited</html>", status=429, headers=headers)
+        now, nonce = self.clock(), str(body.get("nonce", ""))
+        seen = self.nonces.get((channel_id, nonce))
+        if nonce and body.get("enforce_nonce") and seen and now - seen[0] < NONCE_WINDOW_SECONDS:
+            return _json(seen[1])  # as Discord does: the message made before, nothing new
         message = self.message(channel_id, body)
+        self.made.append(message)
         if nonce:
-            self.created[(channel_id, nonce)] = message
+            self.nonces[(channel_id, nonce)] = (now, message)
         return _json(message)
+
+    def _followup(self, body: dict[str, Any]) -> web.Response:
+        if self.followups_limited:
+            return self._rate_limited(self.followups_limited.pop(0))
+        return _json(self.message("0", body))
+
+    @staticmethod
+    def _rate_limited(retry_after: float) -> web.Response:
+        limited = {"message": "You are being rate limited.", "retry_after": retry_after, "global": False}
+        response = _json(limited, 429)
+        response.headers["Via"] = "1.1 google"  # discord.py takes a 429 without it for a Cloudflare ban
+        response.headers["Retry-After"] = str(int(retry_after))
+        return response
 
     def messages_made(self, channel_id: str) -> list[str]:
         """The content of every message created in `channel_id` (a create answered from its nonce is not)."""
-        return [m["content"] for (channel, _), m in self.created.items() if channel == channel_id]
+        return [m["content"] for m in self.made if m["channel_id"] == channel_id]
 
     def _answer(self, method: str, path: str, body: Any) -> web.Response:
         if (method, path) == ("GET", "/users/@me"):
@@ -176,7 +199,7 @@ class FakeDiscord:
         if re.fullmatch(r"/webhooks/(\d+)/([^/]+)/messages/@original", path):
             return _json(self.message("0", body))
         if re.fullmatch(r"/webhooks/(\d+)/([^/]+)", path):
-            return _json(self.message("0", body))
+            return self._followup(body)
         if path == "/users/@me/channels":
             return _json({"id": snowflake(), "type": 1, "recipients": [user(str(body["recipient_id"]))]})
         if re.fullmatch(r"/applications/\d+(/guilds/\d+)?/commands", path):

@@ -7,6 +7,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from adapters import discord_render
 from core import events as ev
 from tests.discord.conftest import APPROVER, OUTSIDER, REQUESTER, MakeScene, Scene
 from tests.discord.fake_discord import (
@@ -117,6 +120,20 @@ async def test_a_refusal_after_the_token_expired_arrives_as_a_dm(scene: Scene) -
     assert not scene.fake.find("POST", r"/webhooks/999/[^/]+")
     [opened] = scene.fake.find("POST", r"/users/@me/channels")
     assert opened.body == {"recipient_id": 333}
+    [dm] = scene.fake.find("POST", rf"/channels/{opened.response['id']}/messages")
+    assert "may not decide approval" in dm.body["content"]
+
+
+async def test_a_refusal_whose_followup_is_rate_limited_arrives_as_a_dm(
+    scene: Scene, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """discord.py sleeps out a webhook's 429 whatever its length; the renderer stops waiting and sends a DM."""
+    monkeypatch.setattr(discord_render, "RATE_LIMIT_WAIT_SECONDS", 0.01)  # the SDK would sleep 600 s
+    approval_id, card = await request_card(scene)
+    scene.fake.followups_limited.append(600.0)
+    where = thread_channel(card["channel_id"])
+    await scene.feed(click(card, f"appr:{approval_id}:approve", who=OUTSIDER, channel=where))
+    [opened] = scene.fake.find("POST", r"/users/@me/channels")
     [dm] = scene.fake.find("POST", rf"/channels/{opened.response['id']}/messages")
     assert "may not decide approval" in dm.body["content"]
 

@@ -8,12 +8,13 @@ import pytest
 
 from adapters.discord import DiscordChannel, OpsBot
 from adapters.discord_inbound import TO_CHANNEL
+from adapters.discord_store import parts_key
 from adapters.discord_text import split_message
 from core import ChannelError
 from core import events as ev
 from core.ids import new_id
 from tests.discord.conftest import REQUESTER, MakeScene, Scene
-from tests.discord.fake_discord import CHANNEL, message_create
+from tests.discord.fake_discord import CHANNEL, NONCE_WINDOW_SECONDS, Call, message_create
 
 
 async def test_a_mention_is_answered_in_a_thread_started_on_it(scene: Scene) -> None:
@@ -121,22 +122,59 @@ def reply_to_channel(text: str) -> ev.Reply:
                     conversation=f"dm/{CHANNEL}", thread_id="t1", reply_to={TO_CHANNEL: CHANNEL}, text=text)  # fmt: skip
 
 
+async def crash_before_the_record(scene: Scene, outbound: ev.Outbound) -> None:
+    """What a renderer that died between Discord's answer and its own records leaves: no record of the parts."""
+    await scene.harness.core.redis.delete(parts_key(outbound.id))
+
+
+def creates(scene: Scene) -> list[Call]:
+    return scene.fake.find("POST", rf"/channels/{CHANNEL}/messages")
+
+
 async def test_a_reply_rendered_again_after_a_crash_is_created_once(scene: Scene) -> None:
     """The renderer that takes a dead one's message over sends the same nonce: Discord makes nothing new."""
     reply = reply_to_channel("deployed api 1.4.2")
     await scene.channel.render(reply)
+    await crash_before_the_record(scene, reply)
     await scene.channel.render(reply)
-    posts = [c for c in scene.fake.calls if c.method == "POST" and c.path == f"/channels/{CHANNEL}/messages"]
-    assert len(posts) == 2 and posts[0].body["nonce"] == posts[1].body["nonce"] and posts[0].body["enforce_nonce"]
+    first, again = creates(scene)
+    assert first.body["nonce"] == again.body["nonce"] and len(first.body["nonce"]) <= 25
+    assert first.body["enforce_nonce"] is again.body["enforce_nonce"] is True
     assert scene.fake.messages_made(CHANNEL) == ["deployed api 1.4.2"]
 
 
+async def test_a_reply_rendered_again_after_its_record_asks_discord_nothing(scene: Scene) -> None:
+    reply = reply_to_channel("deployed api 1.4.2")
+    await scene.channel.render(reply)
+    await scene.channel.render(reply)
+    assert len(creates(scene)) == 1 and scene.fake.messages_made(CHANNEL) == ["deployed api 1.4.2"]
+
+
+LONG = "\n".join(f"line {n:04d} " + "y" * 80 for n in range(60))
+
+
 async def test_a_long_reply_rendered_again_creates_each_part_once(scene: Scene) -> None:
-    text = "\n".join(f"line {n:04d} " + "y" * 80 for n in range(60))
-    reply = reply_to_channel(text)
+    reply = reply_to_channel(LONG)
     await scene.channel.render(reply)
+    await crash_before_the_record(scene, reply)
     await scene.channel.render(reply)
-    assert scene.fake.messages_made(CHANNEL) == split_message(text) and len(split_message(text)) > 1
+    parts = split_message(LONG)
+    assert len(parts) > 1 and scene.fake.messages_made(CHANNEL) == parts
+    assert len({c.body["nonce"] for c in creates(scene)}) == len(parts), "one nonce per part"
+
+
+async def test_a_long_reply_retried_after_the_nonce_window_posts_only_the_missing_parts(scene: Scene) -> None:
+    """Part 2 is rate limited for longer than Discord remembers nonces: the retry skips the recorded part 1."""
+    now = [0.0]
+    scene.fake.clock = lambda: now[0]
+    scene.fake.limited += [None, 600.0]
+    reply = reply_to_channel(LONG)
+    with pytest.raises(ChannelError) as limited:
+        await scene.channel.render(reply)
+    assert limited.value.retry_after == 600.0
+    now[0] += 600.0 + NONCE_WINDOW_SECONDS
+    await scene.channel.render(reply)
+    assert scene.fake.messages_made(CHANNEL) == split_message(LONG)
 
 
 async def test_a_long_rate_limit_is_a_channel_error_with_discords_retry_after(scene: Scene) -> None:
@@ -146,4 +184,15 @@ async def test_a_long_rate_limit_is_a_channel_error_with_discords_retry_after(sc
         await scene.channel.render(reply_to_channel("hello"))
     assert limited.value.retry_after == 45.0
     await scene.channel.render(reply_to_channel("hello"))
+    assert scene.fake.messages_made(CHANNEL) == ["hello"]
+
+
+async def test_a_cloudflare_rate_limit_is_a_channel_error_with_its_retry_after(scene: Scene) -> None:
+    """discord.py does not retry a 429 without Discord's `Via` header; its Retry-After still sets the wait."""
+    scene.fake.banned.append(120.0)
+    reply = reply_to_channel("hello")
+    with pytest.raises(ChannelError, match="429") as limited:
+        await scene.channel.render(reply)
+    assert limited.value.retry_after == 120.0
+    await scene.channel.render(reply)
     assert scene.fake.messages_made(CHANNEL) == ["hello"]

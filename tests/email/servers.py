@@ -197,6 +197,15 @@ class SmtpSink:
     sent: list[Sent] = field(default_factory=list)
     port: int = 0
     refusals: list[str] = field(default_factory=list)  # SMTP answers for the coming mails, instead of 250
+    rcpt_refusals: list[str] = field(default_factory=list)  # the same, to the coming RCPT TO commands
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+    ) -> str:
+        if self.rcpt_refusals:
+            return self.rcpt_refusals.pop(0)
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         if self.refusals:

@@ -12,7 +12,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 from adapters.email import check_settings
 from adapters.email_compose import SmtpMailer, Thread, text_mail
 from config.channels import EmailSettings
-from core import ChannelError, ConfigError
+from core import ChannelError, ConfigError, DeliveryRefused
 from tests.email.conftest import BOT, SECRET, MailWorld
 from tests.email.mails import BOT as BOT_ADDRESS
 from tests.email.mails import DANA, ERIN, MALLORY, SAM, new_mail, own_id, reply, text, thread_ids
@@ -63,6 +63,24 @@ async def test_an_unreachable_smtp_server_is_a_retryable_channel_error() -> None
     mailer = SmtpMailer(settings(SMTP_PORT=str(free_port()), SMTP_TLS="none"), timeout=5)
     with pytest.raises(ChannelError, match="sending mail via 127.0.0.1"):
         await mailer.send(a_mail())
+
+
+@pytest.mark.parametrize(
+    ("answer", "refused"),
+    [
+        ("550 5.1.1 no such user", True),
+        ("450 4.2.0 greylisted, try again later", False),
+    ],
+)
+async def test_a_refused_recipient_is_refused_for_good_only_on_a_5xx(
+    smtp: SmtpSink, answer: str, refused: bool
+) -> None:
+    """A 5xx is parked at once (retrying cannot help); a 4xx, e.g. greylisting, is retried."""
+    smtp.rcpt_refusals.append(answer)
+    mailer = SmtpMailer(settings(SMTP_PORT=str(smtp.port), SMTP_TLS="none"), timeout=5)
+    with pytest.raises(ChannelError) as failed:
+        await mailer.send(a_mail())
+    assert isinstance(failed.value, DeliveryRefused) is refused and smtp.sent == []
 
 
 @pytest.fixture
