@@ -208,16 +208,26 @@ async def test_free_text_without_a_model_explains_how_to_enable_one(bots: BotPro
 
 
 async def test_a_terminal_that_died_before_printing_the_card_shows_it_on_restart(bots: BotProcesses) -> None:
-    """`bot chat` stores the approval request with its step and dies before printing it (the
-    `after-commit` failpoint): the next `bot chat` prints the card once, and approving it works."""
-    chat = await bots.chat(env={"BOT_FAILPOINTS": "after-commit=kill"})
+    """`bot chat` stores the approval request with its step and dies at once (the `after-commit`
+    failpoint): the card is never lost, and approving it works. The dead one's printer may win the
+    race to the card by a few microseconds: then it printed it, and the next one prints it again
+    only if the kill came between printing and remembering."""
+    # The dead terminal's lease on the thread must lapse before the approval can run: make it short,
+    # or the approval waits out the default 30 s and races the driver's deadline.
+    takeover = {"BOT_LOCK_TTL_MS": "1500", "BOT_CLAIM_IDLE_MS": "1500"}
+    chat = await bots.chat(env={"BOT_FAILPOINTS": "after-commit=kill", **takeover})
     await chat.say(DEPLOY)
     assert await chat.process.wait() == -9, chat.transcript()
-    assert not any("approval needed" in line for line in chat.lines), "it died before printing the card"
+    assert chat.process.stdout is not None
+    dead = chat.lines + (await chat.process.stdout.read()).decode(errors="replace").splitlines()
+    shown = [m[1] for line in dead if (m := re.search(r"^bot> approval needed \[(\w+)\]: deploy ", line))]
 
-    chat = await bots.chat()
-    approval_id = (await chat.expect(r"^bot> approval needed \[(\w+)\]: deploy "))[1]
+    chat = await bots.chat(env=takeover)
+    approval_id = shown[0] if shown else (await chat.expect(r"^bot> approval needed \[(\w+)\]: deploy "))[1]
     await approve(chat, approval_id)
     lines = await chat.quit()
-    assert count(lines, r"^bot> approval needed ") == 1
+    again = count(lines, r"^bot> approval needed ")
+    # Never lost; printed once, except when the dead terminal printed it and died before remembering
+    # so (print, then remember: at least once), then the next one prints it again.
+    assert (len(shown), again) in ((0, 1), (1, 0), (1, 1))
     assert deploy_summaries(await bots.deploys()) == [("api", "1.4.2", "production", "cli:operator")]
