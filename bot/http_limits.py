@@ -33,6 +33,7 @@ from config.channels import HttpSettings
 
 log = logging.getLogger(__name__)
 KEY_PREFIX = "ratelimit"
+WARN_EVERY_SECONDS = 30.0
 WHAT = {
     "address": "requests from this address",
     "identity": "API calls",
@@ -64,6 +65,7 @@ class RateLimits:
             "launch": parse(settings.rate_launch),
         }
         self.refused = refused
+        self._warned_at = float("-inf")  # one warning per WARN_EVERY_SECONDS while Redis cannot count
 
     async def hit(self, limit: str, who: str) -> Refused | None:
         """Count one request of `who` against `limit`; a Refused when it is over."""
@@ -73,7 +75,9 @@ class RateLimits:
                 return None
             stats = await self.limiter.get_window_stats(item, limit, who)
         except (redis.exceptions.RedisError, OSError) as exc:
-            log.warning("rate limit %s not counted for %s: Redis cannot count now (%s)", limit, who, exc)
+            if time.monotonic() - self._warned_at >= WARN_EVERY_SECONDS:
+                self._warned_at = time.monotonic()
+                log.warning("rate limits are not counted while Redis cannot count (%s); requests go through", exc)
             return None
         retry_after = max(1, math.ceil(stats.reset_time - time.time()))
         self.refused.labels(limit).inc()
