@@ -39,6 +39,7 @@ from bot.http_models import Health, Readiness
 from bot.http_ops import Operations
 from bot.main import Core
 from config.channels import HttpSettings
+from core import keys
 from core.errors import ConfigError
 from core.store import unwritable
 
@@ -48,10 +49,7 @@ MAX_REQUEST_BYTES = 1024 * 1024  # defaults of BOT_HTTP_MAX_BODY_BYTES and BOT_H
 BODY_SECONDS = 30.0
 UNLIMITED = ("/healthz", "/readyz", "/metrics")  # probes and scrapes come from the platform, often
 REDIS_PING_SECONDS = 2.0
-# A write that /readyz makes: a Redis that answers but cannot store (full, a replica) is not ready.
-# Every process writes the same short-lived key. (Its name belongs with core/keys.py's.)
-READY_PROBE_KEY = "readyz:probe"
-READY_PROBE_TTL_MS = 10_000
+READY_PROBE_TTL_MS = 10_000  # /readyz writes keys.READY_PROBE: a Redis that answers but cannot store is not ready
 GRACEFUL_SHUTDOWN_SECONDS = 5
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; "
@@ -175,7 +173,7 @@ def _version() -> str:
 async def _redis_ready(core: Core) -> tuple[dict[str, bool], str]:
     """Whether Redis answers and takes a write, and why not; one small SET with an expiry answers both."""
     try:
-        set_probe = core.redis.set(READY_PROBE_KEY, "1", px=READY_PROBE_TTL_MS)
+        set_probe = core.redis.set(keys.READY_PROBE, "1", px=READY_PROBE_TTL_MS)
         await asyncio.wait_for(set_probe, timeout=REDIS_PING_SECONDS)
         return {"redis": True, "redis_writes": True}, ""
     except redis.exceptions.ResponseError as exc:

@@ -25,7 +25,7 @@ from bot.http_models import (
     ThreadList,
     ThreadSummary,
 )
-from bot.http_ops import API_CHANNEL, Operations, thread_not_found
+from bot.http_ops import API_CHANNEL, Operations
 from core import events as ev
 from core.ids import new_id, thread_id_for
 from core.reducer import replay
@@ -135,10 +135,8 @@ def api_router(ops: Operations, auth: TokenAuth) -> APIRouter:
         identity: Identity,
         at: Annotated[int | None, Query(ge=1, description="derive the state as of this event (1-based)")] = None,
     ) -> ThreadDetail:
-        await ops.thread(thread_id, identity)
+        await ops.thread(thread_id, identity)  # 404, or 403 for a thread the identity may not read
         events = await ops.core.store.load_events(thread_id)
-        if not events:
-            raise thread_not_found(thread_id)
         if at is not None and at > len(events):
             raise ApiError(
                 422,

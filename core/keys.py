@@ -15,7 +15,7 @@ APPROVAL_REMINDERS = "{approvals}:remind"  # sorted set: approval id -> when to 
 APPROVAL_ESCALATIONS = "{approvals}:escalate"  # sorted set: approval id -> when to ask the second group
 APPROVAL_SCHEDULES = (APPROVAL_INDEX, APPROVAL_REMINDERS, APPROVAL_ESCALATIONS)
 APPROVALS_DECIDED = "{approvals}:decided"  # sorted set: approval id -> decided at, until its thread applied it
-APPROVAL_ENDINGS = ("approved", "rejected", "expired")
+READY_PROBE = "readyz:probe"  # the short-lived key every /readyz writes: a Redis that cannot store is not ready
 
 
 def approvals_ended(status: str) -> str:

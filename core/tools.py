@@ -119,7 +119,7 @@ def args_hash(tool: str, args: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-class Access(BaseModel):
+class AccessRules(BaseModel):
     """Who may do what beyond their own threads: the `[access]` table of the tools file.
 
     Everyone may read and steer the threads they started, see the approvals they may decide, and
@@ -138,12 +138,12 @@ class ToolRegistry:
     """The tools one agent may call, with the groups their approval policies name."""
 
     def __init__(
-        self, tools: Mapping[str, ToolSpec], groups: Mapping[str, list[str]], access: Access | None = None
+        self, tools: Mapping[str, ToolSpec], groups: Mapping[str, list[str]], access: AccessRules | None = None
     ) -> None:
         self._tools = {**tools, **_BUILTINS}
         self._validators: dict[str, Any] = {}  # compiled once per tool: building one costs more than validating
         self.groups = {name: list(members) for name, members in groups.items()}
-        self.access = access or Access()
+        self.access = access or AccessRules()
 
     def __contains__(self, name: object) -> bool:
         return name in self._tools
@@ -269,9 +269,9 @@ def load_tools(path: Path, extra_members: Mapping[str, list[str]] | None = None)
     return ToolRegistry(tools, groups, _access(path, raw.get("access", {}), groups))
 
 
-def _access(path: Path, raw: Any, groups: Mapping[str, list[str]]) -> Access:
+def _access(path: Path, raw: Any, groups: Mapping[str, list[str]]) -> AccessRules:
     try:
-        access = Access.model_validate(raw)
+        access = AccessRules.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
