@@ -85,13 +85,12 @@ class Terminal:
         await self.bus.publish(self.trigger(text))
 
     def mine(self, outbound: Outbound) -> bool:
-        if isinstance(outbound, DecisionReceipt):  # the thread and the decider may both be this terminal's
+        ours = outbound.to == self.identity if outbound.to else outbound.conversation.startswith(f"{self.user}/")
+        if ours and isinstance(outbound, DecisionReceipt):  # the thread and the decider may both be this terminal's
             if outbound.approval_id in self._receipts:
                 return False
             self._receipts.add(outbound.approval_id)
-        if outbound.to:
-            return outbound.to == self.identity
-        return outbound.conversation.startswith(f"{self.user}/")
+        return ours
 
     async def resume_position(self) -> str:
         """Where this user's terminal stopped printing last time (a crash included), else the outbox's end:

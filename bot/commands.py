@@ -22,7 +22,6 @@ from bot.main import (
     running_core,
     setup_logging,
 )
-from bot.metrics import metrics_route
 from bot.redis_wait import wait_for_redis
 from config.settings import Settings
 from core.agents import Roster
@@ -51,7 +50,6 @@ async def serve(settings: Settings, stop: asyncio.Event, *, worker: bool, channe
             from bot.http_hooks import load_hooks
 
             routes = [route for adapter in adapters for route in getattr(adapter, "routes", list)()]
-            routes.append(metrics_route(core))
 
             async def ready() -> dict[str, bool]:
                 return {adapter.name: bool(getattr(adapter, "healthy", True)) for adapter in adapters}

@@ -23,18 +23,17 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from starlette.applications import Starlette
-from starlette.datastructures import Headers, MutableHeaders
-from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from adapters.web import WebChannel
 from bot import http_errors
+from bot.http_admin import admin_router
 from bot.http_api import api_router
 from bot.http_auth import TokenAuth, local_token, parse_tokens
 from bot.http_console import console_routes, web_router
+from bot.http_guard import Guard, h11_buffer_bytes, h11_protocol
 from bot.http_hooks import HookConfig, hooks_router
-from bot.http_limits import RateLimits
+from bot.http_limits import http_limits
 from bot.http_models import Health, Readiness
 from bot.http_ops import Operations
 from bot.main import Core
@@ -45,122 +44,9 @@ from core.store import unwritable
 
 log = logging.getLogger(__name__)
 ReadinessProbe = Callable[[], Awaitable[dict[str, bool]]]
-MAX_REQUEST_BYTES = 1024 * 1024  # defaults of BOT_HTTP_MAX_BODY_BYTES and BOT_HTTP_BODY_SECONDS
-BODY_SECONDS = 30.0
-UNLIMITED = ("/healthz", "/readyz", "/metrics")  # probes and scrapes come from the platform, often
 REDIS_PING_SECONDS = 2.0
 READY_PROBE_TTL_MS = 10_000  # /readyz writes keys.READY_PROBE: a Redis that answers but cannot store is not ready
 GRACEFUL_SHUTDOWN_SECONDS = 5
-SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; "
-    "form-action 'self'",
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-}
-
-
-class BodyTooLarge(HTTPException):
-    """Raised while the body streams in, whatever its transfer encoding; FastAPI and `_Guard` answer it."""
-
-
-class BodyTooSlow(HTTPException):
-    """The body did not arrive in time."""
-
-
-class _Body:
-    """A request's `receive` that counts the body as it streams in and times its arrival."""
-
-    def __init__(self, receive: Receive, max_bytes: int, body_seconds: float) -> None:
-        self.receive = receive
-        self.max_bytes = max_bytes
-        self.body_seconds = body_seconds
-        self.deadline = asyncio.get_running_loop().time() + body_seconds
-        self.received = 0
-        self.complete = False
-
-    async def __call__(self) -> Message:
-        if self.complete:  # the body is in: what follows is waiting for a disconnect (long-polls), unlimited
-            return await self.receive()
-        remaining = self.deadline - asyncio.get_running_loop().time()
-        try:
-            message = await asyncio.wait_for(self.receive(), timeout=max(remaining, 0.001))
-        except TimeoutError:
-            raise BodyTooSlow(408, f"the body did not arrive within {self.body_seconds:g}s; send it at once") from None
-        if message["type"] == "http.request":
-            self.received += len(message.get("body", b""))
-            if self.received > self.max_bytes:
-                raise BodyTooLarge(413, f"the body is over the limit of {self.max_bytes} bytes")
-            self.complete = not message.get("more_body", False)
-        return message
-
-
-class _Guard:
-    """Limit every body while it streams in (chunked too) and the time it takes to arrive; add the
-    browser security headers.
-
-    A declared `Content-Length` over the limit is refused before a byte is read. Otherwise the body
-    is counted as it arrives and refused (413) at the first byte over the limit, so an oversized
-    or endless chunked upload costs at most `max_bytes` of memory. A body that takes longer than
-    `body_seconds` to arrive (a slow-drip client holding a connection) is refused with 408.
-    """
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        max_bytes: int = MAX_REQUEST_BYTES,
-        body_seconds: float = BODY_SECONDS,
-        limits: RateLimits | None = None,
-    ) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-        self.body_seconds = body_seconds
-        self.limits = limits
-
-    async def _refusal(self, scope: Scope) -> JSONResponse | None:
-        """What to answer before reading anything: a declared body over the limit, an address over its rate."""
-        length = Headers(scope=scope).get("content-length", "")
-        if length.isdigit() and int(length) > self.max_bytes:
-            message = f"the body has {length} bytes; the limit is {self.max_bytes}"
-            return http_errors.error_response(413, "payload_too_large", message)
-        client = scope.get("client")
-        if self.limits is None or scope["path"] in UNLIMITED:
-            return None
-        refused = await self.limits.hit("address", client[0] if client else "unknown")
-        if refused is None:
-            return None
-        return http_errors.error_response(
-            429, "rate_limited", refused.message, {"Retry-After": str(refused.retry_after)}
-        )
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        if (refusal := await self._refusal(scope)) is not None:
-            return await refusal(scope, receive, send)
-        private = scope["path"].startswith(("/v1/", "/web/"))
-        started = False
-        body = _Body(receive, self.max_bytes, self.body_seconds)
-
-        async def send_with_headers(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-                headers = MutableHeaders(scope=message)
-                for name, value in SECURITY_HEADERS.items():
-                    headers.setdefault(name, value)
-                if private:
-                    headers.setdefault("Cache-Control", "no-store")
-            await send(message)
-
-        try:
-            await self.app(scope, body, send_with_headers)
-        except (BodyTooLarge, BodyTooSlow) as exc:  # a route outside FastAPI's handlers read the body
-            if started:
-                raise
-            code = "payload_too_large" if exc.status_code == 413 else "request_timeout"
-            response = http_errors.error_response(exc.status_code, code, str(exc.detail), {"Connection": "close"})
-            await response(scope, receive, send_with_headers)
 
 
 def _version() -> str:
@@ -199,7 +85,7 @@ def build_app(
                 f"hook {hook.name!r} names agent {hook.agent!r}, but the agents are "
                 f"{', '.join(core.agent.roster.names())}; fix [hooks.{hook.name}].agent"
             )
-    limits = RateLimits(core.redis, core.settings.http, core.rate_limited)
+    limits = http_limits(core.redis, core.settings.http, core.rate_limited)
     auth, ops, draining = TokenAuth(tokens, limits), Operations(core, limits), asyncio.Event()
     was_ready = True
     app = FastAPI(
@@ -212,8 +98,10 @@ def build_app(
     app.state.draining = draining  # set by `serve` when stopping, so long-polls return at once
     http_errors.install(app, core.store_write_failures.labels("api").inc)
     http = core.settings.http
-    app.add_middleware(_Guard, max_bytes=http.max_body_bytes, body_seconds=http.body_seconds, limits=limits)
+    app.state.http = http  # what `serve` limits connections with
+    app.add_middleware(Guard, http=http, limits=limits, tokens=auth)
     app.include_router(api_router(ops, auth))
+    app.include_router(admin_router(ops, auth))
     app.include_router(hooks_router(ops, hooks, core.webhook_refusals))
     app.include_router(web_router(ops, auth, web or WebChannel(core.bus), draining))
 
@@ -272,7 +160,7 @@ class _Server(uvicorn.Server):
 
 def _listen(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # IPPROTO_TCP: asyncio then sets TCP_NODELAY
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
@@ -290,14 +178,29 @@ def _url(host: str, port: int) -> str:
     return f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
 
 
-async def serve(app: Starlette, host: str, port: int, started: Callable[[str], None], stop: asyncio.Event) -> None:
-    """Serve `app` until `stop` is set, then finish the requests in flight and return."""
+async def serve(
+    app: Starlette,
+    host: str,
+    port: int,
+    started: Callable[[str], None],
+    stop: asyncio.Event,
+    http: HttpSettings | None = None,
+) -> None:
+    """Serve `app` until `stop` is set, then finish the requests in flight and return.
+
+    `http` bounds each connection's request head (`bot/http_guard.py`); by default, the settings
+    `build_app` made `app` with.
+    """
+    if http is None:
+        built_with = getattr(app.state, "http", None)
+        http = built_with if isinstance(built_with, HttpSettings) else HttpSettings.model_validate({})
     sock = _listen(host, port)
     url = _url(host, sock.getsockname()[1])
     config = uvicorn.Config(
         app,
         log_config=None,
-        http="h11",
+        http=h11_protocol(http),
+        h11_max_incomplete_event_size=h11_buffer_bytes(http),
         ws="none",
         lifespan="on",
         server_header=False,
@@ -352,4 +255,4 @@ async def run_http(
             announce(f"web console: {base}/  (sign in with a token from BOT_API_TOKENS: {base}/#token=<token>)")
         announce(f"REST API: {base}/v1  (described at {base}/openapi.json)")
 
-    await serve(app, http.host, http.port, started, stop)
+    await serve(app, http.host, http.port, started, stop, http)

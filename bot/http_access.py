@@ -4,6 +4,7 @@
   whose pending approval they may decide.
 - `[access].admins` (and the process owner, the terminal user whose `bot run` serves the console)
   may read and steer every thread and see every approval.
+- `/metrics` needs `[access].metrics` or admins; the dead letters need admins.
 - API threads render on `api`/`web`; another channel (a Slack thread, a Discord channel) needs the
   identity in `[access].speak.<channel>`, so a token cannot post into chat it was not given.
 Every refusal is a 403 `forbidden` naming the permission that is missing.
@@ -69,4 +70,14 @@ class Access:
                 "forbidden",
                 f"{identity} may not start threads on channel {channel!r}: that needs [access].speak.{channel}; "
                 f"use channel 'api' (the default) to follow the thread through the API. Nothing was enqueued",
+            )
+
+    def check_admin(self, identity: str, what: str) -> None:
+        if not self.admin(identity):
+            raise ApiError(403, "forbidden", f"{identity} may not {what}: that needs [access].admins")
+
+    def check_metrics(self, identity: str) -> None:
+        if not self.admin(identity) and not self.tools.is_member(identity, self.tools.access.metrics):
+            raise ApiError(
+                403, "forbidden", f"{identity} may not read /metrics: that needs [access].metrics or [access].admins"
             )

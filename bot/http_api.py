@@ -27,18 +27,19 @@ from bot.http_models import (
 )
 from bot.http_ops import API_CHANNEL, Operations
 from core import events as ev
+from core import keys
 from core.ids import new_id, thread_id_for
+from core.paging import Cursor
 from core.reducer import replay
-from core.store import ThreadCursor
 
 ThreadId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 ApprovalId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 AUTH = (401, 403, 422, 429, 503)
 
 
-def _cursor(token: str | None) -> ThreadCursor | None:
+def _cursor(token: str | None) -> Cursor | None:
     try:
-        return ThreadCursor.parse(token) if token else None
+        return Cursor.parse(token) if token else None
     except ValueError:
         raise ApiError(
             422, "invalid_request", f"cursor {token!r} is not one this API gave; start again without it"
@@ -188,19 +189,40 @@ def api_router(ops: Operations, auth: TokenAuth) -> APIRouter:
         response_model=ApprovalList,
         responses=responses(*AUTH),
         tags=["approvals"],
-        summary="Approvals across all channels: pending (soonest to expire first) or ended (most recent first)",
+        summary="Approvals across all channels: pending (soonest to expire first), ended, or by requester or decider "
+        "(most recent first)",
     )
     async def approvals(
         identity: Identity,
-        status: Annotated[Literal["pending", "approved", "rejected", "expired"], Query()] = "pending",
+        status: Annotated[
+            Literal["pending", "approved", "rejected", "expired"] | None,
+            Query(description="default: pending, or any status with `requester` or `decided_by`"),
+        ] = None,
+        requester: Annotated[str | None, Query(min_length=3, max_length=200, description="who asked")] = None,
+        decided_by: Annotated[str | None, Query(min_length=3, max_length=200, description="who decided")] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
+        cursor: Annotated[str | None, Query(max_length=400, description="`next_cursor` of the page before")] = None,
     ) -> ApprovalList:
-        store = ops.core.store
-        records = await (
-            store.pending_approvals(limit) if status == "pending" else store.ended_approvals(status, limit)
+        if decided_by or requester:
+            index = keys.approvals_decided_by(decided_by) if decided_by else keys.approvals_requested_by(str(requester))
+        else:
+            status = status or "pending"
+            index = keys.APPROVAL_INDEX if status == "pending" else keys.approvals_ended(status)
+        newest_first = index != keys.APPROVAL_INDEX
+        records, following = await ops.core.store.page_approvals(
+            index, limit, _cursor(cursor), newest_first=newest_first
         )
-        visible = [record for record in records if ops.access.may_see(identity, record)]
-        return ApprovalList(approvals=[ops.view(record, identity) for record in visible])
+        shown = [
+            record
+            for record in records
+            if (status is None or record.status == status)
+            and (requester is None or record.requester == requester)
+            and ops.access.may_see(identity, record)
+        ]
+        return ApprovalList(
+            approvals=[ops.view(record, identity) for record in shown],
+            next_cursor=following.token() if following else None,
+        )
 
     @router.post(
         "/approvals/{approval_id}/decision",

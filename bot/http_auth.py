@@ -16,8 +16,8 @@ from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from bot.http_errors import ApiError
-from bot.http_limits import RateLimits
 from core.errors import ConfigError
+from core.limits import RateLimits
 
 IDENTITY = re.compile(r"^[a-z][a-z0-9_-]*:\S+$")
 MIN_TOKEN_CHARS = 16
@@ -67,18 +67,25 @@ class TokenAuth:
                 found = identity
         return found
 
-    async def __call__(self, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
+    def refusal(self, presented: str | None) -> ApiError | None:
+        """Why a request with this bearer token (None: no `Authorization: Bearer`) is refused, if it is."""
         if not self._tokens:
-            raise ApiError(
+            return ApiError(
                 401, "unauthorized", "no API tokens are configured; set BOT_API_TOKENS=token=identity", CHALLENGE
             )
-        if credentials is None:
-            raise ApiError(
+        if presented is None:
+            return ApiError(
                 401, "unauthorized", "send `Authorization: Bearer <token>` with a token from BOT_API_TOKENS", CHALLENGE
             )
-        identity = self.identity(credentials.credentials)
-        if identity is None:
-            raise ApiError(401, "unauthorized", "the bearer token is not in BOT_API_TOKENS; check it", CHALLENGE)
-        if self.limits is not None and (refused := await self.limits.hit("identity", identity)):
-            raise ApiError(429, "rate_limited", refused.message, {"Retry-After": str(refused.retry_after)})
+        if self.identity(presented) is None:
+            return ApiError(401, "unauthorized", "the bearer token is not in BOT_API_TOKENS; check it", CHALLENGE)
+        return None
+
+    async def __call__(self, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
+        if (refused := self.refusal(credentials.credentials if credentials else None)) is not None:
+            raise refused
+        identity = self.identity(credentials.credentials) if credentials else None
+        assert identity is not None  # refusal() said it is known
+        if self.limits is not None and (over := await self.limits.hit("identity", identity)):
+            raise ApiError(429, "rate_limited", over.message, {"Retry-After": str(over.retry_after)})
         return identity

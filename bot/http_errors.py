@@ -38,6 +38,7 @@ STATUS_CODES = {
     415: "unsupported_media_type",
     422: "invalid_request",
     429: "rate_limited",
+    431: "request_header_fields_too_large",
     500: "internal_error",
     503: "unavailable",
 }
@@ -63,6 +64,19 @@ class ApiError(Exception):
         self.code = code
         self.message = message
         self.headers = headers
+
+
+class RequestRefused(HTTPException):
+    """A request refused while it arrives (`bot/http_guard.py`): headers, body size, body time, JSON depth.
+
+    An HTTPException, so FastAPI's body reading lets it through to `_http_error`, which answers its
+    own `code`. The connection stays open: h11 drains what is left of the body, so the client reads
+    the answer instead of a reset.
+    """
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(status, message, headers)
+        self.code = code
 
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -93,6 +107,8 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
+    if isinstance(exc, RequestRefused):
+        return error_response(exc.status_code, exc.code, str(exc.detail), dict(exc.headers or {}))
     code = STATUS_CODES.get(exc.status_code, "error")
     if exc.status_code == 400:  # FastAPI's "error parsing the body" (not UTF-8): the same 422 as bad JSON
         message = f"the body could not be read ({exc.detail}); send UTF-8 JSON with Content-Type: application/json"

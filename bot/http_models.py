@@ -147,6 +147,11 @@ class ApprovalView(ApprovalRecord):
 
 class ApprovalList(BaseModel):
     approvals: list[ApprovalView]
+    next_cursor: str | None = Field(
+        None,
+        description="pass as `cursor` for the next page; null: last page. A page may come short: it shows "
+        "only approvals that match every filter and that the identity may see",
+    )
 
 
 class Me(BaseModel):
@@ -160,3 +165,15 @@ class Health(BaseModel):
 class Readiness(BaseModel):
     ready: bool
     checks: dict[str, bool]
+
+
+class DeadLetterView(BaseModel):
+    id: str = Field(description="its id on the dead-letter stream")
+    entry: str = Field(description="the inbox entry it was")
+    trigger: str = Field(description="the trigger's JSON, secrets redacted")
+    error: str = Field(description="why it was parked")
+
+
+class DeadLetterList(BaseModel):
+    letters: list[DeadLetterView]
+    next_before: str | None = Field(None, description="pass as `before` for the next page; null at the end")

@@ -23,13 +23,13 @@ from typing import Literal
 
 from bot.http_access import Access
 from bot.http_errors import ApiError
-from bot.http_limits import RateLimits
 from bot.http_models import Accepted, ApprovalView
 from bot.main import Core
 from core import events as ev
 from core.commands import parse_decision
 from core.errors import ApprovalError, StoreUnavailable
 from core.ids import new_id
+from core.limits import RateLimits
 from core.reducer import ThreadState
 from core.store import ApprovalRecord
 

@@ -22,9 +22,11 @@ from config.settings import Settings
 from core import failpoints, logs
 from core.agent import Agent, Limits, Models
 from core.agents import ROUTER, Roster, load_roster
+from core.budget import BudgetedModel, model_limit
 from core.bus import Bus
 from core.commands import CommandModel
 from core.executors import ToolRunner
+from core.limits import RateLimits
 from core.llm import Model
 from core.metrics import Metrics
 from core.ports import ChannelAdapter, Clock, SystemClock
@@ -54,7 +56,7 @@ class Core:
     # Answers "the store cannot take this now" (HTTP 503 store_unavailable, /readyz): exported on /metrics
     # beside the core's counters, by where it was answered.
     store_write_failures: Counter = field(init=False)
-    rate_limited: Counter = field(init=False)  # HTTP requests answered 429, by limit (bot/http_limits.py)
+    rate_limited: Counter = field(init=False)  # requests answered 429 and model calls refused, by limit
     webhook_refusals: Counter = field(init=False)  # webhook deliveries refused, by hook and code
 
     def __post_init__(self) -> None:
@@ -64,9 +66,7 @@ class Core:
             ["where"],
             registry=self.metrics.registry,
         )
-        self.rate_limited = Counter(
-            "bot_rate_limited", "HTTP requests refused with 429, by limit", ["limit"], registry=self.metrics.registry
-        )
+        self.rate_limited = self.metrics.rate_limited
         self.webhook_refusals = Counter(
             "bot_webhook_refusals",
             "Webhook deliveries refused (bad signature, stale timestamp, replay, ...), by hook and error code",
@@ -125,9 +125,14 @@ def anthropic_client(settings: Settings) -> anthropic.AsyncAnthropic | None:
 
 
 def language_models(
-    settings: Settings, prompts: PromptLibrary, llm: anthropic.AsyncAnthropic | None, injected: Model | None
+    settings: Settings,
+    prompts: PromptLibrary,
+    llm: anthropic.AsyncAnthropic | None,
+    injected: Model | None,
+    budget: RateLimits,
 ) -> Callable[[str], Model | None]:
-    """The model that reads free text with each agent's prompt: Claude with that prompt, or one injected model.
+    """The model that reads free text with each agent's prompt: Claude with that prompt, or one injected model,
+    each spending the requester's model budget (BOT_RATE_MODEL) first.
 
     An injected model (tests, benchmarks) serves every agent but not the router, so free text goes
     straight to the default agent, as it did when there was one agent.
@@ -135,14 +140,17 @@ def language_models(
 
     def language(prompt: str) -> Model | None:
         if injected is not None:
-            return None if prompt == ROUTER else injected
+            return None if prompt == ROUTER else BudgetedModel(injected, budget)
         if llm is None:
             return None
         from core.anthropic_model import AnthropicModel
 
-        return AnthropicModel(
-            llm, prompts, model=settings.model, agent=prompt, max_tokens=settings.model_max_tokens,
-            budget_tokens=settings.context_budget,
+        return BudgetedModel(
+            AnthropicModel(
+                llm, prompts, model=settings.model, agent=prompt, max_tokens=settings.model_max_tokens,
+                budget_tokens=settings.context_budget,
+            ),
+            budget,
         )  # fmt: skip
 
     return language
@@ -172,12 +180,13 @@ def build_core(
     tools = load_tools(settings.tools_file, settings.groups)
     redactor = Redactor.from_env(env)
     prompts = PromptLibrary(settings.prompts_dir)
-    language = language_models(settings, prompts, llm, language_model)
+    metrics = Metrics()
+    budget = RateLimits(client, model_limit(settings.rate_model), metrics.rate_limited)
+    language = language_models(settings, prompts, llm, language_model, budget)
     roster = build_roster(settings, tools, prompts, language)
     schedules_file = settings.schedules_path
     agents = roster.names() if roster is not None else [settings.agent]
     schedules = load_schedules(schedules_file, agents) if schedules_file is not None else []
-    metrics = Metrics()
     store = Store(client, lock_ttl_ms=settings.lock_ttl_ms)
     bus = Bus(client, store, claim_idle_ms=settings.claim_idle_ms, redactor=redactor)
     runner = ToolRunner(

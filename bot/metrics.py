@@ -1,11 +1,8 @@
-"""`/metrics` for Prometheus: the process's counters plus queue and approval gauges read from Redis."""
+"""What `/metrics` (bot/http_admin.py) shows Prometheus: the process's counters plus queue and approval gauges."""
 
 from __future__ import annotations
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from bot.main import Core
 from core import keys
@@ -29,9 +26,6 @@ async def _gauges(core: Core) -> bytes:
     return generate_latest(registry)
 
 
-def metrics_route(core: Core) -> Route:
-    async def metrics(request: Request) -> Response:
-        body = generate_latest(core.metrics.registry) + await _gauges(core)
-        return Response(body, media_type=CONTENT_TYPE_LATEST)
-
-    return Route("/metrics", metrics, methods=["GET"])
+async def exposition(core: Core) -> tuple[bytes, str]:
+    """The Prometheus text: the process's counters, then the gauges read from Redis now."""
+    return generate_latest(core.metrics.registry) + await _gauges(core), CONTENT_TYPE_LATEST

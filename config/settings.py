@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from config.channels import DiscordSettings, EmailSettings, HttpSettings, SlackSettings, env_values, validated
 
@@ -44,6 +44,8 @@ class Settings(BaseModel):
     model_max_tokens: int = Field(1024, gt=0, alias="BOT_MODEL_MAX_TOKENS")
     model_retries: int = Field(3, ge=0, alias="BOT_MODEL_RETRIES")
     model_timeout: float = Field(60.0, gt=0, alias="BOT_MODEL_TIMEOUT")
+    # Model calls each requester may make (core/budget.py), in the `limits` notation; past it threads wait.
+    rate_model: str = Field("300/hour", alias="BOT_RATE_MODEL")
     cli_user: str = Field(default_factory=_default_cli_user, alias="BOT_CLI_USER")
     step_limit: int = Field(12, gt=0, alias="BOT_STEP_LIMIT")
     error_limit: int = Field(3, gt=0, alias="BOT_ERROR_LIMIT")
@@ -72,6 +74,13 @@ class Settings(BaseModel):
         values["discord"] = DiscordSettings.from_env(env)
         values["email"] = EmailSettings.from_env(env)
         return validated(cls, values)
+
+    @field_validator("rate_model")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        from core.limits import check_rate  # here: settings load without the limits library imported
+
+        return check_rate(value)
 
     @property
     def has_model(self) -> bool:

@@ -113,6 +113,12 @@ class Agent:
         async with self.store.lock(thread_id) as leased:
             run = self._run(leased.state)
             if trigger.id not in run.state.recent_triggers:
+                if run.state.seq == 0 and not self.tools.may_start(trigger.sender, trigger.channel):
+                    return await self._refuse(
+                        trigger,
+                        f"{trigger.sender} may not start threads on {trigger.channel}: that needs "
+                        f"[access].start.{trigger.channel}. Nothing was done; ask someone on that list",
+                    )
                 if trigger.agent and trigger.agent not in self.roster:
                     agents = ", ".join(self.roster.names())
                     return await self._refuse(trigger, f"there is no agent {trigger.agent!r}; agents: {agents}")

@@ -60,7 +60,11 @@ class Approvals:
             args=call.args,
             reason=call.reason,
             requester=record.requester,
-            approvers=self.tools.members(record.approvers),
+            approvers=[  # who the card names: the requester only where they may approve their own request
+                member
+                for member in self.tools.members(record.approvers)
+                if record.allow_self or member != record.requester
+            ],
             expires_at=record.expires_at,
         )
         run.outbox.append(request)

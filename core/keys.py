@@ -23,6 +23,16 @@ def approvals_ended(status: str) -> str:
     return f"{{approvals}}:{status}"
 
 
+def approvals_requested_by(identity: str) -> str:
+    """Sorted set: the approvals `identity` requested -> when (the API's `requester=` filter)."""
+    return f"{{approvals}}:requester:{identity}"
+
+
+def approvals_decided_by(identity: str) -> str:
+    """Sorted set: the approvals `identity` approved or rejected -> when (the API's `decided_by=` filter)."""
+    return f"{{approvals}}:decider:{identity}"
+
+
 ACTIVE_THREADS = "threads:active"  # sorted set: thread id -> last write, while work is in flight (status running)
 
 DEDUP_TTL_SECONDS = 24 * 3600

@@ -14,10 +14,13 @@
 
 from __future__ import annotations
 
+import logging
+
 from core import events as ev
 from core import failpoints, logs
 from core.agents import Profile, Roster
 from core.approvals import Approvals
+from core.budget import BudgetSpent
 from core.errors import InvalidToolCall, LLMBadResponse, LLMError, ToolError
 from core.executors import CallContext, ToolRunner
 from core.ids import new_id
@@ -35,6 +38,9 @@ def checked_call(tools: ToolRegistry, caller: str, decision: Decision) -> ToolSp
     if not tools.may_call(caller, spec):
         raise InvalidToolCall(f"{caller} may not use {spec.name}; allowed: {tools.describe(spec.callers)}")
     return spec
+
+
+log = logging.getLogger(__name__)
 
 
 class Loop:
@@ -91,8 +97,15 @@ class Loop:
         except LLMBadResponse as exc:
             await run.commit(*run.usage(exc.usage), run.error(new_id(), "", str(exc), "invalid"))
             return None
-        except LLMError as exc:
-            await self.escalate(run, f"the model is unavailable: {exc}. Your request is saved; answer here to retry.")
+        except BudgetSpent as exc:
+            await self.escalate(run, f"{exc}. Your request is saved; answer here then to go on.")
+            return None
+        except LLMError as exc:  # the detail is for operators: the log has it under a reference the user sees
+            reference = new_id()[:8]
+            log.warning("thread %s: the model call failed (reference %s): %s", run.state.thread_id, reference, exc)
+            await self.escalate(
+                run, f"the model is unavailable (reference {reference}). Your request is saved; answer here to retry."
+            )
             return None
         if decision.usage is not None:
             await run.commit(*run.usage(decision.usage))

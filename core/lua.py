@@ -11,7 +11,8 @@ Used by `core.store` (threads, leases, approvals) and `core.bus` (inbox and outb
 #       index, 7 active index key index, 8 active score ('' = not in flight), 9 approval key index (0: no
 #       decision), 10 status ('' = decided already: only forget it), 11 by, 12 at, 13 comment, 14 now,
 #       15 approval id; then the events; then (outbox key index, outbound JSON) pairs. With an approval, the
-#       three approval schedules, the decided set and the ended set of the new status follow its key.
+#       three approval schedules, the decided set, the ended set of the new status and the decider's index
+#       follow its key.
 COMMIT = """
 local current = tonumber(redis.call('HGET', KEYS[2], 'seq') or '0')
 if current ~= tonumber(ARGV[1]) then return {0, current} end
@@ -25,6 +26,7 @@ if approval > 0 and ARGV[10] ~= '' then
              'comment', ARGV[13])
   for i = approval + 1, approval + 3 do redis.call('ZREM', KEYS[i], ARGV[15]) end
   redis.call('ZADD', KEYS[approval + 5], ARGV[14], ARGV[15])
+  redis.call('ZADD', KEYS[approval + 6], ARGV[14], ARGV[15])
 end
 if approval > 0 then redis.call('ZREM', KEYS[approval + 4], ARGV[15]) end
 local n = tonumber(ARGV[4])
@@ -51,6 +53,9 @@ if ARGV[3] == '1' then return {1, state, redis.call('XRANGE', KEYS[3], '-', '+',
 return {1, state}
 """
 
+# Decide an approval: pending -> approved/rejected in time, or -> expired past its deadline.
+# KEYS: 1 the approval, 2-4 its schedules, 5 the decided set, 6 the ended set of the new status, 7 the decider's index.
+# ARGV: 1 status, 2 by, 3 at, 4 comment, 5 now, 6 approval id.
 DECIDE = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {'missing'} end
@@ -65,6 +70,7 @@ for i = 2, 4 do redis.call('ZREM', KEYS[i], ARGV[6]) end
 -- Decided here, applied to its thread by a worker later: remembered until then, so a sweeper can re-drive it.
 if ARGV[1] ~= 'expired' then redis.call('ZADD', KEYS[5], ARGV[5], ARGV[6]) end
 redis.call('ZADD', KEYS[6], ARGV[5], ARGV[6])
+if ARGV[1] ~= 'expired' then redis.call('ZADD', KEYS[7], ARGV[5], ARGV[6]) end
 return {'ok'}
 """
 

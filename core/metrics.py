@@ -28,6 +28,9 @@ class Metrics:
         )  # fmt: skip
         self.approvals = Counter("bot_approvals", "Approvals requested and decided", ["outcome"], registry=r)
         self.retries = Counter("bot_retries", "Work retried", ["reason"], registry=r)
+        self.rate_limited = Counter(
+            "bot_rate_limited", "Requests and model calls refused by a rate limit, by limit", ["limit"], registry=r
+        )
         self.dead_letters = Counter("bot_dead_letters", "Triggers parked on the dead-letter stream", registry=r)
         self.undelivered = Counter(
             "bot_deliveries_failed", "Outbound messages a channel gave up on (recorded in their thread)", ["channel"],

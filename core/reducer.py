@@ -147,10 +147,11 @@ def _changes(state: ThreadState, event: ev.Event) -> dict[str, Any]:  # noqa: C9
             pending = PendingApproval(**event.model_dump(include=set(PendingApproval.model_fields)))
             return {"status": "awaiting_approval", "pending_approval": pending}
         case ev.ApprovalDecided():
+            # Not the last actor: an approver consents to one call; the thread goes on for whoever asked,
+            # with their permissions, and its next approval is still theirs to request.
             return {
                 "status": "running",
                 "pending_approval": None,
-                "last_actor": event.actor,
                 "recent_triggers": _remember(state, event.trigger_id),
             }
         case ev.HumanQuestion():

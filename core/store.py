@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import logging
@@ -26,9 +25,10 @@ import redis.exceptions
 from pydantic import BaseModel, ConfigDict, ValidationError
 from redis.asyncio.lock import Lock
 
-from core import failpoints, keys, lua
+from core import failpoints, keys, lua, paging
 from core.errors import ConflictError, StoreUnavailable, ThreadBusy
 from core.events import Event, Outbound, parse_event
+from core.paging import Cursor
 from core.reducer import ThreadState, replay
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,6 @@ class Decided(BaseModel):
 
 # Redis answers these while it cannot take writes (full, a replica, loading, a cluster in flux). redis-py
 # strips the code from the message of the classes it knows, and a script's error keeps it in the text.
-PAGE_TIE_SLACK = 64  # threads created in the same millisecond as a page's last one, read past to skip them
 UNWRITABLE = ("OOM", "READONLY", "MASTERDOWN", "LOADING", "CLUSTERDOWN", "TRYAGAIN", "BUSY", "NOREPLICAS", "MOVED")
 UNWRITABLE_CLASSES = (
     redis.exceptions.OutOfMemoryError,
@@ -138,26 +137,6 @@ def _record(raw: dict[Any, Any]) -> ApprovalRecord:
 
 def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-@dataclass(frozen=True)
-class ThreadCursor:
-    """Where a page of threads ended: the last thread's creation score and id (`Store.page_threads`)."""
-
-    score: float
-    thread_id: str
-
-    def token(self) -> str:
-        return base64.urlsafe_b64encode(f"{self.score!r}:{self.thread_id}".encode()).decode().rstrip("=")
-
-    @classmethod
-    def parse(cls, token: str) -> ThreadCursor:
-        """Raises ValueError for a token that `token()` did not make."""
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-        score, _, thread_id = raw.partition(":")
-        if not thread_id:
-            raise ValueError(token)
-        return cls(float(score), thread_id)
 
 
 @dataclass(frozen=True)
@@ -268,7 +247,8 @@ class Store:
         if decision is not None and not self.cluster:
             first = key(keys.approval(decision.approval_id))
             status = "approved" if decision.approved else "rejected"
-            for name in (*keys.APPROVAL_SCHEDULES, keys.APPROVALS_DECIDED, keys.approvals_ended(status)):
+            ended = (keys.approvals_ended(status), keys.approvals_decided_by(decision.by))
+            for name in (*keys.APPROVAL_SCHEDULES, keys.APPROVALS_DECIDED, *ended):
                 key(name)
             cas = [first, *decision.args()]
         in_flight = new_state.status == "running" and not new_state.paused
@@ -324,30 +304,20 @@ class Store:
         return (await self.page_threads(limit))[0]
 
     async def page_threads(
-        self, limit: int = 50, after: ThreadCursor | None = None
-    ) -> tuple[list[ThreadState], ThreadCursor | None]:
+        self, limit: int = 50, after: Cursor | None = None
+    ) -> tuple[list[ThreadState], Cursor | None]:
         """Threads newest first by creation, `limit` at a time, from just past `after`; and the next cursor.
 
         Creation time never changes, so a thread is on exactly one page however many are created or
-        updated while someone pages (new ones go before the first page). O(log n + limit) per page.
+        updated while someone pages (new ones go before the first page).
         """
-        high = "+inf" if after is None else repr(after.score)
         with redis_errors():
-            # Ties at one score come in reverse member order: skip those up to and including `after`.
-            found: Any = await self.redis.zrevrangebyscore(
-                keys.THREAD_INDEX, high, "-inf", start=0, num=limit + 1 + PAGE_TIE_SLACK, withscores=True
-            )
-            rows = [(_s(tid), float(score)) for tid, score in found]
-            if after is not None:
-                rows = [(tid, score) for tid, score in rows if score < after.score or tid < after.thread_id]
-            rows = rows[: limit + 1]
+            ids, following = await paging.page(self.redis, keys.THREAD_INDEX, limit, after)
             async with self.redis.pipeline(transaction=False) as pipe:
-                for tid, _ in rows[:limit]:
+                for tid in ids:
                     pipe.hget(keys.thread_meta(tid), "state")
                 raws = await pipe.execute()
-        states = [ThreadState.model_validate_json(raw) for raw in raws if raw is not None]
-        more = len(rows) > limit
-        return states, ThreadCursor(rows[limit - 1][1], rows[limit - 1][0]) if more else None
+        return [ThreadState.model_validate_json(raw) for raw in raws if raw is not None], following
 
     # --- approvals -----------------------------------------------------------------------
 
@@ -362,6 +332,9 @@ class Store:
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.hset(keys.approval(record.approval_id), mapping=fields)
                 pipe.zadd(keys.APPROVAL_INDEX, {record.approval_id: record.expires_at.timestamp()})
+                pipe.zadd(
+                    keys.approvals_requested_by(record.requester), {record.approval_id: record.created_at.timestamp()}
+                )
                 if record.remind_at:
                     pipe.zadd(keys.APPROVAL_REMINDERS, {record.approval_id: record.remind_at.timestamp()})
                 if record.escalate_at:
@@ -390,6 +363,7 @@ class Store:
                     *keys.APPROVAL_SCHEDULES,
                     keys.APPROVALS_DECIDED,
                     keys.approvals_ended(status),
+                    keys.approvals_decided_by(by),
                 ],
                 args=args,
             )
@@ -414,18 +388,24 @@ class Store:
         with redis_errors():
             return bool(await self.redis.zrem(schedule, approval_id))
 
+    async def page_approvals(
+        self, index: str, limit: int = 100, after: Cursor | None = None, *, newest_first: bool = True
+    ) -> tuple[list[ApprovalRecord], Cursor | None]:
+        """A page of the approvals in one index (keys.APPROVAL_INDEX, keys.approvals_ended, approvals_by...)."""
+        with redis_errors():
+            ids, following = await paging.page(self.redis, index, limit, after, newest_first=newest_first)
+        records = [await self.get_approval(aid) for aid in ids]
+        return [record for record in records if record is not None], following
+
     async def ended_approvals(self, status: str, limit: int = 100) -> list[ApprovalRecord]:
         """Approvals that ended as `status` (approved, rejected, expired), the most recent first."""
-        with redis_errors():
-            ids = [_s(aid) for aid in await self.redis.zrevrange(keys.approvals_ended(status), 0, limit - 1)]
-        records = [await self.get_approval(aid) for aid in ids]
-        return [record for record in records if record is not None and record.status == status]
+        records, _ = await self.page_approvals(keys.approvals_ended(status), limit)
+        return [record for record in records if record.status == status]
 
     async def pending_approvals(self, limit: int = 100) -> list[ApprovalRecord]:
-        with redis_errors():
-            ids = [_s(aid) for aid in await self.redis.zrange(keys.APPROVAL_INDEX, 0, limit - 1)]
-        records = [await self.get_approval(aid) for aid in ids]
-        return [record for record in records if record is not None and record.status == "pending"]
+        """Pending approvals, the soonest to expire first."""
+        records, _ = await self.page_approvals(keys.APPROVAL_INDEX, limit, newest_first=False)
+        return [record for record in records if record.status == "pending"]
 
     # --- what the sweepers re-drive ----------------------------------------------------------
 

@@ -55,7 +55,7 @@ class ApprovalPolicy(_Spec):
     required: bool = False
     when: dict[str, list[Any]] = {}  # only when every named argument has one of these values
     approvers: list[str] = []  # identities, or group:NAME
-    allow_self: bool = True
+    allow_self: bool = False  # separation of duties unless a policy says otherwise
     expires_in: int = Field(default=3600, gt=0)
     notify: list[str] = []  # other channels that also get the request, e.g. ["email"]
     remind_before: int | None = Field(default=None, gt=0)  # seconds before the deadline to remind approvers
@@ -128,10 +128,15 @@ class AccessRules(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    # Read and steer every thread, see every approval, pause/resume others' threads.
+    # Read and steer every thread, see every approval, pause/resume others' threads, the dead letters.
     admins: list[str] = []
     # Start API threads rendered on a chat channel: {channel: [identities or group:name]}.
     speak: dict[str, list[str]] = {}
+    # Read /metrics (admins may too): a Prometheus token's identity, say.
+    metrics: list[str] = []
+    # Start threads from a chat channel: {channel: [identities or group:name]}. A channel not named is open
+    # to whoever the channel lets reach the bot (the Slack workspace, the Discord server, any mail sender).
+    start: dict[str, list[str]] = {}
 
 
 class ToolRegistry:
@@ -183,6 +188,11 @@ class ToolRegistry:
             if entry.startswith("group:") and identity in self.groups.get(entry.removeprefix("group:"), []):
                 return True
         return False
+
+    def may_start(self, identity: str, channel: str) -> bool:
+        """Whether `identity` may start a thread on `channel` ([access].start; unnamed channels are open)."""
+        allowed = self.access.start.get(channel)
+        return allowed is None or self.is_member(identity, [*allowed, *self.access.admins])
 
     def may_call(self, identity: str, spec: ToolSpec) -> bool:
         return not spec.callers or self.is_member(identity, spec.callers)

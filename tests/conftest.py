@@ -97,8 +97,13 @@ def call(tool: str, **args: Any) -> Decision:
     return Decision(tool=tool, args=args, reason=f"scripted {tool}")
 
 
+# On call beside cli:operator (the shipped tools file's member): the shipped policies need an approver
+# other than the requester, and the harness speaks as cli:operator.
+APPROVER = "cli:dana"
+
+
 def test_settings(tmp_path: Path, **env: str) -> Settings:
-    base = {"BOT_DATA_DIR": str(tmp_path / "data"), "BOT_WORKDIR": str(PROJECT_DIR)}
+    base = {"BOT_DATA_DIR": str(tmp_path / "data"), "BOT_WORKDIR": str(PROJECT_DIR), "BOT_GROUP_ONCALL": APPROVER}
     return Settings.from_env(base | env)
 
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from core import events as ev
-from tests.conftest import ScriptedModel, call
+from tests.conftest import APPROVER, ScriptedModel, call
 
 
 async def test_gated_deploy_waits_for_approval_then_runs_once(redis_client, make_harness, tmp_path: Path) -> None:
@@ -14,14 +14,14 @@ async def test_gated_deploy_waits_for_approval_then_runs_once(redis_client, make
     await h.say("/deploy api 1.4.2 production")
     request = [o for o in await h.outbox() if isinstance(o, ev.ApprovalRequest)]
     assert len(request) == 1 and request[0].args == {"service": "api", "version": "1.4.2", "environment": "production"}
-    await h.say(f"approve {request[0].approval_id}")
-    await h.say(f"approve {request[0].approval_id}")
+    await h.say(f"approve {request[0].approval_id}", sender=APPROVER)
+    await h.say(f"approve {request[0].approval_id}", sender=APPROVER)
     state = json.loads((tmp_path / "data" / "deployments.json").read_text())
     deploys = [e for e in state["history"] if e["action"] == "deploy"]
     assert [(d["service"], d["version"], d["by"]) for d in deploys] == [("api", "1.4.2", "cli:operator")]
     texts = [o.text for o in await h.outbox() if isinstance(o, ev.Reply | ev.Notice)]
     assert any("deployed api 1.4.2 to production" in t for t in texts)
-    assert any("already approved by cli:operator" in t for t in texts)
+    assert any(f"already approved by {APPROVER}" in t for t in texts)
 
 
 async def test_model_sees_rejection_reason(redis_client, make_harness) -> None:
@@ -30,7 +30,7 @@ async def test_model_sees_rejection_reason(redis_client, make_harness) -> None:
     await h.say("ship api 1.4.2 to prod")
     approval = next(o for o in await h.outbox() if isinstance(o, ev.ApprovalRequest))
     model.script.append(call("reply", message="ok, not deploying"))
-    await h.say(f"reject {approval.approval_id} not during the freeze")
+    await h.say(f"reject {approval.approval_id} not during the freeze", sender=APPROVER)
     last = model.requests[-1].history
     errors = [e for e in last if isinstance(e, ev.ToolErrorEvent)]
     assert errors[-1].kind == "rejected" and "not during the freeze" in errors[-1].error
@@ -44,7 +44,8 @@ async def test_an_approver_outside_the_group_is_refused_and_the_thread_stays_pen
     await h.say(f"approve {approval.approval_id}", sender="cli:mallory")
     refusal = [o for o in await h.outbox() if isinstance(o, ev.Notice) and o.to == "cli:mallory"]
     assert (
-        "cli:mallory may not decide approval" in refusal[-1].text and "group:oncall (cli:operator)" in refusal[-1].text
+        "cli:mallory may not decide approval" in refusal[-1].text
+        and "group:oncall (cli:dana, cli:operator)" in refusal[-1].text
     )
     assert "you are not one of its allowed approvers" in refusal[-1].text, "the true reason: not a member"
     state = (await h.core.store.list_threads())[0]
@@ -75,7 +76,7 @@ async def test_the_requester_cannot_approve_their_own_request_when_policy_forbid
     approval = next(o for o in await h.outbox() if isinstance(o, ev.ApprovalRequest))
     await h.say(f"approve {approval.approval_id}")
     assert "you requested it" in (await h.outbox())[-1].text
-    await h.say(f"approve {approval.approval_id}", sender="cli:dana")
+    await h.say(f"approve {approval.approval_id}", sender=APPROVER)
     replies = [o.text for o in await h.outbox() if isinstance(o, ev.Reply)]
     assert replies == ["wiped"]
 
@@ -221,7 +222,7 @@ async def test_a_policy_can_send_the_request_to_other_channels_too(fake_redis, m
     shown = next(o for o in await h.outbox() if isinstance(o, ev.ApprovalRequest))
     assert len(mailed) == 1 and isinstance(mailed[0], ev.ApprovalRequest)
     assert mailed[0].approval_id == shown.approval_id and mailed[0].conversation == shown.conversation
-    assert mailed[0].approvers == ["cli:operator", "email:dana@example.com"]
+    assert mailed[0].approvers == [APPROVER, "email:dana@example.com"], "not the requester: allow_self is off"
 
 
 async def test_an_approval_given_while_paused_runs_only_after_resume(fake_redis, make_harness, tmp_path) -> None:
@@ -232,7 +233,7 @@ async def test_an_approval_given_while_paused_runs_only_after_resume(fake_redis,
     control = ev.ControlTrigger(id="p1", channel="cli", conversation=h.conversation, sender="cli:operator",
                                 thread_id=thread_id, action="pause")  # fmt: skip
     await h.core.agent.handle(control)
-    await h.say(f"approve {approval.approval_id}")
+    await h.say(f"approve {approval.approval_id}", sender=APPROVER)
     assert "takes effect when the thread is resumed" in (await h.outbox())[-1].text
     deployments = tmp_path / "data" / "deployments.json"
     assert not deployments.exists() or '"1.4.2"' not in deployments.read_text()
@@ -251,10 +252,8 @@ async def test_channels_notified_of_a_request_learn_its_outcome(fake_redis, make
     h = make_harness(fake_redis, BOT_TOOLS_FILE=str(tools))
     await h.say("/failover")
     approval = next(o for o in await h.outbox() if isinstance(o, ev.ApprovalRequest))
-    await h.say(f"approve {approval.approval_id}")
+    await h.say(f"approve {approval.approval_id}", sender=APPROVER)
     for channel in ("email", "slack"):
         _, items = await h.core.bus.follow(channel, "0-0", block_ms=0)
         receipts = [o for o in items if isinstance(o, ev.DecisionReceipt)]
-        assert [(r.approval_id, r.decision, r.by) for r in receipts] == [
-            (approval.approval_id, "approve", "cli:operator")
-        ]
+        assert [(r.approval_id, r.decision, r.by) for r in receipts] == [(approval.approval_id, "approve", APPROVER)]

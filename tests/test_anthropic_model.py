@@ -19,7 +19,7 @@ from core.anthropic_model import AnthropicModel
 from core.ids import thread_id_for
 from core.prompts import PromptLibrary
 from core.reducer import ThreadState
-from tests.conftest import Harness
+from tests.conftest import APPROVER, Harness
 from tests.fake_anthropic import (
     FakeAnthropic,
     Step,
@@ -132,7 +132,7 @@ async def test_rejection_reaches_claude_as_an_error_tool_result(make_bot: MakeBo
     )
     await h.say("ship api 1.4.2 to prod")
 
-    await h.say(f"reject {(await approval_of(h)).approval_id} not during the freeze")
+    await h.say(f"reject {(await approval_of(h)).approval_id} not during the freeze", sender=APPROVER)
 
     after = fake.requests[1]
     assert [m["role"] for m in after["messages"]] == ["user", "assistant", "user"]
@@ -140,7 +140,7 @@ async def test_rejection_reaches_claude_as_an_error_tool_result(make_bot: MakeBo
     assert after["messages"][2]["content"][0] == {
         "type": "tool_result",
         "tool_use_id": "toolu_deploy1",
-        "content": "rejected by cli:operator: not during the freeze",
+        "content": f"rejected by {APPROVER}: not during the freeze",
         "is_error": True,
     }
     assert await replies(h) == ["Not deploying api 1.4.2: rejected, not during the freeze."]
@@ -160,7 +160,7 @@ async def test_approved_deploy_output_reaches_claude_and_its_reply_reaches_the_u
     )
     await h.say("ship api 1.4.2 to prod")
 
-    await h.say(f"approve {(await approval_of(h)).approval_id}")
+    await h.say(f"approve {(await approval_of(h)).approval_id}", sender=APPROVER)
 
     assert len(fake.requests) == 2
     [result] = blocks(fake.requests[1], "tool_result")
@@ -279,7 +279,7 @@ async def test_message_while_awaiting_approval_keeps_the_decision_as_the_calls_r
     await h.say("ship api 1.4.2 to prod")
     await h.say("also, the freeze starts at 17:00")
 
-    await h.say(f"reject {(await approval_of(h)).approval_id} not during the freeze")
+    await h.say(f"reject {(await approval_of(h)).approval_id} not during the freeze", sender=APPROVER)
 
     after = fake.requests[1]
     assert "also, the freeze starts at 17:00" in user_text(after)
@@ -288,7 +288,7 @@ async def test_message_while_awaiting_approval_keeps_the_decision_as_the_calls_r
         {
             "type": "tool_result",
             "tool_use_id": "toolu_deploy1",
-            "content": "rejected by cli:operator: not during the freeze",
+            "content": f"rejected by {APPROVER}: not during the freeze",
             "is_error": True,
         }
     ]
@@ -303,9 +303,10 @@ async def test_message_while_awaiting_approval_keeps_the_decision_as_the_calls_r
     ids=["overloaded", "bad-request"],
 )
 async def test_model_api_failure_escalates_and_keeps_the_request(
-    make_bot: MakeBot, failure: Step, max_retries: int, said: tuple[str, str]
+    make_bot: MakeBot, failure: Step, max_retries: int, said: tuple[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Once the SDK gives up, the requester is told the model is unavailable; answering retries the saved request."""
+    """Once the SDK gives up, the requester is told the model is unavailable, with a reference to the logged
+    detail (the API's error is for operators); answering retries the saved request."""
     h, fake = await make_bot(
         [failure, tool_use("reply", {"message": "All four services are up."})], max_retries=max_retries
     )
@@ -315,7 +316,11 @@ async def test_model_api_failure_escalates_and_keeps_the_request(
     assert len(fake.requests) == 1  # 400 is never retried; 529 would be, but this client allows no retries
     assert (await state_of(h)).status == "awaiting_human"
     [question] = [o for o in await h.outbox() if isinstance(o, ev.Question)]
-    assert "the model is unavailable" in question.question and all(part in question.question for part in said)
+    assert "the model is unavailable (reference " in question.question
+    assert not any(part in question.question for part in said)
+    reference = question.question.split("(reference ")[1].split(")")[0]
+    logged = [r.getMessage() for r in caplog.records if reference in r.getMessage()]
+    assert logged and all(part in logged[0] for part in said)
     assert "Your request is saved" in question.question
     assert await replies(h) == []
 

@@ -17,6 +17,7 @@ from bot.redis_server import redis_server_binary
 from config.settings import Settings
 from core import events as ev
 from core import failpoints, keys
+from tests.conftest import APPROVER
 
 NODES = 3
 
@@ -85,8 +86,8 @@ async def test_a_gated_deploy_runs_once_on_a_redis_cluster(cluster: str, make_ha
         h = make_harness(client)
         await h.say("/deploy api 1.4.2 production")
         approval = next(o for o in await h.outbox() if isinstance(o, ev.ApprovalRequest))
-        await h.say(f"approve {approval.approval_id}")
-        await h.say(f"approve {approval.approval_id}")
+        await h.say(f"approve {approval.approval_id}", sender=APPROVER)
+        await h.say(f"approve {approval.approval_id}", sender=APPROVER)
         replies = [o.text for o in await h.outbox() if isinstance(o, ev.Reply)]
         assert any("deployed api 1.4.2 to production" in text for text in replies)
         thread = (await h.core.store.list_threads())[0]

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from core.events import MessageTrigger
 from core.ids import new_id
-from core.store import ThreadCursor
+from core.paging import Cursor
 from tests.conftest import Harness
 
 
@@ -36,7 +36,7 @@ async def test_every_thread_appears_once_across_pages_while_threads_are_created(
         await create(h, f"before-{new_id()}-{n}", advance)
     existing = {state.thread_id for state in await h.core.store.list_threads(1000)}
     seen: list[str] = []
-    cursor: ThreadCursor | None = None
+    cursor: Cursor | None = None
     for more, page_size in plan:
         for n, advance in enumerate(more):
             await create(h, f"during-{new_id()}-{n}", advance)
@@ -52,11 +52,11 @@ async def test_every_thread_appears_once_across_pages_while_threads_are_created(
 
 
 async def test_a_cursor_round_trips_and_a_forged_one_is_refused() -> None:
-    cursor = ThreadCursor(1796290000.123456, "tabc")
-    assert ThreadCursor.parse(cursor.token()) == cursor
+    cursor = Cursor(1796290000.123456, "tabc")
+    assert Cursor.parse(cursor.token()) == cursor
     for forged in ("", "bm90LWEtY3Vyc29y", "!!!"):
         try:
-            ThreadCursor.parse(forged)
+            Cursor.parse(forged)
         except ValueError:
             continue
         raise AssertionError(f"{forged!r} was accepted")

@@ -6,6 +6,7 @@
 (() => {
   const TOKEN_KEY = "opsbot.token";
   const CONVERSATION_KEY = "opsbot.conversation";
+  const PAGE = 50;  // threads and approvals per page
   const $ = (selector) => document.querySelector(selector);
   const state = {
     token: null, identity: null, conversation: null, after: null, polling: false,
@@ -42,6 +43,38 @@
     box.hidden = false;
     clearTimeout(toast.timer);
     toast.timer = setTimeout(() => { box.hidden = true; }, 6000);
+  }
+
+  // A list read a page at a time. `fetchPage(cursor)` resolves to { items, next }; `add(items, fresh,
+  // more)` shows the items not shown before (replacing the list when `fresh`). A page may come short,
+  // even empty (it holds only what the identity may see), so reading goes on until something shows or
+  // the list ends. `more` is the "Load more" button, hidden on the last page. Returns `load(fresh)`;
+  // a fresh load makes any load still under way drop its answer.
+  function pager(more, keyOf, fetchPage, add) {
+    let seen = new Set(), cursor = null, run = 0;
+    async function load(fresh) {
+      const mine = fresh ? ++run : run;
+      if (fresh) { seen = new Set(); cursor = null; }
+      more.disabled = true;
+      try {
+        let shown = [];
+        do {
+          const page = await fetchPage(cursor);
+          if (mine !== run) return;
+          cursor = page.next;
+          const unseen = page.items.filter((item) => !seen.has(keyOf(item)));
+          unseen.forEach((item) => seen.add(keyOf(item)));
+          shown = shown.concat(unseen);
+        } while (!shown.length && cursor);
+        add(shown, fresh, cursor !== null);
+      } catch (error) {
+        toast(error.message);
+      } finally {
+        if (mine === run) { more.disabled = false; more.hidden = !cursor; }
+      }
+    }
+    more.addEventListener("click", () => load(false));
+    return load;
   }
 
   class ApiError extends Error {
@@ -249,38 +282,58 @@
     card.querySelector(".card-status").textContent = `${verb} by ${by} at ${when(at)}${comment ? `: ${comment}` : ""}`;
   }
 
-  async function refreshApprovals() {
-    let data;
-    try { data = await api("GET", "/v1/approvals?status=pending"); } catch (error) { toast(error.message); return; }
-    const count = $("#approval-count");
-    count.textContent = String(data.approvals.length);
-    count.hidden = data.approvals.length === 0;
-    const list = $("#approval-list");
-    list.replaceChildren(...data.approvals.map((record) => {
-      const card = approvalCard(record, async (decision, comment) => {
-        await api("POST", `/v1/approvals/${encodeURIComponent(record.approval_id)}/decision`, { decision, comment });
-        setTimeout(refreshApprovals, 1000);
-      });
-      const extra = [threadLink(record.thread_id)];
-      if (record.expired) extra.push(el("p", { class: "error", text: "expired: ask for the action again" }));
-      else if (!record.may_decide) extra.push(el("p", { class: "meta", text: `you (${state.identity}) are not an approver for this` }));
-      card.append(...extra.filter(Boolean));
-      return card;
-    }));
-    if (!data.approvals.length) list.append(el("p", { class: "empty", text: "nothing waiting for approval" }));
+  const DECISION = { approved: "approve", rejected: "reject", expired: "expire" };
+
+  function approvalItem(record) {
+    const card = approvalCard(record, async (decision, comment) => {
+      await api("POST", `/v1/approvals/${encodeURIComponent(record.approval_id)}/decision`, { decision, comment });
+      setTimeout(refreshApprovals, 1000);
+    });
+    const extra = [threadLink(record.thread_id)];
+    if (record.status !== "pending") markDecided(card, DECISION[record.status], record.decided_by, record.decided_at, record.comment);
+    else if (record.expired) extra.push(el("p", { class: "error", text: "expired: ask for the action again" }));
+    else if (!record.may_decide) extra.push(el("p", { class: "meta", text: `you (${state.identity}) are not an approver for this` }));
+    card.append(...extra.filter(Boolean));
+    return card;
   }
+
+  const loadApprovals = pager($("#more-approvals"), (record) => record.approval_id, async (cursor) => {
+    const query = new URLSearchParams({ status: $("#approval-status").value, limit: String(PAGE) });
+    if (cursor) query.set("cursor", cursor);
+    const data = await api("GET", `/v1/approvals?${query}`);
+    return { items: data.approvals, next: data.next_cursor };
+  }, (records, fresh, more) => {
+    const list = $("#approval-list");
+    const status = $("#approval-status").value;
+    if (fresh) list.replaceChildren();
+    list.append(...records.map(approvalItem));
+    if (!list.children.length) list.append(el("p", { class: "empty", text: status === "pending" ? "nothing waiting for approval" : `no ${status} approvals` }));
+    if (status === "pending") {
+      const count = $("#approval-count");
+      const shown = list.querySelectorAll(".approval-card").length;
+      count.textContent = `${shown}${more ? "+" : ""}`;
+      count.hidden = shown === 0;
+    }
+  });
+  const refreshApprovals = () => loadApprovals(true);
 
   // --- threads and time travel ---------------------------------------------------------------------
 
-  async function refreshThreads() {
-    let data;
-    try { data = await api("GET", "/v1/threads"); } catch (error) { toast(error.message); return; }
-    $("#thread-rows").replaceChildren(...data.threads.map((t) => el("tr", {},
+  const loadThreads = pager($("#more-threads"), (t) => t.thread_id, async (cursor) => {
+    const query = new URLSearchParams({ limit: String(PAGE) });
+    if (cursor) query.set("cursor", cursor);
+    const data = await api("GET", `/v1/threads?${query}`);
+    return { items: data.threads, next: data.next_cursor };
+  }, (threads, fresh) => {
+    const rows = threads.map((t) => el("tr", { "data-thread-id": t.thread_id },
       el("td", {}, el("a", { href: `#thread/${encodeURIComponent(t.thread_id)}`, text: t.thread_id })),
       el("td", { class: `status ${t.status}`, text: t.status + (t.pending_approval ? ` (${t.pending_approval})` : "") }),
       el("td", { text: t.requester }), el("td", { text: t.channel }), el("td", { text: String(t.events) }),
-      el("td", { text: when(t.updated_at) }))));
-  }
+      el("td", { text: when(t.updated_at) })));
+    if (fresh) $("#thread-rows").replaceChildren(...rows);
+    else $("#thread-rows").append(...rows);
+  });
+  const refreshThreads = () => loadThreads(true);
 
   function describe(e) {
     switch (e.type) {
@@ -385,6 +438,7 @@
   });
   $("#new-conversation").addEventListener("click", () => startChat(null));
   $("#refresh-approvals").addEventListener("click", refreshApprovals);
+  $("#approval-status").addEventListener("change", refreshApprovals);
   $("#refresh-threads").addEventListener("click", refreshThreads);
   $("#refresh-thread").addEventListener("click", () => state.thread && openThread(state.thread.thread.thread_id));
   $("#pause-thread").addEventListener("click", () => control("pause"));

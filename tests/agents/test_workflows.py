@@ -12,7 +12,7 @@ from core import events as ev
 from core.ids import thread_id_for
 from core.workflows.stale_deploys import report
 from tests.agents.conftest import MakeCrew, replies, thread_events
-from tests.conftest import Harness, ScriptedModel, call
+from tests.conftest import APPROVER, Harness, ScriptedModel, call
 
 
 def live(tmp_path: Path, service: str, environment: str) -> str:
@@ -44,7 +44,9 @@ async def test_a_release_pauses_for_approval_and_resumes_on_another_process(
     assert waiting.reason.startswith("release: api 1.4.3 to production: the tests passed (ran ")
     assert (await first.core.store.list_threads())[0].status == "awaiting_approval"
 
-    await second.say(f"approve {waiting.approval_id}")  # another process: nothing in memory carried over
+    await second.say(
+        f"approve {waiting.approval_id}", sender=APPROVER
+    )  # another process: nothing in memory carried over
 
     events = await thread_events(second)
     assert calls(events) == ["run_tests", "deploy", "health", "reply"]
@@ -61,14 +63,14 @@ async def test_a_failing_health_check_rolls_back_and_tells_the_requester(
 ) -> None:
     h = make_crew(fake_redis, DEPLOYCTL_UNHEALTHY="api@1.4.3")
     await h.say("/release api 1.4.3")
-    await h.say(f"approve {(await approval(h)).approval_id}")
+    await h.say(f"approve {(await approval(h)).approval_id}", sender=APPROVER)
 
     rollback = await approval(h)  # a production rollback is gated too: the policy is code
     assert (rollback.tool, rollback.args) == ("rollback", {"service": "api", "environment": "production"})
     assert "unhealthy after the deploy (health exited with status 1: api 1.4.3 in production is unhealthy" in (
         rollback.reason
     )
-    await h.say(f"approve {rollback.approval_id}")
+    await h.say(f"approve {rollback.approval_id}", sender=APPROVER)
 
     events = await thread_events(h)
     assert calls(events) == ["run_tests", "deploy", "health", "rollback", "reply"]
@@ -98,10 +100,10 @@ async def test_a_rejected_deploy_ends_the_release_with_the_reason(
 ) -> None:
     h = make_crew(fake_redis)
     await h.say("/release api 1.4.3")
-    await h.say(f"reject {(await approval(h)).approval_id} not during the freeze")
+    await h.say(f"reject {(await approval(h)).approval_id} not during the freeze", sender=APPROVER)
     assert calls(await thread_events(h)) == ["run_tests", "deploy", "reply"]
     assert await replies(h) == [
-        "release of api 1.4.3 to production stopped before the deploy: rejected by cli:operator: not during the freeze"
+        "release of api 1.4.3 to production stopped before the deploy: rejected by cli:dana: not during the freeze"
     ]
 
 
@@ -134,7 +136,7 @@ async def test_a_paused_release_records_the_decision_and_continues_on_resume(
     control = ev.ControlTrigger(id="c1", channel="cli", conversation=h.conversation, sender="cli:operator",
                                 thread_id=thread_id, action="pause")  # fmt: skip
     await h.core.agent.handle(control)
-    await h.say(f"approve {(await approval(h)).approval_id}")
+    await h.say(f"approve {(await approval(h)).approval_id}", sender=APPROVER)
     assert calls(await thread_events(h))[-1] == "deploy", "approved while paused: the deploy has not run"
     assert (await h.core.store.load_state(thread_id)).effective_status == "paused"
 

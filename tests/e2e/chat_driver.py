@@ -22,6 +22,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from tests.conftest import APPROVER
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEADLINE_SECONDS = 30.0
 # Variables of the developer's shell that would change what the bot does.
@@ -30,9 +32,10 @@ _SCRUBBED_PREFIX = "BOT_"
 
 
 def bot_env(data_dir: Path, **extra: str) -> dict[str, str]:
-    """The caller's environment with the bot's own settings scrubbed, state under data_dir."""
+    """The caller's environment with the bot's own settings scrubbed, state under data_dir, and APPROVER
+    (`bot chat --user dana`) on call beside cli:operator, so someone other than the requester may approve."""
     env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED and not k.startswith(_SCRUBBED_PREFIX)}
-    return env | {"BOT_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"} | extra
+    return env | {"BOT_DATA_DIR": str(data_dir), "BOT_GROUP_ONCALL": APPROVER, "PYTHONUNBUFFERED": "1"} | extra
 
 
 class Chat:

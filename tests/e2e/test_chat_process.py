@@ -1,4 +1,8 @@
-"""`bot chat` as a real process: approvals through the terminal, on the embedded Redis, across a crash."""
+"""`bot chat` as a real process: approvals through the terminal, on the embedded Redis, across a crash.
+
+cli:operator asks; APPROVER (`bot chat --user dana`, on call in every process: see `bot_env`) decides,
+at a terminal of her own, because the shipped policies need an approver other than the requester.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import APPROVER
 from tests.e2e.chat_driver import BotProcesses, Chat
 from tests.fake_anthropic import FakeAnthropic, tool_use
 
@@ -41,10 +46,17 @@ async def request_deploy(chat: Chat, text: str = DEPLOY) -> str:
     return approval_id
 
 
-async def approve(chat: Chat, approval_id: str) -> None:
-    await chat.say(f"approve {approval_id}")
-    await chat.expect(rf"^bot> approval {approval_id} approved by cli:operator at ")
-    await chat.expect(DEPLOYED)
+async def on_call(bots: BotProcesses, env: dict[str, str] | None = None) -> Chat:
+    """A second terminal, as APPROVER."""
+    return await bots.chat("--user", APPROVER.removeprefix("cli:"), env=env)
+
+
+async def approve(requester: Chat, approval_id: str, by: Chat) -> None:
+    """`by` approves at her terminal; the receipt and the deploy's result print at the requester's, where the
+    thread is. (The approver's terminal prints no receipt: see `test_the_approver_sees_the_receipt`.)"""
+    await by.say(f"approve {approval_id}")
+    await requester.expect(rf"^bot> approval {approval_id} approved by {APPROVER} at ")
+    await requester.expect(DEPLOYED)
 
 
 async def pending_approvals(bots: BotProcesses) -> dict[str, str]:
@@ -82,28 +94,50 @@ async def test_approved_deploy_runs_once(bots: BotProcesses) -> None:
     chat = await bots.chat()
     approval_id = await request_deploy(chat)
     assert await bots.deploys() == []
-    await approve(chat, approval_id)
+    dana = await on_call(bots)
+    await dana.expect(rf"^bot> pending approval: {approval_id}  deploy ")
+    await approve(chat, approval_id, by=dana)
 
     thread_id = await only_thread(bots)
     events = await bots.thread_events(thread_id)
     transcript = await chat.quit()
+    await dana.quit()
 
+    # The deploy is the requester's; the decision is the approver's.
     assert deploy_summaries(await bots.deploys()) == [("api", "1.4.2", "production", "cli:operator")]
     assert len(tool_started(events, "deploy")) == 1
     decided = [e for e in events if e["type"] == "approval_decided"]
-    assert [(e["approval_id"], e["decision"], e["actor"]) for e in decided] == [
-        (approval_id, "approve", "cli:operator")
-    ]
+    assert [(e["approval_id"], e["decision"], e["actor"]) for e in decided] == [(approval_id, "approve", APPROVER)]
     assert count(transcript, DEPLOYED) == 1
+
+
+async def test_the_requester_may_not_approve_their_own_deploy(bots: BotProcesses) -> None:
+    """The shipped production policies separate duties: the card names only the others on call, and the
+    requester's own `approve` is refused and changes nothing."""
+    chat = await bots.chat()
+    approval_id = await request_deploy(chat)
+    await chat.say(f"approve {approval_id}")
+    await chat.expect(
+        rf"^bot> \[warning\] cli:operator may not decide approval {approval_id}: you requested it, and this tool "
+        r"needs an approver other than the requester; "
+    )
+    pending = await pending_approvals(bots)
+    transcript = await chat.quit()
+
+    assert list(pending) == [approval_id]
+    assert count(transcript, rf"^bot>   who may approve: {APPROVER}$") == 1
+    assert await bots.deploys() == []
 
 
 async def test_rejected_deploy_does_not_run_and_says_why(bots: BotProcesses) -> None:
     chat = await bots.chat()
     approval_id = await request_deploy(chat)
-    await chat.say(f"reject {approval_id} {REASON}")
-    await chat.expect(rf"^bot> approval {approval_id} rejected by cli:operator at .*: {REASON}$")
-    await chat.expect(rf"^bot> failed: rejected by cli:operator: {REASON}$")
+    dana = await on_call(bots)
+    await dana.say(f"reject {approval_id} {REASON}")
+    await chat.expect(rf"^bot> approval {approval_id} rejected by {APPROVER} at .*: {REASON}$")
+    await chat.expect(rf"^bot> failed: rejected by {APPROVER}: {REASON}$")
     transcript = await chat.quit()
+    await dana.quit()
 
     assert await bots.deploys() == []
     assert count(transcript, r"deployed api") == 0
@@ -118,11 +152,14 @@ async def test_rejection_reason_reaches_the_model(bots: BotProcesses) -> None:
         tool_use("reply", {"message": "Understood: api stays on 1.0.0."}),
     ]
     async with FakeAnthropic(script) as fake:
-        chat = await bots.chat(env={"ANTHROPIC_API_KEY": "test", "ANTHROPIC_BASE_URL": fake.base_url})
+        model = {"ANTHROPIC_API_KEY": "test", "ANTHROPIC_BASE_URL": fake.base_url}
+        chat = await bots.chat(env=model)
         approval_id = await request_deploy(chat, "ship api 1.4.2 to prod")
-        await chat.say(f"reject {approval_id} {REASON}")
+        dana = await on_call(bots, env=model)  # either process's worker may continue the thread
+        await dana.say(f"reject {approval_id} {REASON}")
         await chat.expect(r"^bot> Understood: api stays on 1\.0\.0\.$")
         await chat.quit()
+        await dana.quit()
 
     assert await bots.deploys() == []
     assert len(fake.requests) == 3
@@ -138,7 +175,7 @@ async def test_rejection_reason_reaches_the_model(bots: BotProcesses) -> None:
         if block["type"] == "tool_result" and block["tool_use_id"] == deploy_call["id"]
     ]
     assert len(results) == 1 and results[0].get("is_error") is True
-    assert f"rejected by cli:operator: {REASON}" in str(results[0]["content"])
+    assert f"rejected by {APPROVER}: {REASON}" in str(results[0]["content"])
 
 
 async def test_pending_approval_survives_killing_the_bot_and_redis(bots: BotProcesses) -> None:
@@ -152,12 +189,15 @@ async def test_pending_approval_survives_killing_the_bot_and_redis(bots: BotProc
     await bots.kill_redis()
 
     chat = await bots.chat()
-    await chat.expect(rf"^bot> pending approval: {approval_id}  deploy .*  thread {thread_id}  ")
-    await approve(chat, approval_id)
+    dana = await on_call(bots)
+    await dana.expect(rf"^bot> pending approval: {approval_id}  deploy .*  thread {thread_id}  ")
+    await approve(chat, approval_id, by=dana)
     threads = (await bots.run("thread", "list")).splitlines()
     events = await bots.thread_events(thread_id)
-    await chat.quit()
+    transcript = await chat.quit()
+    await dana.quit()
 
+    assert count(transcript, r"^bot> pending approval: ") == 0  # not offered to the requester, who may not decide it
     assert [line.split()[:2] for line in threads] == [[thread_id, "done"]]
     assert len(tool_started(events, "deploy")) == 1
     assert deploy_summaries(await bots.deploys()) == [("api", "1.4.2", "production", "cli:operator")]
@@ -166,11 +206,13 @@ async def test_pending_approval_survives_killing_the_bot_and_redis(bots: BotProc
 async def test_second_approval_of_the_same_id_is_refused(bots: BotProcesses) -> None:
     chat = await bots.chat()
     approval_id = await request_deploy(chat)
-    await approve(chat, approval_id)
-    await chat.say(f"approve {approval_id}")
-    await chat.expect(
-        rf"^bot> \[warning\] approval {approval_id} was already approved by cli:operator at .*; nothing changed$"
+    dana = await on_call(bots)
+    await approve(chat, approval_id, by=dana)
+    await dana.say(f"approve {approval_id}")
+    await dana.expect(
+        rf"^bot> \[warning\] approval {approval_id} was already approved by {APPROVER} at .*; nothing changed$"
     )
+    await dana.quit()
     transcript = await chat.quit()
 
     assert count(transcript, DEPLOYED) == 1
@@ -185,7 +227,7 @@ async def test_approver_outside_the_group_is_refused(bots: BotProcesses) -> None
     await mallory.expect(
         rf"^bot> \[warning\] cli:mallory may not decide approval {approval_id}: you are not one of its allowed "
         r"approvers; "
-        r"allowed approvers: group:oncall \(cli:operator\)\. Nothing changed\.$"
+        rf"allowed approvers: group:oncall \({APPROVER}, cli:operator\)\. Nothing changed\.$"
     )
     pending = await pending_approvals(bots)
     assert await bots.deploys() == []
@@ -193,7 +235,9 @@ async def test_approver_outside_the_group_is_refused(bots: BotProcesses) -> None
 
     assert list(pending) == [approval_id]
     assert count(mallory_saw, r"pending approval|approval needed") == 0  # not offered to someone who may not decide
-    await approve(operator, approval_id)
+    dana = await on_call(bots)
+    await approve(operator, approval_id, by=dana)
+    await dana.quit()
     await operator.quit()
     assert deploy_summaries(await bots.deploys()) == [("api", "1.4.2", "production", "cli:operator")]
 
@@ -224,10 +268,24 @@ async def test_a_terminal_that_died_before_printing_the_card_shows_it_on_restart
 
     chat = await bots.chat(env=takeover)
     approval_id = shown[0] if shown else (await chat.expect(r"^bot> approval needed \[(\w+)\]: deploy "))[1]
-    await approve(chat, approval_id)
+    dana = await on_call(bots, env=takeover)
+    await approve(chat, approval_id, by=dana)
+    await dana.quit()
     lines = await chat.quit()
     again = count(lines, r"^bot> approval needed ")
     # Never lost; printed once, except when the dead terminal printed it and died before remembering
     # so (print, then remember: at least once), then the next one prints it again.
     assert (len(shown), again) in ((0, 1), (1, 0), (1, 1))
     assert deploy_summaries(await bots.deploys()) == [("api", "1.4.2", "production", "cli:operator")]
+
+
+async def test_the_approver_sees_the_receipt(bots: BotProcesses) -> None:
+    """The approver's terminal prints the receipt of the decision she typed there, once."""
+    chat = await bots.chat()
+    approval_id = await request_deploy(chat)
+    dana = await on_call(bots)
+    await approve(chat, approval_id, by=dana)
+    await chat.quit()
+    dana_saw = await dana.quit()  # prints what is left in the outbox before it exits
+
+    assert count(dana_saw, rf"^bot> approval {approval_id} approved by {APPROVER} at ") == 1

@@ -28,6 +28,9 @@ from tests.conftest import Harness, ScriptedModel
 from tests.slack.fake_slack import BOT_USER, TEAM, Call, FakeSlack
 
 SECRET = "test-signing-secret-0123456789abcdef"
+# On call: U1, who asks in these tests, and APPROVER, who decides (the shipped policies need an approver
+# other than the requester). U2 is on no list.
+APPROVER = "U3"
 DEADLINE_SECONDS = 5.0
 
 
@@ -228,7 +231,7 @@ MakeSlack = Callable[..., Awaitable[SlackKit]]
 async def make_slack(
     fake_redis: aioredis.Redis, make_harness: Callable[..., Harness], fake_slack: FakeSlack
 ) -> AsyncIterator[MakeSlack]:
-    """`await make_slack(redis=None, model=None, serve=True, **env)`: a bot serving HTTP; U1 is on call."""
+    """`await make_slack(redis=None, model=None, serve=True, **env)`: a bot serving HTTP; U1, APPROVER on call."""
     kits: list[SlackKit] = []
 
     async def factory(
@@ -238,7 +241,7 @@ async def make_slack(
             "SLACK_BOT_TOKEN": "xoxb-test-token",
             "SLACK_SIGNING_SECRET": SECRET,
             "SLACK_API_URL": fake_slack.api_url,
-            "BOT_GROUP_ONCALL": f"slack:{TEAM}:U1",
+            "BOT_GROUP_ONCALL": f"slack:{TEAM}:U1,slack:{TEAM}:{APPROVER}",
         }
         harness = make_harness(redis if redis is not None else fake_redis, model, **(base | env))
         core = harness.core

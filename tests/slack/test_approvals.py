@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from adapters.slack import SlackChannel
 from adapters.slack_blocks import APPROVE, REJECT
 from core import events as ev
-from tests.slack.conftest import MakeSlack, SlackKit
+from tests.slack.conftest import APPROVER, MakeSlack, SlackKit
 from tests.slack.fake_slack import Call
 
 DEPLOY_ARGS = {"service": "api", "version": "1.4.2", "environment": "production"}
@@ -54,25 +54,25 @@ async def test_approve_click_edits_the_card_and_runs_the_tool_once(
 ) -> None:
     slack = await make_slack(redis_client)
     card, approval_id = await request_deploy(slack)
-    assert await slack.click(card, APPROVE, action_ts="1700000600.000001") == 200
+    assert await slack.click(card, APPROVE, user=APPROVER, action_ts="1700000600.000001") == 200
     await slack.settle(lambda: bool(slack.fake.called("chat.update")))
     edit = slack.fake.called("chat.update")[0]
     assert edit.args["channel"] == card.args["channel"] and edit.args["ts"] == card.result["ts"]
-    assert buttons(edit.args["blocks"]) == [] and "Approved by <@U1> at 14:00 UTC" in edit.args["text"]
+    assert buttons(edit.args["blocks"]) == [] and f"Approved by <@{APPROVER}> at 14:00 UTC" in edit.args["text"]
     await slack.settle(
         lambda: any("deployed api 1.4.2" in c.args["text"] for c in slack.fake.called("chat.postMessage"))
     )
     # A double click (a new action_ts) and a replayed request (the same one): still one deploy.
-    await slack.click(card, APPROVE, action_ts="1700000600.000002")
-    await slack.click(card, APPROVE, action_ts="1700000600.000001")
+    await slack.click(card, APPROVE, user=APPROVER, action_ts="1700000600.000002")
+    await slack.click(card, APPROVE, user=APPROVER, action_ts="1700000600.000001")
     await slack.received(4)  # the command, three clicks
     await slack.settle(lambda: bool(slack.fake.called("chat.postEphemeral")))
     assert slack.channel.stats == {"published": 3, "duplicate": 1}
     assert [(d["service"], d["version"], d["by"]) for d in deploys(tmp_path)] == [("api", "1.4.2", "slack:T1:U1")]
     (told,) = slack.fake.called("chat.postEphemeral")
-    assert told.args["user"] == "U1" and f"approval {approval_id} was already approved" in told.args["text"]
+    assert told.args["user"] == APPROVER and f"approval {approval_id} was already approved" in told.args["text"]
     record = await slack.harness.core.store.get_approval(approval_id)
-    assert record is not None and record.status == "approved" and record.decided_by == "slack:T1:U1"
+    assert record is not None and record.status == "approved" and record.decided_by == f"slack:T1:{APPROVER}"
 
 
 async def test_unauthorised_click_gets_an_ephemeral_refusal_and_stays_pending(slack: SlackKit) -> None:
@@ -94,18 +94,20 @@ async def test_unauthorised_click_gets_an_ephemeral_refusal_and_stays_pending(sl
 
 async def test_reject_reason_from_the_dialog_reaches_the_agent(slack: SlackKit, tmp_path: Path) -> None:
     card, approval_id = await request_deploy(slack)
-    await slack.click(card, REJECT)
+    await slack.click(card, REJECT, user=APPROVER)
     await until_called(slack, "views.open")
     (dialog,) = slack.fake.called("views.open")
     assert dialog.args["trigger_id"].startswith("trigger-") and approval_id in dialog.args["view"]["private_metadata"]
-    assert await slack.submit_reason(dialog, "not during the freeze") == 200
+    assert await slack.submit_reason(dialog, "not during the freeze", user=APPROVER) == 200
     await slack.settle(lambda: bool(slack.fake.called("chat.update")))
     errors = [e for e in await slack.events() if isinstance(e, ev.ToolErrorEvent)]
-    assert errors[-1].kind == "rejected" and "rejected by slack:T1:U1: not during the freeze" in errors[-1].error
+    assert (
+        errors[-1].kind == "rejected" and f"rejected by slack:T1:{APPROVER}: not during the freeze" in errors[-1].error
+    )
     edit = slack.fake.called("chat.update")[0]
     assert (
         buttons(edit.args["blocks"]) == []
-        and "Rejected by <@U1> at 14:00 UTC: not during the freeze" in edit.args["text"]
+        and f"Rejected by <@{APPROVER}> at 14:00 UTC: not during the freeze" in edit.args["text"]
     )
     assert not (tmp_path / "data" / "deployments.json").exists() or deploys(tmp_path) == []
 
@@ -117,12 +119,12 @@ async def test_cards_go_to_the_approval_channel_and_the_thread_is_told(make_slac
     opener = slack.fake.called("chat.postMessage", channel="C1")[0]
     pointer = slack.fake.called("chat.postMessage", thread_ts=opener.result["ts"])[0]
     assert f"waiting for approval `{approval_id}` in <#CAPPROVE>" in pointer.args["text"]
-    await slack.click(card, APPROVE)
+    await slack.click(card, APPROVE, user=APPROVER)
     await slack.settle(lambda: any("deployed api" in c.args["text"] for c in slack.fake.called("chat.postMessage")))
     (edit,) = slack.fake.called("chat.update")
     assert edit.args["channel"] == "CAPPROVE" and edit.args["ts"] == card.result["ts"]
     in_thread = [c.args["text"] for c in slack.fake.called("chat.postMessage", thread_ts=opener.result["ts"])]
-    assert any(text.startswith(":white_check_mark: Approved by <@U1>") for text in in_thread)
+    assert any(text.startswith(f":white_check_mark: Approved by <@{APPROVER}>") for text in in_thread)
 
 
 async def until_called(slack: SlackKit, method: str) -> None:
@@ -134,9 +136,9 @@ async def test_the_card_is_edited_by_whichever_process_renders_the_decision(slac
     core = slack.harness.core
     assert core.settings.slack is not None
     other = SlackChannel(core.settings.slack, bus=core.bus, store=core.store, tools=core.tools)  # a second process
-    await slack.click(card, APPROVE)
+    await slack.click(card, APPROVE, user=APPROVER)
     await slack.received(2)
     await slack.harness.drain()
     await slack.deliver(by=other)
     (edit,) = slack.fake.called("chat.update")
-    assert edit.args["ts"] == card.result["ts"] and "Approved by <@U1>" in edit.args["text"]
+    assert edit.args["ts"] == card.result["ts"] and f"Approved by <@{APPROVER}>" in edit.args["text"]

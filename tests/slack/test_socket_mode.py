@@ -9,7 +9,7 @@ from urllib.parse import parse_qs
 from slack_bolt.async_app import AsyncBoltRequest
 
 from adapters.slack_blocks import APPROVE
-from tests.slack.conftest import MakeSlack, SlackKit, block_actions, event_envelope, until
+from tests.slack.conftest import APPROVER, MakeSlack, SlackKit, block_actions, event_envelope, until
 from tests.slack.fake_slack import BOT_USER
 
 MENTION = {
@@ -33,11 +33,11 @@ async def test_socket_mode_payloads_go_through_the_same_listeners(slack: SlackKi
     await slack.settle(lambda: any("blocks" in c.args for c in slack.fake.called("chat.postMessage")))
     card = next(c for c in slack.fake.called("chat.postMessage") if "blocks" in c.args)
     assert card.args["thread_ts"] == MENTION["ts"]
-    payload = json.loads(parse_qs(block_actions(card, APPROVE, "U1", "1700000600.000001"))["payload"][0])
+    payload = json.loads(parse_qs(block_actions(card, APPROVE, APPROVER, "1700000600.000001"))["payload"][0])
     assert (await app.async_dispatch(AsyncBoltRequest(body=payload, mode="socket_mode"))).status == 200
     await slack.settle(lambda: bool(slack.fake.called("chat.update")))
     assert slack.channel.stats == {"published": 2, "duplicate": 1}
-    assert "Approved by <@U1>" in slack.fake.called("chat.update")[0].args["text"]
+    assert f"Approved by <@{APPROVER}>" in slack.fake.called("chat.update")[0].args["text"]
 
 
 async def test_run_receives_over_the_websocket_and_renders_the_outbox(make_slack: MakeSlack) -> None:

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.web.conftest import ALICE, BOB, Server
+from core.events import MessageTrigger
+from core.ids import new_id
+from tests.web.conftest import ALICE, BOB, CAROL, Server
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = [
@@ -27,6 +29,7 @@ ARGS = [
     "--disable-sync",
 ]
 DEADLINE_MS = 15_000
+PAGE = 50  # the console's page size (PAGE in console.js)
 PNG = b"\x89PNG\r\n\x1a\n"
 
 pytestmark = pytest.mark.skipif(
@@ -90,9 +93,15 @@ async def test_chat_approve_and_step_through_the_timeline(console: Server, brows
     await expect(card.get_by_role("button", name="Approve")).to_be_visible()
     await shots.take("approval-card")
 
-    await card.get_by_role("button", name="Approve").click()
+    # Another on-call engineer approves from her inbox (production deploys need someone besides the requester).
+    approver = await browser.new_page()
+    approver.set_default_timeout(DEADLINE_MS)
+    await approver.goto(f"{console.url}/#token={CAROL}")
+    await expect(approver.locator("#whoami")).to_have_text("web:carol")
+    await approver.click("[data-nav=approvals]")
+    await approver.locator("#approval-list .approval-card").get_by_role("button", name="Approve").click()
     await expect(page.locator("#transcript")).to_contain_text("deployed api 1.4.2 to production")
-    await expect(card.locator(".card-status")).to_contain_text("Approved by web:alice")
+    await expect(card.locator(".card-status")).to_contain_text("Approved by web:carol")
     await expect(card.get_by_role("button", name="Approve")).to_have_count(0)
     await shots.take("approved-and-deployed")
 
@@ -103,7 +112,7 @@ async def test_chat_approve_and_step_through_the_timeline(console: Server, brows
         "/deploy api 1.4.2 production",
         "approval_requested",
         "approval_decided",
-        "approved by web:alice",
+        "approved by web:carol",
         "tool_result",
         "agent_reply",
     ):
@@ -119,7 +128,7 @@ async def test_chat_approve_and_step_through_the_timeline(console: Server, brows
     await expect(page.locator(".state-status")).to_have_text("awaiting_approval")
     await expect(page.locator(".event.future")).to_have_count(9 - int(requested))
     await page.click("#step-next")
-    await expect(page.locator(".state-last-actor")).to_have_text("web:alice")
+    await expect(page.locator(".state-last-actor")).to_have_text("web:alice")  # an approver is not the actor
     await shots.take("as-of-the-approval")
 
     history = json.loads((tmp_path / "data" / "deployments.json").read_text())["history"]
@@ -154,3 +163,71 @@ async def test_reject_asks_for_a_reason_and_the_inbox_shows_every_channel(consol
     errors = [e for e in thread["events"] if e["type"] == "tool_error"]
     assert errors[-1]["kind"] == "rejected" and "not during the freeze" in errors[-1]["error"]
     shots.check(2)
+
+
+async def test_threads_load_a_page_at_a_time_and_each_thread_shows_once(console: Server, browser) -> None:
+    """More threads than one page: the first 50 show, "Load more" adds the rest, none twice, then hides."""
+    harness = console.harness
+    for n in range(PAGE + 10):
+        harness.clock.advance(1)  # distinct creation times, newest first
+        trigger = MessageTrigger(
+            id=new_id(), channel="api", conversation=f"paging-{n}", sender="web:alice", text="/list_services"
+        )
+        await harness.core.agent.handle(trigger)
+    newest_first = [state.thread_id for state in await harness.core.store.list_threads(1000)]
+    assert len(newest_first) == PAGE + 10
+    page = await browser.new_page()
+    page.set_default_timeout(DEADLINE_MS)
+    await page.goto(f"{console.url}/#token={ALICE}")
+    await expect(page.locator("#whoami")).to_have_text("web:alice")
+    await page.click("[data-nav=threads]")
+    rows = page.locator("#thread-rows tr")
+    more = page.get_by_role("button", name="Load more threads")
+    await expect(rows).to_have_count(PAGE)
+    await expect(more).to_be_visible()
+    assert await rows.evaluate_all("rows => rows.map(r => r.dataset.threadId)") == newest_first[:PAGE]
+
+    await more.click()
+    await expect(rows).to_have_count(PAGE + 10)
+    await expect(more).to_be_hidden()
+    assert await rows.evaluate_all("rows => rows.map(r => r.dataset.threadId)") == newest_first
+
+    await page.click("#refresh-threads")  # a refresh starts again from the first page
+    await expect(rows).to_have_count(PAGE)
+    await expect(more).to_be_visible()
+
+
+async def test_the_approvals_status_filter_shows_an_approved_one_under_approved_only(console: Server, browser) -> None:
+    for text in ("/restart api production", "/deploy api 1.4.2 production"):
+        assert (await console.call("POST", "/v1/threads", token=BOB, json={"text": text})).status == 202
+    page = await browser.new_page()
+    page.set_default_timeout(DEADLINE_MS)
+    await page.goto(f"{console.url}/#token={ALICE}")
+    await expect(page.locator("#whoami")).to_have_text("web:alice")
+    await page.click("[data-nav=approvals]")
+    cards = page.locator("#approval-list .approval-card")
+    restart = cards.filter(has_text="Approval needed: restart")
+    deploy = cards.filter(has_text="Approval needed: deploy")
+    await expect(cards).to_have_count(2)
+    await expect(page.locator("#approval-count")).to_have_text("2")
+    await restart.get_by_role("button", name="Approve").click()
+    await expect(restart).to_have_count(0)  # the inbox refreshes once the decision is made
+    await expect(deploy).to_have_count(1)
+    await expect(page.locator("#approval-count")).to_have_text("1")
+
+    status = page.get_by_label("Status")
+    await status.select_option("approved")
+    await expect(restart).to_have_count(1)
+    await expect(deploy).to_have_count(0)
+    await expect(restart.locator(".card-status")).to_contain_text("Approved by web:alice")
+    await expect(restart.get_by_role("button", name="Approve")).to_have_count(0)
+    await expect(page.locator("#approval-count")).to_have_text("1")  # the badge counts pending ones only
+
+    await status.select_option("rejected")
+    await expect(page.locator("#approval-list")).to_contain_text("no rejected approvals")
+    await expect(cards).to_have_count(0)
+
+    await status.select_option("pending")
+    await expect(deploy).to_have_count(1)
+    await expect(restart).to_have_count(0)
+    await expect(page.get_by_role("button", name="Load more approvals")).to_be_hidden()

@@ -15,7 +15,7 @@ async def test_a_launch_flood_from_one_identity_gets_429_with_retry_after(start_
 
     assert [reply.status for reply in replies] == [202] * 5 + [429] * 3
     refused = replies[-1]
-    assert refused.code == "rate_limited" and "web:bob sent more than 5 thread launches per 1 minute" in refused.message
+    assert refused.code == "rate_limited" and "web:bob made more than 5 thread launches per 1 minute" in refused.message
     assert 1 <= int(refused.headers["Retry-After"]) <= 60
     other = await server.call("POST", "/v1/threads", token=ALICE, json={"text": "/status api"})
     assert other.status == 202, "each identity has its own count"

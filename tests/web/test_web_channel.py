@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from tests.web.conftest import ALICE, BOB, Server
+from tests.web.conftest import ALICE, BOB, CAROL, Server
 
 
 async def start_reading(server: Server, token: str = ALICE, conversation: str = "c1") -> str:
@@ -44,17 +44,21 @@ async def test_a_chat_message_gets_its_reply_in_the_same_conversation(server: Se
 
 
 async def test_an_approval_card_decided_from_the_chat_gets_its_receipt(server: Server, tmp_path) -> None:
-    after = await start_reading(server)
+    """Alice asks, Carol (on call too) approves from her own chat: each gets the receipt, Alice the result."""
+    after, carol_after = await start_reading(server), await start_reading(server, CAROL)
     await say(server, "/deploy api 1.4.2 production")
     card = (await read(server, after))[0]
     assert card["kind"] == "approval_request" and card["args"]["environment"] == "production"
-    assert card["approvers"] == ["cli:operator", "web:alice", "web:carol"]
+    assert card["approvers"] == ["cli:operator", "web:carol"]  # on call, and not Alice: she asked
     body = {"conversation": "c1", "approval_id": card["approval_id"], "decision": "approve"}
-    assert (await server.call("POST", "/web/decisions", json=body)).status == 202
+    assert (await server.call("POST", "/web/decisions", token=CAROL, json=body)).status == 202
     await server.drain()
     items = await read(server, after)
     assert kinds(items) == ["approval_request", "decision_receipt", "progress: running deploy…", "reply"]
-    assert items[1]["by"] == "web:alice" and items[3]["text"].startswith("deployed api 1.4.2 to production")
+    assert items[1]["by"] == "web:carol" and items[3]["text"].startswith("deployed api 1.4.2 to production")
+    (receipt,) = await read(server, carol_after, CAROL)  # Carol's own copy, in her conversation
+    assert receipt["kind"] == "decision_receipt" and receipt["approval_id"] == card["approval_id"]
+    assert receipt["by"] == "web:carol"
     history = json.loads((tmp_path / "data" / "deployments.json").read_text())["history"]
     assert [(e["action"], e["by"]) for e in history] == [("deploy", "web:alice")]
 

@@ -1,0 +1,38 @@
+"""The model budget: each requester may spend at most so many model calls per window (BOT_RATE_MODEL).
+
+A runaway loop, a flood of messages or one busy requester cannot spend the whole team's model
+budget: past the limit the model is not called, and the thread asks its requester to answer
+again later (the request is kept). Counted in Redis, so the budget holds across workers.
+"""
+
+from __future__ import annotations
+
+from core.errors import LLMError
+from core.limits import Limit, RateLimits
+from core.llm import Decision, Model, ModelRequest
+
+MODEL_LIMIT = "model"
+
+
+def model_limit(rate: str) -> dict[str, Limit]:
+    return {MODEL_LIMIT: Limit(rate, "model calls")}
+
+
+class BudgetSpent(LLMError):
+    """The requester's model budget is spent for now; the message says when to try again."""
+
+
+class BudgetedModel:
+    """A `Model` that first spends one call of the thread requester's budget."""
+
+    def __init__(self, model: Model, budget: RateLimits) -> None:
+        self.model = model
+        self.budget = budget
+        self.needs_history = model.needs_history
+
+    async def decide(self, request: ModelRequest) -> Decision:
+        requester = request.state.requester or request.caller
+        refused = await self.budget.hit(MODEL_LIMIT, requester)
+        if refused is not None:
+            raise BudgetSpent(refused.message)
+        return await self.model.decide(request)

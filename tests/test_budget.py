@@ -1,0 +1,46 @@
+"""The model budget: past BOT_RATE_MODEL calls a requester's thread waits, the request kept; others go on."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import redis.asyncio as aioredis
+
+from core import events as ev
+from core.errors import ConfigError
+from core.llm import ModelRequest
+from tests import conftest
+from tests.conftest import Harness, ScriptedModel, call
+
+
+def replying(request: ModelRequest) -> object:
+    return call("reply", message=f"hello {request.state.requester}")
+
+
+async def test_a_requester_past_the_model_budget_waits_and_others_go_on(
+    redis_client: aioredis.Redis, make_harness: Callable[..., Harness]
+) -> None:
+    model = ScriptedModel(replying)  # type: ignore[arg-type]
+    h = make_harness(redis_client, model, BOT_RATE_MODEL="2/hour")
+    for n in range(3):
+        h.conversation = f"operator/{n}"
+        await h.say("how are things?")
+    h.conversation = "dana/1"
+    await h.say("how are things?", sender="cli:dana")
+
+    asked_for = [request.state.requester for request in model.requests]
+    assert asked_for == ["cli:operator", "cli:operator", "cli:dana"], "the third call of cli:operator was not made"
+    questions = [o for o in await h.outbox() if isinstance(o, ev.Question)]
+    assert len(questions) == 1 and questions[0].conversation == "operator/2"
+    assert "cli:operator made more than 2 model calls per 1 hour; retry in " in questions[0].question
+    assert "Your request is saved" in questions[0].question
+    (waiting,) = [t for t in await h.core.store.list_threads() if t.conversation == "operator/2"]
+    assert waiting.status == "awaiting_human"
+    assert h.core.metrics.registry.get_sample_value("bot_rate_limited_total", {"limit": "model"}) == 1
+
+
+@pytest.mark.parametrize("rate", ["lots", "5 per fortnight"])
+def test_a_budget_that_is_not_a_rate_is_a_config_error(tmp_path, rate: str) -> None:
+    with pytest.raises(ConfigError, match="BOT_RATE_MODEL.*is not a rate like 60/minute"):
+        conftest.test_settings(tmp_path, BOT_RATE_MODEL=rate)
