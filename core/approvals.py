@@ -60,11 +60,7 @@ class Approvals:
             args=call.args,
             reason=call.reason,
             requester=record.requester,
-            approvers=[  # who the card names: the requester only where they may approve their own request
-                member
-                for member in self.tools.members(record.approvers)
-                if record.allow_self or member != record.requester
-            ],
+            approvers=self.tools.shown_approvers(record.approvers, record.requester, record.allow_self),
             expires_at=record.expires_at,
         )
         run.outbox.append(request)

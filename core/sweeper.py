@@ -145,7 +145,7 @@ class Sweeper:
                     args=record.args,
                     reason=f"escalated: nobody decided yet. {record.reason}".strip(),
                     requester=record.requester,
-                    approvers=self.tools.members(record.allowed),
+                    approvers=self.tools.shown_approvers(record.allowed, record.requester, record.allow_self),
                     expires_at=record.expires_at,
                 )
             )

@@ -203,6 +203,10 @@ class ToolRegistry:
             return False
         return self.is_member(identity, approvers)
 
+    def shown_approvers(self, entries: list[str], requester: str, allow_self: bool) -> list[str]:
+        """Who a card names as approvers: every member, the requester only where they may approve their own."""
+        return [member for member in self.members(entries) if allow_self or member != requester]
+
     def members(self, entries: list[str]) -> list[str]:
         """Every identity the entries name, groups expanded, in order, without repeats."""
         found: list[str] = []

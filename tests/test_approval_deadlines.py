@@ -6,6 +6,7 @@ import asyncio
 
 from core import events as ev
 from core.sweeper import Sweeper
+from tests.conftest import APPROVER
 
 TOOLS = (
     "[groups]\noncall = ['cli:operator']\nleads = ['cli:lee']\n"
@@ -72,6 +73,6 @@ async def test_escalation_lets_the_second_group_decide(fake_redis, make_harness,
     for sweeper in _sweepers(h, 2):
         await sweeper.sweep()
     asks = [o for o in await h.outbox() if isinstance(o, ev.ApprovalRequest)]
-    assert len(asks) == 2 and asks[1].approvers == ["cli:operator", "cli:lee"]
+    assert len(asks) == 2 and asks[1].approvers == [APPROVER, "cli:operator", "cli:lee"]
     await h.say(f"approve {approval.approval_id}", sender="cli:lee")
     assert [o.text for o in await h.outbox() if isinstance(o, ev.Reply)] == ["failed over"]
