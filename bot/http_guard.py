@@ -188,17 +188,12 @@ class Guard:
         self.tokens = tokens
         self.budget = BodyBudget(self.http.body_budget_bytes)
 
-    def _unauthenticated(self, scope: Scope) -> JSONResponse | None:
-        """A body for a token route without a known bearer token: 401 before a byte of it is read."""
-        if self.tokens is None or scope["method"] not in BODY_METHODS:
-            return None
-        if not scope["path"].startswith(TOKEN_ROUTES) or scope["path"].startswith(SIGNED_ROUTES):
+    def _token_refusal(self, scope: Scope) -> ApiError | None:
+        """Why the request's bearer token is refused (None: no token check here, or a known token)."""
+        if self.tokens is None:
             return None
         scheme, _, presented = Headers(scope=scope).get("authorization", "").partition(" ")
-        refused = self.tokens.refusal(presented.strip() if scheme.lower() == "bearer" and presented else None)
-        if refused is None:
-            return None
-        return http_errors.error_response(refused.status, refused.code, refused.message, refused.headers)
+        return self.tokens.refusal(presented.strip() if scheme.lower() == "bearer" and presented else None)
 
     def _oversized(self, scope: Scope) -> RequestRefused | None:
         """The headers or the declared body over a limit."""
@@ -220,18 +215,25 @@ class Guard:
         return None
 
     async def _refusal(self, scope: Scope) -> JSONResponse | None:
-        """What to answer before reading anything: a request over a size limit, an address over its rate,
-        a body sent without a known token."""
+        """What to answer before reading anything: a request over a size limit; one without a known token
+        whose address is over its rate (a known token's requests are counted per identity instead, by
+        `TokenAuth`: one Redis round trip per request, not two); a body for a token route without one."""
         if (oversized := self._oversized(scope)) is not None:
             return _answer(oversized)
+        token = self._token_refusal(scope)
         client = scope.get("client")
-        if self.limits is not None and scope["path"] not in UNLIMITED:
+        if token is not None and self.limits is not None and scope["path"] not in UNLIMITED:
             refused = await self.limits.hit("address", client[0] if client else "unknown")
             if refused is not None:
                 return http_errors.error_response(
                     429, "rate_limited", refused.message, {"Retry-After": str(refused.retry_after)}
                 )
-        return self._unauthenticated(scope)
+        path = scope["path"]
+        if token is None or scope["method"] not in BODY_METHODS:
+            return None
+        if not path.startswith(TOKEN_ROUTES) or path.startswith(SIGNED_ROUTES):
+            return None  # hooks are signed; the console's pages and probes need no token
+        return http_errors.error_response(token.status, token.code, token.message, token.headers)  # before the body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -1,10 +1,10 @@
 """Rate limits for the HTTP perimeter, kept in Redis so they hold across `web` processes.
 
-Three limits, each a moving window (`limits`' Lua scripts; bursts up to the limit are allowed):
+Three limits, each a sliding-window counter (`limits`' Lua scripts; bursts up to the limit are allowed):
 
 | limit | counted per | what | default |
 |---|---|---|---|
-| `address` | source address | every request, before its body is read or its token checked | `BOT_RATE_ADDRESS` 1200/minute |
+| `address` | source address | every request without a known token (webhooks, console pages, wrong or missing tokens), before its body is read | `BOT_RATE_ADDRESS` 1200/minute |
 | `identity` | token identity | every authenticated API and console call | `BOT_RATE_IDENTITY` 600/minute |
 | `launch` | token identity | thread creations (`POST /v1/threads`, the console's new thread) | `BOT_RATE_LAUNCH` 60/minute |
 

@@ -1,4 +1,6 @@
-"""Moving-window rate limits kept in Redis, so they hold across processes (the `limits` library's Lua).
+"""Rate limits kept in Redis, so they hold across processes: the `limits` library's sliding-window
+counter (one Lua call per hit, two counters per key whatever the rate: a moving window would keep
+one entry per allowed hit, 1200 per address at the default).
 
 `RateLimits` counts hits of named limits per key (an address, an identity, a requester) and
 answers `Refused` with a message naming the limit and when to retry. The HTTP perimeter
@@ -20,7 +22,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
-from limits.aio.strategies import MovingWindowRateLimiter
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from prometheus_client import Counter
 
 log = logging.getLogger(__name__)
@@ -60,7 +62,7 @@ def _storage(client: aioredis.Redis | None) -> Storage:
 class RateLimits:
     def __init__(self, client: aioredis.Redis | None, limits: Mapping[str, Limit], refused: Counter) -> None:
         """`refused`: the counter of refusals, labelled by limit name (`Core.rate_limited`)."""
-        self.limiter = MovingWindowRateLimiter(_storage(client))
+        self.limiter = SlidingWindowCounterRateLimiter(_storage(client))
         self.items: dict[str, RateLimitItem] = {name: parse(limit.rate) for name, limit in limits.items()}
         self.what = {name: limit.what for name, limit in limits.items()}
         self.refused = refused

@@ -38,6 +38,16 @@ async def test_one_address_is_limited_before_its_token_is_checked(start_server, 
     assert (await server.call("GET", "/readyz", token=None)).status == 200
 
 
+async def test_a_known_token_is_counted_per_identity_not_per_address(start_server, fake_redis) -> None:
+    server = await start_server(fake_redis, BOT_RATE_ADDRESS="2/minute", BOT_RATE_IDENTITY="4/minute")
+    statuses = [(await server.call("GET", "/v1/me", token=BOB)).status for _ in range(5)]
+    assert statuses == [200] * 4 + [429], "the identity's limit, not the address's"
+    assert (await server.call("GET", "/v1/me", token="wrong-token-0123456789")).status == 401
+    assert (await server.call("GET", "/v1/me", token="wrong-token-0123456789")).status == 401
+    refused = await server.call("GET", "/v1/me", token="wrong-token-0123456789")
+    assert (refused.status, refused.code) == (429, "rate_limited") and "limit `address`" in refused.message
+
+
 async def test_two_web_processes_on_one_redis_share_the_limit(start_server, embedded_redis) -> None:
     """Two servers (as two `web` processes would be) on one real Redis: the limit is for both together."""
     clients = [aioredis.Redis.from_url(embedded_redis) for _ in range(2)]
