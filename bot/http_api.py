@@ -75,7 +75,7 @@ def api_router(ops: Operations, auth: TokenAuth) -> APIRouter:
         tags=["threads"],
         summary="Launch a thread",
     )
-    async def launch(body: LaunchRequest, identity: Identity) -> Accepted:
+    async def launch(body: LaunchRequest, identity: Annotated[str, Depends(auth.known)]) -> Accepted:
         conversation = body.conversation or f"{API_CHANNEL}/{new_id()}"
         thread_id = thread_id_for(body.channel, conversation)
         trigger = ev.MessageTrigger(
@@ -88,7 +88,7 @@ def api_router(ops: Operations, auth: TokenAuth) -> APIRouter:
             reply_to=body.reply_to,
             thread_id=thread_id,
         )
-        return await ops.launch(trigger)
+        return await ops.launch(trigger, fresh=body.conversation is None)
 
     @router.get(
         "/threads",

@@ -136,9 +136,9 @@ class _Body:
     async def __call__(self) -> Message:
         if self.complete:  # the body is in: what follows is waiting for a disconnect (long-polls), unlimited
             return await self.receive()
-        remaining = self.deadline - asyncio.get_running_loop().time()
         try:
-            message = await asyncio.wait_for(self.receive(), timeout=max(remaining, 0.001))
+            async with asyncio.timeout_at(self.deadline):  # no task per call, as wait_for would make
+                message = await self.receive()
         except TimeoutError:
             seconds = self.http.body_seconds
             raise RequestRefused(

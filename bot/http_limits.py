@@ -5,7 +5,7 @@ Three limits, each a sliding-window counter (`limits`' Lua scripts; bursts up to
 | limit | counted per | what | default |
 |---|---|---|---|
 | `address` | source address | every request without a known token (webhooks, console pages, wrong or missing tokens), before its body is read | `BOT_RATE_ADDRESS` 1200/minute |
-| `identity` | token identity | every authenticated API and console call | `BOT_RATE_IDENTITY` 600/minute |
+| `identity` | token identity | every authenticated API and console call but launches | `BOT_RATE_IDENTITY` 600/minute |
 | `launch` | token identity | thread creations (`POST /v1/threads`, the console's new thread) | `BOT_RATE_LAUNCH` 60/minute |
 
 A refused request is a 429 `rate_limited` naming the limit, with `Retry-After`, counted by

@@ -67,8 +67,9 @@ class Operations:
             self.access.check_read(identity, state)
         return state
 
-    async def launch(self, trigger: ev.MessageTrigger, *, new_thread: bool = True) -> Accepted:
-        """Start a thread; the trigger carries its thread id. `new_thread`: refuse one that exists."""
+    async def launch(self, trigger: ev.MessageTrigger, *, new_thread: bool = True, fresh: bool = False) -> Accepted:
+        """Start a thread; the trigger carries its thread id. `new_thread`: refuse one that exists.
+        `fresh`: its conversation id was made just now, so no thread can have it yet (one read less)."""
         self._no_decision(trigger.text)
         if trigger.agent and trigger.agent not in self.core.agent.roster:
             agents = ", ".join(self.core.agent.roster.names())
@@ -78,7 +79,7 @@ class Operations:
         self.access.check_speak(trigger.sender, trigger.channel)
         if self.limits is not None and (refused := await self.limits.hit("launch", trigger.sender)):
             raise ApiError(429, "rate_limited", refused.message, {"Retry-After": str(refused.retry_after)})
-        if (await self.core.store.load_state(trigger.thread_id)).seq:
+        if not fresh and (await self.core.store.load_state(trigger.thread_id)).seq:
             raise thread_exists(trigger)
         # The claim and the trigger go in together, so of concurrent launches one wins. The claim lasts as
         # long as dedup keys do (core/keys.py DEDUP_TTL_SECONDS); by then the thread exists, checked above.
