@@ -83,12 +83,12 @@ class TokenAuth:
 
     async def __call__(self, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
         """The identity, one call counted against its `identity` limit."""
-        identity = self.known(credentials)
+        identity = await self.known(credentials)
         if self.limits is not None and (over := await self.limits.hit("identity", identity)):
             raise ApiError(429, "rate_limited", over.message, {"Retry-After": str(over.retry_after)})
         return identity
 
-    def known(self, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
+    async def known(self, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
         """The identity, nothing counted: for launches, which count against their own, stricter `launch` limit."""
         if (refused := self.refusal(credentials.credentials if credentials else None)) is not None:
             raise refused
