@@ -13,7 +13,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-TIE_SLACK = 64  # members at the same score as a page's last one, read past to skip those already shown
+MAX_TIES = 10_000  # members read at the cursor's own score (threads created in the same microsecond)
 
 
 @dataclass(frozen=True)
@@ -43,22 +43,28 @@ def _s(value: Any) -> str:
 async def page(
     client: aioredis.Redis, key: str, limit: int, after: Cursor | None = None, *, newest_first: bool = True
 ) -> tuple[list[str], Cursor | None]:
-    """Up to `limit` members of the sorted set `key` past `after`, and the cursor of the next page (None: last)."""
-    num = limit + 1 + TIE_SLACK
-    rows: list[tuple[str, float]]
-    if newest_first:
-        # Ties at one score come in reverse member order: skip those up to and including `after`.
-        high = "+inf" if after is None else repr(after.score)
-        found: Any = await client.zrevrangebyscore(key, high, "-inf", start=0, num=num, withscores=True)
-        rows = [(_s(member), float(score)) for member, score in found]
-        if after is not None:
-            rows = [(m, s) for m, s in rows if s < after.score or m < after.member]
-    else:
-        low = "-inf" if after is None else repr(after.score)
-        found = await client.zrangebyscore(key, low, "+inf", start=0, num=num, withscores=True)
-        rows = [(_s(member), float(score)) for member, score in found]
-        if after is not None:
-            rows = [(m, s) for m, s in rows if s > after.score or m > after.member]
-    rows = rows[: limit + 1]
+    """Up to `limit` members of the sorted set `key` past `after`, and the cursor of the next page (None: last).
+
+    One round trip: the members strictly past the cursor's score, and those at its score (ties, usually
+    none but the cursor's own), of which the ones past the cursor's member come first.
+    """
+    async with client.pipeline(transaction=False) as pipe:
+        if newest_first:
+            high = "+inf" if after is None else f"({after.score!r}"
+            pipe.zrevrangebyscore(key, high, "-inf", start=0, num=limit + 1, withscores=True)
+            if after is not None:
+                pipe.zrevrangebyscore(key, repr(after.score), repr(after.score), start=0, num=MAX_TIES, withscores=True)
+        else:
+            low = "-inf" if after is None else f"({after.score!r}"
+            pipe.zrangebyscore(key, low, "+inf", start=0, num=limit + 1, withscores=True)
+            if after is not None:
+                pipe.zrangebyscore(key, repr(after.score), repr(after.score), start=0, num=MAX_TIES, withscores=True)
+        found: Any = await pipe.execute()
+    past = [(_s(member), float(score)) for member, score in found[0]]
+    ties: list[tuple[str, float]] = []
+    if after is not None:  # at one score, members come in reverse order newest first, in order oldest first
+        ties = [(_s(member), float(score)) for member, score in found[1]]
+        ties = [(m, s) for m, s in ties if (m < after.member if newest_first else m > after.member)]
+    rows = (ties + past)[: limit + 1]
     following = Cursor(rows[limit - 1][1], rows[limit - 1][0]) if len(rows) > limit else None
     return [member for member, _ in rows[:limit]], following
