@@ -62,7 +62,7 @@ class HttpSettings(BaseModel):
     # JSON bodies nested deeper than this are refused (422 json_too_deep) before anything parses them.
     max_json_depth: int = Field(32, ge=2, le=200, alias="BOT_HTTP_MAX_JSON_DEPTH")
     # The bodies one process holds at once, all requests together: past it a body is refused (503, retry).
-    body_budget_bytes: int = Field(32 * 1024 * 1024, ge=1024 * 1024, alias="BOT_HTTP_BODY_BUDGET_BYTES")
+    body_budget_bytes: int = Field(8 * 1024 * 1024, ge=1024 * 1024, alias="BOT_HTTP_BODY_BUDGET_BYTES")
     # Rate limits (bot/http_limits.py), in the `limits` notation: "60/minute", "10/second", "1000 per hour".
     rate_address: str = Field("1200/minute", alias="BOT_RATE_ADDRESS")
     rate_identity: str = Field("600/minute", alias="BOT_RATE_IDENTITY")

@@ -48,18 +48,21 @@ async def page(
     One round trip: the members strictly past the cursor's score, and those at its score (ties, usually
     none but the cursor's own), of which the ones past the cursor's member come first.
     """
-    async with client.pipeline(transaction=False) as pipe:
-        if newest_first:
-            high = "+inf" if after is None else f"({after.score!r}"
-            pipe.zrevrangebyscore(key, high, "-inf", start=0, num=limit + 1, withscores=True)
-            if after is not None:
-                pipe.zrevrangebyscore(key, repr(after.score), repr(after.score), start=0, num=MAX_TIES, withscores=True)
-        else:
-            low = "-inf" if after is None else f"({after.score!r}"
-            pipe.zrangebyscore(key, low, "+inf", start=0, num=limit + 1, withscores=True)
-            if after is not None:
-                pipe.zrangebyscore(key, repr(after.score), repr(after.score), start=0, num=MAX_TIES, withscores=True)
-        found: Any = await pipe.execute()
+    found: Any
+    if after is None:  # the first page: one command, no pipeline to build
+        read = client.zrevrangebyscore if newest_first else client.zrangebyscore
+        ends = ("+inf", "-inf") if newest_first else ("-inf", "+inf")
+        found = [await read(key, *ends, start=0, num=limit + 1, withscores=True)]
+    else:
+        async with client.pipeline(transaction=False) as pipe:
+            at = repr(after.score)
+            if newest_first:
+                pipe.zrevrangebyscore(key, f"({at}", "-inf", start=0, num=limit + 1, withscores=True)
+                pipe.zrevrangebyscore(key, at, at, start=0, num=MAX_TIES, withscores=True)
+            else:
+                pipe.zrangebyscore(key, f"({at}", "+inf", start=0, num=limit + 1, withscores=True)
+                pipe.zrangebyscore(key, at, at, start=0, num=MAX_TIES, withscores=True)
+            found = await pipe.execute()
     past = [(_s(member), float(score)) for member, score in found[0]]
     ties: list[tuple[str, float]] = []
     if after is not None:  # at one score, members come in reverse order newest first, in order oldest first
