@@ -1,10 +1,13 @@
 """Request limits at the door, before any route or token check: headers, body, JSON depth, time.
 
 - `Guard` (ASGI middleware) refuses headers over `BOT_HTTP_MAX_HEADER_BYTES` (names and values)
-  or `BOT_HTTP_MAX_HEADERS` (431), a declared body over `BOT_HTTP_MAX_BODY_BYTES` (413) and an
-  address over its rate (429). It then counts the body as it streams in, chunked too, and refuses
-  it at the first byte over the limit (413), when it takes longer than `BOT_HTTP_BODY_SECONDS` to
-  arrive (408), or when it nests deeper than `BOT_HTTP_MAX_JSON_DEPTH` (422 `json_too_deep`).
+  or `BOT_HTTP_MAX_HEADERS` (431), a declared body over `BOT_HTTP_MAX_BODY_BYTES` (413), a
+  request without a known token from an address over its rate (429), and a body for a token route
+  without a known token (401, unread). It then counts the body as it streams in, chunked too, and
+  refuses it at the first byte over the limit (413), when the bodies of all requests in flight
+  would pass `BOT_HTTP_BODY_BUDGET_BYTES` (503 `server_busy`, Retry-After), when it takes longer
+  than `BOT_HTTP_BODY_SECONDS` to arrive (408), or when it nests deeper than
+  `BOT_HTTP_MAX_JSON_DEPTH` (422 `json_too_deep`).
 - `JsonDepth` measures nesting on the bytes as they arrive, without parsing them: Python's
   `json` recurses (a 10 000-deep `[[[…` is a RecursionError) and jiter's fixed limit is 200. Every
   body that is not a form is measured: the webhooks parse JSON whatever the declared type.
@@ -33,7 +36,7 @@ from bot.http_errors import ApiError, RequestRefused
 from config.channels import HttpSettings
 
 log = logging.getLogger(__name__)
-UNLIMITED = ("/healthz", "/readyz", "/metrics")  # probes and scrapes come from the platform, often
+UNLIMITED = ("/healthz", "/readyz")  # probes come from the platform, often, without a token
 BODY_METHODS = ("POST", "PUT", "PATCH")
 TOKEN_ROUTES = ("/v1/", "/web/")  # every route under these needs a bearer token...
 SIGNED_ROUTES = ("/v1/hooks/",)  # ...but the webhooks, which are signed instead
@@ -172,7 +175,7 @@ class Guard:
 
     A declared `Content-Length` over the limit is refused before a byte is read. Otherwise the body
     is counted as it arrives, so an oversized or endless chunked upload costs at most
-    `max_body_bytes` of memory.
+    `max_body_bytes` of memory, and all uploads together at most `body_budget_bytes`.
     """
 
     def __init__(
