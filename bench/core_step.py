@@ -533,6 +533,7 @@ async def run(args: argparse.Namespace, url: str, embedded: bool, data_dir: Path
             "BOT_DATA_DIR": str(data_dir / "data"),
             "BOT_TOOLS_FILE": str(tools_file),
             "BOT_STEP_LIMIT": str(10 * max(args.lengths) + 1000),
+            "BOT_RATE_MODEL": "off",  # a scripted model costs nothing: no budget to spend (one round trip a call)
             "BOT_LOG_LEVEL": "WARNING",
         }
     )

@@ -226,7 +226,12 @@ async def run(args: argparse.Namespace, url: str, where: str, data_dir: Path) ->
     tools_file = data_dir / "tools.toml"
     tools_file.write_text(TOOLS_TOML)
     settings = Settings.from_env(
-        {"BOT_DATA_DIR": str(data_dir / "data"), "BOT_TOOLS_FILE": str(tools_file), "BOT_LOG_LEVEL": "WARNING"}
+        {
+            "BOT_DATA_DIR": str(data_dir / "data"),
+            "BOT_TOOLS_FILE": str(tools_file),
+            "BOT_LOG_LEVEL": "WARNING",
+            "BOT_RATE_MODEL": "off",  # a scripted model costs nothing: no budget to spend (one round trip a call)
+        }
     )
     client = aioredis.Redis.from_url(url, health_check_interval=30)  # as bot.main.running_core does
     try:

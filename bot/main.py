@@ -22,7 +22,7 @@ from config.settings import Settings
 from core import failpoints, logs
 from core.agent import Agent, Limits, Models
 from core.agents import ROUTER, Roster, load_roster
-from core.budget import BudgetedModel, model_limit
+from core.budget import budgeted, model_limit
 from core.bus import Bus
 from core.commands import CommandModel
 from core.executors import ToolRunner
@@ -129,10 +129,10 @@ def language_models(
     prompts: PromptLibrary,
     llm: anthropic.AsyncAnthropic | None,
     injected: Model | None,
-    budget: RateLimits,
+    budget: RateLimits | None,
 ) -> Callable[[str], Model | None]:
     """The model that reads free text with each agent's prompt: Claude with that prompt, or one injected model,
-    each spending the requester's model budget (BOT_RATE_MODEL) first.
+    each spending the requester's model budget (BOT_RATE_MODEL) first, unless it is `off`.
 
     An injected model (tests, benchmarks) serves every agent but not the router, so free text goes
     straight to the default agent, as it did when there was one agent.
@@ -140,12 +140,12 @@ def language_models(
 
     def language(prompt: str) -> Model | None:
         if injected is not None:
-            return None if prompt == ROUTER else BudgetedModel(injected, budget)
+            return None if prompt == ROUTER else budgeted(injected, budget)
         if llm is None:
             return None
         from core.anthropic_model import AnthropicModel
 
-        return BudgetedModel(
+        return budgeted(
             AnthropicModel(
                 llm, prompts, model=settings.model, agent=prompt, max_tokens=settings.model_max_tokens,
                 budget_tokens=settings.context_budget,
@@ -181,7 +181,11 @@ def build_core(
     redactor = Redactor.from_env(env)
     prompts = PromptLibrary(settings.prompts_dir)
     metrics = Metrics()
-    budget = RateLimits(client, model_limit(settings.rate_model), metrics.rate_limited)
+    budget = (
+        None
+        if settings.rate_model == "off"
+        else RateLimits(client, model_limit(settings.rate_model), metrics.rate_limited)
+    )
     language = language_models(settings, prompts, llm, language_model, budget)
     roster = build_roster(settings, tools, prompts, language)
     schedules_file = settings.schedules_path

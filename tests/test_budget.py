@@ -44,3 +44,12 @@ async def test_a_requester_past_the_model_budget_waits_and_others_go_on(
 def test_a_budget_that_is_not_a_rate_is_a_config_error(tmp_path, rate: str) -> None:
     with pytest.raises(ConfigError, match="BOT_RATE_MODEL.*is not a rate like 60/minute"):
         conftest.test_settings(tmp_path, BOT_RATE_MODEL=rate)
+
+
+async def test_off_means_no_budget(redis_client, make_harness) -> None:
+    model = ScriptedModel(replying)  # type: ignore[arg-type]
+    h = make_harness(redis_client, model, BOT_RATE_MODEL="off")
+    for n in range(3):
+        h.conversation = f"operator/{n}"
+        await h.say("how are things?")
+    assert len(model.requests) == 3 and not [o for o in await h.outbox() if isinstance(o, ev.Question)]
