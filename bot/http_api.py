@@ -101,8 +101,15 @@ def api_router(ops: Operations, auth: TokenAuth) -> APIRouter:
         identity: Identity,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         cursor: Annotated[str | None, Query(max_length=200, description="`next_cursor` of the page before")] = None,
+        order: Annotated[
+            Literal["created", "updated"],
+            Query(
+                description="newest first by creation (each thread on exactly one page), or by last write (a "
+                "thread written while you page moves to the first page)"
+            ),
+        ] = "created",
     ) -> ThreadList:
-        states, following = await ops.core.store.page_threads(limit, _cursor(cursor))
+        states, following = await ops.core.store.page_threads(limit, _cursor(cursor), by=order)
         states = [state for state in states if ops.access.may_read(identity, state)]  # a page may come short
         return ThreadList(
             threads=[ThreadSummary.of(state) for state in states],

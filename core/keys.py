@@ -33,6 +33,7 @@ def approvals_decided_by(identity: str) -> str:
     return f"{{approvals}}:decider:{identity}"
 
 
+THREADS_UPDATED = "threads:updated"  # sorted set: thread id -> its last write (GET /v1/threads?order=updated)
 ACTIVE_THREADS = "threads:active"  # sorted set: thread id -> last write, while work is in flight (status running)
 
 DEDUP_TTL_SECONDS = 24 * 3600

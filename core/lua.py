@@ -10,7 +10,8 @@ Used by `core.store` (threads, leases, approvals) and `core.bus` (inbox and outb
 # ARGV: 1 expected seq, 2 snapshot, 3 thread id, 4 number of events, 5 created-at score, 6 thread index key
 #       index, 7 active index key index, 8 active score ('' = not in flight), 9 approval key index (0: no
 #       decision), 10 status ('' = decided already: only forget it), 11 by, 12 at, 13 comment, 14 now,
-#       15 approval id; then the events; then (outbox key index, outbound JSON) pairs. With an approval, the
+#       15 approval id, 16 updated index key index; then the events; then (outbox key index, outbound JSON)
+#       pairs. With an approval, the
 #       three approval schedules, the decided set, the ended set of the new status and the decider's index
 #       follow its key.
 COMMIT = """
@@ -30,17 +31,19 @@ if approval > 0 and ARGV[10] ~= '' then
 end
 if approval > 0 then redis.call('ZREM', KEYS[approval + 4], ARGV[15]) end
 local n = tonumber(ARGV[4])
-for i = 16, 15 + n do
+for i = 17, 16 + n do
   current = current + 1
   redis.call('XADD', KEYS[1], current .. '-0', 'e', ARGV[i])
 end
 redis.call('HSET', KEYS[2], 'seq', current, 'state', ARGV[2])
 local index, active = tonumber(ARGV[6]), tonumber(ARGV[7])
 if index > 0 and tonumber(ARGV[1]) == 0 then redis.call('ZADD', KEYS[index], 'NX', ARGV[5], ARGV[3]) end
+local updated = tonumber(ARGV[16])
+if updated > 0 then redis.call('ZADD', KEYS[updated], ARGV[5], ARGV[3]) end
 if active > 0 then
   if ARGV[8] == '' then redis.call('ZREM', KEYS[active], ARGV[3]) else redis.call('ZADD', KEYS[active], ARGV[8], ARGV[3]) end
 end
-for i = 16 + n, #ARGV, 2 do redis.call('XADD', KEYS[tonumber(ARGV[i])], '*', 'o', ARGV[i + 1]) end
+for i = 17 + n, #ARGV, 2 do redis.call('XADD', KEYS[tonumber(ARGV[i])], '*', 'o', ARGV[i + 1]) end
 return {1, current}
 """
 

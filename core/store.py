@@ -256,7 +256,7 @@ class Store:
         args: list[str | int] = [
             state.seq, new_state.model_dump_json(exclude_defaults=True), tid, len(events), score,
             0 if self.cluster else key(keys.THREAD_INDEX), 0 if self.cluster else key(keys.ACTIVE_THREADS),
-            score if in_flight else "", *cas,
+            score if in_flight else "", *cas, 0 if self.cluster else key(keys.THREADS_UPDATED),
         ]  # fmt: skip
         args += encoded if encoded is not None else [event.model_dump_json() for event in events]
         payloads = encoded_outbound if encoded_outbound is not None else [o.model_dump_json() for o in outbound]
@@ -290,6 +290,8 @@ class Store:
                     pipe.xadd(keys.outbox(channel), {"o": fields[b"o"]})
                 if first and state.updated_at is not None:
                     pipe.zadd(keys.THREAD_INDEX, {tid: state.updated_at.timestamp()}, nx=True)
+                if state.updated_at is not None:
+                    pipe.zadd(keys.THREADS_UPDATED, {tid: state.updated_at.timestamp()})
                 if state.status == "running" and not state.paused and state.updated_at is not None:
                     pipe.zadd(keys.ACTIVE_THREADS, {tid: state.updated_at.timestamp()})
                 else:
@@ -304,15 +306,19 @@ class Store:
         return (await self.page_threads(limit))[0]
 
     async def page_threads(
-        self, limit: int = 50, after: Cursor | None = None
+        self, limit: int = 50, after: Cursor | None = None, *, by: Literal["created", "updated"] = "created"
     ) -> tuple[list[ThreadState], Cursor | None]:
-        """Threads newest first by creation, `limit` at a time, from just past `after`; and the next cursor.
+        """Threads newest first by creation (or by last write), `limit` at a time, from just past `after`;
+        and the next cursor.
 
         Creation time never changes, so a thread is on exactly one page however many are created or
-        updated while someone pages (new ones go before the first page).
+        updated while someone pages (new ones go before the first page). By last write, a thread
+        written while someone pages moves before the first page: it is missed by this paging (and
+        first on the next), or, if already shown, not shown again.
         """
+        index = keys.THREAD_INDEX if by == "created" else keys.THREADS_UPDATED
         with redis_errors():
-            ids, following = await paging.page(self.redis, keys.THREAD_INDEX, limit, after)
+            ids, following = await paging.page(self.redis, index, limit, after)
             async with self.redis.pipeline(transaction=False) as pipe:
                 for tid in ids:
                     pipe.hget(keys.thread_meta(tid), "state")

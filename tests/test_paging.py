@@ -60,3 +60,20 @@ async def test_a_cursor_round_trips_and_a_forged_one_is_refused() -> None:
         except ValueError:
             continue
         raise AssertionError(f"{forged!r} was accepted")
+
+
+async def test_threads_by_last_write_put_the_latest_written_first(fake_redis, make_harness) -> None:
+    h = make_harness(fake_redis)
+    for label in ("a", "b", "c"):
+        await create(h, label, 1.0)
+    h.clock.advance(1.0)
+    (first,) = [t for t in await h.core.store.list_threads() if t.conversation == "a"]
+    await h.core.agent.handle(
+        MessageTrigger(id=new_id(), channel="cli", conversation="a", sender=h.user, text="/list_services")
+    )
+    by_creation, _ = await h.core.store.page_threads(3)
+    by_write, cursor = await h.core.store.page_threads(2, by="updated")
+    rest, end = await h.core.store.page_threads(2, cursor, by="updated")
+    assert [t.conversation for t in by_creation] == ["c", "b", "a"]
+    assert [t.conversation for t in by_write + rest] == ["a", "c", "b"] and end is None
+    assert by_write[0].thread_id == first.thread_id
