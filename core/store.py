@@ -483,13 +483,17 @@ class Store:
         if self.cluster and len(reply) > 2 and reply[2]:
             log.warning("thread %s: relaying outbound messages a stopped worker stored", thread_id)
             await self.relay(state)
-        renewing = asyncio.create_task(self._renew(lock, ttl / 3))
+        done = asyncio.Event()
+        renewing = asyncio.create_task(self._renew(lock, ttl / 3, done))
         try:
             yield Leased(state, _record(approval) if approval else None)
         finally:
-            renewing.cancel()
-            with contextlib.suppress(asyncio.CancelledError, redis.exceptions.RedisError):
-                await renewing
+            done.set()
+            try:  # a renewal in flight finishes; one stuck (Redis gone) is given up after a lease's time
+                async with asyncio.timeout(ttl):
+                    await asyncio.shield(renewing)
+            except (TimeoutError, redis.exceptions.RedisError):
+                renewing.cancel()
             with contextlib.suppress(redis.exceptions.RedisError):
                 await lock.release()
 
@@ -515,11 +519,19 @@ class Store:
         return reply, approval
 
     @staticmethod
-    async def _renew(lock: Lock, every: float) -> None:
-        """Renew the lease every `every` seconds; ride out Redis blips shorter than the lease."""
+    async def _renew(lock: Lock, every: float, done: asyncio.Event) -> None:
+        """Renew the lease every `every` seconds until `done`; ride out Redis blips shorter than the lease.
+
+        Stopped by `done`, never cancelled mid-command: a command cancelled while its reply is on the
+        way can leave the connection out of step, and the holder's next command waiting on it.
+        """
         pause = every
         while True:
-            await asyncio.sleep(pause)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(pause):
+                    await done.wait()
+            if done.is_set():
+                return
             try:
                 await lock.reacquire()
                 pause = every
