@@ -11,9 +11,8 @@ Used by `core.store` (threads, leases, approvals) and `core.bus` (inbox and outb
 #       index, 7 active index key index, 8 active score ('' = not in flight), 9 approval key index (0: no
 #       decision), 10 status ('' = decided already: only forget it), 11 by, 12 at, 13 comment, 14 now,
 #       15 approval id, 16 updated index key index; then the events; then (outbox key index, outbound JSON)
-#       pairs. With an approval, the
-#       three approval schedules, the decided set, the ended set of the new status and the decider's index
-#       follow its key.
+#       pairs. With an approval, the three approval schedules, the decided set, the ended set of the new
+#       status and the decider's index follow its key.
 COMMIT = """
 local current = tonumber(redis.call('HGET', KEYS[2], 'seq') or '0')
 if current ~= tonumber(ARGV[1]) then return {0, current} end
