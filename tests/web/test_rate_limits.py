@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
 
+import aiohttp
+import pytest
 import redis.asyncio as aioredis
 
-from tests.web.conftest import ALICE, BOB
+from tests.e2e.chat_driver import REPO_ROOT, bot_env
+from tests.web.conftest import ALICE, BOB, TOKENS
+
+START_SECONDS = 60  # a `bot serve` imports the SDKs and waits for Redis: seconds on a loaded machine
 
 
 async def test_a_launch_flood_from_one_identity_gets_429_with_retry_after(start_server, fake_redis) -> None:
@@ -64,3 +75,55 @@ async def test_two_web_processes_on_one_redis_share_the_limit(start_server, embe
     finally:
         for client in clients:
             await client.aclose()
+
+
+@contextlib.asynccontextmanager
+async def web_process(redis_url: str, data_dir: Path, **env: str) -> AsyncIterator[str]:
+    """A real `bot serve` process on port 0; yields its base URL, stops it (SIGTERM) after."""
+    tokens = ",".join(f"{token}={identity}" for token, identity in TOKENS.items())
+    extra = {"REDIS_URL": redis_url, "BOT_HTTP_PORT": "0", "BOT_API_TOKENS": tokens, **env}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "serve", cwd=REPO_ROOT, env=bot_env(data_dir, **extra),
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    assert process.stdout is not None
+    printed: list[str] = []
+    try:
+        async with asyncio.timeout(START_SECONDS):
+            while not (url := next((m[1] for line in printed if (m := re.match(r"REST API: (\S+)/v1", line))), "")):
+                line = await process.stdout.readline()
+                assert line, f"`bot serve` exited before it listened:\n{''.join(printed)}"
+                printed.append(line.decode(errors="replace"))
+        yield url
+    except TimeoutError:
+        raise AssertionError(f"`bot serve` did not listen within {START_SECONDS}s:\n{''.join(printed)}") from None
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+        try:
+            async with asyncio.timeout(30):
+                await process.communicate()
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+
+@pytest.mark.timeout(180)
+async def test_two_real_web_processes_share_the_launch_limit(embedded_redis, tmp_path) -> None:
+    """Two `bot serve` processes on one Redis, as two `web` dynos: 6 launches a minute for both together."""
+    client = aioredis.Redis.from_url(embedded_redis)
+    await client.flushdb()
+    await client.aclose()
+    limit = {"BOT_RATE_LAUNCH": "6/minute"}
+    async with (
+        web_process(embedded_redis, tmp_path / "a", **limit) as first,
+        web_process(embedded_redis, tmp_path / "b", **limit) as second,
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {BOB}"}) as session,
+    ):
+
+        async def launch(url: str) -> int:
+            async with session.post(f"{url}/v1/threads", json={"text": "/status api staging"}) as response:
+                return response.status
+
+        statuses = await asyncio.gather(*(launch(url) for url in (first, second) * 5))
+    assert sorted(statuses) == [202] * 6 + [429] * 4, statuses
