@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from adapters.cli import CHANNEL, Terminal
 from bot import views
@@ -27,6 +27,7 @@ from config.settings import Settings
 from core.agents import Roster
 from core.errors import BotError, ConfigError
 from core.events import ControlTrigger
+from core.executors import missing_programs
 from core.ids import new_id
 from core.prompts import PromptLibrary
 from core.redact import Redactor
@@ -220,6 +221,23 @@ async def evals(settings: Settings, args: argparse.Namespace) -> int:
             await client.close()
 
 
+def _check_tools(settings: Settings, env: Mapping[str, str], report: Callable[[bool, str], None]) -> None:
+    """The tools file loads, each command tool's program and script exist, each group has members."""
+    try:
+        tools = load_tools(settings.tools_file, settings.groups)
+    except BotError as exc:
+        report(False, str(exc))
+        return
+    report(True, f"tools: {len(tools.names())} from {settings.tools_file}")
+    missing = missing_programs(tools, settings.workdir, env.get("PATH"))
+    for problem in missing:
+        report(False, problem)
+    if not missing:
+        report(True, f"command tools: every program and script found (BOT_WORKDIR={settings.workdir})")
+    for name, members in tools.groups.items():
+        report(bool(members), f"group {name}: {', '.join(members) or 'no members; set BOT_GROUP_' + name.upper()}")
+
+
 async def check_config(settings: Settings, env: Mapping[str, str]) -> int:
     """Check each piece and print how to fix what is wrong; exit 1 if anything is."""
     problems = 0
@@ -229,13 +247,7 @@ async def check_config(settings: Settings, env: Mapping[str, str]) -> int:
         problems += not ok
         print(f"{'ok ' if ok else 'ERR'} {what}")
 
-    try:
-        tools = load_tools(settings.tools_file, settings.groups)
-        report(True, f"tools: {len(tools.names())} from {settings.tools_file}")
-        for name, members in tools.groups.items():
-            report(bool(members), f"group {name}: {', '.join(members) or 'no members; set BOT_GROUP_' + name.upper()}")
-    except BotError as exc:
-        report(False, str(exc))
+    _check_tools(settings, env, report)
     prompts = PromptLibrary(settings.prompts_dir)
     try:
         prompts.render(settings.agent, agent_name=settings.agent)

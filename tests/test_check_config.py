@@ -1,0 +1,43 @@
+"""`bot check-config` names what would fail at run time, before anything runs."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot import commands
+from tests.conftest import test_settings as settings_for
+
+TOOLS = """
+[groups]
+oncall = ["cli:operator"]
+[tools.gone]
+description = "A script that is not there."
+executor = { kind = "command", argv = ["{python}", "scripts/not-there.py", "{requester}"] }
+[tools.unknown]
+description = "A program that is not installed."
+executor = { kind = "command", argv = ["no-such-program-opsbot", "status"] }
+[tools.fine]
+description = "A program on PATH."
+executor = { kind = "command", argv = ["echo", "ok"] }
+"""
+
+
+async def test_a_missing_script_or_program_is_reported_with_the_fix(
+    tmp_path, embedded_redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tools = tmp_path / "tools.toml"
+    tools.write_text(TOOLS)
+    settings = settings_for(tmp_path, BOT_TOOLS_FILE=str(tools), REDIS_URL=embedded_redis)
+    code = await commands.check_config(settings, {"PATH": "/usr/bin:/bin"})
+    printed = capsys.readouterr().out.splitlines()
+    assert code == 1
+    errors = [line for line in printed if line.startswith("ERR")]
+    assert any("tool 'gone' runs scripts/not-there.py, which is not in" in line for line in errors), printed
+    assert any("tool 'unknown' runs 'no-such-program-opsbot', which is not on PATH" in line for line in errors)
+    assert not any("'fine'" in line for line in errors)
+
+
+async def test_the_shipped_tools_all_start(tmp_path, embedded_redis, capsys: pytest.CaptureFixture[str]) -> None:
+    settings = settings_for(tmp_path, REDIS_URL=embedded_redis)
+    await commands.check_config(settings, {"PATH": "/usr/bin:/bin"})
+    assert "ok  command tools: every program and script found" in capsys.readouterr().out
