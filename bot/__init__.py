@@ -1,5 +1,5 @@
-"""Process wiring: the composition root, the embedded Redis, and the `bot` command line."""
+"""Process wiring: the composition root (`bot.main`), the embedded Redis, and the `bot` command line
+(`bot.cli:main`). Nothing is re-exported here: `bot.main` is the composition root's module, so a
+`main` function beside it would be shadowed by it once imported."""
 
-from bot.cli import main
-
-__all__ = ["main"]
+__all__: list[str] = []

@@ -11,7 +11,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bot import commands
 from config.settings import Settings
 from core.errors import BotError
 
@@ -64,7 +63,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(argv)  # `--help` and argument errors end here, before the heavy imports
+    from bot import commands
+
     try:
         settings = Settings.from_env(os.environ)
         if args.command == "slack":
@@ -82,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
+    from bot import commands
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import importlib
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,12 +13,29 @@ import pytest
 from config.settings import PROJECT_DIR
 
 
-@pytest.mark.parametrize("package", ["core", "adapters", "bot", "config"])
+@pytest.mark.parametrize("package", ["adapters", "bot", "config"])
 def test_all_matches_the_exports(package: str) -> None:
     module = importlib.import_module(package)
     public = {name for name in vars(module) if not name.startswith("_")}
     submodules = {name for name in public if type(getattr(module, name)).__name__ == "module"}
     assert sorted(module.__all__) == sorted(public - submodules)
+
+
+def test_the_core_exports_load_on_first_use() -> None:
+    import core
+
+    assert sorted(core.__all__) == sorted(core._HOMES) == dir(core)
+    for name in core.__all__:
+        assert getattr(core, name) is getattr(importlib.import_module(core._HOMES[name]), name)
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        _ = core.Nope
+
+
+def test_the_command_line_parses_without_loading_the_core() -> None:
+    """`bot --help` must start fast: parsing imports the settings, not the agent, the store or the SDKs."""
+    probe = "import sys, bot.cli; print(sorted(m for m in ('core.agent', 'core.store', 'redis', 'aiohttp') if m in sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=PROJECT_DIR)
+    assert loaded.stdout.strip() == "[]", loaded.stdout
 
 
 def test_adapters_use_only_the_public_core() -> None:
