@@ -69,17 +69,22 @@ class TokenAuth:
 
     def refusal(self, presented: str | None) -> ApiError | None:
         """Why a request with this bearer token (None: no `Authorization: Bearer`) is refused, if it is."""
+        return self._resolve(presented)[1]
+
+    def _resolve(self, presented: str | None) -> tuple[str, ApiError | None]:
+        """The token's identity, or why it is refused: one constant-time pass over the tokens."""
         if not self._tokens:
-            return ApiError(
+            return "", ApiError(
                 401, "unauthorized", "no API tokens are configured; set BOT_API_TOKENS=token=identity", CHALLENGE
             )
         if presented is None:
-            return ApiError(
+            return "", ApiError(
                 401, "unauthorized", "send `Authorization: Bearer <token>` with a token from BOT_API_TOKENS", CHALLENGE
             )
-        if self.identity(presented) is None:
-            return ApiError(401, "unauthorized", "the bearer token is not in BOT_API_TOKENS; check it", CHALLENGE)
-        return None
+        identity = self.identity(presented)
+        if identity is None:
+            return "", ApiError(401, "unauthorized", "the bearer token is not in BOT_API_TOKENS; check it", CHALLENGE)
+        return identity, None
 
     async def __call__(self, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
         """The identity, one call counted against its `identity` limit."""
@@ -90,8 +95,7 @@ class TokenAuth:
 
     async def known(self, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
         """The identity, nothing counted: for launches, which count against their own, stricter `launch` limit."""
-        if (refused := self.refusal(credentials.credentials if credentials else None)) is not None:
+        identity, refused = self._resolve(credentials.credentials if credentials else None)
+        if refused is not None:
             raise refused
-        identity = self.identity(credentials.credentials) if credentials else None
-        assert identity is not None  # refusal() said it is known
         return identity

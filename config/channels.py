@@ -71,13 +71,9 @@ class HttpSettings(BaseModel):
     @field_validator("rate_address", "rate_identity", "rate_launch")
     @classmethod
     def _rate(cls, value: str) -> str:
-        from limits import parse  # here: config stays importable without the HTTP stack's libraries
+        from core.limits import check_rate  # here: settings load without the limits library imported
 
-        try:
-            parse(value)
-        except ValueError as exc:
-            raise ValueError(f"{value!r} is not a rate like 60/minute or 10 per second") from exc
-        return value
+        return check_rate(value)
 
 
 class SlackSettings(_ChannelSettings):

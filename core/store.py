@@ -400,8 +400,11 @@ class Store:
         """A page of the approvals in one index (keys.APPROVAL_INDEX, keys.approvals_ended, approvals_by...)."""
         with redis_errors():
             ids, following = await paging.page(self.redis, index, limit, after, newest_first=newest_first)
-        records = [await self.get_approval(aid) for aid in ids]
-        return [record for record in records if record is not None], following
+            async with self.redis.pipeline(transaction=False) as pipe:  # one round trip for the page
+                for aid in ids:
+                    pipe.hgetall(keys.approval(aid))
+                raws = await pipe.execute()
+        return [_record(raw) for raw in raws if raw], following
 
     async def ended_approvals(self, status: str, limit: int = 100) -> list[ApprovalRecord]:
         """Approvals that ended as `status` (approved, rejected, expired), the most recent first."""

@@ -10,6 +10,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -76,12 +77,18 @@ class Shots:
             assert data.startswith(PNG) and len(data) > len(PNG), f"{path} is not a PNG"
 
 
-async def test_chat_approve_and_step_through_the_timeline(console: Server, browser, tmp_path: Path) -> None:
-    page = await browser.new_page(viewport={"width": 1280, "height": 900})
+async def signed_in(browser: Any, console: Server, token: str, identity: str, **page_options: object) -> Any:
+    """A console page signed in with `token`, once it shows `identity`."""
+    page = await browser.new_page(**page_options)
     page.set_default_timeout(DEADLINE_MS)
+    await page.goto(f"{console.url}/#token={token}")
+    await expect(page.locator("#whoami")).to_have_text(identity)
+    return page
+
+
+async def test_chat_approve_and_step_through_the_timeline(console: Server, browser, tmp_path: Path) -> None:
+    page = await signed_in(browser, console, ALICE, "web:alice", viewport={"width": 1280, "height": 900})
     shots = Shots(page, tmp_path)
-    await page.goto(f"{console.url}/#token={ALICE}")
-    await expect(page.locator("#whoami")).to_have_text("web:alice")
     assert "token" not in page.url  # taken out of the address bar and history
     await shots.take("signed-in")
 
@@ -94,10 +101,7 @@ async def test_chat_approve_and_step_through_the_timeline(console: Server, brows
     await shots.take("approval-card")
 
     # Another on-call engineer approves from her inbox (production deploys need someone besides the requester).
-    approver = await browser.new_page()
-    approver.set_default_timeout(DEADLINE_MS)
-    await approver.goto(f"{console.url}/#token={CAROL}")
-    await expect(approver.locator("#whoami")).to_have_text("web:carol")
+    approver = await signed_in(browser, console, CAROL, "web:carol")
     await approver.click("[data-nav=approvals]")
     await approver.locator("#approval-list .approval-card").get_by_role("button", name="Approve").click()
     await expect(page.locator("#transcript")).to_contain_text("deployed api 1.4.2 to production")
@@ -139,11 +143,8 @@ async def test_chat_approve_and_step_through_the_timeline(console: Server, brows
 async def test_reject_asks_for_a_reason_and_the_inbox_shows_every_channel(console: Server, browser, tmp_path) -> None:
     launched = await console.call("POST", "/v1/threads", token=BOB, json={"text": "/restart api production"})
     assert launched.status == 202
-    page = await browser.new_page()
-    page.set_default_timeout(DEADLINE_MS)
+    page = await signed_in(browser, console, ALICE, "web:alice")
     shots = Shots(page, tmp_path)
-    await page.goto(f"{console.url}/#token={ALICE}")
-    await expect(page.locator("#whoami")).to_have_text("web:alice")
     await page.click("[data-nav=approvals]")
     card = page.locator("#approval-list .approval-card")
     await expect(card).to_contain_text("Approval needed: restart")
@@ -176,10 +177,7 @@ async def test_threads_load_a_page_at_a_time_and_each_thread_shows_once(console:
         await harness.core.agent.handle(trigger)
     newest_first = [state.thread_id for state in await harness.core.store.list_threads(1000)]
     assert len(newest_first) == PAGE + 10
-    page = await browser.new_page()
-    page.set_default_timeout(DEADLINE_MS)
-    await page.goto(f"{console.url}/#token={ALICE}")
-    await expect(page.locator("#whoami")).to_have_text("web:alice")
+    page = await signed_in(browser, console, ALICE, "web:alice")
     await page.click("[data-nav=threads]")
     rows = page.locator("#thread-rows tr")
     more = page.get_by_role("button", name="Load more threads")
@@ -200,10 +198,7 @@ async def test_threads_load_a_page_at_a_time_and_each_thread_shows_once(console:
 async def test_the_approvals_status_filter_shows_an_approved_one_under_approved_only(console: Server, browser) -> None:
     for text in ("/restart api production", "/deploy api 1.4.2 production"):
         assert (await console.call("POST", "/v1/threads", token=BOB, json={"text": text})).status == 202
-    page = await browser.new_page()
-    page.set_default_timeout(DEADLINE_MS)
-    await page.goto(f"{console.url}/#token={ALICE}")
-    await expect(page.locator("#whoami")).to_have_text("web:alice")
+    page = await signed_in(browser, console, ALICE, "web:alice")
     await page.click("[data-nav=approvals]")
     cards = page.locator("#approval-list .approval-card")
     restart = cards.filter(has_text="Approval needed: restart")
