@@ -59,19 +59,28 @@ def _parser() -> argparse.ArgumentParser:
     )
     evals.add_argument("--min-accuracy", type=float, default=0.0, metavar="F", help="exit 1 below this (0 to 1)")
     sub.add_parser("check-config", help="validate configuration and environment; say how to fix what is wrong")
+    init = sub.add_parser("init", help="write an editable copy of the default config, prompts and evals")
+    init.add_argument("dir", nargs="?", type=Path, default=Path("."), help="where (default: the current folder)")
+    init.add_argument("--force", action="store_true", help="overwrite files that are already there")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)  # `--help` and argument errors end here, before the heavy imports
-    from bot import commands
-
     try:
+        if args.command == "init":  # before the settings: a copy to start from needs no environment
+            from bot.init import init
+
+            return init(args.dir, force=args.force)
         settings = Settings.from_env(os.environ)
+        if args.command == "check-config":
+            from bot.check import check_config  # not the commands: a check loads only what it checks
+
+            return asyncio.run(check_config(settings, os.environ))
+        from bot import commands
+
         if args.command == "slack":
             return commands.slack_manifest(settings, os.environ, args.public_url, not args.no_tool_commands)
-        if args.command == "check-config":
-            return asyncio.run(commands.check_config(settings, os.environ))
         if args.command == "eval":
             return asyncio.run(commands.evals(settings, args))
         return asyncio.run(_dispatch(settings, args))

@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from adapters.cli import CHANNEL, Terminal
 from bot import views
@@ -17,22 +17,17 @@ from bot.main import (
     anthropic_client,
     build_roster,
     channel_adapters,
-    redis_probe,
-    redis_url,
     running_core,
     setup_logging,
 )
-from bot.redis_wait import wait_for_redis
 from config.settings import Settings
 from core.agents import Roster
-from core.errors import BotError, ConfigError
+from core.errors import ConfigError
 from core.events import ControlTrigger
-from core.executors import missing_programs
 from core.ids import new_id
 from core.prompts import PromptLibrary
 from core.redact import Redactor
 from core.reducer import replay
-from core.schedules import load_schedules
 from core.tools import load_tools
 
 
@@ -219,77 +214,3 @@ async def evals(settings: Settings, args: argparse.Namespace) -> int:
             await models.aclose()
         if client is not None:
             await client.close()
-
-
-def _check_tools(settings: Settings, env: Mapping[str, str], report: Callable[[bool, str], None]) -> None:
-    """The tools file loads, each command tool's program and script exist, each group has members."""
-    try:
-        tools = load_tools(settings.tools_file, settings.groups)
-    except BotError as exc:
-        report(False, str(exc))
-        return
-    report(True, f"tools: {len(tools.names())} from {settings.tools_file}")
-    missing = missing_programs(tools, settings.workdir, env.get("PATH"))
-    for problem in missing:
-        report(False, problem)
-    if not missing:
-        report(True, f"command tools: every program and script found (BOT_WORKDIR={settings.workdir})")
-    for name, members in tools.groups.items():
-        report(bool(members), f"group {name}: {', '.join(members) or 'no members; set BOT_GROUP_' + name.upper()}")
-
-
-async def check_config(settings: Settings, env: Mapping[str, str]) -> int:
-    """Check each piece and print how to fix what is wrong; exit 1 if anything is."""
-    problems = 0
-
-    def report(ok: bool, what: str) -> None:
-        nonlocal problems
-        problems += not ok
-        print(f"{'ok ' if ok else 'ERR'} {what}")
-
-    _check_tools(settings, env, report)
-    prompts = PromptLibrary(settings.prompts_dir)
-    try:
-        prompts.render(settings.agent, agent_name=settings.agent)
-        report(True, f"prompt {settings.agent} in {settings.prompts_dir}")
-    except BotError as exc:
-        report(False, f"{exc} (BOT_AGENT={settings.agent})")
-    agents = [settings.agent]
-    try:
-        roster = build_roster(settings, load_tools(settings.tools_file, settings.groups), prompts, lambda p: None)
-        agents = roster.names() if roster is not None else agents
-        where = settings.agents_path or "one agent with every tool (set BOT_AGENTS_FILE for focused agents)"
-        report(True, f"agents: {', '.join(agents)} from {where}")
-    except BotError as exc:
-        report(False, str(exc))
-    if (schedules_file := settings.schedules_path) is not None:
-        try:
-            schedules = load_schedules(schedules_file, agents)
-            names = ", ".join(f"{s.name} ({s.cron} {s.timezone})" for s in schedules) or "none enabled"
-            report(True, f"schedules: {names} from {schedules_file}")
-        except BotError as exc:
-            report(False, str(exc))
-    try:
-        url, embedded = redis_url(settings)
-        try:
-            await wait_for_redis(lambda: redis_probe(settings, url), url, patience=0)  # fails at once
-            report(True, f"redis: {settings.redis_url or 'embedded in ' + str(settings.data_dir)}")
-        finally:
-            if embedded is not None:
-                embedded.stop_if_last()
-    except Exception as exc:  # noqa: BLE001 - any failure to reach Redis is reported, not raised
-        report(False, f"redis: cannot connect ({exc}); check REDIS_URL or unset it to use the embedded server")
-    if (email := settings.email) is not None:
-        from adapters.email import check_settings
-
-        try:
-            check_settings(email)
-            report(True, f"email: {email.address}; IMAP {email.imap_host}:{email.imap_port} ({email.imap_tls}), "
-                         f"SMTP {email.smtp_host}:{email.smtp_port} ({email.smtp_tls})")  # fmt: skip
-        except BotError as exc:
-            report(False, str(exc))
-    if settings.has_model:
-        report(True, f"model: {settings.model} via {settings.anthropic_base_url or 'api.anthropic.com'}")
-    else:
-        print("-   model: none; free text gets a help answer. Set ANTHROPIC_API_KEY to enable Claude.")
-    return 1 if problems else 0

@@ -7,7 +7,6 @@ and the thread view use the REST API.
 """
 
 import asyncio
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Query
@@ -21,9 +20,10 @@ from bot.http_auth import TokenAuth
 from bot.http_errors import responses
 from bot.http_models import Accepted, Approve, Reject, Text
 from bot.http_ops import Operations
+from config import resources
 from core import events as ev
 
-CONSOLE_DIR = Path(__file__).resolve().parent / "console"
+CONSOLE_DIR = resources.shipped("bot") / "console"  # the page, its script and style: package data
 MAX_WAIT_SECONDS = 25.0
 
 ConversationId = Annotated[str, Field(pattern=CONVERSATION.pattern, description="the browser's conversation id")]

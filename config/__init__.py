@@ -1,5 +1,7 @@
-"""Settings (from the environment) and the tool and prompt configuration files."""
+"""Settings (from the environment) and the shipped configuration: tools, agents, hooks, schedules.
 
-from config.settings import CONFIG_DIR, PROJECT_DIR, Settings
+Nothing is imported here: `python -m config.deploybot.deployctl` (a tool the shipped config runs)
+must not pay for pydantic. Import from the modules: `from config.settings import Settings`.
+"""
 
-__all__ = ["CONFIG_DIR", "PROJECT_DIR", "Settings"]
+__all__: list[str] = []

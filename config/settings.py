@@ -8,10 +8,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from config import resources
 from config.channels import DiscordSettings, EmailSettings, HttpSettings, SlackSettings, env_values, validated
 
-CONFIG_DIR = Path(__file__).resolve().parent
-PROJECT_DIR = CONFIG_DIR.parent
+CONFIG_DIR = resources.config_dir()
 GROUP_PREFIX = "BOT_GROUP_"
 
 
@@ -33,10 +33,11 @@ class Settings(BaseModel):
     hooks_file: Path = Field(CONFIG_DIR / "hooks.toml", alias="BOT_HOOKS_FILE")
     agents_file: Path | None = Field(None, alias="BOT_AGENTS_FILE")
     schedules_file: Path | None = Field(None, alias="BOT_SCHEDULES_FILE")
-    evals_dir: Path = Field(PROJECT_DIR / "evals", alias="BOT_EVALS_DIR")
+    evals_dir: Path = Field(default_factory=resources.evals_dir, alias="BOT_EVALS_DIR")
     schedule_every: float = Field(20.0, gt=0, alias="BOT_SCHEDULE_EVERY")
-    prompts_dir: Path = Field(PROJECT_DIR / "prompts", alias="BOT_PROMPTS_DIR")
-    workdir: Path = Field(PROJECT_DIR, alias="BOT_WORKDIR")
+    prompts_dir: Path = Field(default_factory=resources.prompts_dir, alias="BOT_PROMPTS_DIR")
+    # Where command tools run: the current directory (the shipped tools are modules, found anywhere).
+    workdir: Path = Field(default_factory=Path.cwd, alias="BOT_WORKDIR")
     agent: str = Field("deploybot", alias="BOT_AGENT")
     anthropic_api_key: SecretStr | None = Field(None, alias="ANTHROPIC_API_KEY")
     anthropic_base_url: str | None = Field(None, alias="ANTHROPIC_BASE_URL")

@@ -6,8 +6,6 @@ import asyncio
 import contextlib
 import importlib
 import inspect
-import os
-import shutil
 import sys
 import time
 from collections.abc import Mapping
@@ -20,7 +18,7 @@ import aiohttp
 
 from core.errors import ConfigError, ToolFailed
 from core.redact import Redactor
-from core.tools import PLACEHOLDER, CommandExecutor, HttpExecutor, PythonExecutor, ToolRegistry, ToolSpec
+from core.tools import PLACEHOLDER, CommandExecutor, HttpExecutor, PythonExecutor, ToolSpec
 
 
 @dataclass(frozen=True)
@@ -173,27 +171,3 @@ class ToolRunner:
         except Exception as exc:
             raise ToolFailed(f"{name} failed: {type(exc).__name__}: {exc}") from exc
         return str(result)
-
-
-def missing_programs(tools: ToolRegistry, workdir: Path, path: str | None) -> list[str]:
-    """What a command executor would fail to start: a program not on `path` (PATH) or not executable, or
-    the script `{python}` runs not there (relative to `workdir`, BOT_WORKDIR). Placeholders are not checked."""
-    found: list[str] = []
-    for name in tools.names():
-        executor = tools.get(name).executor
-        if not isinstance(executor, CommandExecutor):
-            continue
-        program, *rest = executor.argv
-        if program == "{python}":
-            script = rest[0] if rest else ""
-            if script and not script.startswith("-") and "{" not in script and not (workdir / script).is_file():
-                found.append(f"tool {name!r} runs {script}, which is not in {workdir}; fix its argv or BOT_WORKDIR")
-        elif "{" in program:
-            continue
-        elif "/" in program:
-            where = workdir / program
-            if not (where.is_file() and os.access(where, os.X_OK)):
-                found.append(f"tool {name!r} runs {where}, which is not an executable file; fix its argv")
-        elif shutil.which(program, path=path) is None:
-            found.append(f"tool {name!r} runs {program!r}, which is not on PATH; install it or fix its argv")
-    return found

@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 
 from bot.main import Core, build_core
 from bot.redis_server import EmbeddedRedis
-from config.settings import PROJECT_DIR, Settings
+from config.settings import Settings
 from core.events import MessageTrigger, Outbound, Reply
 from core.ids import new_id
 from core.llm import Decision, ModelRequest
@@ -103,7 +103,7 @@ APPROVER = "cli:dana"
 
 
 def test_settings(tmp_path: Path, **env: str) -> Settings:
-    base = {"BOT_DATA_DIR": str(tmp_path / "data"), "BOT_WORKDIR": str(PROJECT_DIR), "BOT_GROUP_ONCALL": APPROVER}
+    base = {"BOT_DATA_DIR": str(tmp_path / "data"), "BOT_WORKDIR": str(tmp_path), "BOT_GROUP_ONCALL": APPROVER}
     return Settings.from_env(base | env)
 
 

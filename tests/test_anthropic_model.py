@@ -13,7 +13,7 @@ import anthropic
 import pytest
 import redis.asyncio as aioredis
 
-from config.settings import PROJECT_DIR
+from config import resources
 from core import events as ev
 from core.anthropic_model import AnthropicModel
 from core.ids import thread_id_for
@@ -53,7 +53,7 @@ async def make_bot(fake_redis: aioredis.Redis, make_harness: Callable[..., Harne
             client = await stack.enter_async_context(
                 anthropic.AsyncAnthropic(api_key="test", base_url=fake.base_url, max_retries=max_retries)
             )
-            model = AnthropicModel(client, PromptLibrary(PROJECT_DIR / "prompts"), model=MODEL, agent="deploybot")
+            model = AnthropicModel(client, PromptLibrary(resources.prompts_dir()), model=MODEL, agent="deploybot")
             return make_harness(redis if redis is not None else fake_redis, model), fake
 
         yield factory
@@ -104,7 +104,7 @@ async def test_request_asks_claude_for_one_tool_call_with_a_cached_prefix(make_b
     assert (approval.tool, approval.args, approval.reason) == ("deploy", DEPLOY, "Deploying api 1.4.2 to production.")
     assert (await state_of(h)).status == "awaiting_approval"
     [body] = fake.requests
-    prompt = PromptLibrary(PROJECT_DIR / "prompts").render("deploybot", agent_name="deploybot")
+    prompt = PromptLibrary(resources.prompts_dir()).render("deploybot", agent_name="deploybot")
     assert body["system"] == [{"type": "text", "text": prompt.text, "cache_control": {"type": "ephemeral"}}]
     assert "You are deploybot" in prompt.text
     names = [tool["name"] for tool in body["tools"]]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot import commands
+from bot.check import check_config
 from tests.conftest import test_settings as settings_for
 
 TOOLS = """
@@ -28,7 +28,7 @@ async def test_a_missing_script_or_program_is_reported_with_the_fix(
     tools = tmp_path / "tools.toml"
     tools.write_text(TOOLS)
     settings = settings_for(tmp_path, BOT_TOOLS_FILE=str(tools), REDIS_URL=embedded_redis)
-    code = await commands.check_config(settings, {"PATH": "/usr/bin:/bin"})
+    code = await check_config(settings, {"PATH": "/usr/bin:/bin"})
     printed = capsys.readouterr().out.splitlines()
     assert code == 1
     errors = [line for line in printed if line.startswith("ERR")]
@@ -39,5 +39,5 @@ async def test_a_missing_script_or_program_is_reported_with_the_fix(
 
 async def test_the_shipped_tools_all_start(tmp_path, embedded_redis, capsys: pytest.CaptureFixture[str]) -> None:
     settings = settings_for(tmp_path, REDIS_URL=embedded_redis)
-    await commands.check_config(settings, {"PATH": "/usr/bin:/bin"})
+    await check_config(settings, {"PATH": "/usr/bin:/bin"})
     assert "ok  command tools: every program and script found" in capsys.readouterr().out

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from config.settings import CONFIG_DIR, PROJECT_DIR
+from config import resources
+from config.settings import CONFIG_DIR
 from core.commands import CommandModel, parse_command, parse_decision
 from core.errors import InvalidToolCall
 from core.prompts import PromptLibrary
@@ -73,7 +74,7 @@ def test_help_lists_only_the_tools_the_caller_may_use(tmp_path: Path) -> None:
         "executor = {kind='command', argv=['true']}\n"
     )
     registry = load_tools(tools)
-    model = CommandModel(PromptLibrary(PROJECT_DIR / "prompts"))
+    model = CommandModel(PromptLibrary(resources.prompts_dir()))
     assert "/drain" in model.help_text(registry, "cli:dana")
     outsider = model.help_text(registry, "cli:mallory")
     assert "/status" in outsider and "/drain" not in outsider

@@ -1,4 +1,4 @@
-"""scripts/deployctl.py, driven as a real subprocess against a state file in tmp_path."""
+"""config/deploybot/deployctl.py, driven as a real subprocess (as the tools run it) against a state file in tmp_path."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).parents[1]
-SCRIPT = "scripts/deployctl.py"
+PROGRAM = ["-I", "-m", "config.deploybot.deployctl"]  # as config/tools.toml runs it
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -29,11 +28,11 @@ def env(state_file: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def run(env: dict[str, str]) -> Run:
+def run(env: dict[str, str], tmp_path: Path) -> Run:
     def _run(*args: str, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, SCRIPT, *args],
-            cwd=REPO_ROOT,
+            [sys.executable, *PROGRAM, *args],
+            cwd=tmp_path,
             env=env | (extra_env or {}),
             capture_output=True,
             text=True,
@@ -167,7 +166,7 @@ def test_test_subcommand_fails_for_listed_service(run: Run) -> None:
     assert passing.returncode == 0
 
 
-def test_concurrent_deploys_lose_no_update(env: dict[str, str], state_file: Path, run: Run) -> None:
+def test_concurrent_deploys_lose_no_update(env: dict[str, str], state_file: Path, run: Run, tmp_path: Path) -> None:
     """Eight processes deploying at once each leave their entry and live version behind."""
     targets = [
         (service, f"2.{i}.0", environment)
@@ -177,8 +176,8 @@ def test_concurrent_deploys_lose_no_update(env: dict[str, str], state_file: Path
     ]
     procs = [
         subprocess.Popen(
-            [sys.executable, SCRIPT, "deploy", *target, "--by", "ci"],
-            cwd=REPO_ROOT,
+            [sys.executable, *PROGRAM, "deploy", *target, "--by", "ci"],
+            cwd=tmp_path,
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

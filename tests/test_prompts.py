@@ -7,14 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from config.settings import CONFIG_DIR, PROJECT_DIR
+from config import resources
+from config.settings import CONFIG_DIR
 from core.commands import CommandModel
 from core.errors import ConfigError
 from core.prompts import PromptLibrary
 from core.tools import load_tools
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
-LIBRARY = PromptLibrary(PROJECT_DIR / "prompts")
+LIBRARY = PromptLibrary(resources.prompts_dir())
 
 
 def _matches_snapshot(name: str, text: str) -> None:

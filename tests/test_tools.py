@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from config.settings import CONFIG_DIR, PROJECT_DIR
+from config.settings import CONFIG_DIR
 from core.errors import ConfigError, InvalidToolCall, ToolFailed
 from core.executors import CallContext, ToolRunner
 from core.redact import Redactor
@@ -100,7 +100,7 @@ def test_config_mistakes_name_the_tool_and_the_fix(tmp_path: Path, text: str, me
 
 def _runner(tmp_path: Path, env: dict[str, str] | None = None, http=None) -> ToolRunner:
     env = {"PATH": os.environ["PATH"], **(env or {})}
-    return ToolRunner(workdir=PROJECT_DIR, data_dir=tmp_path, env=env, redactor=Redactor.from_env(env), http=http)
+    return ToolRunner(workdir=tmp_path, data_dir=tmp_path, env=env, redactor=Redactor.from_env(env), http=http)
 
 
 def _command(argv: list[str], **extra) -> ToolSpec:
@@ -114,7 +114,7 @@ async def test_command_arguments_are_never_interpreted_by_a_shell(tmp_path: Path
                     parameters={"type": "object", "properties": {"text": {"type": "string"}}})  # fmt: skip
     out = await _runner(tmp_path).run(spec, {"text": "$(touch pwned); `id`; echo hi"}, CTX)
     assert out.text == "$(touch pwned); `id`; echo hi"
-    assert not (PROJECT_DIR / "pwned").exists()
+    assert not (tmp_path / "pwned").exists()
 
 
 async def test_a_failing_command_is_one_line_with_its_status(tmp_path: Path) -> None:

@@ -11,7 +11,8 @@ from typing import Any
 import anthropic
 import pytest
 
-from config.settings import CONFIG_DIR, PROJECT_DIR
+from config import resources
+from config.settings import CONFIG_DIR
 from core.agents import Effect, Profile, Roster, load_roster
 from core.errors import ConfigError
 from core.eval_models import Live, Replay
@@ -20,8 +21,8 @@ from core.prompts import PromptLibrary
 from core.tools import ToolSpec, load_tools
 from tests.fake_anthropic import FakeAnthropic, text_reply, tool_use
 
-EVALS = PROJECT_DIR / "evals"
-PROMPTS = PromptLibrary(PROJECT_DIR / "prompts")
+EVALS = resources.evals_dir()
+PROMPTS = PromptLibrary(resources.prompts_dir())
 MODEL = "claude-sonnet-4-6"
 
 EXPECTED_SUMMARY = """

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from config.settings import CONFIG_DIR, PROJECT_DIR
+from config import resources
+from config.settings import CONFIG_DIR
 from core.agents import Roster, load_roster
 from core.errors import ConfigError
 from core.prompts import PromptLibrary
 from core.tools import load_tools
 
-PROMPTS = PromptLibrary(PROJECT_DIR / "prompts")
+PROMPTS = PromptLibrary(resources.prompts_dir())
 TOOLS = load_tools(CONFIG_DIR / "tools.toml")
 AGENT = "[agents.deploybot]\ndescription = 'Deploys.'\ntools = ['deploy', 'status']\n"
 

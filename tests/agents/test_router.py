@@ -8,7 +8,7 @@ import anthropic
 import pytest
 import redis.asyncio as aioredis
 
-from config.settings import PROJECT_DIR
+from config import resources
 from core import events as ev
 from core.anthropic_model import AnthropicModel
 from core.context import render
@@ -177,7 +177,7 @@ async def test_each_agent_asks_claude_with_its_own_prompt_and_tools(
         tool_use("health", {"service": "api", "environment": "production"}),
         tool_use("reply", {"message": "api is healthy again."}),
     ]
-    prompts = PromptLibrary(PROJECT_DIR / "prompts")
+    prompts = PromptLibrary(resources.prompts_dir())
     async with FakeAnthropic(script) as fake, anthropic.AsyncAnthropic(api_key="t", base_url=fake.base_url) as client:
         models = {name: AnthropicModel(client, prompts, model=MODEL, agent=name) for name in ("router", "incident")}
         h = make_crew(fake_redis, models)

@@ -13,7 +13,8 @@ from config.settings import CONFIG_DIR
 from core import events as ev
 from core import keys
 from core.errors import ConfigError
-from core.schedules import Schedule, Scheduler, last_tick_key, load_schedules
+from core.scheduler import Scheduler, last_tick_key
+from core.schedules import Schedule, load_schedules
 from tests.agents.conftest import MakeCrew, roster_of
 from tests.conftest import FakeClock, Harness
 

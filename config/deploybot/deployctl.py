@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """deployctl: a simulated deployment system that records its state in one JSON file.
 
-The bot's tools run this as argv (never through a shell). State lives at $DEPLOYCTL_STATE, else
-$BOT_DATA_DIR/deployments.json (BOT_DATA_DIR defaults to ./.bot). Every command that reads or writes
-state holds an exclusive flock on a sidecar ``.lock`` file and writes via temp file + os.replace, so
-concurrent invocations never lose an update. Errors go to stderr with exit code 2.
+The bot's tools run this as argv (`python -I -m config.deploybot.deployctl ...`, never through a
+shell). State lives at $DEPLOYCTL_STATE, else $BOT_DATA_DIR/deployments.json (BOT_DATA_DIR defaults
+to ./.bot). Every command that reads or writes state holds an exclusive flock on a sidecar ``.lock``
+file and writes via temp file + os.replace, so concurrent invocations never lose an update. Errors go
+to stderr with exit code 2.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""The `health` tool: a simulated health endpoint for the services `scripts/deployctl.py` manages.
+"""The `health` tool: a simulated health endpoint for the services `deployctl` manages.
 
-Run as a script (`python -I core/healthcheck.py api production`), not imported: it reads the
+Run as a program (`python -I -m config.deploybot.healthcheck api production`), not imported: it reads the
 same deployment record as deployctl (``$DEPLOYCTL_STATE``, else ``$BOT_DATA_DIR/deployments.json``)
 to find the version live in that environment, and answers healthy unless that service, or that
 service at that version, is listed in ``$DEPLOYCTL_UNHEALTHY`` (``api`` or ``api@1.4.3``). So a bad
