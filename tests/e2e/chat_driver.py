@@ -14,7 +14,7 @@ import os
 import re
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,9 @@ from redis.backoff import NoBackoff
 from tests.conftest import APPROVER
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = "/deploy api 1.4.2 production"
+DEPLOY_ARGS = {"service": "api", "version": "1.4.2", "environment": "production"}
+DEPLOYED = r"^bot> deployed api 1\.4\.2 to production \(was 1\.0\.0\), deployment d-\w+"
 DEADLINE_SECONDS = 30.0
 # Variables of the developer's shell that would change what the bot does.
 _SCRUBBED = ("ANTHROPIC_API_KEY", "REDIS_URL")
@@ -118,10 +121,22 @@ class Chat:
 
 
 class BotProcesses:
-    """The bot processes of one test, on one data directory, and the redis-server they share."""
+    """The bot processes of one test, on one data directory, and the redis-server they share.
 
-    def __init__(self, data_dir: Path) -> None:
+    `command` is how the bot is started (default: this interpreter's `-m bot`, from the checkout), `cwd`
+    where, and `env` what is added to the scrubbed environment (see `bot_env`)."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        command: Sequence[str] = (sys.executable, "-m", "bot"),
+        cwd: Path = REPO_ROOT,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.data_dir = data_dir
+        self.command = list(command)
+        self.cwd = cwd
+        self.env = dict(env or {})
         self._chats: list[Chat] = []
 
     @property
@@ -131,9 +146,9 @@ class BotProcesses:
     async def chat(self, *args: str, env: Mapping[str, str] | None = None) -> Chat:
         """Start `bot chat ARGS` and wait for its banner."""
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot", "chat", *args,
-            cwd=REPO_ROOT,
-            env=bot_env(self.data_dir, **(env or {})),
+            *self.command, "chat", *args,
+            cwd=self.cwd,
+            env=bot_env(self.data_dir, **self.env, **(env or {})),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -146,9 +161,9 @@ class BotProcesses:
     async def run(self, *args: str) -> str:
         """Run a one-shot `bot ARGS` to completion; returns stdout, fails on a non-zero exit."""
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot", *args,
-            cwd=REPO_ROOT,
-            env=bot_env(self.data_dir),
+            *self.command, *args,
+            cwd=self.cwd,
+            env=bot_env(self.data_dir, **self.env),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -238,3 +253,26 @@ async def _wait_gone(pid: int) -> None:
     finally:
         loop.remove_reader(fd)
         os.close(fd)
+
+
+async def request_deploy(chat: Chat, text: str = DEPLOY) -> str:
+    """Ask for the production deploy and return the approval id the bot prints."""
+    await chat.say(text)
+    match = await chat.expect(r"^bot> approval needed \[(\w+)\]: deploy (\{.*\})$")
+    approval_id, args = match.groups()
+    assert args == '{"environment": "production", "service": "api", "version": "1.4.2"}'
+    await chat.expect(rf"^bot>   answer: approve {approval_id}  \|  reject {approval_id} <reason>$")
+    return approval_id
+
+
+async def on_call(bots: BotProcesses, env: dict[str, str] | None = None) -> Chat:
+    """A second terminal, as APPROVER."""
+    return await bots.chat("--user", APPROVER.removeprefix("cli:"), env=env)
+
+
+async def approve(requester: Chat, approval_id: str, by: Chat) -> None:
+    """`by` approves at her terminal; the receipt and the deploy's result print at the requester's, where the
+    thread is. (The approver's terminal prints no receipt: see `test_the_approver_sees_the_receipt`.)"""
+    await by.say(f"approve {approval_id}")
+    await requester.expect(rf"^bot> approval {approval_id} approved by {APPROVER} at ")
+    await requester.expect(DEPLOYED)

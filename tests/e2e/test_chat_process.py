@@ -15,15 +15,12 @@ from typing import Any
 import pytest
 
 from tests.conftest import APPROVER
-from tests.e2e.chat_driver import BotProcesses, Chat
+from tests.e2e.chat_driver import DEPLOY, DEPLOY_ARGS, DEPLOYED, BotProcesses, approve, on_call, request_deploy
 from tests.fake_anthropic import FakeAnthropic, tool_use
 
 # Every bot start imports the SDKs and joins or starts a redis-server: seconds, not milliseconds.
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
-DEPLOY = "/deploy api 1.4.2 production"
-DEPLOY_ARGS = {"service": "api", "version": "1.4.2", "environment": "production"}
-DEPLOYED = r"^bot> deployed api 1\.4\.2 to production \(was 1\.0\.0\), deployment d-\w+"
 REASON = "not during the freeze"
 
 
@@ -34,29 +31,6 @@ async def bots(tmp_path: Path) -> AsyncIterator[BotProcesses]:
         yield processes
     finally:
         await processes.close()
-
-
-async def request_deploy(chat: Chat, text: str = DEPLOY) -> str:
-    """Ask for the production deploy and return the approval id the bot prints."""
-    await chat.say(text)
-    match = await chat.expect(r"^bot> approval needed \[(\w+)\]: deploy (\{.*\})$")
-    approval_id, args = match.groups()
-    assert args == '{"environment": "production", "service": "api", "version": "1.4.2"}'
-    await chat.expect(rf"^bot>   answer: approve {approval_id}  \|  reject {approval_id} <reason>$")
-    return approval_id
-
-
-async def on_call(bots: BotProcesses, env: dict[str, str] | None = None) -> Chat:
-    """A second terminal, as APPROVER."""
-    return await bots.chat("--user", APPROVER.removeprefix("cli:"), env=env)
-
-
-async def approve(requester: Chat, approval_id: str, by: Chat) -> None:
-    """`by` approves at her terminal; the receipt and the deploy's result print at the requester's, where the
-    thread is. (The approver's terminal prints no receipt: see `test_the_approver_sees_the_receipt`.)"""
-    await by.say(f"approve {approval_id}")
-    await requester.expect(rf"^bot> approval {approval_id} approved by {APPROVER} at ")
-    await requester.expect(DEPLOYED)
 
 
 async def pending_approvals(bots: BotProcesses) -> dict[str, str]:
