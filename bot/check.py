@@ -7,6 +7,7 @@ is looked for, not started), so it is safe to run anywhere, often, and fast.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,6 +22,7 @@ from core.schedules import load_schedules
 from core.tools import ToolRegistry, load_tools
 
 VERSION_TIMEOUT_SECONDS = 5.0
+PACKAGES = ("bot", "adapters", "core", "config", "prompts", "evals")  # the wheel's top-level packages
 
 
 class Report:
@@ -43,6 +45,7 @@ class Report:
 async def check_config(settings: Settings, env: Mapping[str, str]) -> int:
     """Check each piece and print how to fix what is wrong; exit 1 if anything is."""
     report = Report()
+    _check_packages(report)
     tools = _check_tools(settings, env, report)
     agents = _check_agents(settings, tools, report)
     if (schedules_file := settings.schedules_path) is not None:
@@ -71,6 +74,23 @@ async def check_config(settings: Settings, env: Mapping[str, str]) -> int:
     else:
         report.note("model: none; free text gets a help answer. Set ANTHROPIC_API_KEY to enable Claude.")
     return 1 if report.errors else 0
+
+
+def _check_packages(report: Report) -> None:
+    """The bot's top-level packages all come from one place: their names are plain (`config`, `core`), so
+    another project's package of the same name, earlier on sys.path, would shadow one of them."""
+    home = Path(__file__).resolve().parents[1]
+    strays = []
+    for name in PACKAGES:
+        spec = importlib.util.find_spec(name)
+        where = [Path(p).resolve().parent for p in (spec.submodule_search_locations or [])] if spec else []
+        if where != [home]:
+            strays.append(f"{name} ({', '.join(map(str, where)) or 'not found'})")
+    if strays:
+        report(False, f"packages: {'; '.join(strays)} not beside bot in {home}: another project's package "
+                      "shadows it; install opsbot in an environment of its own (pipx or uv tool, see README)")  # fmt: skip
+    else:
+        report(True, f"packages: {', '.join(PACKAGES)} from {home}")
 
 
 def _check_tools(settings: Settings, env: Mapping[str, str], report: Report) -> ToolRegistry | None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from bot.check import check_config
@@ -41,3 +45,28 @@ async def test_the_shipped_tools_all_start(tmp_path, embedded_redis, capsys: pyt
     settings = settings_for(tmp_path, REDIS_URL=embedded_redis)
     await check_config(settings, {"PATH": "/usr/bin:/bin"})
     assert "ok  command tools: every program and script found" in capsys.readouterr().out
+
+
+async def test_the_shipped_config_checks_clean_and_changes_nothing(
+    tmp_path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No REDIS_URL: the embedded server is looked for, not started; nothing appears in the folder or data dir."""
+    monkeypatch.chdir(tmp_path)
+    settings = settings_for(tmp_path)
+    code = await check_config(settings, {"PATH": "/usr/bin:/bin"})
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "ok  redis: embedded (redis-server " in printed
+    assert f"ok  data: {tmp_path / 'data'} (created on start)" in printed
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_package_shadowed_by_another_projects_is_named(tmp_path) -> None:
+    (tmp_path / "shadow" / "evals").mkdir(parents=True)
+    (tmp_path / "shadow" / "evals" / "__init__.py").write_text("")  # e.g. another project's `evals`
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BOT_")} | {"PYTHONPATH": str(tmp_path / "shadow")}
+    done = subprocess.run([sys.executable, "-m", "bot", "check-config"], check=False, capture_output=True, text=True,
+                          cwd=tmp_path, env=env | {"BOT_DATA_DIR": str(tmp_path / "data")}, timeout=60)  # fmt: skip
+    assert done.returncode == 1
+    assert f"ERR packages: evals ({tmp_path / 'shadow'}) not beside bot in " in done.stdout, done.stdout
+    assert "another project's package shadows it; install opsbot in an environment of its own" in done.stdout
