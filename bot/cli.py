@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.metadata
 import os
 import signal
 import sys
@@ -15,8 +16,16 @@ from config.settings import Settings
 from core.errors import BotError
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("opsbot")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bot", description="A chatops bot: agent threads, tools and approvals.")
+    parser.add_argument("--version", action="version", version=f"opsbot {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="everything in one process: web console + API, configured channels, a worker")
     sub.add_parser("serve", help="the HTTP server (API, webhooks, console, /metrics, health) and a worker")

@@ -116,6 +116,10 @@ def test_it_runs_from_the_installed_packages_not_the_checkout(installed: Install
     probe = "import bot, config, core, prompts, evals; print('\\n'.join(m.__file__ for m in (bot, config, core, prompts, evals)))"
     files = _run([str(installed.venv / "bin" / "python"), "-c", probe], cwd=place.work, env=place.env).stdout.split()
     assert all(Path(file).is_relative_to(installed.site) for file in files), files
+    version = installed.wheel.name.split("-")[1]
+    for command in ("bot", "opsbot"):
+        shown = _run([str(installed.venv / "bin" / command), "--version"], cwd=place.work, env=place.env).stdout
+        assert shown.strip() == f"opsbot {version}"
 
 
 def test_check_config_passes_and_changes_nothing(installed: Installed, place: Place) -> None:
