@@ -20,6 +20,7 @@ from bot.main import (
     running_core,
     setup_logging,
 )
+from config import resources
 from config.settings import Settings
 from core.agents import Roster
 from core.errors import ConfigError
@@ -199,6 +200,11 @@ async def evals(settings: Settings, args: argparse.Namespace) -> int:
     client = anthropic_client(settings)
     if client is None and args.record:
         raise ConfigError("bot eval --record calls the model: set ANTHROPIC_API_KEY")
+    if args.record and resources.installed(recordings):
+        raise ConfigError(
+            "bot eval --record writes the answers beside the scenarios, and these are the ones installed with the "
+            "bot: run `bot init DIR` and set BOT_EVALS_DIR to DIR/evals to record your own"
+        )
     models: Live | Replay = (
         Live(client, prompts, model=settings.model, record=recordings if args.record else None)
         if client is not None

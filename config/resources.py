@@ -7,6 +7,7 @@ site-packages, a container), never relative to the current directory or to the i
 from __future__ import annotations
 
 import importlib.util
+import sysconfig
 from importlib.resources import files
 from pathlib import Path
 
@@ -20,6 +21,13 @@ def shipped(package: str) -> Path:
     if not root.is_dir():
         raise RuntimeError(f"package {package!r} is not installed as files on disk; install opsbot with pip")
     return root
+
+
+def installed(path: Path) -> bool:
+    """True for a path inside this environment's site-packages (an installed wheel's files: never to be
+    written); false in a checkout, an editable install included."""
+    paths = sysconfig.get_paths()
+    return any(path.resolve().is_relative_to(Path(paths[key]).resolve()) for key in ("purelib", "platlib"))
 
 
 def config_dir() -> Path:

@@ -169,6 +169,9 @@ async def test_a_chat_approval_session_deploys(bots: BotProcesses, place: Place)
 def test_eval_runs_offline_on_the_recorded_answers(installed: Installed, place: Place) -> None:
     out = _run([str(installed.bot), "eval"], cwd=place.work, env=place.env).stdout
     assert "approval gate:" in out and "0 would have run without one" in out, out
+    record = subprocess.run([str(installed.bot), "eval", "--record"], check=False, cwd=place.work, capture_output=True,
+                            env=place.env | {"ANTHROPIC_API_KEY": "test"}, text=True, timeout=COMMAND_SECONDS)  # fmt: skip
+    assert record.returncode == 2 and "these are the ones installed with the bot: run `bot init DIR`" in record.stderr
     assert list(place.work.iterdir()) == []
 
 
