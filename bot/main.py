@@ -19,7 +19,7 @@ from redis.backoff import NoBackoff
 from bot.redis_server import EmbeddedRedis
 from bot.redis_wait import PROBE_TIMEOUT_SECONDS, wait_for_redis
 from config.settings import Settings
-from core import failpoints, logs
+from core import failpoints, logs, tracing
 from core.agent import Agent, Limits, Models
 from core.agents import ROUTER, Roster, load_roster
 from core.budget import budgeted, model_limit
@@ -87,7 +87,11 @@ class Core:
 
 
 def setup_logging(settings: Settings, redactor: Redactor, level: str | None = None) -> None:
-    """Logs on stderr: JSON lines (BOT_LOG_FORMAT=json) or text, with thread context, secrets redacted."""
+    """Logs on stderr: JSON lines (BOT_LOG_FORMAT=json) or text, with thread context, secrets redacted.
+
+    Also where a process starts tracing, when the standard OTEL_* variables ask for it (`core.tracing`:
+    the SDK reads them from the environment itself); without them nothing of OpenTelemetry is imported.
+    """
     handler = logging.StreamHandler()
     handler.addFilter(logs.ContextFilter())
     handler.addFilter(RedactingFilter(redactor))
@@ -96,6 +100,7 @@ def setup_logging(settings: Settings, redactor: Redactor, level: str | None = No
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=(level or settings.log_level).upper(), handlers=[handler], force=True)
+    tracing.configure(os.environ)  # once per process; after the handler, so "tracing on" is logged
 
 
 def redis_url(settings: Settings) -> tuple[str, EmbeddedRedis | None]:

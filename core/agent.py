@@ -11,6 +11,7 @@ the thread's lease, and every write is checked against the sequence number it re
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from core import events as ev
@@ -21,7 +22,7 @@ from core.commands import parse_decision
 from core.executors import ToolRunner
 from core.ids import new_id, thread_id_for
 from core.llm import Model
-from core.loop import Loop
+from core.loop import Loop, log_step
 from core.metrics import Metrics
 from core.ports import Clock, Publisher
 from core.redact import Redactor
@@ -312,6 +313,7 @@ class Agent:
             there = {"channel": trigger.channel, "conversation": trigger.conversation, "reply_to": trigger.reply_to}
             run.outbox.append(receipt.model_copy(update={"id": new_id(), **there}))
         _notify_copies(run, record, receipt, skip={trigger.channel})
+        started, outcome = time.perf_counter(), "rejected"
         if decided.decision == "reject":
             reason = f"rejected by {record.decided_by}: {record.comment or 'no reason given'}"
             await run.commit(decided, run.error(record.call_id, record.tool, reason, "rejected"), decision=write)
@@ -319,7 +321,8 @@ class Agent:
             await run.commit(decided, run.error(record.call_id, record.tool, refusal, "rejected"), decision=write)
         else:
             spec = self.tools.get(record.tool)
-            await self.loop.execute(run, spec, record.call_id, record.args, decided, decision=write)
+            outcome = await self.loop.execute(run, spec, record.call_id, record.args, decided, decision=write)
+        log_step(run.state.steps, record.tool, outcome, started)  # the step that asked for the approval ends
 
     # --- plumbing ---------------------------------------------------------------------------
 

@@ -8,11 +8,13 @@ from typing import Any, cast
 
 import anthropic
 
-from core import context
+from core import context, tracing
 from core.errors import LLMBadResponse, LLMError, LLMRateLimited
 from core.llm import Decision, ModelRequest, Usage
 from core.prompts import PromptLibrary
 from core.tools import ToolRegistry
+
+PROVIDER = "anthropic"
 
 
 def _reason(exc: anthropic.APIError) -> str:
@@ -21,6 +23,20 @@ def _reason(exc: anthropic.APIError) -> str:
     error = body.get("error")
     message = error.get("message") if isinstance(error, dict) else None
     return str(message or exc.message)
+
+
+def _record_response(span: tracing.Span, response: anthropic.types.Message) -> None:
+    """The response attributes of the GenAI conventions; their input tokens include the cached ones."""
+    usage = response.usage
+    cache_read, cache_write = usage.cache_read_input_tokens or 0, usage.cache_creation_input_tokens or 0
+    span.set_attribute("gen_ai.response.model", response.model)
+    span.set_attribute("gen_ai.response.id", response.id)
+    if response.stop_reason:
+        span.set_attribute("gen_ai.response.finish_reasons", [response.stop_reason])
+    span.set_attribute("gen_ai.usage.input_tokens", usage.input_tokens + cache_read + cache_write)
+    span.set_attribute("gen_ai.usage.output_tokens", usage.output_tokens)
+    span.set_attribute("gen_ai.usage.cache_read.input_tokens", cache_read)
+    span.set_attribute("gen_ai.usage.cache_creation.input_tokens", cache_write)
 
 
 class AnthropicModel:
@@ -49,6 +65,18 @@ class AnthropicModel:
         self._max_tokens = max_tokens
         self._budget = budget_tokens
 
+    def _span_attributes(self, request: ModelRequest) -> dict[str, tracing.Attribute]:
+        """The GenAI semantic conventions' request attributes (no prompt or messages: they can hold secrets)."""
+        return {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": PROVIDER,
+            "gen_ai.system": PROVIDER,  # the older name, still what many backends read
+            "gen_ai.request.model": self._model,
+            "gen_ai.request.max_tokens": self._max_tokens,
+            "gen_ai.agent.name": self._agent,
+            "gen_ai.conversation.id": request.state.thread_id,
+        }
+
     def _tools(self, registry: ToolRegistry) -> list[dict[str, Any]]:
         tools = [dict(definition) for definition in registry.definitions()]
         tools[-1]["cache_control"] = {"type": "ephemeral"}
@@ -59,14 +87,19 @@ class AnthropicModel:
         messages = context.render(request.history, set(request.tools.names()), self._budget)
         started = time.perf_counter()
         try:
-            response = await self._client.messages.create(  # type: ignore[call-overload]
-                model=self._model,
-                max_tokens=self._max_tokens,
-                system=[{"type": "text", "text": system.text, "cache_control": {"type": "ephemeral"}}],
-                tools=self._tools(request.tools),
-                tool_choice={"type": "any", "disable_parallel_tool_use": True},
-                messages=messages,
-            )
+            # Inside the `try`: a failed call's span names the SDK's error (RateLimitError), not ours.
+            attributes = self._span_attributes(request) if tracing.on() else None
+            with tracing.span(f"chat {self._model}", attributes, kind="client") as span:
+                response = await self._client.messages.create(  # type: ignore[call-overload]
+                    model=self._model,
+                    max_tokens=self._max_tokens,
+                    system=[{"type": "text", "text": system.text, "cache_control": {"type": "ephemeral"}}],
+                    tools=self._tools(request.tools),
+                    tool_choice={"type": "any", "disable_parallel_tool_use": True},
+                    messages=messages,
+                )
+                if span.is_recording():
+                    _record_response(span, cast(anthropic.types.Message, response))
         except anthropic.RateLimitError as exc:
             raise LLMRateLimited(f"the model API is rate limiting us after retries: {_reason(exc)}") from exc
         except anthropic.APIStatusError as exc:

@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 from pydantic import ValidationError
 
-from core import keys, lua
+from core import keys, lua, tracing
 from core.events import OUTBOUND_ADAPTER, TRIGGER_ADAPTER, Outbound, Trigger
 from core.redact import Redactor
 from core.store import Store, redis_errors
@@ -33,6 +33,19 @@ async def _ensure_group(client: aioredis.Redis, stream: str, group: str) -> None
     except redis.exceptions.ResponseError as exc:
         if "BUSYGROUP" not in str(exc):
             raise
+
+
+def _span_attributes(trigger: Trigger) -> dict[str, tracing.Attribute] | None:
+    if not tracing.on():
+        return None
+    return {
+        "messaging.system": "redis",
+        "messaging.destination.name": keys.INBOX,
+        "messaging.operation.type": "send",
+        "bot.trigger_kind": trigger.kind,
+        "bot.trigger_id": trigger.id,
+        "bot.channel": trigger.channel,
+    }
 
 
 class Bus:
@@ -66,13 +79,24 @@ class Bus:
         return self.redactor.text(text)
 
     async def publish(self, trigger: Trigger) -> bool:
-        """Enqueue a trigger, secrets redacted; False when its dedup key was already seen (a channel retry)."""
-        trigger = self.redactor.model(trigger)
-        args = ["1" if trigger.dedup_key else "0", keys.DEDUP_TTL_SECONDS, trigger.model_dump_json()]
-        with redis_errors():
-            fresh = await self._publish(keys=[keys.INBOX, keys.dedup(trigger.dedup_key)], args=args)
-        if not fresh:
-            log.info("duplicate trigger %s ignored", trigger.dedup_key)
+        """Enqueue a trigger, secrets redacted; False when its dedup key was already seen (a channel retry).
+
+        When tracing, the trigger carries this span's context: the worker's spans join the publisher's trace.
+        """
+        traced = tracing.on()
+        with tracing.span(f"publish {keys.INBOX}", _span_attributes(trigger), kind="producer") as span:
+            if traced:  # a span the sampler dropped is carried too: the worker then drops its own
+                trigger = trigger.model_copy(update={"trace": tracing.inject()})
+            trigger = self.redactor.model(trigger)
+            # Not tracing, the field is left out (a re-published dead letter's old trace with it): a worker
+            # that predates the field refuses unknown fields.
+            raw = trigger.model_dump_json(exclude=None if traced else {"trace"})
+            args = ["1" if trigger.dedup_key else "0", keys.DEDUP_TTL_SECONDS, raw]
+            with redis_errors():
+                fresh = await self._publish(keys=[keys.INBOX, keys.dedup(trigger.dedup_key)], args=args)
+            if not fresh:
+                span.set_attribute("bot.duplicate", True)
+                log.info("duplicate trigger %s ignored", trigger.dedup_key)
         return bool(fresh)
 
     async def keep(self, consumer: str, entry_id: str) -> bool:

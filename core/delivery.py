@@ -24,7 +24,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from core import events as ev
-from core import failpoints
+from core import failpoints, logs, tracing
 from core.bus import Bus
 from core.errors import ChannelError, DeliveryRefused, StoreUnavailable
 from core.ids import new_id
@@ -144,11 +144,12 @@ class Delivery:
                 if outbound.id in self._recent:  # a second copy in the same read
                     await self._finish(entry_id, outbound, stop)
                     continue
-                error = await self._deliver(outbound, stop)
-                if error is None:
-                    await self._finish(entry_id, outbound, stop)
-                elif not stop.is_set():  # when stopping, it stays pending for another renderer
-                    await self._give_up(entry_id, outbound, error, stop)
+                with logs.scope(thread_id=outbound.thread_id, channel=self.channel):  # this lane's task only
+                    error = await self._deliver(outbound, stop)
+                    if error is None:
+                        await self._finish(entry_id, outbound, stop)
+                    elif not stop.is_set():  # when stopping, it stays pending for another renderer
+                        await self._give_up(entry_id, outbound, error, stop)
         finally:
             # No await since the lane was last seen empty: nothing can have arrived in it meanwhile.
             if self._lanes.get(conversation) is lane:
@@ -161,7 +162,8 @@ class Delivery:
             await failpoints.hit("before-render")
             try:
                 async with self._renders:
-                    await self.render(outbound)
+                    with tracing.span(f"deliver {outbound.kind}", self._span_attributes(outbound, attempt)):
+                        await self.render(outbound)
             except DeliveryRefused as exc:
                 return str(exc)
             except Exception as exc:  # noqa: BLE001 - a channel failure is retried; the message is never dropped
@@ -178,6 +180,18 @@ class Delivery:
             await failpoints.hit("after-render")
             return None
         return error
+
+    def _span_attributes(self, outbound: ev.Outbound, attempt: int) -> dict[str, tracing.Attribute] | None:
+        """Which message went where (no text: it can be anything a tool printed); None when not tracing."""
+        if not tracing.on():
+            return None
+        return {
+            "bot.channel": self.channel,
+            "bot.thread_id": outbound.thread_id,
+            "bot.outbound_id": outbound.id,
+            "bot.outbound_kind": outbound.kind,
+            "bot.attempt": attempt + 1,
+        }
 
     async def _finish(self, entry_id: str, outbound: ev.Outbound, stop: asyncio.Event) -> None:
         """Record it rendered and acknowledge it; retried through Redis outages, never fatal."""

@@ -214,6 +214,9 @@ class _Trigger(_Frozen):
     dedup_key: str = ""
     reply_to: dict[str, str] = {}
     thread_id: str = ""
+    # The publisher's trace context (W3C traceparent / tracestate, `core.tracing`); empty when not
+    # tracing, and then left out of the stored JSON, so workers that predate the field read it too.
+    trace: dict[str, str] = {}
 
 
 class MessageTrigger(_Trigger):

@@ -15,14 +15,15 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from core import events as ev
-from core import failpoints, logs
+from core import failpoints, logs, tracing
 from core.agents import Profile, Roster
 from core.approvals import Approvals
 from core.budget import BudgetSpent
 from core.errors import InvalidToolCall, LLMBadResponse, LLMError, ToolError
-from core.executors import CallContext, ToolRunner
+from core.executors import CallContext, ToolOutput, ToolRunner
 from core.ids import new_id
 from core.llm import Decision, Model, ModelRequest
 from core.reducer import ThreadState
@@ -41,6 +42,15 @@ def checked_call(tools: ToolRegistry, caller: str, decision: Decision) -> ToolSp
 
 
 log = logging.getLogger(__name__)
+
+
+def log_step(step: int, tool: str, outcome: str, started: float) -> None:
+    """One INFO line per step: the tool, how it ended, and how long the step took (model and tool)."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    ms = round((time.perf_counter() - started) * 1000, 1)
+    extra = {"step": step, "tool": tool, "outcome": outcome, "duration_ms": ms}
+    log.info("step done: tool=%s outcome=%s %.0f ms", tool or "-", outcome, ms, extra=extra)
 
 
 class Loop:
@@ -68,6 +78,7 @@ class Loop:
     async def advance(self, run: Run) -> None:
         """Take steps while the thread is running and not paused, each as the agent that holds it then."""
         await self._recover_interrupted(run)
+        logs.bind(agent=run.state.agent)  # known only now for a thread this trigger started
         while run.state.status == "running" and not run.state.paused:
             state, profile = run.state, self.roster.get(run.state.agent)
             if state.consecutive_errors >= self.error_limit:
@@ -76,9 +87,12 @@ class Loop:
             if state.turn_steps >= profile.step_limit:
                 reason = f"I reached the limit of {profile.step_limit} steps for this request."
                 return await self.escalate(run, f"{reason} Tell me how to continue.")
+            started, step = time.perf_counter(), state.steps + 1
             decision = await self._decide_next(run, profile)
-            if decision is not None:
-                await self._step(run, decision, profile)
+            if decision is None:  # the model failed: its error is recorded, or the thread escalated
+                log_step(step, "", "escalated" if run.state.status != "running" else "invalid", started)
+                continue
+            log_step(step, decision.tool, await self._step(run, decision, profile), started)
 
     def _model(self, state: ThreadState, profile: Profile) -> Model:
         """A workflow decides every step; an agent reads free text with its model, when it has one."""
@@ -111,7 +125,8 @@ class Loop:
             await run.commit(*run.usage(decision.usage))
         return decision
 
-    async def _step(self, run: Run, decision: Decision, profile: Profile) -> None:
+    async def _step(self, run: Run, decision: Decision, profile: Profile) -> str:
+        """Take the decided step; returns its outcome, for the step's log line."""
         call_id = decision.call_id or new_id()
         args = decision.args if isinstance(decision.args, dict) else {"_raw": decision.args}
         call = ev.ToolCall(**run.meta(), call_id=call_id, tool=decision.tool, args=args, reason=decision.reason)
@@ -119,14 +134,16 @@ class Loop:
             spec = self._checked(run, decision, profile.tools)
         except ToolError as exc:
             await run.commit(call, run.error(call_id, decision.tool, str(exc), "invalid"))
-            return
+            return "invalid"
         match profile.effect(spec, args):
             case "reply":
                 run.send(ev.Reply, text=args["message"])
                 await run.commit(call, ev.AgentReply(**run.meta(), text=args["message"]))
+                return "replied"
             case "ask_human":
                 run.send(ev.Question, question=args["question"])
                 await run.commit(call, ev.HumanQuestion(**run.meta(), call_id=call_id, question=args["question"]))
+                return "asked"
             case "hand_off":
                 to = profile.handoffs[spec.name]
                 handed = ev.HandedOff(
@@ -134,10 +151,13 @@ class Loop:
                 )
                 await run.commit(call, handed)
                 logs.bind(agent=to)
+                return "handed_off"
             case "approval":
                 await self.approvals.open(run, call, spec)
+                return "approval_requested"
             case "run":
-                await self.execute(run, spec, call_id, args, call)
+                return await self.execute(run, spec, call_id, args, call)
+        raise AssertionError(f"unknown effect of {spec.name}")  # pragma: no cover - the effects are closed
 
     def _checked(self, run: Run, decision: Decision, tools: ToolRegistry) -> ToolSpec:
         return checked_call(tools, run.state.last_actor or run.state.requester, decision)
@@ -150,20 +170,20 @@ class Loop:
         args: dict[str, object],
         *before: ev.Event,
         decision: DecisionWrite | None = None,
-    ) -> None:
+    ) -> str:
         """Run a tool; `before` (the call, or the approval and its `decision`) is stored with ToolStarted
-        in one round trip."""
+        in one round trip. Returns the outcome: "ok" or "failed"."""
         await run.commit(*before, ev.ToolStarted(**run.meta(), call_id=call_id, tool=spec.name), decision=decision)
         if decision is not None:
             await failpoints.hit("after-decision")
         run.progress(f"running {spec.name}…")
         ctx = CallContext(thread_id=run.state.thread_id, call_id=call_id, requester=run.state.requester)
         try:
-            output = await self.runner.run(spec, args, ctx)
+            output = await self._run_tool(spec, args, ctx)
         except ToolError as exc:
             await failpoints.hit("after-tool")
             await run.commit_durably(run.error(call_id, spec.name, str(exc), "failed"))
-            return
+            return "failed"
         await failpoints.hit("after-tool")
         await run.commit_durably(
             ev.ToolResult(
@@ -174,6 +194,26 @@ class Loop:
                 duration_ms=output.duration_ms,
             )
         )
+        return "ok"
+
+    async def _run_tool(self, spec: ToolSpec, args: dict[str, object], ctx: CallContext) -> ToolOutput:
+        """The executor, in a GenAI `execute_tool` span (no arguments or output on it: they can hold secrets)."""
+        attributes: dict[str, tracing.Attribute] | None = None
+        if tracing.on():
+            attributes = {
+                "gen_ai.operation.name": "execute_tool",
+                "gen_ai.tool.name": spec.name,
+                "gen_ai.tool.call.id": ctx.call_id,
+                "gen_ai.tool.type": "function",
+            }
+        with tracing.span(f"execute_tool {spec.name}", attributes) as span:
+            try:
+                output = await self.runner.run(spec, args, ctx)
+            except ToolError:
+                span.set_attribute("bot.outcome", "failed")
+                raise
+            span.set_attribute("bot.outcome", "ok")
+        return output
 
     async def _recover_interrupted(self, run: Run) -> None:
         """A tool started by a worker that died: never re-run it blindly unless it is idempotent."""
@@ -183,7 +223,8 @@ class Loop:
         spec = self.tools.get(running.tool) if running.tool in self.tools else None
         last = run.state.last_call
         if spec is not None and spec.idempotent and last is not None and last.call_id == running.call_id:
-            await self.execute(run, spec, running.call_id, last.args)
+            started = time.perf_counter()
+            log_step(run.state.steps, spec.name, await self.execute(run, spec, running.call_id, last.args), started)
             return
         msg = f"{running.tool} was interrupted (the worker stopped) and may or may not have run"
         await run.commit(run.error(running.call_id, running.tool, msg, "interrupted"))

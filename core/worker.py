@@ -14,7 +14,7 @@ import socket
 import time
 
 from core import events as ev
-from core import failpoints, logs
+from core import failpoints, keys, logs, tracing
 from core.agent import Agent
 from core.bus import Bus
 from core.errors import ConflictError, StoreUnavailable, ThreadBusy
@@ -68,13 +68,15 @@ class Worker:
         """
         entries = await self.bus.take(self.name, count=1, block_ms=block_ms)
         for entry_id, trigger in entries:
-            keeping = asyncio.create_task(self._keep(entry_id))
-            try:
-                await self._handle(entry_id, trigger)
-            finally:
-                keeping.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await keeping
+            # Every line logged for this trigger names it (the lease keeper's too), and none after it does.
+            with logs.scope(trigger_id=trigger.id, channel=trigger.channel, thread_id=trigger.thread_id):
+                keeping = asyncio.create_task(self._keep(entry_id))
+                try:
+                    await self._traced(entry_id, trigger)
+                finally:
+                    keeping.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await keeping
         return len(entries)
 
     async def _keep(self, entry_id: str) -> None:
@@ -86,9 +88,23 @@ class Worker:
             except StoreUnavailable as exc:
                 log.warning("worker %s: cannot keep entry %s (%s); retrying", self.name, entry_id, exc)
 
-    async def _handle(self, entry_id: str, trigger: ev.Trigger) -> None:
-        logs.clear()
-        logs.bind(trigger_id=trigger.id, channel=trigger.channel, thread_id=trigger.thread_id)
+    async def _traced(self, entry_id: str, trigger: ev.Trigger) -> None:
+        """Handle the trigger in a span that continues the publisher's trace (its context rides in the trigger)."""
+        attributes: dict[str, tracing.Attribute] | None = None
+        if tracing.on():
+            attributes = {
+                "messaging.system": "redis",
+                "messaging.destination.name": keys.INBOX,
+                "messaging.operation.type": "process",
+                "bot.trigger_kind": trigger.kind,
+            }
+        with tracing.span(f"trigger {trigger.kind}", attributes, kind="consumer", parent=trigger.trace) as span:
+            await self._handle(entry_id, trigger, span)
+            if span.is_recording():  # the thread and agent are known once the agent has looked
+                for name, value in logs.fields().items():
+                    span.set_attribute(f"bot.{name}", value)
+
+    async def _handle(self, entry_id: str, trigger: ev.Trigger, span: tracing.Span) -> None:
         self.metrics.triggers.labels(trigger.kind, trigger.channel).inc()
         for attempt in range(1, CONFLICT_RETRIES + 1):
             try:
@@ -100,12 +116,14 @@ class Worker:
             except ThreadBusy:
                 log.warning("trigger %s: thread busy; leaving it for another attempt", trigger.id)
                 self.metrics.retries.labels("thread_busy").inc()
+                span.set_attribute("bot.outcome", "thread_busy")
                 return
             except StoreUnavailable:
                 self.metrics.retries.labels("store_unavailable").inc()
                 raise
             except Exception as exc:
                 log.exception("trigger %s failed", trigger.id)
+                tracing.fail(span, type(exc).__name__)
                 await self._park(entry_id, trigger, f"{type(exc).__name__}: {exc}")
                 # What went wrong is in the log and the dead letter, for an operator; not in the chat.
                 await self._tell_sender(
@@ -117,6 +135,7 @@ class Worker:
             await failpoints.hit("before-ack")
             await self._ack(entry_id)
             return
+        tracing.fail(span, ConflictError.__name__)
         await self._park(entry_id, trigger, "conflicting writers kept winning")
 
     async def _ack(self, entry_id: str) -> None:
