@@ -1,6 +1,6 @@
 """One thin module per channel: channel payload -> Trigger, Outbound -> what the channel shows."""
 
-from adapters.cli import Terminal, render
+from adapters.terminal import Terminal, render
 from adapters.web import WebChannel
 
 __all__ = ["Terminal", "WebChannel", "render"]

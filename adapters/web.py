@@ -6,7 +6,7 @@
 - Outbound: the browser long-polls; `updates` reads `outbox:web` with `Bus.follow` (a broadcast
   read, so any number of server processes can answer) and returns the messages of that
   conversation meant for that person. The browser renders them (`bot/console/console.js`).
-- Routes and authentication live in `bot/http_console.py`; this module knows no HTTP.
+- Routes and authentication live in `bot/http/console.py`; this module knows no HTTP.
 """
 
 from __future__ import annotations

@@ -65,10 +65,10 @@ import redis.asyncio as aioredis
 from bench.load import RedisProcess, cpu_seconds, machine_busy_seconds, own_cpu_seconds
 from bot.main import build_core
 from config.settings import Settings
-from core import keys
-from core.events import MessageTrigger
-from core.ids import new_id, thread_id_for
-from core.reducer import ThreadState
+from core.domain.events import MessageTrigger
+from core.domain.ids import new_id, thread_id_for
+from core.domain.reducer import ThreadState
+from core.redis import keys
 
 TOKEN = "bench-token-0123456789abcdef"
 IDENTITY = "web:bench"
@@ -85,12 +85,13 @@ SAMPLE_SECONDS = 0.05
 PROFILE_LINES = 25
 
 # `bot serve` (`bot/cli.py`), with its worker only for --worker: a web process as in production. --nodelay
-# sets TCP_NODELAY on the listening socket, which the connections inherit: `bot/http.py:_listen` makes it
+# sets TCP_NODELAY on the listening socket, which the connections inherit: `bot/http/app.py:_listen` makes it
 # with proto 0, so asyncio does not set it and each response after a connection's first waits ~40 ms for
 # the client's delayed ACK (Nagle).
 RUNNER = """
 import asyncio, os, signal, socket, sys
-from bot import commands, http
+from bot import subcommands as commands
+from bot.http import app as http
 from config.settings import Settings
 
 if os.environ.get("BENCH_NODELAY"):
@@ -574,7 +575,7 @@ def positive(text: str) -> int:
 def checkout_path(text: str) -> Path:
     path = Path(text).resolve()
     if not (path / "bot" / "http.py").is_file():
-        raise argparse.ArgumentTypeError(f"{path} has no bot/http.py; give a checkout of this project")
+        raise argparse.ArgumentTypeError(f"{path} has no bot/http/app.py; give a checkout of this project")
     return path
 
 

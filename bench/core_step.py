@@ -60,10 +60,10 @@ from redis.asyncio.connection import AbstractConnection
 from bot.main import Core, build_core
 from bot.redis_server import EmbeddedRedis
 from config.settings import Settings
-from core import keys
-from core.events import DecisionTrigger, MessageTrigger
-from core.ids import new_id, thread_id_for
-from core.llm import Decision, ModelRequest
+from core.domain.events import DecisionTrigger, MessageTrigger
+from core.domain.ids import new_id, thread_id_for
+from core.model.llm import Decision, ModelRequest
+from core.redis import keys
 
 IDENTITY = "cli:bench"
 

@@ -45,9 +45,9 @@ if str(ROOT) not in sys.path:
 import redis.asyncio as aioredis
 
 from bot.redis_server import redis_server_binary
-from core import keys
-from core.events import OUTBOUND_ADAPTER, ApprovalRequest, MessageTrigger, Reply
-from core.ids import new_id, thread_id_for
+from core.domain.events import OUTBOUND_ADAPTER, ApprovalRequest, MessageTrigger, Reply
+from core.domain.ids import new_id, thread_id_for
+from core.redis import keys
 
 APPROVER = "cli:approver"
 DEADLINE_SECONDS = 90.0

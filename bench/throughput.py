@@ -49,10 +49,10 @@ import redis.asyncio as aioredis
 from bot.main import Core, build_core
 from bot.redis_server import EmbeddedRedis
 from config.settings import Settings
-from core.events import ApprovalRequest, DecisionTrigger, MessageTrigger, Reply
-from core.ids import new_id
-from core.llm import Decision, ModelRequest
-from core.worker import Worker
+from core.domain.events import ApprovalRequest, DecisionTrigger, MessageTrigger, Reply
+from core.domain.ids import new_id
+from core.model.llm import Decision, ModelRequest
+from core.runtime.worker import Worker
 
 REQUESTER = "cli:bench"
 APPROVER = "cli:approver"

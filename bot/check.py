@@ -14,12 +14,12 @@ from pathlib import Path
 
 from config.resources import redis_server_binary
 from config.settings import Settings
-from core.agents import load_roster
-from core.errors import BotError
-from core.preflight import missing_programs
-from core.prompts import PromptLibrary
-from core.schedules import load_schedules
-from core.tools import ToolRegistry, load_tools
+from core.domain.errors import BotError
+from core.domain.schedules import load_schedules
+from core.model.prompts import PromptLibrary
+from core.runtime.roster import load_roster
+from core.tools.preflight import missing_programs
+from core.tools.registry import ToolRegistry, load_tools
 
 VERSION_TIMEOUT_SECONDS = 5.0
 PACKAGES = ("bot", "adapters", "core", "config", "prompts", "evals")  # the wheel's top-level packages
@@ -61,7 +61,7 @@ async def check_config(settings: Settings, env: Mapping[str, str]) -> int:
     await _check_redis(settings, report)
     _check_data_dir(settings.data_dir, report)
     if (email := settings.email) is not None:
-        from adapters.email import check_settings
+        from adapters.email.channel import check_settings
 
         try:
             check_settings(email)

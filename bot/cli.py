@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from config.settings import Settings
-from core.errors import BotError
+from core.domain.errors import BotError
 
 
 def _version() -> str:
@@ -86,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bot.check import check_config  # not the commands: a check loads only what it checks
 
             return asyncio.run(check_config(settings, os.environ))
-        from bot import commands
+        from bot import subcommands as commands
 
         if args.command == "slack":
             return commands.slack_manifest(settings, os.environ, args.public_url, not args.no_tool_commands)
@@ -101,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
-    from bot import commands
+    from bot import subcommands as commands
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from config import resources
-from core.errors import ConfigError
+from core.domain.errors import ConfigError
 
 # What each copied piece is, and the variable that points the bot at it.
 VARIABLES = {

@@ -19,25 +19,25 @@ from redis.backoff import NoBackoff
 from bot.redis_server import EmbeddedRedis
 from bot.redis_wait import PROBE_TIMEOUT_SECONDS, wait_for_redis
 from config.settings import Settings
-from core import failpoints, logs, tracing
-from core.agent import Agent, Limits, Models
-from core.agents import ROUTER, Roster, load_roster
-from core.budget import budgeted, model_limit
-from core.bus import Bus
-from core.commands import CommandModel
-from core.executors import ToolRunner
-from core.limits import RateLimits
-from core.llm import Model
-from core.metrics import Metrics
-from core.ports import ChannelAdapter, Clock, SystemClock
-from core.prompts import PromptLibrary
-from core.redact import RedactingFilter, Redactor
-from core.scheduler import Scheduler
-from core.schedules import Schedule, load_schedules
-from core.store import Store
-from core.sweeper import Sweeper
-from core.tools import ToolRegistry, load_tools
-from core.worker import Worker
+from core.domain.ports import ChannelAdapter, Clock, SystemClock
+from core.domain.schedules import Schedule, load_schedules
+from core.model.commands import CommandModel
+from core.model.llm import Model
+from core.model.prompts import PromptLibrary
+from core.obs import failpoints, logs, tracing
+from core.obs.metrics import Metrics
+from core.redis.bus import Bus
+from core.redis.limits import RateLimits
+from core.redis.scheduler import Scheduler
+from core.redis.store import Store
+from core.redis.sweeper import Sweeper
+from core.runtime.budget import budgeted, model_limit
+from core.runtime.roster import ROUTER, Roster, load_roster
+from core.runtime.threads import Agent, Limits, Models
+from core.runtime.worker import Worker
+from core.tools.executors import ToolRunner
+from core.tools.redact import RedactingFilter, Redactor
+from core.tools.registry import ToolRegistry, load_tools
 
 if TYPE_CHECKING:
     import anthropic
@@ -89,7 +89,7 @@ class Core:
 def setup_logging(settings: Settings, redactor: Redactor, level: str | None = None) -> None:
     """Logs on stderr: JSON lines (BOT_LOG_FORMAT=json) or text, with thread context, secrets redacted.
 
-    Also where a process starts tracing, when the standard OTEL_* variables ask for it (`core.tracing`:
+    Also where a process starts tracing, when the standard OTEL_* variables ask for it (`core.obs.tracing`:
     the SDK reads them from the environment itself); without them nothing of OpenTelemetry is imported.
     """
     handler = logging.StreamHandler()
@@ -149,7 +149,7 @@ def language_models(
             return None if prompt == ROUTER else budgeted(injected, budget)
         if llm is None:
             return None
-        from core.anthropic_model import AnthropicModel
+        from core.model.anthropic import AnthropicModel
 
         return budgeted(
             AnthropicModel(
@@ -228,11 +228,11 @@ def channel_adapters(core: Core) -> list[ChannelAdapter]:
     """The chat channels whose settings are present, built on the core's bus and store."""
     adapters: list[ChannelAdapter] = []
     if (slack_settings := core.settings.slack) is not None:
-        from adapters.slack import SlackChannel
+        from adapters.slack.channel import SlackChannel
 
         adapters.append(SlackChannel(slack_settings, bus=core.bus, store=core.store, tools=core.tools))
     if (discord_settings := core.settings.discord) is not None:
-        from adapters.discord import DiscordChannel, build_client
+        from adapters.discord.channel import DiscordChannel, build_client
 
         client = build_client(
             discord_settings, message_content=discord_settings.message_content, gateway_url=discord_settings.gateway_url
@@ -241,7 +241,7 @@ def channel_adapters(core: Core) -> list[ChannelAdapter]:
             DiscordChannel(discord_settings, bus=core.bus, store=core.store, tools=core.tools, client=client)
         )
     if (email_settings := core.settings.email) is not None:
-        from adapters.email import EmailChannel
+        from adapters.email.channel import EmailChannel
 
         adapters.append(EmailChannel(email_settings, bus=core.bus, store=core.store, tools=core.tools))
     return adapters

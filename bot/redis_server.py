@@ -24,7 +24,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from config.resources import redis_server_binary
-from core.errors import ConfigError
+from core.domain.errors import ConfigError
 
 __all__ = ["EmbeddedRedis", "redis_server_binary"]
 

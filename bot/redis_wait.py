@@ -18,8 +18,8 @@ from urllib.parse import urlsplit, urlunsplit
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from core.errors import StoreUnavailable
-from core.store import redis_errors
+from core.domain.errors import StoreUnavailable
+from core.redis.store import redis_errors
 
 log = logging.getLogger(__name__)
 FIRST_DELAY_SECONDS = 0.5

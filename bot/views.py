@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from core import events as ev
-from core.reducer import ThreadState
-from core.store import ApprovalRecord
+from core.domain import events as ev
+from core.domain.reducer import ThreadState
+from core.redis.store import ApprovalRecord
 
 
 def event_line(seq: int, event: ev.Event) -> str:  # noqa: C901 - one flat case per event type

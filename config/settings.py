@@ -45,7 +45,7 @@ class Settings(BaseModel):
     model_max_tokens: int = Field(1024, gt=0, alias="BOT_MODEL_MAX_TOKENS")
     model_retries: int = Field(3, ge=0, alias="BOT_MODEL_RETRIES")
     model_timeout: float = Field(60.0, gt=0, alias="BOT_MODEL_TIMEOUT")
-    # Model calls each requester may make (core/budget.py), in the `limits` notation; past it threads wait.
+    # Model calls each requester may make (core/runtime/budget.py), in the `limits` notation; past it threads wait.
     # `off`: no budget (a free model, e.g. a benchmark's scripted one).
     rate_model: str = Field("300/hour", alias="BOT_RATE_MODEL")
     cli_user: str = Field(default_factory=_default_cli_user, alias="BOT_CLI_USER")
@@ -80,7 +80,7 @@ class Settings(BaseModel):
     @field_validator("rate_model")
     @classmethod
     def _rate(cls, value: str) -> str:
-        from core.limits import check_rate  # here: settings load without the limits library imported
+        from core.redis.limits import check_rate  # here: settings load without the limits library imported
 
         return value if value == "off" else check_rate(value)
 

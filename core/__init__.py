@@ -1,6 +1,6 @@
 """The core: events, the reducer, the agent loop, tools, the store and the bus. No channel code.
 
-Its names load on first use (PEP 562): `from core import Bus` imports `core.bus` and what it needs,
+Its names load on first use (PEP 562): `from core import Bus` imports `core.redis.bus` and what it needs,
 not the whole core, so a command line that only parses its arguments starts fast.
 """
 
@@ -10,10 +10,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from core.agent import Agent, Limits, Models
-    from core.bus import Bus
-    from core.commands import CommandModel, parse_command, parse_decision
-    from core.errors import (
+    from core.domain import events as events
+    from core.domain.errors import (
         ApprovalError,
         BotError,
         ChannelError,
@@ -27,7 +25,7 @@ if TYPE_CHECKING:
         ToolFailed,
         TransientError,
     )
-    from core.events import (
+    from core.domain.events import (
         ApprovalRequest,
         ControlTrigger,
         DecisionReceipt,
@@ -42,65 +40,70 @@ if TYPE_CHECKING:
         Trigger,
         Verdict,
     )
-    from core.ids import new_id, thread_id_for
-    from core.llm import Decision, Model, ModelRequest
-    from core.ports import ChannelAdapter, Clock, Publisher, SystemClock
-    from core.reducer import ThreadState, reduce, replay
-    from core.store import ApprovalRecord, Store
-    from core.tools import ToolRegistry, ToolSpec, load_tools
-    from core.worker import Worker
+    from core.domain.ids import new_id, thread_id_for
+    from core.domain.ports import ChannelAdapter, Clock, Publisher, SystemClock
+    from core.domain.reducer import ThreadState, reduce, replay
+    from core.model.commands import CommandModel, parse_command, parse_decision
+    from core.model.llm import Decision, Model, ModelRequest
+    from core.redis.bus import Bus
+    from core.redis.store import ApprovalRecord, Store
+    from core.runtime.delivery import deliver
+    from core.runtime.threads import Agent, Limits, Models
+    from core.runtime.worker import Worker
+    from core.tools.registry import ToolRegistry, ToolSpec, load_tools
 
 _HOMES = {
-    "Agent": "core.agent",
-    "Limits": "core.agent",
-    "Models": "core.agent",
-    "Bus": "core.bus",
-    "CommandModel": "core.commands",
-    "parse_command": "core.commands",
-    "parse_decision": "core.commands",
-    "ApprovalError": "core.errors",
-    "BotError": "core.errors",
-    "ChannelError": "core.errors",
-    "ConfigError": "core.errors",
-    "ConflictError": "core.errors",
-    "DeliveryRefused": "core.errors",
-    "InvalidToolCall": "core.errors",
-    "LLMError": "core.errors",
-    "StoreUnavailable": "core.errors",
-    "ToolError": "core.errors",
-    "ToolFailed": "core.errors",
-    "TransientError": "core.errors",
-    "ApprovalRequest": "core.events",
-    "ControlTrigger": "core.events",
-    "DecisionReceipt": "core.events",
-    "DecisionTrigger": "core.events",
-    "Event": "core.events",
-    "MessageTrigger": "core.events",
-    "Notice": "core.events",
-    "NoticeLevel": "core.events",
-    "Outbound": "core.events",
-    "Question": "core.events",
-    "Reply": "core.events",
-    "Trigger": "core.events",
-    "Verdict": "core.events",
-    "new_id": "core.ids",
-    "thread_id_for": "core.ids",
-    "Decision": "core.llm",
-    "Model": "core.llm",
-    "ModelRequest": "core.llm",
-    "ChannelAdapter": "core.ports",
-    "Clock": "core.ports",
-    "Publisher": "core.ports",
-    "SystemClock": "core.ports",
-    "ThreadState": "core.reducer",
-    "reduce": "core.reducer",
-    "replay": "core.reducer",
-    "ApprovalRecord": "core.store",
-    "Store": "core.store",
-    "ToolRegistry": "core.tools",
-    "ToolSpec": "core.tools",
-    "load_tools": "core.tools",
-    "Worker": "core.worker",
+    "Agent": "core.runtime.threads",
+    "Limits": "core.runtime.threads",
+    "Models": "core.runtime.threads",
+    "Bus": "core.redis.bus",
+    "deliver": "core.runtime.delivery",
+    "CommandModel": "core.model.commands",
+    "parse_command": "core.model.commands",
+    "parse_decision": "core.model.commands",
+    "ApprovalError": "core.domain.errors",
+    "BotError": "core.domain.errors",
+    "ChannelError": "core.domain.errors",
+    "ConfigError": "core.domain.errors",
+    "ConflictError": "core.domain.errors",
+    "DeliveryRefused": "core.domain.errors",
+    "InvalidToolCall": "core.domain.errors",
+    "LLMError": "core.domain.errors",
+    "StoreUnavailable": "core.domain.errors",
+    "ToolError": "core.domain.errors",
+    "ToolFailed": "core.domain.errors",
+    "TransientError": "core.domain.errors",
+    "ApprovalRequest": "core.domain.events",
+    "ControlTrigger": "core.domain.events",
+    "DecisionReceipt": "core.domain.events",
+    "DecisionTrigger": "core.domain.events",
+    "Event": "core.domain.events",
+    "MessageTrigger": "core.domain.events",
+    "Notice": "core.domain.events",
+    "NoticeLevel": "core.domain.events",
+    "Outbound": "core.domain.events",
+    "Question": "core.domain.events",
+    "Reply": "core.domain.events",
+    "Trigger": "core.domain.events",
+    "Verdict": "core.domain.events",
+    "new_id": "core.domain.ids",
+    "thread_id_for": "core.domain.ids",
+    "Decision": "core.model.llm",
+    "Model": "core.model.llm",
+    "ModelRequest": "core.model.llm",
+    "ChannelAdapter": "core.domain.ports",
+    "Clock": "core.domain.ports",
+    "Publisher": "core.domain.ports",
+    "SystemClock": "core.domain.ports",
+    "ThreadState": "core.domain.reducer",
+    "reduce": "core.domain.reducer",
+    "replay": "core.domain.reducer",
+    "ApprovalRecord": "core.redis.store",
+    "Store": "core.redis.store",
+    "ToolRegistry": "core.tools.registry",
+    "ToolSpec": "core.tools.registry",
+    "load_tools": "core.tools.registry",
+    "Worker": "core.runtime.worker",
 }
 
 __all__ = [
@@ -147,6 +150,7 @@ __all__ = [
     "Trigger",
     "Verdict",
     "Worker",
+    "deliver",
     "load_tools",
     "new_id",
     "parse_command",
@@ -157,7 +161,15 @@ __all__ = [
 ]
 
 
+# The event vocabulary as a module, for the channels: `from core import events as ev`.
+_MODULES = {"events": "core.domain.events"}
+
+
 def __getattr__(name: str) -> Any:
+    if name in _MODULES:
+        module: Any = importlib.import_module(_MODULES[name])
+        globals()[name] = module
+        return module
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module 'core' has no attribute {name!r}")

@@ -16,9 +16,9 @@ import redis.asyncio as aioredis
 from bot.main import Core, build_core
 from bot.redis_server import EmbeddedRedis
 from config.settings import Settings
-from core.events import MessageTrigger, Outbound, Reply
-from core.ids import new_id
-from core.llm import Decision, ModelRequest
+from core.domain.events import MessageTrigger, Outbound, Reply
+from core.domain.ids import new_id
+from core.model.llm import Decision, ModelRequest
 
 
 @pytest.fixture(autouse=True)

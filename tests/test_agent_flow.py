@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from core import events as ev
+from core.domain import events as ev
 from tests.conftest import APPROVER, ScriptedModel, call
 
 
@@ -172,7 +172,7 @@ async def test_an_interrupted_tool_is_not_rerun_blindly(fake_redis, make_harness
         ),
         ev.ToolStarted(id="x3", at=h.clock.now(), actor="agent", call_id="cx", tool="restart"),
     ]
-    from core.reducer import replay
+    from core.domain.reducer import replay
 
     await h.core.store.append(state, started, replay(started, state=state))
     await h.say("what happened?")

@@ -14,11 +14,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from config import resources
-from core import events as ev
-from core.anthropic_model import AnthropicModel
-from core.ids import thread_id_for
-from core.prompts import PromptLibrary
-from core.reducer import ThreadState
+from core.domain import events as ev
+from core.domain.ids import thread_id_for
+from core.domain.reducer import ThreadState
+from core.model.anthropic import AnthropicModel
+from core.model.prompts import PromptLibrary
 from tests.conftest import APPROVER, Harness
 from tests.fake_anthropic import (
     FakeAnthropic,

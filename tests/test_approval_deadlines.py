@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from core import events as ev
-from core.sweeper import Sweeper
+from core.domain import events as ev
+from core.redis.sweeper import Sweeper
 from tests.conftest import APPROVER
 
 TOOLS = (

@@ -15,8 +15,8 @@ from collections.abc import Callable
 import pytest
 import redis.asyncio as aioredis
 
-from core import events as ev
-from core.ids import new_id
+from core.domain import events as ev
+from core.domain.ids import new_id
 from tests.conftest import Harness
 
 # channel -> (requester, outsider, approver), each in the channel's identity format; the requester and

@@ -7,9 +7,9 @@ from collections.abc import Callable
 import pytest
 import redis.asyncio as aioredis
 
-from core import events as ev
-from core.errors import ConfigError
-from core.llm import ModelRequest
+from core.domain import events as ev
+from core.domain.errors import ConfigError
+from core.model.llm import ModelRequest
 from tests import conftest
 from tests.conftest import Harness, ScriptedModel, call
 

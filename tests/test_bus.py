@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from core.bus import Bus
-from core.events import Outbound, Reply
-from core.store import Store
+from core.domain.events import Outbound, Reply
+from core.redis.bus import Bus
+from core.redis.store import Store
+from core.runtime.delivery import deliver
 
 
 def _reply(n: int, text: str = "hi") -> Reply:
@@ -29,14 +30,16 @@ async def test_two_renderers_share_the_outbox_and_render_each_message_once(redis
         return render
 
     await asyncio.wait_for(
-        asyncio.gather(bus.deliver("slack", renderer("a"), stop, "a"), bus.deliver("slack", renderer("b"), stop, "b")),
+        asyncio.gather(
+            deliver(bus, "slack", renderer("a"), stop, "a"), deliver(bus, "slack", renderer("b"), stop, "b")
+        ),
         timeout=10,
     )
     assert sorted(outbound_id for _, outbound_id in seen) == [f"o{n}" for n in range(6)]
 
 
 async def test_a_trigger_that_keeps_killing_workers_is_parked(fake_redis) -> None:
-    from core.events import MessageTrigger
+    from core.domain.events import MessageTrigger
 
     bus = Bus(fake_redis, Store(fake_redis), claim_idle_ms=0)
     await bus.publish(MessageTrigger(id="m1", channel="cli", conversation="c", sender="cli:x", text="/status"))

@@ -15,8 +15,9 @@ from redis.asyncio import RedisCluster
 from bot.main import redis_client
 from bot.redis_server import redis_server_binary
 from config.settings import Settings
-from core import events as ev
-from core import failpoints, keys
+from core.domain import events as ev
+from core.obs import failpoints
+from core.redis import keys
 from tests.conftest import APPROVER
 
 NODES = 3

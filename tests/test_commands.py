@@ -8,10 +8,10 @@ import pytest
 
 from config import resources
 from config.settings import CONFIG_DIR
-from core.commands import CommandModel, parse_command, parse_decision
-from core.errors import InvalidToolCall
-from core.prompts import PromptLibrary
-from core.tools import load_tools
+from core.domain.errors import InvalidToolCall
+from core.model.commands import CommandModel, parse_command, parse_decision
+from core.model.prompts import PromptLibrary
+from core.tools.registry import load_tools
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
-from core import events as ev
-from core.context import render
+from core.domain import events as ev
+from core.model.context import render
 
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 TOOLS = {"deploy", "status", "reply", "ask_human"}

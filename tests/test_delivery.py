@@ -7,12 +7,12 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from core import events as ev
-from core import keys
-from core.bus import Bus
-from core.delivery import Delivery
-from core.errors import ChannelError, DeliveryRefused
-from core.store import Store
+from core.domain import events as ev
+from core.domain.errors import ChannelError, DeliveryRefused
+from core.redis import keys
+from core.redis.bus import Bus
+from core.redis.store import Store
+from core.runtime.delivery import Delivery
 
 
 def _reply(n: int, conversation: str = "T1/C1/1.0", text: str = "hi") -> ev.Reply:

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from core import events as ev
-from core import logs
-from core.ids import thread_id_for
+from core.domain import events as ev
+from core.domain.ids import thread_id_for
+from core.obs import logs
 from tests.conftest import APPROVER, ScriptedModel, call
 
 
@@ -55,7 +55,7 @@ async def test_a_step_logs_one_line_with_its_context_outcome_and_duration(
 
     step, answer = json_lines.steps()  # the command runs `status`, then replies with its output
     assert (answer["step"], answer["tool"], answer["outcome"]) == (2, "reply", "replied")
-    assert step["level"] == "info" and step["logger"] == "core.loop"
+    assert step["level"] == "info" and step["logger"] == "core.runtime.loop"
     assert step["msg"].startswith("step done: tool=status outcome=ok ") and step["msg"].endswith(" ms")
     context = {name: step[name] for name in ("thread_id", "channel", "agent", "trigger_id")}
     assert context == {
@@ -106,7 +106,7 @@ def test_json_lines_carry_the_trace_id_inside_a_span(json_lines: JsonLines) -> N
     pytest.importorskip("opentelemetry.sdk", reason="the `otel` extra is not installed")
     from opentelemetry.sdk.trace import TracerProvider
 
-    from core import tracing
+    from core.obs import tracing
 
     with tracing.using(TracerProvider()), tracing.span("work"):
         trace_id = tracing.trace_id()

@@ -7,9 +7,9 @@ import logging
 
 from prometheus_client import generate_latest
 
-from core import events as ev
-from core import logs
-from core.redact import RedactingFilter, Redactor
+from core.domain import events as ev
+from core.obs import logs
+from core.tools.redact import RedactingFilter, Redactor
 from tests.conftest import APPROVER
 
 

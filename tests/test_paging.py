@@ -5,9 +5,9 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.events import MessageTrigger
-from core.ids import new_id
-from core.paging import Cursor
+from core.domain.events import MessageTrigger
+from core.domain.ids import new_id
+from core.redis.paging import Cursor
 from tests.conftest import Harness
 
 

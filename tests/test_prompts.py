@@ -9,10 +9,10 @@ import pytest
 
 from config import resources
 from config.settings import CONFIG_DIR
-from core.commands import CommandModel
-from core.errors import ConfigError
-from core.prompts import PromptLibrary
-from core.tools import load_tools
+from core.domain.errors import ConfigError
+from core.model.commands import CommandModel
+from core.model.prompts import PromptLibrary
+from core.tools.registry import load_tools
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 LIBRARY = PromptLibrary(resources.prompts_dir())

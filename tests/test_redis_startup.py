@@ -15,7 +15,7 @@ from redis.backoff import NoBackoff
 
 from bot.redis_server import EmbeddedRedis, redis_server_binary
 from bot.redis_wait import wait_for_redis
-from core.errors import ConfigError, StoreUnavailable
+from core.domain.errors import ConfigError, StoreUnavailable
 
 
 class LoadingRedis:

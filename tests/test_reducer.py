@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core import events as ev
-from core.reducer import ThreadState, reduce, replay
+from core.domain import events as ev
+from core.domain.reducer import ThreadState, reduce, replay
 
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 ids = st.text("abcdef0123456789", min_size=4, max_size=8)

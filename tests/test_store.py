@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from core import events as ev
-from core import keys
-from core.errors import ConflictError, StoreUnavailable
-from core.reducer import replay
-from core.store import ApprovalRecord, Store
+from core.domain import events as ev
+from core.domain.errors import ConflictError, StoreUnavailable
+from core.domain.reducer import replay
+from core.redis import keys
+from core.redis.store import ApprovalRecord, Store
 
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 

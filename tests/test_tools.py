@@ -11,10 +11,10 @@ import pytest
 from aiohttp import web
 
 from config.settings import CONFIG_DIR
-from core.errors import ConfigError, InvalidToolCall, ToolFailed
-from core.executors import CallContext, ToolRunner
-from core.redact import Redactor
-from core.tools import ToolSpec, load_tools
+from core.domain.errors import ConfigError, InvalidToolCall, ToolFailed
+from core.tools.executors import CallContext, ToolRunner
+from core.tools.redact import Redactor
+from core.tools.registry import ToolSpec, load_tools
 
 CTX = CallContext(thread_id="t1", call_id="c1", requester="cli:operator")
 
@@ -177,7 +177,7 @@ async def test_python_executor_calls_the_function_and_reports_its_failure(tmp_pa
     spec = ToolSpec.model_validate({
         "name": "check", "description": "c",
         "parameters": {"type": "object", "properties": {"url": {"type": "string"}}},
-        "executor": {"kind": "python", "target": "core.probes:check_url"},
+        "executor": {"kind": "python", "target": "config.deploybot.probes:check_url"},
     })  # fmt: skip
     with pytest.raises(ToolFailed, match=r"GET http://127.0.0.1:9/ failed"):
         await _runner(tmp_path).run(spec, {"url": "http://127.0.0.1:9/"}, CTX)
@@ -203,7 +203,7 @@ async def test_check_url_reports_status_and_latency(tmp_path: Path) -> None:
 
 
 def test_redactor_replaces_secrets_in_models_and_ignores_short_values() -> None:
-    from core.events import Reply
+    from core.domain.events import Reply
 
     redactor = Redactor.from_env({"SLACK_BOT_TOKEN": "xoxb-1234567890", "PORT_KEY": "abc", "HOME": "/root"})
     reply = Reply(id="o1", channel="cli", conversation="c", thread_id="t", text="token is xoxb-1234567890, port abc")

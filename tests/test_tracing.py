@@ -14,6 +14,8 @@ import anthropic
 import pytest
 import redis.asyncio as aioredis
 
+from core.runtime.delivery import deliver
+
 pytest.importorskip("opentelemetry.sdk", reason="the `otel` extra is not installed")
 
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -22,12 +24,13 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from config import resources
-from core import events as ev
-from core import keys, tracing
-from core.anthropic_model import AnthropicModel
-from core.bus import Bus
-from core.prompts import PromptLibrary
-from core.store import Store
+from core.domain import events as ev
+from core.model.anthropic import AnthropicModel
+from core.model.prompts import PromptLibrary
+from core.obs import tracing
+from core.redis import keys
+from core.redis.bus import Bus
+from core.redis.store import Store
 from tests.conftest import Harness
 from tests.fake_anthropic import FakeAnthropic, Step, bad_request, make_usage, tool_use
 
@@ -192,7 +195,7 @@ async def test_delivering_a_message_is_a_span(fake_redis: aioredis.Redis, spans:
 
     await bus.send(ev.Reply(id="o1", channel="slack", conversation="c", thread_id="t1", text="done"))
     stop = asyncio.Event()
-    delivering = asyncio.create_task(bus.deliver("slack", render, stop, consumer="r1"))
+    delivering = asyncio.create_task(deliver(bus, "slack", render, stop, consumer="r1"))
     await asyncio.wait_for(rendered.wait(), 10)
     stop.set()
     await delivering
@@ -207,7 +210,7 @@ def test_tracing_off_imports_no_opentelemetry() -> None:
     """Unconfigured, the seam and the log context cost nothing: not even an import (the CLI starts fast)."""
     code = """
 import sys
-from core import logs, tracing
+from core.obs import logs, tracing
 assert not tracing.configure({"OTEL_TRACES_EXPORTER": "none", "OTEL_SERVICE_NAME": "x"})
 with tracing.span("step", {"a": 1}) as span:
     span.set_attribute("b", 2)

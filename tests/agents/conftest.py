@@ -17,13 +17,13 @@ import redis.asyncio as aioredis
 
 from bot.main import Core, build_core
 from config.settings import CONFIG_DIR
-from core import events as ev
-from core.agent import Agent, Models
-from core.agents import Roster, load_roster
-from core.commands import CommandModel
-from core.ids import thread_id_for
-from core.llm import Model
-from core.prompts import PromptLibrary
+from core.domain import events as ev
+from core.domain.ids import thread_id_for
+from core.model.commands import CommandModel
+from core.model.llm import Model
+from core.model.prompts import PromptLibrary
+from core.runtime.roster import Roster, load_roster
+from core.runtime.threads import Agent, Models
 from tests.conftest import FakeClock, Harness, test_settings
 
 AGENTS = CONFIG_DIR / "agents.toml"

@@ -13,12 +13,12 @@ import pytest
 
 from config import resources
 from config.settings import CONFIG_DIR
-from core.agents import Effect, Profile, Roster, load_roster
-from core.errors import ConfigError
-from core.eval_models import Live, Replay
-from core.evals import run_evals, scenario_files
-from core.prompts import PromptLibrary
-from core.tools import ToolSpec, load_tools
+from core.domain.errors import ConfigError
+from core.evals.harness import run_evals, scenario_files
+from core.evals.models import Live, Replay
+from core.model.prompts import PromptLibrary
+from core.runtime.roster import Effect, Profile, Roster, load_roster
+from core.tools.registry import ToolSpec, load_tools
 from tests.fake_anthropic import FakeAnthropic, text_reply, tool_use
 
 EVALS = resources.evals_dir()
@@ -190,7 +190,7 @@ async def test_an_invalid_call_or_a_missing_recording_fails_the_scenario_not_the
     ],
 )
 def test_a_bad_scenario_is_a_config_error(roster: Roster, tmp_path: Path, body: str, message: str) -> None:
-    from core.eval_scenarios import load_scenarios
+    from core.evals.scenarios import load_scenarios
 
     with pytest.raises(ConfigError, match=message):
         load_scenarios(scenarios(tmp_path, body), roster)

@@ -8,10 +8,10 @@ import pytest
 
 from config import resources
 from config.settings import CONFIG_DIR
-from core.agents import Roster, load_roster
-from core.errors import ConfigError
-from core.prompts import PromptLibrary
-from core.tools import load_tools
+from core.domain.errors import ConfigError
+from core.model.prompts import PromptLibrary
+from core.runtime.roster import Roster, load_roster
+from core.tools.registry import load_tools
 
 PROMPTS = PromptLibrary(resources.prompts_dir())
 TOOLS = load_tools(CONFIG_DIR / "tools.toml")
@@ -52,7 +52,7 @@ def test_the_shipped_agents_are_small_and_focused() -> None:
         (AGENT + "[agents.Ops]\ndescription = 'x'\n", "agent name 'Ops' must be lower-case"),
         (AGENT + "[agents.nobody]\ndescription = 'x'\n", "prompt 'nobody' not found"),
         (
-            AGENT + "[workflows.deploy]\ndescription = 'x'\ntarget = 'core.workflows:Release'\n",
+            AGENT + "[workflows.deploy]\ndescription = 'x'\ntarget = 'core.runtime.workflows:Release'\n",
             "so /deploy is ambiguous",
         ),
         (
@@ -62,7 +62,7 @@ def test_the_shipped_agents_are_small_and_focused() -> None:
         (AGENT + "step_limit = 0\n", "agents.deploybot.step_limit: Input should be greater than 0"),
         (
             AGENT
-            + "[workflows.ship]\ndescription = 'x'\ntarget = 'core.workflows:Release'\nparameters = { type = 3 }\n",
+            + "[workflows.ship]\ndescription = 'x'\ntarget = 'core.runtime.workflows:Release'\nparameters = { type = 3 }\n",
             "workflow 'ship': parameters is not a valid JSON schema",
         ),
     ],

@@ -9,11 +9,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from config import resources
-from core import events as ev
-from core.anthropic_model import AnthropicModel
-from core.context import render
-from core.ids import new_id, thread_id_for
-from core.prompts import PromptLibrary
+from core.domain import events as ev
+from core.domain.ids import new_id, thread_id_for
+from core.model.anthropic import AnthropicModel
+from core.model.context import render
+from core.model.prompts import PromptLibrary
 from tests.agents.conftest import MakeCrew, replies, thread_events
 from tests.conftest import ScriptedModel, call
 from tests.fake_anthropic import FakeAnthropic, tool_use

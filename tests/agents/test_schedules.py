@@ -10,11 +10,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from config.settings import CONFIG_DIR
-from core import events as ev
-from core import keys
-from core.errors import ConfigError
-from core.scheduler import Scheduler, last_tick_key
-from core.schedules import Schedule, load_schedules
+from core.domain import events as ev
+from core.domain.errors import ConfigError
+from core.domain.schedules import Schedule, load_schedules
+from core.redis import keys
+from core.redis.scheduler import Scheduler, last_tick_key
 from tests.agents.conftest import MakeCrew, roster_of
 from tests.conftest import FakeClock, Harness
 

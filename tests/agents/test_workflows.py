@@ -8,9 +8,9 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from core import events as ev
-from core.ids import thread_id_for
-from core.workflows.stale_deploys import report
+from core.domain import events as ev
+from core.domain.ids import thread_id_for
+from core.runtime.workflows.stale_deploys import report
 from tests.agents.conftest import MakeCrew, replies, thread_events
 from tests.conftest import APPROVER, Harness, ScriptedModel, call
 

@@ -12,7 +12,7 @@ import discord
 import pytest
 import redis.asyncio as aioredis
 
-from adapters.discord import DiscordChannel
+from adapters.discord.channel import DiscordChannel
 from config.channels import DiscordSettings
 from core import Event, ThreadState
 from tests.conftest import Harness

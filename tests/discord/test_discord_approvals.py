@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from adapters import discord_render
-from core import events as ev
+from adapters.discord import render as discord_render
+from core.domain import events as ev
 from tests.discord.conftest import APPROVER, OUTSIDER, REQUESTER, MakeScene, Scene
 from tests.discord.fake_discord import (
     CHANNEL,

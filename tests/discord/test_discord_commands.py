@@ -7,10 +7,10 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from adapters.discord import sync_commands
-from adapters.discord_commands import command_text
-from core import events as ev
+from adapters.discord.app_commands import command_text
+from adapters.discord.channel import sync_commands
 from core import parse_command
+from core.domain import events as ev
 from tests.conftest import Harness
 from tests.discord.conftest import REQUESTER, MakeScene
 from tests.discord.fake_discord import FakeDiscord, message_create, slash, text_channel

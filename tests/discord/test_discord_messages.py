@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from adapters.discord import DiscordChannel, OpsBot
-from adapters.discord_inbound import TO_CHANNEL
-from adapters.discord_store import parts_key
-from adapters.discord_text import split_message
+from adapters.discord.channel import DiscordChannel, OpsBot
+from adapters.discord.inbound import TO_CHANNEL
+from adapters.discord.store import parts_key
+from adapters.discord.text import split_message
 from core import ChannelError
-from core import events as ev
-from core.ids import new_id
+from core.domain import events as ev
+from core.domain.ids import new_id
 from tests.discord.conftest import REQUESTER, MakeScene, Scene
 from tests.discord.fake_discord import CHANNEL, NONCE_WINDOW_SECONDS, Call, message_create
 

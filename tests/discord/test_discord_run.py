@@ -8,7 +8,7 @@ import pytest
 import yarl
 from discord.gateway import DiscordWebSocket
 
-from adapters.discord import DiscordChannel, OpsBot, sync_commands
+from adapters.discord.channel import DiscordChannel, OpsBot, sync_commands
 from core import ConfigError
 from tests.discord.conftest import REQUESTER, Scene, until
 from tests.discord.fake_discord import MESSAGE_CONTENT_INTENT, FakeDiscord, message_create

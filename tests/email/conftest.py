@@ -15,10 +15,10 @@ from typing import Any, TypeVar
 import pytest
 import redis.asyncio as aioredis
 
-from adapters.email import EmailChannel, ImapTiming
-from adapters.email_imap import ImapClient
+from adapters.email.channel import EmailChannel, ImapTiming
+from adapters.email.imap import ImapClient
 from config.channels import EmailSettings
-from core.ids import new_id
+from core.domain.ids import new_id
 from tests.conftest import Harness
 from tests.email.servers import DOVECOT, PASSWORD, Dovecot, SmtpSink
 
@@ -189,4 +189,4 @@ async def make_world(
 @pytest.fixture(autouse=True)
 def _email_logs(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="adapters")
-    caplog.set_level(logging.INFO, logger="core.bus")
+    caplog.set_level(logging.INFO, logger="core.redis.bus")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
-from adapters.email_parse import message_ids
+from adapters.email.parse import message_ids
 
 BOT = "bot@example.com"
 SAM = "sam@example.com"  # asks for things

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
-from adapters.email import check_settings
-from adapters.email_compose import SmtpMailer, Thread, text_mail
+from adapters.email.channel import check_settings
+from adapters.email.compose import SmtpMailer, Thread, text_mail
 from config.channels import EmailSettings
 from core import ChannelError, ConfigError, DeliveryRefused
 from tests.email.conftest import BOT, SECRET, MailWorld

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from adapters.email_security import Token, Tokens
-from core import events as ev
-from core.errors import ChannelError, DeliveryRefused
+from adapters.email.security import Token, Tokens
+from core.domain import events as ev
+from core.domain.errors import ChannelError, DeliveryRefused
 from tests.conftest import ScriptedModel, call
 from tests.email.conftest import BOT, SECRET, MailWorld
 from tests.email.mails import DANA, ERIN, MALLORY, SAM, new_mail, own_id, reply, text, thread_ids

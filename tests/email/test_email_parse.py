@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.email_parse import Answer, bare_subject, newest_text, parse_answer, parse_mail
-from adapters.email_security import Tokens, authentication_failure
+from adapters.email.parse import Answer, bare_subject, newest_text, parse_answer, parse_mail
+from adapters.email.security import Tokens, authentication_failure
 from tests.email.mails import BOT, DANA, SAM, new_mail, reply
 
 GMAIL_QUOTE = (

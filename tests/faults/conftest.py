@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from core.bus import Bus
-from core.store import Store
+from core.redis.bus import Bus
+from core.redis.store import Store
 from tests.faults.cluster import FAST_TAKEOVER, RedisServer, Workers, stop_stray_tool, worker_env
 from tests.faults.harness import Cluster, StartCluster, tools_toml
 

@@ -18,12 +18,12 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 
-from core import events as ev
-from core import keys
-from core.bus import Bus
-from core.ids import new_id, thread_id_for
-from core.reducer import ThreadState, replay
-from core.store import ApprovalRecord, Store
+from core.domain import events as ev
+from core.domain.ids import new_id, thread_id_for
+from core.domain.reducer import ThreadState, replay
+from core.redis import keys
+from core.redis.bus import Bus
+from core.redis.store import ApprovalRecord, Store
 from tests.faults.cluster import RedisServer, Workers, eventually
 
 EFFECT_SCRIPT = Path(__file__).resolve().parent / "effect.py"

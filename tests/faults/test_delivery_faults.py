@@ -7,11 +7,11 @@ import asyncio
 import pytest
 import redis.asyncio as aioredis
 
-from core import events as ev
-from core import keys
-from core.bus import Bus
-from core.ids import thread_id_for
-from core.store import Store
+from core.domain import events as ev
+from core.domain.ids import thread_id_for
+from core.redis import keys
+from core.redis.bus import Bus
+from core.redis.store import Store
 from tests.faults.cluster import eventually
 from tests.faults.harness import APPROVERS, CHANNEL, EXPIRED_FLOW, READ_FLOW, SHIPPED_FLOW, StartCluster, of_type
 

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core import events as ev
-from core.ids import new_id
+from core.domain import events as ev
+from core.domain.ids import new_id
 from tests.faults.cluster import eventually
 from tests.faults.harness import APPROVERS, Cluster, StartCluster
 

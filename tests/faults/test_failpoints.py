@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from core import events as ev
-from core import keys
-from core.redact import Redactor
+from core.domain import events as ev
+from core.redis import keys
+from core.tools.redact import Redactor
 from tests.faults.cluster import Worker, eventually
 from tests.faults.harness import APPROVERS, READ_FLOW, SHIPPED_FLOW, Cluster, StartCluster, of_type
 

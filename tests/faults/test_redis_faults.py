@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from core import events as ev
-from core.bus import Bus
-from core.errors import StoreUnavailable
-from core.ids import thread_id_for
-from core.store import Store
+from core.domain import events as ev
+from core.domain.errors import StoreUnavailable
+from core.domain.ids import thread_id_for
+from core.redis.bus import Bus
+from core.redis.store import Store
 from tests.faults.cluster import RedisServer, Workers, eventually, worker_env
 from tests.faults.harness import CHANNEL, READ_FLOW, Cluster, StartCluster, of_type, tools_toml
 from tests.faults.proxy import CuttingProxy

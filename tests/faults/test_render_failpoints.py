@@ -1,9 +1,9 @@
 """`bot channels` processes killed around a post: the message reaches Slack or Discord exactly once.
 
 Slack: the renderer marks each post with its outbound id in message metadata; the renderer that
-takes a dead one's entry over looks for that post before posting (adapters/slack_render.py).
+takes a dead one's entry over looks for that post before posting (adapters/slack/render.py).
 Discord: each create carries a nonce from the outbound id with `enforce_nonce`; the fake, as
-Discord, answers a repeated nonce with the message it made (adapters/discord_render.py).
+Discord, answers a repeated nonce with the message it made (adapters/discord/render.py).
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from adapters.discord_inbound import TO_CHANNEL
-from core import events as ev
-from core.bus import Bus
-from core.ids import new_id
-from core.store import Store
+from adapters.discord.inbound import TO_CHANNEL
+from core.domain import events as ev
+from core.domain.ids import new_id
+from core.redis.bus import Bus
+from core.redis.store import Store
 from tests.discord.fake_discord import CHANNEL as DISCORD_CHANNEL
 from tests.discord.fake_discord import FakeDiscord
 from tests.faults.cluster import FAST_TAKEOVER, RedisServer, Worker, Workers, eventually, worker_env

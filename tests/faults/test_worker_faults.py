@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from core import events as ev
-from core import keys
+from core.domain import events as ev
+from core.redis import keys
 from tests.faults.cluster import eventually
 from tests.faults.harness import INTERRUPTED_FLOW, READ_FLOW, StartCluster, of_type
 

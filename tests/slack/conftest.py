@@ -20,10 +20,10 @@ import uvicorn
 from slack_sdk.signature import SignatureVerifier
 from starlette.applications import Starlette
 
-from adapters.slack import SlackChannel
+from adapters.slack.channel import SlackChannel
 from config.settings import Settings
 from core import ToolRegistry, load_tools, new_id
-from core import events as ev
+from core.domain import events as ev
 from tests.conftest import Harness, ScriptedModel
 from tests.slack.fake_slack import BOT_USER, TEAM, Call, FakeSlack
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from adapters.slack import SlackChannel
-from adapters.slack_blocks import APPROVE, REJECT
-from core import events as ev
+from adapters.slack.blocks import APPROVE, REJECT
+from adapters.slack.channel import SlackChannel
+from core.domain import events as ev
 from tests.slack.conftest import APPROVER, MakeSlack, SlackKit
 from tests.slack.fake_slack import Call
 

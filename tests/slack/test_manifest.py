@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from adapters.slack import manifest
+from adapters.slack.channel import manifest
 from config.channels import SlackSettings
 from core import ToolRegistry
 

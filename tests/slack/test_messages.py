@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapters.slack_inbound import Command, command_text, plain_text
+from adapters.slack.inbound import Command, command_text, plain_text
 from core import StoreUnavailable, ToolRegistry, Trigger
-from core import events as ev
+from core.domain import events as ev
 from tests.slack.conftest import SECRET, MakeSlack, SlackKit
 from tests.slack.fake_slack import BOT_USER, STATUS
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from adapters.slack_blocks import MESSAGE_CHARS, split_text
+from adapters.slack.blocks import MESSAGE_CHARS, split_text
 from core import ChannelError, Notice, Outbound, Reply, new_id
 from tests.conftest import ScriptedModel, call
 from tests.slack.conftest import MakeSlack, SlackKit

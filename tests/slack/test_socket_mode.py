@@ -8,7 +8,7 @@ from urllib.parse import parse_qs
 
 from slack_bolt.async_app import AsyncBoltRequest
 
-from adapters.slack_blocks import APPROVE
+from adapters.slack.blocks import APPROVE
 from tests.slack.conftest import APPROVER, MakeSlack, SlackKit, block_actions, event_envelope, until
 from tests.slack.fake_slack import BOT_USER
 

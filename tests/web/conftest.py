@@ -18,12 +18,12 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI
 
 from adapters.web import WebChannel
-from bot.http import build_app, serve
-from bot.http_hooks import HookConfig
+from bot.http.app import build_app, serve
+from bot.http.hooks import HookConfig
 from bot.main import build_core
-from core import keys
-from core.events import MessageTrigger
-from core.ids import new_id
+from core.domain.events import MessageTrigger
+from core.domain.ids import new_id
+from core.redis import keys
 from tests.conftest import Harness, test_settings
 
 ALICE = "alice-token-0123456789"  # web:alice is on call: she may approve production deploys

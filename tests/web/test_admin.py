@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from core.bus import DEAD_LETTER
-from core.events import MessageTrigger
-from core.ids import new_id
+from core.domain.events import MessageTrigger
+from core.domain.ids import new_id
+from core.redis.bus import DEAD_LETTER
 from tests.web.conftest import ALICE, BOB, DAVE, Server
 
 

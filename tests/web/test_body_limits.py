@@ -15,8 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from starlette.types import Message, Receive, Scope, Send
 
-from bot.http_guard import Guard, JsonDepth
-from bot.http_hooks import Hook, HookConfig, signature
+from bot.http.guard import Guard, JsonDepth
+from bot.http.hooks import Hook, HookConfig, signature
 from config.channels import HttpSettings
 from tests.web.conftest import ALICE, BOB, Server
 

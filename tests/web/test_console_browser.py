@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from core.events import MessageTrigger
-from core.ids import new_id
+from core.domain.events import MessageTrigger
+from core.domain.ids import new_id
 from tests.web.conftest import ALICE, BOB, CAROL, Server
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -11,11 +11,11 @@ import aiohttp
 import pytest
 
 from adapters.web import WebChannel
-from bot.http import GRACEFUL_SHUTDOWN_SECONDS, build_app, run_http, serve
-from bot.http_auth import parse_tokens
+from bot.http.app import GRACEFUL_SHUTDOWN_SECONDS, build_app, run_http, serve
+from bot.http.auth import parse_tokens
 from config.channels import HttpSettings
 from core import Bus, Outbound
-from core.errors import ConfigError
+from core.domain.errors import ConfigError
 from tests.web.conftest import TOKENS, Server
 
 

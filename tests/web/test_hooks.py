@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from standardwebhooks import Webhook
 
-from bot.http import build_app
-from bot.http_hooks import HookConfig, load_hooks, signature
+from bot.http.app import build_app
+from bot.http.hooks import HookConfig, load_hooks, signature
 from config.settings import CONFIG_DIR
-from core.errors import ConfigError
-from core.ids import new_id
+from core.domain.errors import ConfigError
+from core.domain.ids import new_id
 from tests.web.conftest import TOKENS, Server
 
 SECRET = "s3cret-for-tests"

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from core import events as ev
-from core.errors import StoreUnavailable
-from core.sweeper import Sweeper
+from core.domain import events as ev
+from core.domain.errors import StoreUnavailable
+from core.redis.sweeper import Sweeper
 from tests.web.conftest import BOB, CAROL, Server
 
 DEPLOY = "/deploy api 1.4.2 production"

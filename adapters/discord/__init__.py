@@ -1,0 +1,1 @@
+"""The Discord channel (discord.py): gateway messages, app commands, buttons, rendering."""

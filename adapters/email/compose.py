@@ -1,0 +1,169 @@
+"""Outgoing mail: replies threaded into a conversation, approval mails, and the SMTP sender."""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass
+from datetime import UTC
+from email.message import EmailMessage
+from email.utils import formatdate
+from typing import Protocol
+
+import aiosmtplib
+
+from adapters.email.parse import bare_subject
+from config.channels import EmailSettings
+from core import ApprovalRequest, ChannelError, ConfigError, DeliveryRefused
+
+SUBJECT_CHARS = 150
+INSTRUCTIONS = (
+    "To answer, reply to this mail with, on the first line:\n"
+    "  APPROVE\n"
+    "or\n"
+    "  REJECT and a reason, e.g. REJECT not during the freeze\n"
+    "Only the first line counts; anything else there is not read as an answer and you will be asked again."
+)
+
+
+def one_line(text: str, limit: int = SUBJECT_CHARS) -> str:
+    """Header-safe: no line breaks (they would start a new header), bounded length."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+@dataclass(frozen=True)
+class Thread:
+    """Where a mail goes: the recipient and the conversation it continues."""
+
+    to: str
+    subject: str
+    in_reply_to: str = ""
+    references: tuple[str, ...] = ()
+
+    def fields(self) -> dict[str, str]:
+        """As a trigger's `reply_to` (strings only), so a later message can answer in this thread."""
+        return {
+            "address": self.to,
+            "last": self.in_reply_to,
+            "refs": " ".join(self.references),
+            "subject": self.subject,
+        }
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, str], to: str | None = None) -> Thread | None:
+        address = to or fields.get("address", "")
+        if not address:
+            return None
+        refs = tuple(fields.get("refs", "").split())
+        return cls(to=address, subject=fields.get("subject", ""), in_reply_to=fields.get("last", ""), references=refs)
+
+
+def _base(sender: str, to: str, subject: str, message_id: str, auto: str) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = to
+    msg["Subject"] = one_line(subject)
+    msg["Date"] = formatdate(localtime=False, usegmt=True)
+    msg["Message-ID"] = f"<{message_id}>"
+    msg["Auto-Submitted"] = auto  # RFC 3834: vacation responders must not answer us (no mail loops)
+    return msg
+
+
+def text_mail(*, sender: str, thread: Thread, body: str, message_id: str) -> EmailMessage:
+    """A plain-text mail in the thread: `Re:` subject, In-Reply-To and References set."""
+    subject = f"Re: {bare_subject(thread.subject)}" if thread.subject else "Re: your request"
+    msg = _base(sender, thread.to, subject, message_id, "auto-replied")
+    if thread.in_reply_to:
+        msg["In-Reply-To"] = f"<{thread.in_reply_to}>"
+    if thread.references:
+        msg["References"] = " ".join(f"<{ref}>" for ref in thread.references)
+    msg.set_content(body)
+    return msg
+
+
+def approval_text(request: ApprovalRequest, approval_id: str) -> list[tuple[str, str]]:
+    """(label, value) rows shown in both the plain-text and the HTML part."""
+    return [
+        ("Tool", request.tool),
+        ("Arguments", json.dumps(request.args, indent=2, sort_keys=True)),
+        ("Reason given by the agent", request.reason or "(no reason given)"),
+        ("Requested by", request.requester),
+        ("Expires", f"{request.expires_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC"),
+        ("Approval id", approval_id),
+    ]
+
+
+def approval_mail(
+    *, sender: str, to: str, request: ApprovalRequest, subject_tag: str, reply_address: str, message_id: str
+) -> EmailMessage:
+    """The request to one approver: exact arguments, reason, requester, expiry, how to answer."""
+    args = " ".join(f"{key}={value}" for key, value in sorted(request.args.items()))
+    msg = _base(sender, to, f"{subject_tag} {request.tool} {args}", message_id, "auto-generated")
+    msg["Reply-To"] = reply_address
+    rows = approval_text(request, request.approval_id)
+    intro = f"{request.requester} needs approval to run {request.tool}."
+    plain = [intro, ""] + [f"{label}:\n{value}\n" for label, value in rows] + [INSTRUCTIONS]
+    msg.set_content("\n".join(plain))
+    cells = "".join(
+        f"<tr><th align='left' valign='top'>{html.escape(label)}</th><td><pre>{html.escape(value)}</pre></td></tr>"
+        for label, value in rows
+    )
+    steps = "".join(f"{html.escape(line)}<br>" for line in INSTRUCTIONS.splitlines())
+    msg.add_alternative(
+        f"<html><body><p>{html.escape(intro)}</p><table>{cells}</table><p>{steps}</p></body></html>", subtype="html"
+    )
+    return msg
+
+
+def _permanent(exc: aiosmtplib.SMTPException) -> bool:
+    """A 5xx answer (RFC 5321: do not repeat the same transaction), also when it refused the recipient."""
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        return bool(exc.recipients) and all(refusal.code >= 500 for refusal in exc.recipients)
+    return isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code >= 500
+
+
+class Mailer(Protocol):
+    async def send(self, message: EmailMessage) -> None: ...
+
+
+class SmtpMailer:
+    """Sends each mail on its own connection, with TLS as SMTP_TLS says (`none` only on loopback)."""
+
+    def __init__(self, settings: EmailSettings, timeout: float = 30) -> None:
+        self.settings = settings
+        self.timeout = timeout
+
+    async def send(self, message: EmailMessage) -> None:
+        s = self.settings
+        try:
+            await aiosmtplib.send(
+                message,
+                sender=s.address,
+                hostname=s.smtp_host,
+                port=s.smtp_port,
+                username=s.smtp_user,
+                password=s.smtp_password.get_secret_value() if s.smtp_password else None,
+                use_tls=s.smtp_tls == "implicit",
+                start_tls=s.smtp_tls == "starttls",  # True: a server that does not offer STARTTLS fails loudly
+                timeout=self.timeout,
+            )
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            raise ConfigError(
+                f"SMTP login as {s.smtp_user!r} failed ({exc}); check SMTP_USER and SMTP_PASSWORD"
+            ) from exc
+        except aiosmtplib.SMTPException as exc:
+            # aiosmtplib raises a bare SMTPException when the server does not offer STARTTLS.
+            if isinstance(exc, aiosmtplib.SMTPNotSupported) or (s.smtp_tls == "starttls" and "STARTTLS" in str(exc)):
+                raise ConfigError(
+                    f"{s.smtp_host}:{s.smtp_port} does not support what SMTP_TLS={s.smtp_tls} needs ({exc}); "
+                    "use SMTP_TLS=implicit on port 465 or a server that offers STARTTLS"
+                ) from exc
+            if _permanent(exc):
+                raise DeliveryRefused(
+                    f"{s.smtp_host}:{s.smtp_port} refused the mail for good ({exc}); "
+                    "check the recipient's address and the server's policy"
+                ) from exc
+            raise ChannelError(f"sending mail via {s.smtp_host}:{s.smtp_port} failed: {exc}") from exc
+        except OSError as exc:
+            raise ChannelError(f"sending mail via {s.smtp_host}:{s.smtp_port} failed: {exc}") from exc

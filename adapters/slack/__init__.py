@@ -1,0 +1,1 @@
+"""The Slack channel (Bolt): inbound events and actions, Block Kit cards, the app manifest."""

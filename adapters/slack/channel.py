@@ -1,0 +1,287 @@
+"""The Slack channel: a Bolt app whose listeners turn mentions, DMs, thread replies, slash
+commands and approval buttons into triggers, and a renderer for the `slack` outbox.
+
+The same listeners serve Socket Mode (`SLACK_APP_TOKEN`) and HTTP mode (`routes()`, POST
+/slack/events, signed with `SLACK_SIGNING_SECRET`). A listener only enqueues (a Redis write)
+and acks; the core decides everything, including who may approve. Slack's retries, the same
+message arriving as both `app_mention` and `message`, and replayed clicks count once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import socket
+from collections import Counter
+from typing import Any, Literal, cast
+
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from adapters.slack import blocks, inbound
+from adapters.slack.manifest import EVENTS_PATH, command_name, manifest, tool_commands
+from adapters.slack.render import SlackRenderer
+from adapters.slack.state import Origin, Place, SlackState, thread_key
+from config.channels import SlackSettings
+from core import Bus, DecisionTrigger, MessageTrigger, Outbound, Store, ToolRegistry, Trigger, deliver, new_id
+
+__all__ = ["SlackChannel", "manifest", "web_client"]
+
+log = logging.getLogger(__name__)
+
+
+def web_client(settings: SlackSettings) -> AsyncWebClient:
+    """The Web API client: `SLACK_API_URL`, and 429s retried after Slack's Retry-After."""
+    return AsyncWebClient(
+        token=settings.bot_token.get_secret_value(),
+        base_url=settings.api_url.rstrip("/") + "/",
+        retry_handlers=[AsyncConnectionErrorRetryHandler(), AsyncRateLimitErrorRetryHandler(max_retry_count=3)],
+    )
+
+
+class SlackChannel:
+    name = "slack"
+
+    def __init__(
+        self,
+        settings: SlackSettings,
+        *,
+        bus: Bus,
+        store: Store,
+        tools: ToolRegistry,
+        client: AsyncWebClient | None = None,
+    ) -> None:
+        self.settings = settings
+        self.bus = bus
+        self.store = store
+        self.tools = tools
+        self.client = client or web_client(settings)
+        if not any(isinstance(h, AsyncRateLimitErrorRetryHandler) for h in self.client.retry_handlers):
+            self.client.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=3))
+        self.state = SlackState(store.redis)
+        # The renderer sees 429s itself: delivery waits Retry-After without holding a render slot, and
+        # other conversations go on meanwhile. Handlers (views.open within 3 s) keep the SDK's retries.
+        render_client = AsyncWebClient(
+            token=self.client.token,
+            base_url=self.client.base_url,
+            timeout=self.client.timeout,
+            session=self.client.session,
+            retry_handlers=[AsyncConnectionErrorRetryHandler()],
+        )
+        self.renderer = SlackRenderer(render_client, self.state, settings.approval_channel)
+        self.stats: Counter[str] = Counter()  # inbound deliveries: published, duplicate, ignored, dialog
+        self.app = self._build_app()
+
+    def _build_app(self) -> AsyncApp:
+        secret = self.settings.signing_secret
+        app = AsyncApp(
+            client=self.client,
+            # Without a signing secret HTTP mode is off (`routes()` is empty); a random one refuses any request.
+            signing_secret=secret.get_secret_value() if secret else secrets.token_hex(32),
+            name="opsbot-slack",
+            # Listeners only enqueue, so Slack's answer can wait for them: a failure to enqueue is a 500,
+            # which Slack retries (events) or shows to the person (commands, buttons), never a silent loss.
+            process_before_response=True,
+        )
+        app.event("app_mention")(self._on_mention)
+        app.event("message")(self._on_message)
+        app.command(self.settings.command)(self._on_command)
+        for spec in tool_commands(self.tools):
+            app.command(command_name(spec))(self._on_command)
+        app.action(blocks.APPROVE)(self._on_approve)
+        app.action(blocks.REJECT)(self._on_reject)
+        app.view(blocks.REJECT_VIEW)(self._on_reject_reason)
+        return app
+
+    # --- running ----------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Render the `slack` outbox until `stop`; in Socket Mode also receive over the WebSocket."""
+        consumer = f"slack-{socket.gethostname()}-{os.getpid()}"
+        if self.settings.app_token is None:
+            if self.settings.signing_secret is None:
+                log.warning("slack: neither SLACK_APP_TOKEN nor SLACK_SIGNING_SECRET is set, so Slack cannot "
+                            "send anything to this bot; set one of them")  # fmt: skip
+            await deliver(self.bus, self.name, self.render, stop, consumer)
+            return
+        handler = AsyncSocketModeHandler(self.app, self.settings.app_token.get_secret_value(), web_client=self.client)
+        # Connecting retries on its own until it succeeds; the outbox is delivered meanwhile.
+        connecting = asyncio.create_task(handler.connect_async())  # type: ignore[no-untyped-call]
+        try:
+            await deliver(self.bus, self.name, self.render, stop, consumer)
+        finally:
+            connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await connecting
+            await handler.close_async()  # type: ignore[no-untyped-call]
+
+    def routes(self) -> list[BaseRoute]:
+        """POST /slack/events for the bot's HTTP server; none without SLACK_SIGNING_SECRET."""
+        if self.settings.signing_secret is None:
+            return []
+        handler = AsyncSlackRequestHandler(self.app)
+
+        async def events(request: Request) -> Response:
+            return await handler.handle(request)
+
+        return [Route(EVENTS_PATH, events, methods=["POST"])]
+
+    async def render(self, outbound: Outbound) -> None:
+        await self.renderer.render(outbound)
+
+    # --- messages ---------------------------------------------------------------------------
+
+    async def _on_mention(self, body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext) -> None:
+        await self._receive(body, event, context.bot_user_id, mentioned=True)
+
+    async def _on_message(self, body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext) -> None:
+        await self._receive(body, event, context.bot_user_id, mentioned=False)
+
+    async def _receive(
+        self, body: dict[str, Any], event: dict[str, Any], bot_user: str | None, mentioned: bool
+    ) -> None:
+        """One Events API delivery, counted once per event id (Slack's retries carry the same one)."""
+        event_key = f"slack:event:{body.get('event_id') or new_id()}"
+        if not await self.store.claim(event_key):
+            self.stats["duplicate"] += 1
+            return
+        try:
+            trigger = await self._message_trigger(body["team_id"], event, bot_user, mentioned)
+            if trigger is None:
+                self.stats["ignored"] += 1
+                return
+            await self._publish(trigger)
+        except BaseException:
+            await self.store.release_claim(event_key)  # let Slack's retry try again
+            raise
+
+    async def _message_trigger(
+        self, team: str, raw: dict[str, Any], bot_user: str | None, mentioned: bool
+    ) -> MessageTrigger | None:
+        """A mention, a DM, or a reply in a thread the bot owns; None for anything else."""
+        event = inbound.message_event(raw)
+        if event is None:
+            return None
+        thread_ts = event.get("thread_ts") or event["ts"]
+        key = thread_key(team, event["channel"], thread_ts)
+        owner = await self.state.owner(key)
+        top_level = thread_ts == event["ts"]
+        if not (mentioned or event.get("channel_type") == "im" or (owner is not None and not top_level)):
+            return None  # channel talk that is not a reply in the bot's thread
+        conversation = owner or key
+        if mentioned and top_level and owner is None:  # a mention on its own: the bot owns the thread it starts
+            await self.state.own_thread(key, conversation)
+        user = event.get("user", "")
+        return MessageTrigger(
+            id=new_id(),
+            channel=self.name,
+            conversation=conversation,
+            sender=inbound.identity(team, user),
+            text=inbound.plain_text(event.get("text", ""), bot_user),
+            dedup_key=f"slack:message:{team}/{event['channel']}/{event['ts']}",  # app_mention + message: once
+            reply_to=Origin(team, event["channel"], thread_ts, user).reply_to(),
+        )
+
+    async def _on_command(self, ack: AsyncAck, command: dict[str, Any]) -> None:
+        raw = cast(inbound.Command, command)
+        text = inbound.command_text(raw, self.settings.command, self.tools)
+        if text is None:
+            await ack(f"{raw['command']} is not a command of this bot; try `{self.settings.command} help`")
+            return
+        trigger_id = new_id()
+        typed = f"{raw['command']} {raw.get('text', '')}".strip()
+        origin = Origin(raw["team_id"], raw["channel_id"], "", raw["user_id"], command=typed)
+        await self._publish(
+            MessageTrigger(
+                id=trigger_id,
+                channel=self.name,
+                conversation=f"{raw['team_id']}/{raw['channel_id']}/cmd-{trigger_id}",  # until its thread exists
+                sender=inbound.identity(raw["team_id"], raw["user_id"]),
+                text=text,
+                dedup_key=f"slack:command:{raw['trigger_id']}",
+                reply_to=origin.reply_to(),
+            )
+        )
+        await ack(f"Working on `{blocks.escape(self.bus.redact(text))}`; the answer comes in a thread here.")
+
+    # --- approvals --------------------------------------------------------------------------
+
+    async def _on_approve(self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
+        await ack()
+        await self._decide(inbound.click(body, action), action["value"], "approve")
+
+    async def _on_reject(self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
+        """An approver is asked for the reason in a dialog; anyone else hears from the core why not."""
+        await ack()
+        clicked = inbound.click(body, action)
+        approval_id = action["value"]
+        if not await self._may_decide(approval_id, inbound.identity(clicked["team"], clicked["user"])):
+            await self._decide(clicked, approval_id, "reject")
+            return
+        if not await self.store.claim(clicked["dedup"]):
+            self.stats["duplicate"] += 1
+            return
+        where = {"team": clicked["team"], "channel": clicked["place"].channel, "message_ts": clicked["message_ts"]}
+        where["thread_ts"] = clicked["place"].thread_ts
+        await self.client.views_open(trigger_id=body["trigger_id"], view=blocks.reject_dialog(approval_id, where))
+        self.stats["dialog"] += 1
+
+    async def _on_reject_reason(self, ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
+        await ack()
+        meta = json.loads(view["private_metadata"])
+        reason = view["state"]["values"][blocks.REASON][blocks.REASON].get("value") or ""
+        user = body["user"]["id"]
+        clicked = inbound.Click(
+            team=meta["team"],
+            user=user,
+            place=Place(meta["channel"], meta["thread_ts"]),
+            message_ts=meta["message_ts"],
+            dedup=f"slack:view:{view['id']}:{user}",
+        )
+        await self._decide(clicked, meta["approval_id"], "reject", reason.strip())
+
+    async def _may_decide(self, approval_id: str, sender: str) -> bool:
+        record = await self.store.get_approval(approval_id)
+        return (
+            record is not None
+            and record.status == "pending"
+            and self.tools.may_approve(sender, record.approvers, record.requester, record.allow_self)
+        )
+
+    async def _decide(
+        self, clicked: inbound.Click, approval_id: str, decision: Literal["approve", "reject"], comment: str = ""
+    ) -> None:
+        """A decision in the approval's own conversation, so its receipt edits the card once;
+        a refusal goes to the person who clicked, where they clicked."""
+        card = await self.state.card(approval_id)
+        place = clicked["place"]
+        fallback = thread_key(clicked["team"], place.channel, place.thread_ts or clicked["message_ts"])
+        await self._publish(
+            DecisionTrigger(
+                id=new_id(),
+                channel=self.name,
+                conversation=card.request.conversation if card else fallback,
+                sender=inbound.identity(clicked["team"], clicked["user"]),
+                approval_id=approval_id,
+                decision=decision,
+                comment=comment,
+                dedup_key=clicked["dedup"],
+                reply_to=Origin(clicked["team"], place.channel, place.thread_ts, clicked["user"]).reply_to(),
+            )
+        )
+
+    async def _publish(self, trigger: Trigger) -> None:
+        self.stats["published" if await self.bus.publish(trigger) else "duplicate"] += 1

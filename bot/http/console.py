@@ -1,0 +1,114 @@
+"""The web console: static pages at `/` and the `web` channel's endpoints under `/web`.
+
+The page is plain HTML, CSS and JavaScript shipped in `bot/console/` (no CDN, no framework).
+It authenticates with a bearer token it reads once from the URL fragment (`/#token=...`) and
+keeps in sessionStorage. The chat is the `web` channel (`adapters/web.py`); the approvals inbox
+and the thread view use the REST API.
+"""
+
+import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Depends, Query
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from adapters.web import CONVERSATION, POSITION, WebChannel
+from bot.http.auth import TokenAuth
+from bot.http.errors import responses
+from bot.http.ops import Operations
+from bot.http.schemas import Accepted, Approve, Reject, Text
+from config import resources
+from core.domain import events as ev
+
+CONSOLE_DIR = resources.shipped("bot") / "console"  # the page, its script and style: package data
+MAX_WAIT_SECONDS = 25.0
+
+ConversationId = Annotated[str, Field(pattern=CONVERSATION.pattern, description="the browser's conversation id")]
+
+
+class WebMessage(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    conversation: ConversationId
+    text: Text
+
+
+class _OnCard(BaseModel):
+    conversation: ConversationId
+    approval_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+
+
+class WebApprove(Approve, _OnCard):
+    pass
+
+
+class WebReject(Reject, _OnCard):
+    pass
+
+
+WebDecision = Annotated[WebApprove | WebReject, Field(discriminator="decision")]
+
+
+class WebUpdates(BaseModel):
+    after: str = Field(description="pass it back as `after` to get what follows")
+    items: list[ev.Outbound]
+
+
+def web_router(ops: Operations, auth: TokenAuth, web: WebChannel, draining: asyncio.Event) -> APIRouter:
+    router = APIRouter(prefix="/web", tags=["web console"])
+    Identity = Annotated[str, Depends(auth)]
+
+    @router.post(
+        "/messages",
+        status_code=202,
+        response_model=Accepted,
+        responses=responses(401, 422, 503),
+        summary="Say something in a console conversation",
+    )
+    async def message(body: WebMessage, identity: Identity) -> Accepted:
+        return await ops.message(web.message(identity, body.conversation, body.text))
+
+    @router.post(
+        "/decisions",
+        status_code=202,
+        response_model=Accepted,
+        responses=responses(401, 403, 404, 409, 422, 503),
+        summary="Click Approve or Reject on a card",
+    )
+    async def decision(body: Annotated[WebDecision, Body()], identity: Identity) -> Accepted:
+        approve = body.decision == "approve"
+        return await ops.decide(
+            web.decision(identity, body.conversation, body.approval_id.lower(), approve, body.comment)
+        )
+
+    @router.get(
+        "/updates",
+        response_model=WebUpdates,
+        responses=responses(401, 422, 503),
+        summary="Long-poll the conversation's new messages",
+    )
+    async def updates(
+        identity: Identity,
+        conversation: Annotated[str, Query(pattern=CONVERSATION.pattern)],
+        after: Annotated[str | None, Query(pattern=POSITION.pattern, description="omit to start from now")] = None,
+        wait: Annotated[float, Query(ge=0, le=MAX_WAIT_SECONDS, description="seconds to wait for news")] = 20,
+    ) -> WebUpdates:
+        if after is None:
+            return WebUpdates(after=await web.position(), items=[])
+        position, items = await web.updates(identity, conversation, after, wait, draining)
+        return WebUpdates(after=position, items=items)
+
+    return router
+
+
+async def _index(request: object) -> FileResponse:
+    return FileResponse(CONSOLE_DIR / "index.html", headers={"Cache-Control": "no-store"})
+
+
+def console_routes() -> list[BaseRoute]:
+    return [
+        Route("/", _index, methods=["GET"], include_in_schema=False),
+        Mount("/console", app=StaticFiles(directory=CONSOLE_DIR), name="console"),
+    ]

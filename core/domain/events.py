@@ -1,0 +1,318 @@
+"""The thread's events and the channel seam's models: frozen, validated values.
+
+Events are the only state of a thread (factor 5). `ThreadState` is derived from them by
+`core.domain.reducer.reduce`. `Trigger` is what a channel hands to the core; `Outbound` is what the
+core hands back for a channel to render.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+SCHEMA_VERSION = 1
+
+ApprovalDecision = Literal["approve", "reject"]
+Verdict = Literal["approve", "reject", "expire"]  # "expire": the deadline passed without a decision
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class _Event(_Frozen):
+    v: int = SCHEMA_VERSION
+    id: str
+    at: datetime
+    actor: str
+
+
+class ThreadStarted(_Event):
+    type: Literal["thread_started"] = "thread_started"
+    agent: str
+    channel: str
+    conversation: str
+    requester: str
+    reply_to: dict[str, str] = {}
+
+
+class UserMessage(_Event):
+    type: Literal["user_message"] = "user_message"
+    text: str
+    trigger_id: str
+
+
+class Usage(_Frozen):
+    """What one model call cost: the prompt (name and hash), the model, tokens and latency. A model
+    returns it with its choice; the thread records it as a `ModelCall` event, these same fields."""
+
+    prompt_name: str
+    prompt_hash: str
+    model: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    latency_ms: float = 0.0
+
+
+class ModelCall(Usage, _Event):
+    type: Literal["model_call"] = "model_call"
+
+
+class ToolCall(_Event):
+    type: Literal["tool_call"] = "tool_call"
+    call_id: str
+    tool: str
+    args: dict[str, Any]
+    reason: str = ""
+
+
+class ToolStarted(_Event):
+    type: Literal["tool_started"] = "tool_started"
+    call_id: str
+    tool: str
+
+
+class ToolResult(_Event):
+    type: Literal["tool_result"] = "tool_result"
+    call_id: str
+    tool: str
+    output: str
+    duration_ms: float = 0.0
+
+
+ToolErrorKind = Literal["invalid", "failed", "rejected", "interrupted", "expired"]
+
+
+class ToolErrorEvent(_Event):
+    type: Literal["tool_error"] = "tool_error"
+    call_id: str
+    tool: str
+    error: str
+    kind: ToolErrorKind = "failed"
+
+
+class ApprovalRequested(_Event):
+    type: Literal["approval_requested"] = "approval_requested"
+    approval_id: str
+    call_id: str
+    tool: str
+    args: dict[str, Any]
+    args_hash: str
+    approvers: list[str]
+    requester: str
+    allow_self: bool
+    expires_at: datetime
+
+
+class ApprovalDecided(_Event):
+    type: Literal["approval_decided"] = "approval_decided"
+    approval_id: str
+    call_id: str
+    decision: Verdict
+    comment: str = ""
+    trigger_id: str = ""
+
+
+class HumanQuestion(_Event):
+    type: Literal["human_question"] = "human_question"
+    call_id: str
+    question: str
+
+
+class HumanAnswer(_Event):
+    type: Literal["human_answer"] = "human_answer"
+    text: str
+    trigger_id: str
+
+
+class AgentReply(_Event):
+    type: Literal["agent_reply"] = "agent_reply"
+    text: str
+
+
+class Paused(_Event):
+    type: Literal["paused"] = "paused"
+    reason: str = ""
+    trigger_id: str = ""
+
+
+class Resumed(_Event):
+    type: Literal["resumed"] = "resumed"
+    trigger_id: str = ""
+
+
+class DeliveryFailed(_Event):
+    """A channel could not show an outbound message and gave up (a permanent refusal, or retries ran out)."""
+
+    type: Literal["delivery_failed"] = "delivery_failed"
+    outbound_id: str
+    channel: str
+    outbound_kind: str
+    error: str
+    trigger_id: str = ""
+
+
+class Escalated(_Event):
+    type: Literal["escalated"] = "escalated"
+    reason: str
+
+
+class Failed(_Event):
+    type: Literal["failed"] = "failed"
+    error: str
+
+
+class HandedOff(_Event):
+    """The thread moves to another agent (factor 10), keeping its id and everything said so far.
+
+    `note` is what the next agent needs to know; `call_id` is the `hand_to_<agent>` call that
+    asked for it, empty when the router moved the thread (a slash command for another agent's tool).
+    """
+
+    type: Literal["handed_off"] = "handed_off"
+    from_agent: str
+    to_agent: str
+    note: str = ""
+    call_id: str = ""
+
+
+Event = Annotated[
+    ThreadStarted
+    | UserMessage
+    | ModelCall
+    | ToolCall
+    | ToolStarted
+    | ToolResult
+    | ToolErrorEvent
+    | ApprovalRequested
+    | ApprovalDecided
+    | HumanQuestion
+    | HumanAnswer
+    | AgentReply
+    | Paused
+    | Resumed
+    | Escalated
+    | Failed
+    | HandedOff
+    | DeliveryFailed,
+    Field(discriminator="type"),
+]
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+def parse_event(data: str | bytes) -> Event:
+    return EVENT_ADAPTER.validate_json(data)
+
+
+# --- the channel seam -------------------------------------------------------------------
+
+
+class _Trigger(_Frozen):
+    v: int = SCHEMA_VERSION
+    id: str
+    channel: str
+    conversation: str
+    sender: str
+    dedup_key: str = ""
+    reply_to: dict[str, str] = {}
+    thread_id: str = ""
+    # The publisher's trace context (W3C traceparent / tracestate, `core.obs.tracing`); empty when not
+    # tracing, and then left out of the stored JSON, so workers that predate the field read it too.
+    trace: dict[str, str] = {}
+
+
+class MessageTrigger(_Trigger):
+    """Text from a person: a request, a command, or an answer to a question."""
+
+    kind: Literal["message"] = "message"
+    text: str
+    agent: str = ""
+
+
+class DecisionTrigger(_Trigger):
+    """An approve / reject answer to an approval request, from any channel."""
+
+    kind: Literal["decision"] = "decision"
+    approval_id: str
+    decision: ApprovalDecision
+    comment: str = ""
+
+
+class ControlTrigger(_Trigger):
+    """Pause or resume a thread (factor 6); from the sweepers: expire an approval whose deadline passed,
+    re-drive a thread a dead worker left in flight, record a message a channel could not deliver."""
+
+    kind: Literal["control"] = "control"
+    action: Literal["pause", "resume", "expire", "redrive", "undeliverable"]
+    reason: str = ""
+    approval_id: str = ""
+    outbound_id: str = ""  # undeliverable: which message, of which kind
+    outbound_kind: str = ""
+
+
+Trigger = Annotated[MessageTrigger | DecisionTrigger | ControlTrigger, Field(discriminator="kind")]
+TRIGGER_ADAPTER: TypeAdapter[Trigger] = TypeAdapter(Trigger)
+
+
+class _Outbound(_Frozen):
+    v: int = SCHEMA_VERSION
+    id: str
+    channel: str
+    conversation: str
+    thread_id: str
+    reply_to: dict[str, str] = {}
+    to: str = ""  # set when only this identity should see it (an ephemeral refusal)
+
+
+class Reply(_Outbound):
+    kind: Literal["reply"] = "reply"
+    text: str
+    final: bool = True
+
+
+class ApprovalRequest(_Outbound):
+    kind: Literal["approval_request"] = "approval_request"
+    approval_id: str
+    tool: str
+    args: dict[str, Any]
+    reason: str
+    requester: str
+    approvers: list[str]
+    expires_at: datetime
+
+
+class Question(_Outbound):
+    kind: Literal["question"] = "question"
+    question: str
+
+
+class DecisionReceipt(_Outbound):
+    """An approval was decided: channels edit their card to show who and when."""
+
+    kind: Literal["decision_receipt"] = "decision_receipt"
+    approval_id: str
+    decision: Verdict
+    by: str
+    comment: str = ""
+    at: datetime
+
+
+NoticeLevel = Literal["info", "warning", "error"]
+
+
+class Notice(_Outbound):
+    """Something went wrong with a request, or a refusal; says what happened and what to do."""
+
+    kind: Literal["notice"] = "notice"
+    text: str
+    level: NoticeLevel = "info"
+
+
+Outbound = Annotated[Reply | ApprovalRequest | Question | DecisionReceipt | Notice, Field(discriminator="kind")]
+OUTBOUND_ADAPTER: TypeAdapter[Outbound] = TypeAdapter(Outbound)
+
+OutboundT = TypeVar("OutboundT", Reply, ApprovalRequest, Question, DecisionReceipt, Notice)

@@ -1,0 +1,118 @@
+"""Schedules (factor 11): cron expressions that launch an agent or a workflow, once per tick.
+
+`config/schedules.toml` declares them::
+
+    [schedules.stale_deploys]
+    cron = "0 9 * * 1-5"         # minute hour day-of-month month day-of-week, read in `timezone`
+    timezone = "Europe/London"   # an IANA zone; daylight saving time follows Debian cron's rules
+    agent = "stale_deploys"      # an agent or a workflow of config/agents.toml
+    text = "/stale_deploys"      # the message the thread starts with
+    channel = "api"              # where the thread's messages go; `reply_to` is what that channel needs
+    catch_up = "once"            # a tick missed while every process was down: "skip" it, or fire "once"
+
+`core/redis/scheduler.py` fires them.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Collection
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from cronsim import CronSim, CronSimError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from core.domain.errors import ConfigError
+from core.domain.events import MessageTrigger
+from core.domain.ids import new_id
+
+CatchUp = Literal["skip", "once"]
+MISSED_COUNT_CAP = 1000  # past this, "1000+ missed": the count is for the log, not for arithmetic
+_SYNTAX_CHECK_START = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+class Schedule(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    cron: str
+    timezone: str = "UTC"
+    agent: str
+    text: str = Field(min_length=1)
+    channel: str = "api"
+    reply_to: dict[str, str] = {}
+    catch_up: CatchUp = "skip"
+    grace: int = Field(300, gt=0)  # seconds after its time during which a tick still counts as on time
+    enabled: bool = True
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        try:
+            CronSim(value, _SYNTAX_CHECK_START)
+        except CronSimError as exc:
+            raise ValueError(f"{value!r} is not a cron expression ({exc}); use 5 fields like '0 9 * * 1-5'") from None
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone; use a name like 'Europe/London' or 'UTC'") from None
+        return value
+
+    def latest(self, now: datetime) -> datetime | None:
+        """The last tick at or before `now`, in UTC."""
+        local = now.astimezone(ZoneInfo(self.timezone)).replace(microsecond=0) + timedelta(seconds=1)
+        tick: datetime | None = next(iter(CronSim(self.cron, local, reverse=True)), None)
+        return tick.astimezone(UTC) if tick is not None else None
+
+    def missed(self, after: datetime, before: datetime) -> int:
+        """How many ticks fell strictly between two ticks (capped)."""
+        count = 0
+        for tick in CronSim(self.cron, after.astimezone(ZoneInfo(self.timezone))):
+            if tick >= before or count >= MISSED_COUNT_CAP:
+                break
+            count += 1
+        return count
+
+    def trigger(self, tick: datetime) -> MessageTrigger:
+        """A new thread per tick, from the schedule's own identity; the dedup key is the tick's lease."""
+        stamp = f"{tick:%Y-%m-%dT%H:%MZ}"
+        return MessageTrigger(
+            id=new_id(), channel=self.channel, conversation=f"schedule/{self.name}/{stamp}",
+            sender=f"schedule:{self.name}", text=self.text, agent=self.agent, reply_to=self.reply_to,
+            dedup_key=f"schedule:{self.name}:{int(tick.timestamp())}",
+        )  # fmt: skip
+
+
+def load_schedules(path: Path, agents: Collection[str]) -> list[Schedule]:
+    """Read config/schedules.toml; every schedule must launch one of `agents` (agents and workflows)."""
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"schedules file {path} does not exist; set BOT_SCHEDULES_FILE to a schedules.toml") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"schedules file {path} is not valid TOML: {exc}") from exc
+    schedules = []
+    for name, body in raw.get("schedules", {}).items():
+        try:
+            schedule = Schedule.model_validate({"name": name, **body})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            message = first["msg"].removeprefix("Value error, ")
+            raise ConfigError(f"schedule {name!r} in {path}: {where}: {message}") from exc
+        if schedule.agent not in agents:
+            raise ConfigError(
+                f"schedule {name!r} in {path} launches {schedule.agent!r}, which is not an agent or workflow; "
+                f"use one of {sorted(agents)}"
+            )
+        if schedule.enabled:
+            schedules.append(schedule)
+    return schedules

@@ -1,0 +1,137 @@
+"""The deterministic path: `/tool args` commands, `help`, and `approve|reject <id>` answers.
+
+Slash commands never need the LLM: `CommandModel` turns them into the same tool calls the
+model would make, then reports the outcome as the reply.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from dataclasses import dataclass
+from typing import Any
+
+from core.domain.errors import InvalidToolCall
+from core.model.llm import Decision, ModelRequest
+from core.model.prompts import PromptLibrary
+from core.tools.registry import BUILTIN_TOOLS, REPLY, ToolRegistry, ToolSpec
+
+DECISION = re.compile(
+    r"^\s*(approve|approved|reject|rejected)\s+([a-z0-9]{4,40})\b[\s:,-]*(.*)$", re.IGNORECASE | re.DOTALL
+)
+HELP_WORDS = {"help", "/help", "?", "commands"}
+
+
+@dataclass(frozen=True)
+class DecisionText:
+    approval_id: str
+    approve: bool
+    comment: str
+
+
+def parse_decision(text: str) -> DecisionText | None:
+    """`approve <id> [comment]` or `reject <id> <reason>`; anything else is not a decision."""
+    match = DECISION.match(text)
+    if match is None:
+        return None
+    verb, approval_id, comment = match.groups()
+    return DecisionText(approval_id.lower(), verb.lower().startswith("approve"), comment.strip())
+
+
+def _coerce(spec: ToolSpec, name: str, raw: str) -> Any:
+    schema = spec.parameters.get("properties", {}).get(name, {})
+    kind = schema.get("type")
+    try:
+        if kind == "integer":
+            return int(raw)
+        if kind == "number":
+            return float(raw)
+        if kind == "boolean":
+            if raw.lower() not in ("true", "false", "yes", "no", "1", "0"):
+                raise ValueError(raw)
+            return raw.lower() in ("true", "yes", "1")
+        if kind == "array":
+            return [item for item in raw.split(",") if item]
+        if kind == "object":
+            return json.loads(raw)
+    except ValueError:
+        raise InvalidToolCall(f"{spec.name}: {name} must be {kind}, got {raw!r}") from None
+    return raw
+
+
+def parse_command(text: str, tools: ToolRegistry) -> tuple[str, dict[str, Any]]:
+    """`/deploy api 1.4.2 production` or `/deploy service=api version=1.4.2 environment=production`."""
+    try:
+        words = shlex.split(text.strip().removeprefix("/"))
+    except ValueError as exc:
+        raise InvalidToolCall(f"cannot read the command: {exc}") from None
+    if not words:
+        raise InvalidToolCall("empty command; type help for the list")
+    name = words[0].replace("-", "_")
+    if name not in tools or name in BUILTIN_TOOLS or name.startswith("hand_to_"):
+        raise InvalidToolCall(f"unknown command /{words[0]}; the commands are listed below")
+    spec = tools.get(name)
+    order = spec.param_names
+    args: dict[str, Any] = {}
+    for position, word in enumerate(words[1:]):
+        key, sep, value = word.partition("=")
+        if sep and key in order:
+            args[key] = _coerce(spec, key, value)
+        elif sep and re.fullmatch(r"[a-zA-Z_]\w*", key):
+            raise InvalidToolCall(f"{name}: unknown argument {key!r}; arguments are {', '.join(order) or 'none'}")
+        elif position < len(order) and order[position] not in args:
+            args[order[position]] = _coerce(spec, order[position], word)
+        else:
+            raise InvalidToolCall(f"{name}: too many arguments; usage: {usage(spec)}")
+    return name, args
+
+
+def usage(spec: ToolSpec) -> str:
+    required = set(spec.parameters.get("required", []))
+    parts = [f"<{p}>" if p in required else f"[{p}]" for p in spec.param_names]
+    return " ".join([f"/{spec.name}", *parts])
+
+
+def usable_tools(tools: ToolRegistry, caller: str) -> list[ToolSpec]:
+    specs = (tools.get(name) for name in tools.names() if name not in BUILTIN_TOOLS)
+    return [spec for spec in specs if tools.may_call(caller, spec)]
+
+
+class CommandModel:
+    """Decides deterministically: run the command the user typed, then reply with its outcome.
+
+    A command runs with the tools of the agent that holds the thread (the router sends it to the
+    tool's agent first); help lists `catalog`, every command of every agent and workflow, when given.
+    """
+
+    needs_history = False
+
+    def __init__(self, prompts: PromptLibrary, catalog: ToolRegistry | None = None) -> None:
+        self._prompts = prompts
+        self._catalog = catalog
+
+    def help_text(self, tools: ToolRegistry, caller: str, prompt: str = "help") -> str:
+        specs = usable_tools(tools, caller)
+        lines = [f"  {usage(s)}{' [approval]' if s.approval.required else ''} - {s.description}" for s in specs]
+        example = usage(max(specs, key=lambda s: len(s.param_names))) if specs else "/help"
+        variables = {"commands": "\n".join(lines) or "  (none available to you)", "example": example}
+        if prompt == "help":
+            variables["caller"] = caller
+        return self._prompts.render(prompt, **variables).text
+
+    async def decide(self, request: ModelRequest) -> Decision:
+        state, tools = request.state, request.tools
+        if state.turn_steps > 0:  # the command ran (or failed, or was rejected): report it
+            outcome = state.last_outcome or "done"
+            return Decision(tool=REPLY, args={"message": outcome if state.last_outcome_ok else f"failed: {outcome}"})
+        text, listed = state.last_user_text.strip(), self._catalog or tools
+        if text.lower() in HELP_WORDS:
+            return Decision(tool=REPLY, args={"message": self.help_text(listed, request.caller)})
+        if not text.startswith("/"):
+            return Decision(tool=REPLY, args={"message": self.help_text(listed, request.caller, "no_model")})
+        try:
+            name, args = parse_command(text, tools)
+        except InvalidToolCall as exc:
+            return Decision(tool=REPLY, args={"message": f"{exc}\n\n{self.help_text(listed, request.caller)}"})
+        return Decision(tool=name, args=args, reason=f"command: {text}")

@@ -1,0 +1,1 @@
+"""The runtime: the thread service, the loop, approvals, router, roster, workflows, worker, delivery."""

@@ -1,0 +1,381 @@
+"""The operations on a thread (factor 6): launch, pause, resume, and deciding approvals.
+
+`Agent.handle` applies one trigger from the inbox: a message starts or continues the
+conversation's thread (routed first to the agent that should hold it, `core.runtime.router`), a decision
+is applied once whatever channel and process it came through, pause and resume are events. Each
+then lets `core.runtime.loop.Loop` take the thread's steps.
+
+A worker holds nothing between triggers: each starts from the stored state snapshot, under
+the thread's lease, and every write is checked against the sequence number it read.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from core.domain import events as ev
+from core.domain.ids import new_id, thread_id_for
+from core.domain.ports import Clock, Publisher
+from core.domain.reducer import ThreadState
+from core.model.commands import parse_decision
+from core.model.llm import Model
+from core.obs import logs
+from core.obs.metrics import Metrics
+from core.redis.store import ApprovalRecord, DecisionWrite, Store
+from core.runtime.approvals import Approvals, already_decided, unknown
+from core.runtime.loop import Loop, log_step
+from core.runtime.roster import Roster
+from core.runtime.router import route, starts_turn
+from core.runtime.run import Run, notice_to
+from core.tools.executors import ToolRunner
+from core.tools.redact import Redactor
+from core.tools.registry import ToolRegistry
+
+
+@dataclass(frozen=True)
+class Limits:
+    step_limit: int = 12
+    error_limit: int = 3
+
+
+@dataclass(frozen=True)
+class Models:
+    """`command` runs slash commands; `language` reads free text, when a model is configured."""
+
+    command: Model
+    language: Model | None = None
+
+
+class Agent:
+    def __init__(
+        self,
+        *,
+        agent_name: str,
+        store: Store,
+        publisher: Publisher,
+        tools: ToolRegistry,
+        runner: ToolRunner,
+        models: Models,
+        clock: Clock,
+        redactor: Redactor,
+        limits: Limits = Limits(),
+        metrics: Metrics | None = None,
+        roster: Roster | None = None,
+    ) -> None:
+        self.name = agent_name
+        self.store = store
+        self.publisher = publisher
+        self.tools = tools
+        self.runner = runner
+        self.models = models
+        self.clock = clock
+        self.redactor = redactor
+        self.limits = limits
+        self.metrics = metrics
+        self.approvals = Approvals(store, tools, clock)  # every tool: a stored call runs whoever holds the thread
+        self.roster = roster or Roster.single(agent_name, tools, models.language, limits.step_limit)
+        self.loop = Loop(
+            store=store, tools=tools, runner=runner, roster=self.roster, command=models.command,
+            approvals=self.approvals, error_limit=limits.error_limit,
+        )  # fmt: skip
+
+    # --- the operations (factor 6) ----------------------------------------------------------
+
+    async def handle(self, trigger: ev.Trigger) -> None:
+        """Apply one trigger from the inbox; safe to call again with the same trigger."""
+        match trigger:
+            case ev.MessageTrigger() if (answer := parse_decision(trigger.text)) is not None:
+                decision = ev.DecisionTrigger(
+                    **trigger.model_dump(include={"id", "channel", "conversation", "sender", "reply_to"}),
+                    approval_id=answer.approval_id,
+                    decision="approve" if answer.approve else "reject",
+                    comment=answer.comment,
+                )
+                await self.decide(decision)
+            case ev.MessageTrigger():
+                await self.launch(trigger)
+            case ev.DecisionTrigger():
+                await self.decide(trigger)
+            case ev.ControlTrigger(action="pause"):
+                await self.pause(trigger)
+            case ev.ControlTrigger(action="expire"):
+                await self.expire(trigger)
+            case ev.ControlTrigger(action="redrive"):
+                await self.resume(trigger)
+            case ev.ControlTrigger(action="undeliverable"):
+                await self.undeliverable(trigger)
+            case ev.ControlTrigger():
+                await self.resume(trigger)
+
+    async def launch(self, trigger: ev.MessageTrigger) -> None:
+        """Start a thread, or add the message to the conversation's thread, and advance it."""
+        thread_id = trigger.thread_id or thread_id_for(trigger.channel, trigger.conversation)
+        async with self.store.lock(thread_id) as leased:
+            run = self._run(leased.state)
+            if trigger.id not in run.state.recent_triggers:
+                if run.state.seq == 0 and not self.tools.may_start(trigger.sender, trigger.channel):
+                    return await self._refuse(
+                        trigger,
+                        f"{trigger.sender} may not start threads on {trigger.channel}: that needs "
+                        f"[access].start.{trigger.channel}. Nothing was done; ask someone on that list",
+                    )
+                if trigger.agent and trigger.agent not in self.roster:
+                    agents = ", ".join(self.roster.names())
+                    return await self._refuse(trigger, f"there is no agent {trigger.agent!r}; agents: {agents}")
+                await self._accept_message(run, trigger)
+            await self.loop.advance(run)
+            await run.finish()
+
+    async def pause(self, trigger: ev.ControlTrigger) -> None:
+        async with self.store.lock(trigger.thread_id) as leased:
+            run = self._run(leased.state)
+            if run.state.seq == 0:
+                return await self._refuse(trigger, f"there is no thread {trigger.thread_id!r}; see `bot thread list`")
+            if run.state.paused:
+                if trigger.id in run.state.recent_triggers:  # stored by a worker that died before the ack
+                    return None
+                return await self._refuse(trigger, f"thread {trigger.thread_id} is already paused; nothing changed")
+            run.say(f"thread paused by {trigger.sender}; resume it with `bot thread resume {trigger.thread_id}`")
+            await run.commit(ev.Paused(**run.meta(trigger.sender), reason=trigger.reason, trigger_id=trigger.id))
+
+    async def resume(self, trigger: ev.ControlTrigger) -> None:
+        async with self.store.lock(trigger.thread_id) as leased:
+            run = self._run(leased.state)
+            if run.state.seq == 0:
+                return await self._refuse(trigger, f"there is no thread {trigger.thread_id!r}; see `bot thread list`")
+            if not run.state.paused:
+                if (
+                    trigger.action == "redrive" or trigger.id in run.state.recent_triggers
+                ):  # finish a dead worker's work
+                    await self.loop.advance(run)
+                    return await run.finish()
+                return await self._refuse(trigger, f"thread {trigger.thread_id} is not paused; nothing changed")
+            if trigger.action == "redrive":
+                return None  # a paused thread waits for a person to resume it
+            run.say(f"thread resumed by {trigger.sender}")
+            await run.commit(ev.Resumed(**run.meta(trigger.sender), trigger_id=trigger.id))
+            await self._apply_held_verdict(run, trigger)
+            await self.loop.advance(run)
+            await run.finish()
+
+    async def undeliverable(self, trigger: ev.ControlTrigger) -> None:
+        """A channel gave up on one of the thread's messages: the thread records it, so people can see it."""
+        async with self.store.lock(trigger.thread_id) as leased:
+            run = self._run(leased.state)
+            if run.state.seq == 0 or trigger.id in run.state.recent_triggers:
+                return
+            failed = ev.DeliveryFailed(
+                **run.meta("system"), outbound_id=trigger.outbound_id, channel=trigger.channel,
+                outbound_kind=trigger.outbound_kind, error=trigger.reason[:500], trigger_id=trigger.id,
+            )  # fmt: skip
+            await run.commit(failed)
+
+    async def _apply_held_verdict(self, run: Run, trigger: ev.ControlTrigger) -> None:
+        """An approval decided (or expired) while the thread was paused takes effect now."""
+        pending = run.state.pending_approval
+        record = await self.store.get_approval(pending.approval_id) if pending else None
+        if record is None or record.status == "pending":
+            return
+        if record.status == "expired":
+            return await self._apply_expiry(run, record, trigger.id)
+        decision = ev.DecisionTrigger(
+            id=trigger.id, channel=run.state.channel, conversation=run.state.conversation, sender=record.decided_by,
+            approval_id=record.approval_id, decision="approve" if record.status == "approved" else "reject",
+        )  # fmt: skip
+        await self._apply_decision(run, decision, record)
+
+    async def decide(self, trigger: ev.DecisionTrigger) -> None:
+        """Apply an approve / reject answer once, whatever channel and process it came through.
+
+        When the trigger names its thread, the lease, the thread's state and the approval are read in
+        one round trip, and the decision is stored with the step it starts in a second one.
+        """
+        thread_id = trigger.thread_id
+        if not thread_id:
+            found = await self.store.get_approval(trigger.approval_id)
+            if found is None:
+                return await self._refuse(trigger, unknown(trigger.approval_id))
+            thread_id = found.thread_id
+        async with self.store.lock(thread_id, approval_id=trigger.approval_id) as leased:
+            record = leased.approval
+            if record is None or record.thread_id != thread_id:
+                return await self._refuse(trigger, unknown(trigger.approval_id))
+            run = self._run(leased.state)
+            if refusal := self.approvals.refusal_to_decide(trigger, record):
+                return await self._refuse(trigger, refusal)
+            pending = run.state.pending_approval
+            awaited = pending is not None and pending.approval_id == record.approval_id
+            if not awaited:
+                if trigger.id in run.state.recent_triggers:  # a redelivery of what was applied: finish its work
+                    await self.loop.advance(run)
+                    return await run.finish()
+                return await self._refuse(trigger, self._not_awaited(record))
+            if record.status == "pending":
+                if record.expires_at <= self.clock.now():
+                    return await self._refuse(trigger, self.approvals.expired(record))
+                if run.state.paused:  # recorded now; it takes effect when the thread is resumed
+                    return await self._decide_while_paused(run, trigger, record)
+                write = DecisionWrite(record.approval_id, trigger.decision == "approve", trigger.sender,
+                                      trigger.comment, self.clock.now())  # fmt: skip
+                decided = record.model_copy(update={
+                    "status": "approved" if write.approved else "rejected", "decided_by": write.by,
+                    "decided_at": write.args()[2], "comment": write.comment,
+                })  # fmt: skip
+                await self._apply_decision(run, trigger, decided, write)
+            elif record.status == "expired":
+                return await self._refuse(trigger, self.approvals.expired(record))
+            elif record.decided_by != trigger.sender:
+                return await self._refuse(trigger, already_decided(record))
+            elif run.state.paused:
+                return await self._refuse(trigger, held(record))
+            else:  # decided through the API, or re-driven by the sweeper: apply what is recorded
+                write = DecisionWrite(record.approval_id, record.status == "approved", record.decided_by,
+                                      record.comment, self.clock.now(), recorded=True)  # fmt: skip
+                await self._apply_decision(run, trigger, record, write)
+            await self.loop.advance(run)
+            await run.finish()
+
+    def _not_awaited(self, record: ApprovalRecord) -> str:
+        if record.status == "expired":
+            return self.approvals.expired(record)
+        if record.status == "pending":
+            return f"approval {record.approval_id} is no longer awaited by its thread; nothing changed"
+        return already_decided(record)
+
+    async def _decide_while_paused(self, run: Run, trigger: ev.DecisionTrigger, record: ApprovalRecord) -> None:
+        outcome = await self.store.decide(
+            record.approval_id, trigger.decision == "approve", trigger.sender, trigger.comment, self.clock.now()
+        )
+        if outcome.outcome != "ok":
+            current = await self.store.get_approval(record.approval_id)
+            return await self._refuse(trigger, already_decided(current or record))
+        status = "approved" if trigger.decision == "approve" else "rejected"
+        await self._refuse(trigger, held(record.model_copy(update={"status": status})))
+
+    async def expire(self, trigger: ev.ControlTrigger) -> None:
+        """The approval's deadline passed without a decision: the agent gets an "expired" result."""
+        outcome = await self.store.expire(trigger.approval_id, self.clock.now())
+        if outcome.outcome not in ("ok", "expired"):
+            return  # decided in time, or not due yet
+        record = await self.store.get_approval(trigger.approval_id)
+        if record is None:
+            return
+        async with self.store.lock(record.thread_id) as leased:
+            run = self._run(leased.state)
+            pending = run.state.pending_approval
+            if pending is None or pending.approval_id != record.approval_id or run.state.paused:
+                return  # applied already (a redelivery), or held until the thread is resumed
+            await self._apply_expiry(run, record, trigger.id)
+            await self.loop.advance(run)
+            await run.finish()
+
+    async def _apply_expiry(self, run: Run, record: ApprovalRecord, trigger_id: str) -> None:
+        expired = ev.ApprovalDecided(
+            **run.meta("system"), approval_id=record.approval_id, call_id=record.call_id, decision="expire",
+            trigger_id=trigger_id,
+        )  # fmt: skip
+        who = self.tools.describe(record.allowed)
+        text = f"approval {record.approval_id} expired at {record.expires_at:%Y-%m-%d %H:%M} UTC with no decision from {who}"
+        receipt = run.out(
+            ev.DecisionReceipt, approval_id=record.approval_id, decision="expire", by="system", at=expired.at
+        )
+        run.outbox.append(receipt)
+        _notify_copies(run, record, receipt)
+        await run.commit(expired, run.error(record.call_id, record.tool, text, "expired"))
+
+    # --- decisions --------------------------------------------------------------------------
+
+    async def _apply_decision(
+        self, run: Run, trigger: ev.DecisionTrigger, record: ApprovalRecord, write: DecisionWrite | None = None
+    ) -> None:
+        """Record the decision with what follows from it, in one commit (with `write`, the approval's
+        compare-and-set too); on approval the stored call then runs."""
+        decided = ev.ApprovalDecided(
+            **run.meta(record.decided_by),
+            approval_id=record.approval_id,
+            call_id=record.call_id,
+            decision="approve" if record.status == "approved" else "reject",
+            comment=record.comment,
+            trigger_id=trigger.id,
+        )
+        receipt = run.out(
+            ev.DecisionReceipt,
+            approval_id=record.approval_id,
+            decision=decided.decision,
+            by=record.decided_by,
+            comment=record.comment,
+            at=decided.at,
+        )
+        run.outbox.append(receipt)
+        if (trigger.channel, trigger.conversation) != (receipt.channel, receipt.conversation):
+            # The decider answered somewhere else (another channel, the approval email): tell them there too.
+            there = {"channel": trigger.channel, "conversation": trigger.conversation, "reply_to": trigger.reply_to}
+            run.outbox.append(receipt.model_copy(update={"id": new_id(), **there}))
+        _notify_copies(run, record, receipt, skip={trigger.channel})
+        started, outcome = time.perf_counter(), "rejected"
+        if decided.decision == "reject":
+            reason = f"rejected by {record.decided_by}: {record.comment or 'no reason given'}"
+            await run.commit(decided, run.error(record.call_id, record.tool, reason, "rejected"), decision=write)
+        elif refusal := self.approvals.refusal_to_run(run, record):
+            await run.commit(decided, run.error(record.call_id, record.tool, refusal, "rejected"), decision=write)
+        else:
+            spec = self.tools.get(record.tool)
+            outcome = await self.loop.execute(run, spec, record.call_id, record.args, decided, decision=write)
+        log_step(run.state.steps, record.tool, outcome, started)  # the step that asked for the approval ends
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    async def _accept_message(self, run: Run, trigger: ev.MessageTrigger) -> None:
+        """Record the message; one that starts a turn goes to the agent the router picks (same thread)."""
+        state = run.state
+        chosen = route(self.roster, state, trigger.text, trigger.agent) if starts_turn(state) else None
+        new: list[ev.Event] = []
+        if state.seq == 0:
+            new.append(
+                ev.ThreadStarted(
+                    **run.meta(trigger.sender),
+                    agent=chosen.agent if chosen else self.name,
+                    channel=trigger.channel,
+                    conversation=trigger.conversation,
+                    requester=trigger.sender,
+                    reply_to=trigger.reply_to,
+                )
+            )
+        elif chosen is not None and chosen.agent != state.agent:
+            new.append(ev.HandedOff(**run.meta(trigger.sender), from_agent=state.agent, to_agent=chosen.agent,
+                                    note=chosen.why))  # fmt: skip
+        kind = ev.HumanAnswer if state.status == "awaiting_human" else ev.UserMessage
+        new.append(kind(**run.meta(trigger.sender), text=trigger.text, trigger_id=trigger.id))
+        await run.commit(*new)
+        if run.state.paused:
+            run.say(f"thread {state.thread_id} is paused; your message is saved and will be read on resume")
+        elif run.state.status == "awaiting_approval" and (pending := run.state.pending_approval):
+            run.say(
+                f"still waiting for approval {pending.approval_id} ({pending.tool}); "
+                "your message is saved and will be read after the decision"
+            )
+
+    def _run(self, state: ThreadState) -> Run:
+        logs.bind(thread_id=state.thread_id, agent=state.agent)
+        return Run(
+            state=state, store=self.store, clock=self.clock, redactor=self.redactor, metrics=self.metrics,
+            publisher=self.publisher,
+        )  # fmt: skip
+
+    async def _refuse(self, trigger: ev.Trigger, text: str) -> None:
+        await self.publisher.send(notice_to(trigger, text))
+
+
+def held(record: ApprovalRecord) -> str:
+    return (
+        f"approval {record.approval_id} is {record.status}; thread {record.thread_id} is paused, so "
+        "it takes effect when the thread is resumed"
+    )
+
+
+def _notify_copies(run: Run, record: ApprovalRecord, receipt: ev.DecisionReceipt, skip: set[str] | None = None) -> None:
+    """Channels the policy also sent the request to (`notify`) learn the outcome, so their cards update."""
+    for channel in record.notify:
+        if channel != receipt.channel and channel not in (skip or set()):
+            run.outbox.append(receipt.model_copy(update={"id": new_id(), "channel": channel, "reply_to": {}}))
