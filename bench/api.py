@@ -63,7 +63,7 @@ import aiohttp
 import redis.asyncio as aioredis
 
 from bench.load import RedisProcess, cpu_seconds, machine_busy_seconds, own_cpu_seconds
-from bot.main import build_core
+from bot.main import build_wiring
 from config.settings import Settings
 from core.domain.events import MessageTrigger
 from core.domain.ids import new_id, thread_id_for
@@ -223,14 +223,14 @@ async def seed(url: str, count: int, data_dir: Path) -> None:
     try:
         await client.flushdb()
         settings = Settings.from_env({"BOT_DATA_DIR": str(data_dir), "BOT_LOG_LEVEL": "WARNING"})
-        core = build_core(settings, {"PATH": os.environ.get("PATH", "")}, client)
+        wiring = build_wiring(settings, {"PATH": os.environ.get("PATH", "")}, client)
         conversation = f"api/{new_id()}"
         thread_id = thread_id_for("api", conversation)
         trigger = MessageTrigger(
             id=new_id(), channel="api", conversation=conversation, sender=IDENTITY, text="status api",
             thread_id=thread_id,
         )  # fmt: skip
-        await core.agent.handle(trigger)
+        await wiring.threads.handle(trigger)
         meta: dict[Any, Any] = await client.hgetall(keys.thread_meta(thread_id))
         state = ThreadState.model_validate_json(meta[b"state"])
         created = float(await client.zscore(keys.THREAD_INDEX, thread_id) or time.time())

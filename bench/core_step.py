@@ -8,7 +8,7 @@ replies; so everything measured is the core itself: the reducer, pydantic, the s
 Lua appends and the Redis round trips. For threads of each length it prints:
 
 - per step: wall time of `agent.handle(trigger)` for the whole N-step thread divided by N, and
-  the marginal cost of one step (the time between two consecutive model decisions), comparing
+  the marginal cost of one step (the time between two consecutive model choices), comparing
   the first 10% of the steps with the last 10% to show that it stays flat;
 - resume: a thread of N steps that ends in a gated call (awaiting approval); the time from
   handing `agent.handle` the approval to the approved tool starting to execute (median);
@@ -57,12 +57,12 @@ import redis
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
 
-from bot.main import Core, build_core
+from bot.main import Wiring, build_wiring
 from bot.redis_server import EmbeddedRedis
 from config.settings import Settings
 from core.domain.events import DecisionTrigger, MessageTrigger
 from core.domain.ids import new_id, thread_id_for
-from core.model.llm import Decision, ModelRequest
+from core.model.llm import Choice, ModelRequest
 from core.redis import keys
 
 IDENTITY = "cli:bench"
@@ -167,14 +167,14 @@ class BenchModel:
     final: str = "reply"
     marks: list[Mark] = field(default_factory=list)
 
-    async def decide(self, request: ModelRequest) -> Decision:
+    async def choose(self, request: ModelRequest) -> Choice:
         self.marks.append(Mark(time.perf_counter(), COUNTER.round_trips, COUNTER.commands))
         done = request.state.turn_steps
         if done < self.steps:
-            return Decision(tool="instant", args={"n": done}, reason="bench step")
+            return Choice(tool="instant", args={"n": done}, reason="bench step")
         if self.final == "gated":
-            return Decision(tool="gated", args={"target": "production"}, reason="bench gated step")
-        return Decision(tool="reply", args={"message": f"{done} steps done"})
+            return Choice(tool="gated", args={"target": "production"}, reason="bench gated step")
+        return Choice(tool="reply", args={"message": f"{done} steps done"})
 
 
 # --- measurements ------------------------------------------------------------------------------
@@ -184,11 +184,11 @@ class BenchModel:
 class ThreadRun:
     steps: int
     wall: float  # seconds for agent.handle of the whole thread
-    intervals: list[float]  # seconds between consecutive model decisions = one step each
+    intervals: list[float]  # seconds between consecutive model choices = one step each
     step_round_trips: list[int]
     step_commands: list[int]
     round_trips: int  # for the whole trigger
-    reply_round_trips: int  # from the last model decision (the reply) to the end of the trigger
+    reply_round_trips: int  # from the last model choice (the reply) to the end of the trigger
     commands: int
     server_commands: int
     client_user: float  # seconds of this process's user CPU for the whole trigger
@@ -224,8 +224,8 @@ class Result:
 
 
 class Bench:
-    def __init__(self, core: Core, model: BenchModel, channel: str) -> None:
-        self.core = core
+    def __init__(self, wiring: Wiring, model: BenchModel, channel: str) -> None:
+        self.wiring = wiring
         self.model = model
         self.channel = channel
         self.threads: list[str] = []
@@ -233,7 +233,7 @@ class Bench:
 
     @property
     def redis(self) -> aioredis.Redis:
-        return self.core.redis
+        return self.wiring.redis
 
     async def server_counters(self) -> tuple[int, float]:
         """Commands the server has run (excluding INFO itself) and its CPU seconds so far."""
@@ -259,12 +259,12 @@ class Bench:
         rt0, cmd0 = COUNTER.snap()
         cpu0 = resource.getrusage(resource.RUSAGE_SELF)
         t0 = time.perf_counter()
-        await self.core.agent.handle(trigger)
+        await self.wiring.threads.handle(trigger)
         wall = time.perf_counter() - t0
         cpu1 = resource.getrusage(resource.RUSAGE_SELF)
         rt1, cmd1 = COUNTER.snap()
         server_commands_after, server_cpu_after = await self.server_counters()
-        marks = self.model.marks[: steps + 1]  # decision i starts step i; decision `steps` ends the loop
+        marks = self.model.marks[: steps + 1]  # choice i starts step i; choice `steps` ends the loop
         run = ThreadRun(
             steps=steps,
             wall=wall,
@@ -296,7 +296,7 @@ class Bench:
         out = Resume()
         for n in range(repeats):
             named = n % 2 == 0  # alternately as the API and buttons send it, and as `approve <id>` does
-            state = await self.core.store.load_state(thread_id)
+            state = await self.wiring.store.load_state(thread_id)
             assert state.pending_approval is not None, f"thread {thread_id} is not awaiting approval: {state.status}"
             approval_id = state.pending_approval.approval_id
             self.approvals.append(approval_id)
@@ -312,12 +312,12 @@ class Bench:
             GATED_STARTS.clear()
             rt0 = COUNTER.round_trips
             t0 = time.perf_counter()
-            await self.core.agent.handle(decision)
+            await self.wiring.threads.handle(decision)
             assert len(GATED_STARTS) == 1, "the approved tool did not run exactly once"
             started, rt1 = GATED_STARTS[0]
             out.latencies.append(started - t0)
             (out.round_trips if named else out.bare_round_trips).append(rt1 - rt0)
-        last = await self.core.store.load_state(thread_id)
+        last = await self.wiring.store.load_state(thread_id)
         if last.pending_approval:
             self.approvals.append(last.pending_approval.approval_id)
         return out
@@ -540,8 +540,8 @@ async def run(args: argparse.Namespace, url: str, embedded: bool, data_dir: Path
     COUNTER.install()
     client = aioredis.Redis.from_url(url, health_check_interval=30)  # as bot.main.running_core does
     model = BenchModel()
-    core = build_core(settings, {"PATH": os.environ.get("PATH", "")}, client, language_model=model)
-    bench = Bench(core, model, channel=f"bench-{new_id()[-8:]}")
+    wiring = build_wiring(settings, {"PATH": os.environ.get("PATH", "")}, client, language_model=model)
+    bench = Bench(wiring, model, channel=f"bench-{new_id()[-8:]}")
     try:
         header = await environment(client, url, embedded)
         load_at_start = os.getloadavg()[0]

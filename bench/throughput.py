@@ -46,12 +46,12 @@ if __name__ == "__main__":  # the tools file names `bench.throughput:instant`: l
 
 import redis.asyncio as aioredis
 
-from bot.main import Core, build_core
+from bot.main import Wiring, build_wiring
 from bot.redis_server import EmbeddedRedis
 from config.settings import Settings
 from core.domain.events import ApprovalRequest, DecisionTrigger, MessageTrigger, Reply
 from core.domain.ids import new_id
-from core.model.llm import Decision, ModelRequest
+from core.model.llm import Choice, ModelRequest
 from core.runtime.worker import Worker
 
 REQUESTER = "cli:bench"
@@ -94,13 +94,13 @@ class TenSteps:
 
     needs_history = False
 
-    async def decide(self, request: ModelRequest) -> Decision:
+    async def choose(self, request: ModelRequest) -> Choice:
         state = request.state
         if state.last_call is not None and state.last_call.tool == "gated":
-            return Decision(tool="reply", args={"message": f"{state.turn_steps} steps done"})
+            return Choice(tool="reply", args={"message": f"{state.turn_steps} steps done"})
         if state.turn_steps < STEPS - 1:
-            return Decision(tool="instant", args={"n": state.turn_steps}, reason="bench step")
-        return Decision(tool="gated", args={"target": "production"}, reason="bench gated step")
+            return Choice(tool="instant", args={"n": state.turn_steps}, reason="bench step")
+        return Choice(tool="gated", args={"target": "production"}, reason="bench gated step")
 
 
 def own_cpu_seconds() -> float:
@@ -134,8 +134,8 @@ class Round:
 class Driver:
     """T people sending one message each, K at a time, and one approver answering every request at once."""
 
-    def __init__(self, core: Core, channel: str, threads: int, in_flight: int) -> None:
-        self.bus = core.bus
+    def __init__(self, wiring: Wiring, channel: str, threads: int, in_flight: int) -> None:
+        self.bus = wiring.bus
         self.channel = channel
         self.threads = threads
         self.in_flight = in_flight
@@ -182,11 +182,11 @@ class Driver:
                         await self._start()
 
 
-async def one_round(core: Core, channel: str, threads: int, in_flight: int) -> Round:
-    driver = Driver(core, channel, threads, in_flight)
-    cpu, redis_cpu = own_cpu_seconds(), await redis_cpu_seconds(core.redis)
+async def one_round(wiring: Wiring, channel: str, threads: int, in_flight: int) -> Round:
+    driver = Driver(wiring, channel, threads, in_flight)
+    cpu, redis_cpu = own_cpu_seconds(), await redis_cpu_seconds(wiring.redis)
     await driver.drive()
-    result = Round(threads, cpu=own_cpu_seconds() - cpu, redis_cpu=await redis_cpu_seconds(core.redis) - redis_cpu)
+    result = Round(threads, cpu=own_cpu_seconds() - cpu, redis_cpu=await redis_cpu_seconds(wiring.redis) - redis_cpu)
     result.wall = max(driver.replied.values()) - min(driver.sent.values())
     for conversation, sent in driver.sent.items():
         result.to_request.append(driver.requested[conversation] - sent)
@@ -239,8 +239,8 @@ async def run(args: argparse.Namespace, url: str, where: str, data_dir: Path) ->
             await client.flushdb()
         elif args.redis_url and await client.dbsize():
             raise SystemExit(f"{where} is not empty; give a dedicated database, or --flush to empty it")
-        core = build_core(settings, {"PATH": os.environ.get("PATH", "")}, client, language_model=TenSteps())
-        workers = [core.worker(), *(Worker(core.agent, core.bus) for _ in range(args.workers - 1))]
+        wiring = build_wiring(settings, {"PATH": os.environ.get("PATH", "")}, client, language_model=TenSteps())
+        workers = [wiring.worker(), *(Worker(wiring.threads, wiring.bus) for _ in range(args.workers - 1))]
         tasks = [asyncio.create_task(worker.run(block_ms=200)) for worker in workers]
         channel = f"bench-{new_id()[-8:]}"
         print(
@@ -250,10 +250,10 @@ async def run(args: argparse.Namespace, url: str, where: str, data_dir: Path) ->
             f"load average {os.getloadavg()[0]:.2f}"
         )
         try:
-            await one_round(core, channel, min(args.threads, 2 * args.in_flight), args.in_flight)  # warm-up
+            await one_round(wiring, channel, min(args.threads, 2 * args.in_flight), args.in_flight)  # warm-up
             rounds = []
             for n in range(1, args.repeat + 1):
-                rounds.append(await one_round(core, channel, args.threads, args.in_flight))
+                rounds.append(await one_round(wiring, channel, args.threads, args.in_flight))
                 print_round(n, rounds[-1])
         finally:
             for worker in workers:

@@ -33,7 +33,7 @@ from core.redis.store import Store
 from core.redis.sweeper import Sweeper
 from core.runtime.budget import budgeted, model_limit
 from core.runtime.roster import ROUTER, Roster, load_roster
-from core.runtime.threads import Agent, Limits, Models
+from core.runtime.threads import Limits, Models, Threads
 from core.runtime.worker import Worker
 from core.tools.executors import ToolRunner
 from core.tools.redact import RedactingFilter, Redactor
@@ -44,13 +44,13 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class Core:
+class Wiring:
     settings: Settings
     redis: aioredis.Redis
     store: Store
     bus: Bus
     tools: ToolRegistry
-    agent: Agent
+    threads: Threads
     redactor: Redactor
     metrics: Metrics
     schedules: list[Schedule] = field(default_factory=list)
@@ -76,14 +76,14 @@ class Core:
         )
 
     def worker(self, name: str | None = None) -> Worker:
-        sweeper = Sweeper(self.store, self.bus, self.tools, self.agent.clock)
-        return Worker(self.agent, self.bus, name, sweeper=sweeper)
+        sweeper = Sweeper(self.store, self.bus, self.tools, self.threads.clock)
+        return Worker(self.threads, self.bus, name, sweeper=sweeper)
 
     def scheduler(self) -> Scheduler | None:
         """Launches due schedules; every worker process runs one, and each tick fires once between them."""
         if not self.schedules:
             return None
-        return Scheduler(self.schedules, self.redis, self.bus, self.agent.clock, every=self.settings.schedule_every)
+        return Scheduler(self.schedules, self.redis, self.bus, self.threads.clock, every=self.settings.schedule_every)
 
 
 def setup_logging(settings: Settings, redactor: Redactor, level: str | None = None) -> None:
@@ -172,7 +172,7 @@ def build_roster(
     return load_roster(path, tools, prompts, default=settings.agent, language=language, step_limit=settings.step_limit)
 
 
-def build_core(
+def build_wiring(
     settings: Settings,
     env: Mapping[str, str],
     client: aioredis.Redis,
@@ -181,7 +181,7 @@ def build_core(
     llm: anthropic.AsyncAnthropic | None = None,
     language_model: Model | None = None,
     clock: Clock | None = None,
-) -> Core:
+) -> Wiring:
     failpoints.configure(env.get("BOT_FAILPOINTS", ""))  # tests and operators; free when unset
     tools = load_tools(settings.tools_file, settings.groups)
     redactor = Redactor.from_env(env)
@@ -202,7 +202,7 @@ def build_core(
     runner = ToolRunner(
         workdir=settings.workdir, data_dir=settings.data_dir.resolve(), env=env, redactor=redactor, http=http
     )
-    agent = Agent(
+    threads = Threads(
         agent_name=settings.agent,
         store=store,
         publisher=bus,
@@ -218,32 +218,32 @@ def build_core(
         metrics=metrics,
         roster=roster,
     )
-    return Core(
-        settings=settings, redis=client, store=store, bus=bus, tools=tools, agent=agent, redactor=redactor,
+    return Wiring(
+        settings=settings, redis=client, store=store, bus=bus, tools=tools, threads=threads, redactor=redactor,
         metrics=metrics, schedules=schedules,
     )  # fmt: skip
 
 
-def channel_adapters(core: Core) -> list[ChannelAdapter]:
+def channel_adapters(wiring: Wiring) -> list[ChannelAdapter]:
     """The chat channels whose settings are present, built on the core's bus and store."""
     adapters: list[ChannelAdapter] = []
-    if (slack_settings := core.settings.slack) is not None:
+    if (slack_settings := wiring.settings.slack) is not None:
         from adapters.slack.channel import SlackChannel
 
-        adapters.append(SlackChannel(slack_settings, bus=core.bus, store=core.store, tools=core.tools))
-    if (discord_settings := core.settings.discord) is not None:
+        adapters.append(SlackChannel(slack_settings, bus=wiring.bus, store=wiring.store, tools=wiring.tools))
+    if (discord_settings := wiring.settings.discord) is not None:
         from adapters.discord.channel import DiscordChannel, build_client
 
         client = build_client(
             discord_settings, message_content=discord_settings.message_content, gateway_url=discord_settings.gateway_url
         )
         adapters.append(
-            DiscordChannel(discord_settings, bus=core.bus, store=core.store, tools=core.tools, client=client)
+            DiscordChannel(discord_settings, bus=wiring.bus, store=wiring.store, tools=wiring.tools, client=client)
         )
-    if (email_settings := core.settings.email) is not None:
+    if (email_settings := wiring.settings.email) is not None:
         from adapters.email.channel import EmailChannel
 
-        adapters.append(EmailChannel(email_settings, bus=core.bus, store=core.store, tools=core.tools))
+        adapters.append(EmailChannel(email_settings, bus=wiring.bus, store=wiring.store, tools=wiring.tools))
     return adapters
 
 
@@ -256,9 +256,9 @@ def redis_probe(settings: Settings, url: str) -> aioredis.Redis:
 
 
 @contextlib.asynccontextmanager
-async def running_core(
+async def running_wiring(
     settings: Settings, env: Mapping[str, str] | None = None, *, wait: bool = False
-) -> AsyncIterator[Core]:
+) -> AsyncIterator[Wiring]:
     """Connect to Redis (starting the embedded one if needed), build the core, and clean up after.
 
     `wait`: a long-running process waits for a Redis that does not answer yet (BOT_REDIS_WAIT_SECONDS);
@@ -274,7 +274,7 @@ async def running_core(
         llm = anthropic_client(settings)
         try:
             async with aiohttp.ClientSession() as http:
-                yield build_core(settings, env, client, http=http, llm=llm)
+                yield build_wiring(settings, env, client, http=http, llm=llm)
         finally:
             if llm is not None:
                 await llm.close()

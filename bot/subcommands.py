@@ -13,11 +13,11 @@ from collections.abc import Mapping
 from adapters.terminal import CHANNEL, Terminal
 from bot import views
 from bot.main import (
-    Core,
+    Wiring,
     anthropic_client,
     build_roster,
     channel_adapters,
-    running_core,
+    running_wiring,
     setup_logging,
 )
 from config import resources
@@ -38,9 +38,9 @@ async def serve(settings: Settings, stop: asyncio.Event, *, worker: bool, channe
     Started before Redis (a supervisor starts everything at once), it waits for Redis, logging each attempt.
     """
     setup_logging(settings, Redactor.from_env(os.environ))  # before connecting: the wait is logged
-    async with running_core(settings, wait=True) as core:
+    async with running_wiring(settings, wait=True) as wiring:
         log = logging.getLogger("bot")
-        adapters = channel_adapters(core) if channels else []
+        adapters = channel_adapters(wiring) if channels else []
         tasks = [asyncio.create_task(adapter.run(stop), name=f"channel-{adapter.name}") for adapter in adapters]
         if http:
             from bot.http.app import run_http
@@ -53,7 +53,7 @@ async def serve(settings: Settings, stop: asyncio.Event, *, worker: bool, channe
 
             hooks = load_hooks(settings.hooks_file, os.environ)
             task = run_http(
-                core,
+                wiring,
                 settings.http,
                 stop,
                 owner=settings.cli_identity,
@@ -66,11 +66,11 @@ async def serve(settings: Settings, stop: asyncio.Event, *, worker: bool, channe
             print(
                 "no channel is configured (Slack, Discord, email); see README. `bot run` also serves the web console."
             )
-        runner = core.worker() if worker else None
+        runner = wiring.worker() if worker else None
         if runner is not None:
             tasks.append(asyncio.create_task(runner.run(), name="worker"))
             log.info("worker %s started", runner.name)
-            if (scheduler := core.scheduler()) is not None:  # in every worker process: each tick fires once
+            if (scheduler := wiring.scheduler()) is not None:  # in every worker process: each tick fires once
                 tasks.append(asyncio.create_task(scheduler.run(stop), name="scheduler"))
                 log.info("scheduler started: %s", ", ".join(schedule.name for schedule in scheduler.schedules))
         stopped = asyncio.create_task(stop.wait())
@@ -108,23 +108,23 @@ def slack_manifest(settings: Settings, env: Mapping[str, str], public_url: str |
     return 0
 
 
-def _banner(core: Core, identity: str) -> str:
-    model = core.settings.model if core.settings.has_model else "none (commands only; set ANTHROPIC_API_KEY)"
-    where = core.settings.redis_url or f"embedded Redis in {core.settings.data_dir}"
+def _banner(wiring: Wiring, identity: str) -> str:
+    model = wiring.settings.model if wiring.settings.has_model else "none (commands only; set ANTHROPIC_API_KEY)"
+    where = wiring.settings.redis_url or f"embedded Redis in {wiring.settings.data_dir}"
     return (f"bot> DeployBot at your terminal as {identity}; state in {where}; model: {model}.\n"
             "bot> Type `help` for commands, `quit` to leave.")  # fmt: skip
 
 
 async def chat(settings: Settings, user: str, stop: asyncio.Event) -> int:
-    async with running_core(settings) as core:
-        setup_logging(settings, core.redactor, level="WARNING")
-        terminal = Terminal(core.bus, user)
-        print(_banner(core, terminal.identity), flush=True)
-        for record in await core.store.pending_approvals():
-            if core.tools.may_approve(terminal.identity, record.allowed, record.requester, record.allow_self):
+    async with running_wiring(settings) as wiring:
+        setup_logging(settings, wiring.redactor, level="WARNING")
+        terminal = Terminal(wiring.bus, user)
+        print(_banner(wiring, terminal.identity), flush=True)
+        for record in await wiring.store.pending_approvals():
+            if wiring.tools.may_approve(terminal.identity, record.allowed, record.requester, record.allow_self):
                 print(f"bot> pending approval: {views.approval_line(record)}", flush=True)
         terminal.after = await terminal.resume_position()
-        worker = core.worker()
+        worker = wiring.worker()
         printing = asyncio.Event()
         working = asyncio.create_task(worker.run(block_ms=200))
         printer = asyncio.create_task(terminal.print_outbox(printing))
@@ -146,8 +146,8 @@ async def chat(settings: Settings, user: str, stop: asyncio.Event) -> int:
 
 
 async def approvals(settings: Settings) -> int:
-    async with running_core(settings) as core:
-        records = await core.store.pending_approvals()
+    async with running_wiring(settings) as wiring:
+        records = await wiring.store.pending_approvals()
         for record in records:
             print(views.approval_line(record))
         if not records:
@@ -156,12 +156,12 @@ async def approvals(settings: Settings) -> int:
 
 
 async def thread(settings: Settings, args: argparse.Namespace) -> int:
-    async with running_core(settings) as core:
+    async with running_wiring(settings) as wiring:
         if args.action == "list":
-            for state in await core.store.list_threads():
+            for state in await wiring.store.list_threads():
                 print(views.thread_line(state))
             return 0
-        events = await core.store.load_events(args.id)
+        events = await wiring.store.load_events(args.id)
         if not events and args.action in ("show", "replay"):
             print(f"no thread {args.id!r}; see `bot thread list`", file=sys.stderr)
             return 1
@@ -180,8 +180,8 @@ async def thread(settings: Settings, args: argparse.Namespace) -> int:
             return 0
         trigger = ControlTrigger(id=new_id(), channel=CHANNEL, conversation="", sender=settings.cli_identity,
                                  thread_id=args.id, action=args.action, reason=args.reason)  # fmt: skip
-        await (core.agent.pause(trigger) if args.action == "pause" else core.agent.resume(trigger))
-        state = await core.store.load_state(args.id)
+        await (wiring.threads.pause(trigger) if args.action == "pause" else wiring.threads.resume(trigger))
+        state = await wiring.store.load_state(args.id)
         print(views.thread_line(state))
         return 0
 

@@ -44,16 +44,16 @@ if TYPE_CHECKING:
     from core.domain.ports import ChannelAdapter, Clock, Publisher, SystemClock
     from core.domain.reducer import ThreadState, reduce, replay
     from core.model.commands import CommandModel, parse_command, parse_decision
-    from core.model.llm import Decision, Model, ModelRequest
+    from core.model.llm import Choice, Model, ModelRequest
     from core.redis.bus import Bus
     from core.redis.store import ApprovalRecord, Store
     from core.runtime.delivery import deliver
-    from core.runtime.threads import Agent, Limits, Models
+    from core.runtime.threads import Limits, Models, Threads
     from core.runtime.worker import Worker
     from core.tools.registry import ToolRegistry, ToolSpec, load_tools
 
 _HOMES = {
-    "Agent": "core.runtime.threads",
+    "Threads": "core.runtime.threads",
     "Limits": "core.runtime.threads",
     "Models": "core.runtime.threads",
     "Bus": "core.redis.bus",
@@ -88,7 +88,7 @@ _HOMES = {
     "Verdict": "core.domain.events",
     "new_id": "core.domain.ids",
     "thread_id_for": "core.domain.ids",
-    "Decision": "core.model.llm",
+    "Choice": "core.model.llm",
     "Model": "core.model.llm",
     "ModelRequest": "core.model.llm",
     "ChannelAdapter": "core.domain.ports",
@@ -107,7 +107,6 @@ _HOMES = {
 }
 
 __all__ = [
-    "Agent",
     "ApprovalError",
     "ApprovalRecord",
     "ApprovalRequest",
@@ -115,12 +114,12 @@ __all__ = [
     "Bus",
     "ChannelAdapter",
     "ChannelError",
+    "Choice",
     "Clock",
     "CommandModel",
     "ConfigError",
     "ConflictError",
     "ControlTrigger",
-    "Decision",
     "DecisionReceipt",
     "DecisionTrigger",
     "DeliveryRefused",
@@ -142,6 +141,7 @@ __all__ = [
     "StoreUnavailable",
     "SystemClock",
     "ThreadState",
+    "Threads",
     "ToolError",
     "ToolFailed",
     "ToolRegistry",

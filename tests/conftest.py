@@ -13,12 +13,12 @@ import fakeredis
 import pytest
 import redis.asyncio as aioredis
 
-from bot.main import Core, build_core
+from bot.main import Wiring, build_wiring
 from bot.redis_server import EmbeddedRedis
 from config.settings import Settings
 from core.domain.events import MessageTrigger, Outbound, Reply
 from core.domain.ids import new_id
-from core.model.llm import Decision, ModelRequest
+from core.model.llm import Choice, ModelRequest
 
 
 @pytest.fixture(autouse=True)
@@ -76,25 +76,25 @@ def clock() -> FakeClock:
 
 
 class ScriptedModel:
-    """A language model from a list of decisions, or a function of the request; records every request."""
+    """A language model from a list of choices, or a function of the request; records every request."""
 
     needs_history = True
 
-    def __init__(self, script: list[Decision] | Callable[[ModelRequest], Decision]) -> None:
+    def __init__(self, script: list[Choice] | Callable[[ModelRequest], Choice]) -> None:
         self.script = script
         self.requests: list[ModelRequest] = []
 
-    async def decide(self, request: ModelRequest) -> Decision:
+    async def choose(self, request: ModelRequest) -> Choice:
         self.requests.append(request)
         if callable(self.script):
             return self.script(request)
         if not self.script:
-            raise AssertionError("ScriptedModel ran out of decisions")
+            raise AssertionError("ScriptedModel ran out of choices")
         return self.script.pop(0)
 
 
-def call(tool: str, **args: Any) -> Decision:
-    return Decision(tool=tool, args=args, reason=f"scripted {tool}")
+def call(tool: str, **args: Any) -> Choice:
+    return Choice(tool=tool, args=args, reason=f"scripted {tool}")
 
 
 # On call beside cli:operator (the shipped tools file's member): the shipped policies need an approver
@@ -111,7 +111,7 @@ def test_settings(tmp_path: Path, **env: str) -> Settings:
 class Harness:
     """A core on one Redis with helpers to talk to it the way a channel would."""
 
-    core: Core
+    wiring: Wiring
     clock: FakeClock
     user: str = "cli:operator"
     conversation: str = field(default_factory=lambda: f"operator/{new_id()}")
@@ -123,17 +123,17 @@ class Harness:
 
     async def say(self, text: str, sender: str | None = None) -> None:
         """Deliver a message through the inbox and let one worker process everything queued."""
-        await self.core.bus.publish(self.trigger(text, sender))
+        await self.wiring.bus.publish(self.trigger(text, sender))
         await self.drain()
 
     async def drain(self) -> None:
-        worker = self.core.worker("test-worker")
+        worker = self.wiring.worker("test-worker")
         while await worker.run_once():
             pass
 
     async def outbox(self, progress: bool = False) -> list[Outbound]:
         """Every outbound message on the `cli` channel; progress notes only when asked for."""
-        _, items = await self.core.bus.follow("cli", "0-0", block_ms=0)
+        _, items = await self.wiring.bus.follow("cli", "0-0", block_ms=0)
         return [o for o in items if progress or not (isinstance(o, Reply) and not o.final)]
 
 
@@ -142,7 +142,7 @@ def make_harness(tmp_path: Path, clock: FakeClock) -> Callable[..., Harness]:
     def factory(client: aioredis.Redis, model: ScriptedModel | None = None, **env: str) -> Harness:
         settings = test_settings(tmp_path, **env)
         env_map = {"PATH": os.environ.get("PATH", ""), **env}
-        core = build_core(settings, env_map, client, language_model=model, clock=clock)
-        return Harness(core=core, clock=clock)
+        wiring = build_wiring(settings, env_map, client, language_model=model, clock=clock)
+        return Harness(wiring=wiring, clock=clock)
 
     return factory

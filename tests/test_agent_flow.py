@@ -48,9 +48,9 @@ async def test_an_approver_outside_the_group_is_refused_and_the_thread_stays_pen
         and "group:oncall (cli:dana, cli:operator)" in refusal[-1].text
     )
     assert "you are not one of its allowed approvers" in refusal[-1].text, "the true reason: not a member"
-    state = (await h.core.store.list_threads())[0]
+    state = (await h.wiring.store.list_threads())[0]
     assert state.status == "awaiting_approval" and state.pending_approval.approval_id == approval.approval_id
-    record = await h.core.store.get_approval(approval.approval_id)
+    record = await h.wiring.store.get_approval(approval.approval_id)
     assert record is not None and record.status == "pending"
 
 
@@ -59,7 +59,7 @@ async def test_an_unknown_approval_id_is_a_clear_refusal(fake_redis, make_harnes
     await h.say("approve zzzz9999")
     notice = (await h.outbox())[-1]
     assert isinstance(notice, ev.Notice) and "there is no approval 'zzzz9999'" in notice.text
-    assert await h.core.store.list_threads() == []
+    assert await h.wiring.store.list_threads() == []
 
 
 async def test_the_requester_cannot_approve_their_own_request_when_policy_forbids(
@@ -84,9 +84,9 @@ async def test_the_requester_cannot_approve_their_own_request_when_policy_forbid
 async def test_the_same_trigger_delivered_twice_is_applied_once(fake_redis, make_harness) -> None:
     h = make_harness(fake_redis)
     trigger = h.trigger("/status api staging")
-    await h.core.agent.handle(trigger)
-    await h.core.agent.handle(trigger)
-    events = await h.core.store.load_events((await h.core.store.list_threads())[0].thread_id)
+    await h.wiring.threads.handle(trigger)
+    await h.wiring.threads.handle(trigger)
+    events = await h.wiring.store.load_events((await h.wiring.store.list_threads())[0].thread_id)
     assert [e.type for e in events].count("user_message") == 1
     assert [e.type for e in events].count("tool_started") == 1
 
@@ -95,8 +95,8 @@ async def test_channel_retries_with_one_dedup_key_enqueue_once(fake_redis, make_
     h = make_harness(fake_redis)
     first = h.trigger("/status api staging").model_copy(update={"dedup_key": "slack:ev:Ev1"})
     retry = h.trigger("/status api staging").model_copy(update={"dedup_key": "slack:ev:Ev1"})
-    assert await h.core.bus.publish(first)
-    assert not await h.core.bus.publish(retry)
+    assert await h.wiring.bus.publish(first)
+    assert not await h.wiring.bus.publish(retry)
     await h.drain()
     assert len([o for o in await h.outbox() if isinstance(o, ev.Reply)]) == 1
 
@@ -106,7 +106,7 @@ async def test_ask_human_pauses_and_the_next_message_answers(fake_redis, make_ha
     h = make_harness(fake_redis, model)
     await h.say("restart api")
     assert isinstance((await h.outbox())[-1], ev.Question)
-    assert (await h.core.store.list_threads())[0].status == "awaiting_human"
+    assert (await h.wiring.store.list_threads())[0].status == "awaiting_human"
     model.script += [call("status", service="api", environment="staging"), call("reply", message="api is fine")]
     await h.say("staging")
     history = model.requests[-2].history
@@ -120,7 +120,7 @@ async def test_three_failures_in_a_row_escalate_instead_of_spinning(fake_redis, 
     model = ScriptedModel([bad, bad, bad, call("reply", message="never reached")])
     h = make_harness(fake_redis, model)
     await h.say("deploy api latest to staging")
-    state = (await h.core.store.list_threads())[0]
+    state = (await h.wiring.store.list_threads())[0]
     assert state.status == "awaiting_human" and state.consecutive_errors == 3
     question = (await h.outbox())[-1]
     assert isinstance(question, ev.Question) and "3 failed steps in a row" in question.question
@@ -140,17 +140,17 @@ async def test_pause_stops_the_loop_and_resume_continues(fake_redis, make_harnes
     model = ScriptedModel([call("ask_human", question="which service?")])
     h = make_harness(fake_redis, model)
     await h.say("restart something")
-    thread_id = (await h.core.store.list_threads())[0].thread_id
+    thread_id = (await h.wiring.store.list_threads())[0].thread_id
     control = ev.ControlTrigger(id="c1", channel="cli", conversation=h.conversation, sender="cli:operator",
                                 thread_id=thread_id, action="pause")  # fmt: skip
-    await h.core.agent.handle(control)
-    await h.core.agent.handle(control.model_copy(update={"id": "c2"}))
+    await h.wiring.threads.handle(control)
+    await h.wiring.threads.handle(control.model_copy(update={"id": "c2"}))
     assert "already paused" in (await h.outbox())[-1].text
     await h.say("api")  # answered while paused: saved, not acted on
-    assert len(model.requests) == 1 and (await h.core.store.load_state(thread_id)).effective_status == "paused"
+    assert len(model.requests) == 1 and (await h.wiring.store.load_state(thread_id)).effective_status == "paused"
     model.script.append(call("reply", message="restarting api next"))
-    await h.core.agent.handle(control.model_copy(update={"id": "c3", "action": "resume"}))
-    assert (await h.core.store.load_state(thread_id)).status == "done"
+    await h.wiring.threads.handle(control.model_copy(update={"id": "c3", "action": "resume"}))
+    assert (await h.wiring.store.load_state(thread_id)).status == "done"
     assert (await h.outbox())[-1].text == "restarting api next"
 
 
@@ -158,8 +158,8 @@ async def test_an_interrupted_tool_is_not_rerun_blindly(fake_redis, make_harness
     """A worker died after tool_started: the next worker records the interruption and asks a human."""
     h = make_harness(fake_redis)
     await h.say("/deploy api 1.4.2 staging")
-    thread_id = (await h.core.store.list_threads())[0].thread_id
-    state = await h.core.store.load_state(thread_id)
+    thread_id = (await h.wiring.store.list_threads())[0].thread_id
+    state = await h.wiring.store.load_state(thread_id)
     started = [
         ev.UserMessage(id="x1", at=h.clock.now(), actor="cli:operator", text="/restart api staging", trigger_id="tx"),
         ev.ToolCall(
@@ -174,9 +174,9 @@ async def test_an_interrupted_tool_is_not_rerun_blindly(fake_redis, make_harness
     ]
     from core.domain.reducer import replay
 
-    await h.core.store.append(state, started, replay(started, state=state))
+    await h.wiring.store.append(state, started, replay(started, state=state))
     await h.say("what happened?")
-    events = await h.core.store.load_events(thread_id)
+    events = await h.wiring.store.load_events(thread_id)
     interrupted = [e for e in events if isinstance(e, ev.ToolErrorEvent) and e.kind == "interrupted"]
     assert len(interrupted) == 1 and interrupted[0].call_id == "cx"
     assert [e.type for e in events].count("tool_started") == 2, "the restart was not started again"
@@ -192,7 +192,7 @@ async def test_secrets_never_reach_the_thread_or_the_outbox(fake_redis, make_har
     h = make_harness(fake_redis, BOT_TOOLS_FILE=str(tools), OPS_API_TOKEN="tok-0123456789")
     await h.say("/whoami")
     await h.say("my token is tok-0123456789")
-    thread_id = (await h.core.store.list_threads())[0].thread_id
+    thread_id = (await h.wiring.store.list_threads())[0].thread_id
     raw = [fields for _, fields in await fake_redis.xrange(f"thread:{{{thread_id}}}:log")]
     assert raw and not any(b"tok-0123456789" in fields[b"e"] for fields in raw)
     assert b"tok-0123456789" not in (await fake_redis.hget(f"thread:{{{thread_id}}}:meta", "state"))
@@ -218,7 +218,7 @@ async def test_a_policy_can_send_the_request_to_other_channels_too(fake_redis, m
     )
     h = make_harness(fake_redis, BOT_TOOLS_FILE=str(tools))
     await h.say("/failover")
-    _, mailed = await h.core.bus.follow("email", "0-0", block_ms=0)
+    _, mailed = await h.wiring.bus.follow("email", "0-0", block_ms=0)
     shown = next(o for o in await h.outbox() if isinstance(o, ev.ApprovalRequest))
     assert len(mailed) == 1 and isinstance(mailed[0], ev.ApprovalRequest)
     assert mailed[0].approval_id == shown.approval_id and mailed[0].conversation == shown.conversation
@@ -229,17 +229,17 @@ async def test_an_approval_given_while_paused_runs_only_after_resume(fake_redis,
     h = make_harness(fake_redis)
     await h.say("/deploy api 1.4.2 production")
     approval = next(o for o in await h.outbox() if isinstance(o, ev.ApprovalRequest))
-    thread_id = (await h.core.store.list_threads())[0].thread_id
+    thread_id = (await h.wiring.store.list_threads())[0].thread_id
     control = ev.ControlTrigger(id="p1", channel="cli", conversation=h.conversation, sender="cli:operator",
                                 thread_id=thread_id, action="pause")  # fmt: skip
-    await h.core.agent.handle(control)
+    await h.wiring.threads.handle(control)
     await h.say(f"approve {approval.approval_id}", sender=APPROVER)
     assert "takes effect when the thread is resumed" in (await h.outbox())[-1].text
     deployments = tmp_path / "data" / "deployments.json"
     assert not deployments.exists() or '"1.4.2"' not in deployments.read_text()
-    await h.core.agent.handle(control.model_copy(update={"id": "p2", "action": "resume"}))
+    await h.wiring.threads.handle(control.model_copy(update={"id": "p2", "action": "resume"}))
     assert '"1.4.2"' in deployments.read_text()
-    assert (await h.core.store.load_state(thread_id)).status == "done"
+    assert (await h.wiring.store.load_state(thread_id)).status == "done"
 
 
 async def test_channels_notified_of_a_request_learn_its_outcome(fake_redis, make_harness, tmp_path) -> None:
@@ -254,6 +254,6 @@ async def test_channels_notified_of_a_request_learn_its_outcome(fake_redis, make
     approval = next(o for o in await h.outbox() if isinstance(o, ev.ApprovalRequest))
     await h.say(f"approve {approval.approval_id}", sender=APPROVER)
     for channel in ("email", "slack"):
-        _, items = await h.core.bus.follow(channel, "0-0", block_ms=0)
+        _, items = await h.wiring.bus.follow(channel, "0-0", block_ms=0)
         receipts = [o for o in items if isinstance(o, ev.DecisionReceipt)]
         assert [(r.approval_id, r.decision, r.by) for r in receipts] == [(approval.approval_id, "approve", APPROVER)]

@@ -60,11 +60,11 @@ async def make_bot(fake_redis: aioredis.Redis, make_harness: Callable[..., Harne
 
 
 async def events_of(h: Harness) -> list[ev.Event]:
-    return await h.core.store.load_events(thread_id_for("cli", h.conversation))
+    return await h.wiring.store.load_events(thread_id_for("cli", h.conversation))
 
 
 async def state_of(h: Harness) -> ThreadState:
-    return await h.core.store.load_state(thread_id_for("cli", h.conversation))
+    return await h.wiring.store.load_state(thread_id_for("cli", h.conversation))
 
 
 def blocks(body: Body, kind: str) -> list[dict[str, Any]]:

@@ -25,8 +25,8 @@ def _harness(make_harness, client, tmp_path):
 
 
 def _sweepers(h, n: int = 2) -> list[Sweeper]:
-    core = h.core
-    return [Sweeper(core.store, core.bus, core.tools, h.clock) for _ in range(n)]
+    wiring = h.wiring
+    return [Sweeper(wiring.store, wiring.bus, wiring.tools, h.clock) for _ in range(n)]
 
 
 async def test_an_approval_left_alone_expires_once_and_the_agent_is_told(redis_client, make_harness, tmp_path) -> None:
@@ -38,18 +38,18 @@ async def test_an_approval_left_alone_expires_once_and_the_agent_is_told(redis_c
     h.clock.advance(601)
     await asyncio.gather(*(s.sweep() for s in sweepers))
     await h.drain()
-    state = (await h.core.store.list_threads())[0]
-    events = await h.core.store.load_events(state.thread_id)
+    state = (await h.wiring.store.list_threads())[0]
+    events = await h.wiring.store.load_events(state.thread_id)
     expired = [e for e in events if isinstance(e, ev.ToolErrorEvent) and e.kind == "expired"]
     assert len(expired) == 1 and f"approval {approval.approval_id} expired" in expired[0].error
     assert state.status == "done" and state.pending_approval is None
     receipts = [o for o in await h.outbox() if isinstance(o, ev.DecisionReceipt)]
     assert [(r.decision, r.by) for r in receipts] == [("expire", "system")]
-    ended = await h.core.store.ended_approvals("expired")
+    ended = await h.wiring.store.ended_approvals("expired")
     assert [record.approval_id for record in ended] == [approval.approval_id], "listed once, as expired"
     await h.say(f"approve {approval.approval_id}", sender="cli:operator")
     assert "expired" in (await h.outbox())[-1].text
-    assert [e.type for e in await h.core.store.load_events(state.thread_id)].count("tool_started") == 0
+    assert [e.type for e in await h.wiring.store.load_events(state.thread_id)].count("tool_started") == 0
 
 
 async def test_reminders_go_out_once_before_the_deadline(fake_redis, make_harness, tmp_path) -> None:

@@ -38,14 +38,14 @@ async def requested(h: Harness, channel: str) -> tuple[str, str]:
     conversation = f"{channel}/{new_id()}"
     requester = PEOPLE[channel][0]
     trigger = ev.MessageTrigger(id=new_id(), channel=channel, conversation=conversation, sender=requester, text=DEPLOY)
-    await h.core.bus.publish(trigger)
+    await h.wiring.bus.publish(trigger)
     await h.drain()
-    (record,) = [r for r in await h.core.store.pending_approvals() if r.requester == requester]
+    (record,) = [r for r in await h.wiring.store.pending_approvals() if r.requester == requester]
     return conversation, record.approval_id
 
 
 async def notices(h: Harness, channel: str) -> list[str]:
-    _, items = await h.core.bus.follow(channel, "0-0", block_ms=0)
+    _, items = await h.wiring.bus.follow(channel, "0-0", block_ms=0)
     return [o.text for o in items if isinstance(o, ev.Notice)]
 
 
@@ -69,10 +69,10 @@ async def test_who_may_decide_a_production_deploy_from_each_channel(
         id=new_id(), channel=channel, conversation=conversation, sender=decider, approval_id=approval_id,
         decision="approve",
     )  # fmt: skip
-    await h.core.bus.publish(decision)
+    await h.wiring.bus.publish(decision)
     await h.drain()
 
-    record = await h.core.store.get_approval(approval_id)
+    record = await h.wiring.store.get_approval(approval_id)
     assert record is not None
     if allowed:
         assert (record.status, record.decided_by) == ("approved", decider)
@@ -96,10 +96,10 @@ async def test_a_chat_channel_can_be_limited_to_who_may_start_threads(
         trigger = ev.MessageTrigger(
             id=new_id(), channel=channel, conversation=f"{channel}/{sender}", sender=sender, text="/status"
         )
-        await h.core.bus.publish(trigger)
+        await h.wiring.bus.publish(trigger)
     await h.drain()
 
-    threads = await h.core.store.list_threads()
+    threads = await h.wiring.store.list_threads()
     assert [t.requester for t in threads] == [PEOPLE[channel][2]], "only the listed one started a thread"
     said = await notices(h, channel)
     assert any(f"{PEOPLE[channel][1]} may not start threads on {channel}" in text for text in said), said

@@ -35,9 +35,9 @@ async def test_a_requester_past_the_model_budget_waits_and_others_go_on(
     assert len(questions) == 1 and questions[0].conversation == "operator/2"
     assert "cli:operator made more than 2 model calls per 1 hour; retry in " in questions[0].question
     assert "Your request is saved" in questions[0].question
-    (waiting,) = [t for t in await h.core.store.list_threads() if t.conversation == "operator/2"]
+    (waiting,) = [t for t in await h.wiring.store.list_threads() if t.conversation == "operator/2"]
     assert waiting.status == "awaiting_human"
-    assert h.core.metrics.registry.get_sample_value("bot_rate_limited_total", {"limit": "model"}) == 1
+    assert h.wiring.metrics.registry.get_sample_value("bot_rate_limited_total", {"limit": "model"}) == 1
 
 
 @pytest.mark.parametrize("rate", ["lots", "5 per fortnight"])

@@ -91,10 +91,10 @@ async def test_a_gated_deploy_runs_once_on_a_redis_cluster(cluster: str, make_ha
         await h.say(f"approve {approval.approval_id}", sender=APPROVER)
         replies = [o.text for o in await h.outbox() if isinstance(o, ev.Reply)]
         assert any("deployed api 1.4.2 to production" in text for text in replies)
-        thread = (await h.core.store.list_threads())[0]
-        events = await h.core.store.load_events(thread.thread_id)
+        thread = (await h.wiring.store.list_threads())[0]
+        events = await h.wiring.store.load_events(thread.thread_id)
         assert [e.type for e in events].count("tool_started") == 1
-        assert await h.core.store.rebuild_state(thread.thread_id) == thread
+        assert await h.wiring.store.rebuild_state(thread.thread_id) == thread
     finally:
         await client.aclose()
 
@@ -110,7 +110,7 @@ async def test_a_commit_whose_relay_never_happened_is_relayed_by_the_next_lease(
         h = make_harness(client)
         with failpoints.armed("after-commit=error"):
             await h.say("/deploy api 1.4.2 production")
-        [thread] = [t for t in await h.core.store.list_threads() if t.status == "awaiting_approval"]
+        [thread] = [t for t in await h.wiring.store.list_threads() if t.status == "awaiting_approval"]
         assert [
             o for o in await h.outbox() if isinstance(o, ev.ApprovalRequest) and o.thread_id == thread.thread_id
         ] == []

@@ -50,7 +50,7 @@ async def test_a_step_logs_one_line_with_its_context_outcome_and_duration(
     h = make_harness(fake_redis)
     trigger = h.trigger("/status api staging")
 
-    await h.core.bus.publish(trigger)
+    await h.wiring.bus.publish(trigger)
     await h.drain()
 
     step, answer = json_lines.steps()  # the command runs `status`, then replies with its output

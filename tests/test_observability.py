@@ -19,7 +19,7 @@ async def test_metrics_count_triggers_steps_tools_and_approvals(fake_redis, make
     await h.say("/deploy api 1.4.2 production")
     approval = next(o for o in await h.outbox() if isinstance(o, ev.ApprovalRequest))
     await h.say(f"reject {approval.approval_id} not now", sender=APPROVER)
-    text = generate_latest(h.core.metrics.registry).decode()
+    text = generate_latest(h.wiring.metrics.registry).decode()
     assert 'bot_triggers_total{channel="cli",kind="message"} 3.0' in text
     assert 'bot_tool_calls_total{status="ok",tool="status"} 1.0' in text
     assert 'bot_tool_calls_total{status="rejected",tool="deploy"} 1.0' in text

@@ -14,7 +14,7 @@ from tests.conftest import Harness
 async def create(h: Harness, label: str, advance: float) -> None:
     h.clock.advance(advance)
     trigger = MessageTrigger(id=new_id(), channel="cli", conversation=label, sender=h.user, text="/list_services")
-    await h.core.agent.handle(trigger)
+    await h.wiring.threads.handle(trigger)
 
 
 # Each step: create some threads (advancing the clock 0 or 1 s each: ties included), then read a page.
@@ -34,18 +34,18 @@ async def test_every_thread_appears_once_across_pages_while_threads_are_created(
     h = make_harness(fake_redis)
     for n, advance in enumerate(initial):
         await create(h, f"before-{new_id()}-{n}", advance)
-    existing = {state.thread_id for state in await h.core.store.list_threads(1000)}
+    existing = {state.thread_id for state in await h.wiring.store.list_threads(1000)}
     seen: list[str] = []
     cursor: Cursor | None = None
     for more, page_size in plan:
         for n, advance in enumerate(more):
             await create(h, f"during-{new_id()}-{n}", advance)
-        page, cursor = await h.core.store.page_threads(page_size, cursor)
+        page, cursor = await h.wiring.store.page_threads(page_size, cursor)
         seen += [state.thread_id for state in page]
         if cursor is None:
             break
     while cursor is not None:
-        page, cursor = await h.core.store.page_threads(5, cursor)
+        page, cursor = await h.wiring.store.page_threads(5, cursor)
         seen += [state.thread_id for state in page]
     assert len(seen) == len(set(seen)), "no thread on two pages"
     assert existing <= set(seen), "every thread that existed before paging began is on a page"
@@ -67,13 +67,13 @@ async def test_threads_by_last_write_put_the_latest_written_first(fake_redis, ma
     for label in ("a", "b", "c"):
         await create(h, label, 1.0)
     h.clock.advance(1.0)
-    (first,) = [t for t in await h.core.store.list_threads() if t.conversation == "a"]
-    await h.core.agent.handle(
+    (first,) = [t for t in await h.wiring.store.list_threads() if t.conversation == "a"]
+    await h.wiring.threads.handle(
         MessageTrigger(id=new_id(), channel="cli", conversation="a", sender=h.user, text="/list_services")
     )
-    by_creation, _ = await h.core.store.page_threads(3)
-    by_write, cursor = await h.core.store.page_threads(2, by="updated")
-    rest, end = await h.core.store.page_threads(2, cursor, by="updated")
+    by_creation, _ = await h.wiring.store.page_threads(3)
+    by_write, cursor = await h.wiring.store.page_threads(2, by="updated")
+    rest, end = await h.wiring.store.page_threads(2, cursor, by="updated")
     assert [t.conversation for t in by_creation] == ["c", "b", "a"]
     assert [t.conversation for t in by_write + rest] == ["a", "c", "b"] and end is None
     assert by_write[0].thread_id == first.thread_id

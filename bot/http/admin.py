@@ -26,7 +26,7 @@ AUTH = (401, 403, 429, 503)
 def admin_router(ops: Operations, auth: TokenAuth) -> APIRouter:
     router = APIRouter()
     Identity = Annotated[str, Depends(auth)]
-    letters = DeadLetters(ops.core.bus)
+    letters = DeadLetters(ops.wiring.bus)
 
     @router.get(
         "/metrics",
@@ -37,7 +37,7 @@ def admin_router(ops: Operations, auth: TokenAuth) -> APIRouter:
     )
     async def metrics(identity: Identity) -> Response:
         ops.access.check_metrics(identity)
-        body, media_type = await exposition(ops.core)
+        body, media_type = await exposition(ops.wiring)
         return Response(body, media_type=media_type)
 
     @router.get(

@@ -48,7 +48,7 @@ def _cursor(token: str | None) -> Cursor | None:
 
 async def _event_page(ops: Operations, identity: str, thread_id: str, after: int, limit: int) -> EventPage:
     await ops.thread(thread_id, identity)  # 404, or 403 for a thread the identity may not read
-    events = await ops.core.store.load_events(thread_id, start=after + 1, count=limit + 1)
+    events = await ops.wiring.store.load_events(thread_id, start=after + 1, count=limit + 1)
     more = len(events) > limit
     return EventPage(events=events[:limit], next_after=after + limit if more else None)
 
@@ -109,7 +109,7 @@ def api_router(ops: Operations, auth: TokenAuth) -> APIRouter:
             ),
         ] = "created",
     ) -> ThreadList:
-        states, following = await ops.core.store.page_threads(limit, _cursor(cursor), by=order)
+        states, following = await ops.wiring.store.page_threads(limit, _cursor(cursor), by=order)
         states = [state for state in states if ops.access.may_read(identity, state)]  # a page may come short
         return ThreadList(
             threads=[ThreadSummary.of(state) for state in states],
@@ -144,7 +144,7 @@ def api_router(ops: Operations, auth: TokenAuth) -> APIRouter:
         at: Annotated[int | None, Query(ge=1, description="derive the state as of this event (1-based)")] = None,
     ) -> ThreadDetail:
         await ops.thread(thread_id, identity)  # 404, or 403 for a thread the identity may not read
-        events = await ops.core.store.load_events(thread_id)
+        events = await ops.wiring.store.load_events(thread_id)
         if at is not None and at > len(events):
             raise ApiError(
                 422,
@@ -216,7 +216,7 @@ def api_router(ops: Operations, auth: TokenAuth) -> APIRouter:
             status = status or "pending"
             index = keys.APPROVAL_INDEX if status == "pending" else keys.approvals_ended(status)
         newest_first = index != keys.APPROVAL_INDEX
-        records, following = await ops.core.store.page_approvals(
+        records, following = await ops.wiring.store.page_approvals(
             index, limit, _cursor(cursor), newest_first=newest_first
         )
         shown = [

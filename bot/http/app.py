@@ -36,7 +36,7 @@ from bot.http.hooks import HookConfig, hooks_router
 from bot.http.limits import http_limits
 from bot.http.ops import Operations
 from bot.http.schemas import Health, Readiness
-from bot.main import Core
+from bot.main import Wiring
 from config.channels import HttpSettings
 from core.domain.errors import ConfigError
 from core.redis import keys
@@ -56,10 +56,10 @@ def _version() -> str:
         return "0"
 
 
-async def _redis_ready(core: Core) -> tuple[dict[str, bool], str]:
+async def _redis_ready(wiring: Wiring) -> tuple[dict[str, bool], str]:
     """Whether Redis answers and takes a write, and why not; one small SET with an expiry answers both."""
     try:
-        set_probe = core.redis.set(keys.READY_PROBE, "1", px=READY_PROBE_TTL_MS)
+        set_probe = wiring.redis.set(keys.READY_PROBE, "1", px=READY_PROBE_TTL_MS)
         await asyncio.wait_for(set_probe, timeout=REDIS_PING_SECONDS)
         return {"redis": True, "redis_writes": True}, ""
     except redis.exceptions.ResponseError as exc:
@@ -69,7 +69,7 @@ async def _redis_ready(core: Core) -> tuple[dict[str, bool], str]:
 
 
 def build_app(
-    core: Core,
+    wiring: Wiring,
     *,
     tokens: Mapping[str, str],
     hooks: HookConfig | None = None,
@@ -80,13 +80,13 @@ def build_app(
     """The HTTP app on one core. `tokens` maps bearer tokens to identities (see `parse_tokens`)."""
     hooks = hooks or HookConfig()
     for hook in hooks.hooks.values():
-        if hook.agent and hook.agent not in core.agent.roster:
+        if hook.agent and hook.agent not in wiring.threads.roster:
             raise ConfigError(
                 f"hook {hook.name!r} names agent {hook.agent!r}, but the agents are "
-                f"{', '.join(core.agent.roster.names())}; fix [hooks.{hook.name}].agent"
+                f"{', '.join(wiring.threads.roster.names())}; fix [hooks.{hook.name}].agent"
             )
-    limits = http_limits(core.redis, core.settings.http, core.rate_limited)
-    auth, ops, draining = TokenAuth(tokens, limits), Operations(core, limits), asyncio.Event()
+    limits = http_limits(wiring.redis, wiring.settings.http, wiring.rate_limited)
+    auth, ops, draining = TokenAuth(tokens, limits), Operations(wiring, limits), asyncio.Event()
     was_ready = True
     app = FastAPI(
         title="opsbot",
@@ -96,14 +96,14 @@ def build_app(
         redoc_url=None,
     )
     app.state.draining = draining  # set by `serve` when stopping, so long-polls return at once
-    http_errors.install(app, core.store_write_failures.labels("api").inc)
-    http = core.settings.http
+    http_errors.install(app, wiring.store_write_failures.labels("api").inc)
+    http = wiring.settings.http
     app.state.http = http  # what `serve` limits connections with
     app.add_middleware(Guard, http=http, limits=limits, tokens=auth)
     app.include_router(api_router(ops, auth))
     app.include_router(admin_router(ops, auth))
-    app.include_router(hooks_router(ops, hooks, core.webhook_refusals))
-    app.include_router(web_router(ops, auth, web or WebChannel(core.bus), draining))
+    app.include_router(hooks_router(ops, hooks, wiring.webhook_refusals))
+    app.include_router(web_router(ops, auth, web or WebChannel(wiring.bus), draining))
 
     @app.get("/healthz", response_model=Health, tags=["health"], summary="The process is up")
     async def healthz() -> Health:
@@ -118,9 +118,9 @@ def build_app(
     )
     async def readyz() -> JSONResponse:
         nonlocal was_ready
-        checks, why = await _redis_ready(core)
+        checks, why = await _redis_ready(wiring)
         if not checks["redis_writes"]:
-            core.store_write_failures.labels("readyz").inc()
+            wiring.store_write_failures.labels("readyz").inc()
         if readiness is not None:
             try:
                 checks.update(await readiness())
@@ -226,7 +226,7 @@ async def serve(
 
 
 async def run_http(
-    core: Core,
+    wiring: Wiring,
     http: HttpSettings,
     stop: asyncio.Event,
     *,
@@ -242,7 +242,7 @@ async def run_http(
     if not tokens:
         tokens = local_token(owner)
         console_token = next(iter(tokens))
-    app = build_app(core, tokens=tokens, hooks=hooks, extra_routes=extra_routes, readiness=readiness)
+    app = build_app(wiring, tokens=tokens, hooks=hooks, extra_routes=extra_routes, readiness=readiness)
 
     def started(url: str) -> None:
         base = (http.public_url or url).rstrip("/")

@@ -237,7 +237,7 @@ HOOK_BODY = {"required": True, "content": {"application/json": {"schema": {"type
 
 
 def hooks_router(ops: Operations, hooks: HookConfig, refusals: Counter | None = None) -> APIRouter:
-    """`refusals`: counts refused deliveries by hook and error code (`Core.webhook_refusals`)."""
+    """`refusals`: counts refused deliveries by hook and error code (`Wiring.webhook_refusals`)."""
     router = APIRouter(prefix="/v1/hooks", tags=["webhooks"])
 
     @router.post(

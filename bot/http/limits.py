@@ -26,7 +26,7 @@ __all__ = ["Refused", "http_limits"]
 
 
 def http_limits(client: aioredis.Redis | None, settings: HttpSettings, refused: Counter) -> RateLimits:
-    """The perimeter's three limits; `refused` counts 429s by limit (`Core.rate_limited`)."""
+    """The perimeter's three limits; `refused` counts 429s by limit (`Wiring.rate_limited`)."""
     return RateLimits(
         client,
         {

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
-from bot.main import Core
+from bot.main import Wiring
 from core.redis import keys
 from core.redis.bus import DEAD_LETTER
 
 
-async def _gauges(core: Core) -> bytes:
+async def _gauges(wiring: Wiring) -> bytes:
     registry = CollectorRegistry()
     values = {
-        "bot_inbox_length": ("Triggers in the inbox stream", await core.redis.xlen(keys.INBOX)),
-        "bot_dead_letters_waiting": ("Triggers on the dead-letter stream", await core.redis.xlen(DEAD_LETTER)),
-        "bot_approvals_pending": ("Approvals waiting for a decision", await core.redis.zcard(keys.APPROVAL_INDEX)),
+        "bot_inbox_length": ("Triggers in the inbox stream", await wiring.redis.xlen(keys.INBOX)),
+        "bot_dead_letters_waiting": ("Triggers on the dead-letter stream", await wiring.redis.xlen(DEAD_LETTER)),
+        "bot_approvals_pending": ("Approvals waiting for a decision", await wiring.redis.zcard(keys.APPROVAL_INDEX)),
     }
     try:
-        pending = await core.redis.xpending(keys.INBOX, keys.WORKERS_GROUP)
+        pending = await wiring.redis.xpending(keys.INBOX, keys.WORKERS_GROUP)
         values["bot_inbox_in_progress"] = ("Triggers taken by a worker, not yet acknowledged", pending["pending"])
     except Exception:  # noqa: BLE001 - no consumer group yet: nothing is in progress
         values["bot_inbox_in_progress"] = ("Triggers taken by a worker, not yet acknowledged", 0)
@@ -26,6 +26,6 @@ async def _gauges(core: Core) -> bytes:
     return generate_latest(registry)
 
 
-async def exposition(core: Core) -> tuple[bytes, str]:
+async def exposition(wiring: Wiring) -> tuple[bytes, str]:
     """The Prometheus text: the process's counters, then the gauges read from Redis now."""
-    return generate_latest(core.metrics.registry) + await _gauges(core), CONTENT_TYPE_LATEST
+    return generate_latest(wiring.metrics.registry) + await _gauges(wiring), CONTENT_TYPE_LATEST

@@ -24,7 +24,7 @@ from typing import Literal
 from bot.http.access import Access
 from bot.http.errors import ApiError
 from bot.http.schemas import Accepted, ApprovalView
-from bot.main import Core
+from bot.main import Wiring
 from core.domain import events as ev
 from core.domain.errors import ApprovalError, StoreUnavailable
 from core.domain.ids import new_id
@@ -51,16 +51,16 @@ def thread_exists(trigger: ev.MessageTrigger) -> ApiError:
 
 
 class Operations:
-    def __init__(self, core: Core, limits: RateLimits | None = None) -> None:
-        self.core = core
+    def __init__(self, wiring: Wiring, limits: RateLimits | None = None) -> None:
+        self.wiring = wiring
         self.limits = limits
-        self.access = Access(core.tools, core.settings.cli_identity)
+        self.access = Access(wiring.tools, wiring.settings.cli_identity)
 
     # --- threads ----------------------------------------------------------------------------
 
     async def thread(self, thread_id: str, identity: str | None = None) -> ThreadState:
         """The thread's state; with `identity`, only if that identity may read it (else 403)."""
-        state = await self.core.store.load_state(thread_id)
+        state = await self.wiring.store.load_state(thread_id)
         if state.seq == 0:
             raise thread_not_found(thread_id)
         if identity is not None:
@@ -71,15 +71,15 @@ class Operations:
         """Start a thread; the trigger carries its thread id. `new_thread`: refuse one that exists.
         `fresh`: its conversation id was made just now, so no thread can have it yet (one read less)."""
         self._no_decision(trigger.text)
-        if trigger.agent and trigger.agent not in self.core.agent.roster:
-            agents = ", ".join(self.core.agent.roster.names())
+        if trigger.agent and trigger.agent not in self.wiring.threads.roster:
+            agents = ", ".join(self.wiring.threads.roster.names())
             raise ApiError(422, "unknown_agent", f"there is no agent {trigger.agent!r}; the agents are {agents}")
         if not new_thread:
             return await self._publish(trigger)  # a webhook: its channel is the operator's configuration
         self.access.check_speak(trigger.sender, trigger.channel)
         if self.limits is not None and (refused := await self.limits.hit("launch", trigger.sender)):
             raise ApiError(429, "rate_limited", refused.message, {"Retry-After": str(refused.retry_after)})
-        if not fresh and (await self.core.store.load_state(trigger.thread_id)).seq:
+        if not fresh and (await self.wiring.store.load_state(trigger.thread_id)).seq:
             raise thread_exists(trigger)
         # The claim and the trigger go in together, so of concurrent launches one wins. The claim lasts as
         # long as dedup keys do (core/redis/keys.py DEDUP_TTL_SECONDS); by then the thread exists, checked above.
@@ -138,7 +138,7 @@ class Operations:
     # --- approvals --------------------------------------------------------------------------
 
     async def approval(self, approval_id: str) -> ApprovalRecord:
-        record = await self.core.store.get_approval(approval_id)
+        record = await self.wiring.store.get_approval(approval_id)
         if record is None:
             raise ApiError(
                 404,
@@ -148,10 +148,10 @@ class Operations:
         return record
 
     def view(self, record: ApprovalRecord, identity: str) -> ApprovalView:
-        tools = self.core.tools
+        tools = self.wiring.tools
         return ApprovalView(
             **record.model_dump(),
-            expired=record.expires_at <= self.core.agent.clock.now(),
+            expired=record.expires_at <= self.wiring.threads.clock.now(),
             may_decide=tools.may_approve(identity, record.approvers, record.requester, record.allow_self),
             approvers_described=tools.describe(record.approvers),
         )
@@ -159,15 +159,15 @@ class Operations:
     async def decide(self, trigger: ev.DecisionTrigger) -> Accepted:
         """Permission check and compare-and-set now (the core's own), then the worker applies it."""
         record = await self.approval(trigger.approval_id)
-        allowed = self.core.tools.may_approve(trigger.sender, record.approvers, record.requester, record.allow_self)
+        allowed = self.wiring.tools.may_approve(trigger.sender, record.approvers, record.requester, record.allow_self)
         try:
-            decided = await self.core.agent.approvals.decide(trigger)
+            decided = await self.wiring.threads.approvals.decide(trigger)
         except ApprovalError as exc:
             if not allowed:
                 raise ApiError(403, "not_an_approver", str(exc)) from exc
             current = await self.approval(trigger.approval_id)
             lapsed = current.status == "expired" or (
-                current.status == "pending" and current.expires_at <= self.core.agent.clock.now()
+                current.status == "pending" and current.expires_at <= self.wiring.threads.clock.now()
             )  # past its deadline, before a sweeper marked it
             code = "approval_expired" if lapsed else "approval_decided"
             raise ApiError(409, code, str(exc)) from exc
@@ -207,6 +207,6 @@ class Operations:
             )
 
     async def _publish(self, trigger: ev.Trigger) -> Accepted:
-        fresh = await self.core.bus.publish(trigger)
+        fresh = await self.wiring.bus.publish(trigger)
         thread_id = trigger.thread_id
         return Accepted(thread_id=thread_id, trigger_id=trigger.id, duplicate=not fresh)

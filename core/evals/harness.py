@@ -34,7 +34,7 @@ from typing import Protocol, TextIO
 from core.domain.errors import ConfigError, LLMBadResponse, LLMError, ToolError
 from core.domain.reducer import ThreadState
 from core.evals.scenarios import Scenario, load_scenarios, request_for
-from core.model.llm import Decision, Model
+from core.model.llm import Choice, Model
 from core.runtime.loop import checked_call
 from core.runtime.roster import Roster
 
@@ -43,7 +43,7 @@ COLUMNS = "{:<46} {:<10} {:<30} {:<18} {:<9} {}"
 
 
 class EvalModels(Protocol):
-    """Where decisions come from: `core.evals.models.Replay` (recordings) or `Live` (the real model)."""
+    """Where choices come from: `core.evals.models.Replay` (recordings) or `Live` (the real model)."""
 
     description: str
     stale: list[str]  # scenarios whose recording was made with another prompt than today's
@@ -69,28 +69,28 @@ def _fits(expected: dict[str, object], actual: object) -> bool:
     return isinstance(actual, dict) and all(actual.get(key) == value for key, value in expected.items())
 
 
-def judge(scenario: Scenario, roster: Roster, state: ThreadState, decision: Decision) -> Result:
-    """Validate and classify the decision exactly as the loop would, then compare with the expectation."""
+def judge(scenario: Scenario, roster: Roster, state: ThreadState, choice: Choice) -> Result:
+    """Validate and classify the choice exactly as the loop would, then compare with the expectation."""
     profile = roster.get(scenario.agent)
     try:
-        spec = checked_call(profile.tools, state.last_actor or state.requester, decision)
+        spec = checked_call(profile.tools, state.last_actor or state.requester, choice)
     except ToolError as exc:
-        return Result(scenario, decision.tool, "invalid", False, False, str(exc))
-    effect = profile.effect(spec, decision.args)
-    matched = any(e.tool == decision.tool and _fits(e.args, decision.args) for e in scenario.expect)
-    detail = "" if matched else f"chose {decision.tool} {json.dumps(decision.args, sort_keys=True)}"
-    return Result(scenario, decision.tool, effect, matched, spec.approval.applies(decision.args), detail)
+        return Result(scenario, choice.tool, "invalid", False, False, str(exc))
+    effect = profile.effect(spec, choice.args)
+    matched = any(e.tool == choice.tool and _fits(e.args, choice.args) for e in scenario.expect)
+    detail = "" if matched else f"chose {choice.tool} {json.dumps(choice.args, sort_keys=True)}"
+    return Result(scenario, choice.tool, effect, matched, spec.approval.applies(choice.args), detail)
 
 
 async def _run_one(scenario: Scenario, roster: Roster, models: EvalModels) -> Result:
     request = request_for(scenario, roster)
     try:
-        decision = await models.model(scenario.id, scenario.agent).decide(request)
+        choice = await models.model(scenario.id, scenario.agent).choose(request)
     except LLMBadResponse as exc:  # not one tool call: the model's mistake, scored like an invalid call
         return Result(scenario, "-", "invalid", False, False, str(exc))
     except LLMError as exc:
         return Result(scenario, "-", "error", False, False, str(exc))
-    return judge(scenario, roster, request.state, decision)
+    return judge(scenario, roster, request.state, choice)
 
 
 def _table(results: list[Result], out: TextIO) -> None:

@@ -19,7 +19,7 @@ import httpx2
 
 from core.domain.errors import LLMBadResponse
 from core.model.anthropic import AnthropicModel
-from core.model.llm import Decision, Model, ModelRequest
+from core.model.llm import Choice, Model, ModelRequest
 from core.model.prompts import PromptLibrary
 
 ABOUT = "_about"
@@ -81,7 +81,7 @@ class Replay:
 
 
 class _Recorder:
-    """Passes the decision through and keeps what Claude answered, for `Live.save`."""
+    """Passes the choice through and keeps what Claude answered, for `Live.save`."""
 
     needs_history = True
 
@@ -90,18 +90,18 @@ class _Recorder:
         self._into = into
         self._id = scenario_id
 
-    async def decide(self, request: ModelRequest) -> Decision:
+    async def choose(self, request: ModelRequest) -> Choice:
         try:
-            decision = await self._model.decide(request)
+            choice = await self._model.choose(request)
         except LLMBadResponse as exc:
             sha = exc.usage.prompt_hash if exc.usage else ""
             self._into[self._id] = {"prompt_sha256": sha, "content": [{"type": "text", "text": str(exc)}]}
             raise
-        content: list[dict[str, Any]] = [{"type": "text", "text": decision.reason}] if decision.reason else []
-        content.append({"type": "tool_use", "id": decision.call_id, "name": decision.tool, "input": decision.args})
-        sha = decision.usage.prompt_hash if decision.usage else ""
+        content: list[dict[str, Any]] = [{"type": "text", "text": choice.reason}] if choice.reason else []
+        content.append({"type": "tool_use", "id": choice.call_id, "name": choice.tool, "input": choice.args})
+        sha = choice.usage.prompt_hash if choice.usage else ""
         self._into[self._id] = {"prompt_sha256": sha, "content": content}
-        return decision
+        return choice
 
 
 class Live:

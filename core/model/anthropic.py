@@ -11,7 +11,7 @@ import anthropic
 from core.domain.errors import LLMBadResponse, LLMError, LLMRateLimited
 from core.domain.events import Usage
 from core.model import context
-from core.model.llm import Decision, ModelRequest
+from core.model.llm import Choice, ModelRequest
 from core.model.prompts import PromptLibrary
 from core.obs import tracing
 from core.tools.registry import ToolRegistry
@@ -84,7 +84,7 @@ class AnthropicModel:
         tools[-1]["cache_control"] = {"type": "ephemeral"}
         return tools
 
-    async def decide(self, request: ModelRequest) -> Decision:
+    async def choose(self, request: ModelRequest) -> Choice:
         system = self._prompts.render(self._agent, agent_name=self._agent)
         messages = context.render(request.history, set(request.tools.names()), self._budget)
         started = time.perf_counter()
@@ -129,4 +129,4 @@ class AnthropicModel:
             found = f"{len(calls)} tool calls" if calls else f"text instead of a tool call: {text[:200]!r}"
             raise LLMBadResponse(f"the model must answer with exactly one tool call; it gave {found}", usage)
         call = calls[0]
-        return Decision(tool=call.name, args=call.input, reason=text, call_id=call.id, usage=usage)
+        return Choice(tool=call.name, args=call.input, reason=text, call_id=call.id, usage=usage)

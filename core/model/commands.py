@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.domain.errors import InvalidToolCall
-from core.model.llm import Decision, ModelRequest
+from core.model.llm import Choice, ModelRequest
 from core.model.prompts import PromptLibrary
 from core.tools.registry import BUILTIN_TOOLS, REPLY, ToolRegistry, ToolSpec
 
@@ -120,18 +120,18 @@ class CommandModel:
             variables["caller"] = caller
         return self._prompts.render(prompt, **variables).text
 
-    async def decide(self, request: ModelRequest) -> Decision:
+    async def choose(self, request: ModelRequest) -> Choice:
         state, tools = request.state, request.tools
         if state.turn_steps > 0:  # the command ran (or failed, or was rejected): report it
             outcome = state.last_outcome or "done"
-            return Decision(tool=REPLY, args={"message": outcome if state.last_outcome_ok else f"failed: {outcome}"})
+            return Choice(tool=REPLY, args={"message": outcome if state.last_outcome_ok else f"failed: {outcome}"})
         text, listed = state.last_user_text.strip(), self._catalog or tools
         if text.lower() in HELP_WORDS:
-            return Decision(tool=REPLY, args={"message": self.help_text(listed, request.caller)})
+            return Choice(tool=REPLY, args={"message": self.help_text(listed, request.caller)})
         if not text.startswith("/"):
-            return Decision(tool=REPLY, args={"message": self.help_text(listed, request.caller, "no_model")})
+            return Choice(tool=REPLY, args={"message": self.help_text(listed, request.caller, "no_model")})
         try:
             name, args = parse_command(text, tools)
         except InvalidToolCall as exc:
-            return Decision(tool=REPLY, args={"message": f"{exc}\n\n{self.help_text(listed, request.caller)}"})
-        return Decision(tool=name, args=args, reason=f"command: {text}")
+            return Choice(tool=REPLY, args={"message": f"{exc}\n\n{self.help_text(listed, request.caller)}"})
+        return Choice(tool=name, args=args, reason=f"command: {text}")

@@ -15,7 +15,7 @@ from core.tools.registry import ToolRegistry
 
 
 @dataclass(frozen=True)
-class Decision:
+class Choice:
     """The next step: a call of one tool with its (not yet validated) arguments."""
 
     tool: str
@@ -36,4 +36,4 @@ class ModelRequest:
 class Model(Protocol):
     needs_history: bool
 
-    async def decide(self, request: ModelRequest) -> Decision: ...
+    async def choose(self, request: ModelRequest) -> Choice: ...

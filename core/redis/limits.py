@@ -61,7 +61,7 @@ def _storage(client: aioredis.Redis | None) -> Storage:
 
 class RateLimits:
     def __init__(self, client: aioredis.Redis | None, limits: Mapping[str, Limit], refused: Counter) -> None:
-        """`refused`: the counter of refusals, labelled by limit name (`Core.rate_limited`)."""
+        """`refused`: the counter of refusals, labelled by limit name (`Wiring.rate_limited`)."""
         self.limiter = SlidingWindowCounterRateLimiter(_storage(client))
         self.items: dict[str, RateLimitItem] = {name: parse(limit.rate) for name, limit in limits.items()}
         self.what = {name: limit.what for name, limit in limits.items()}

@@ -9,7 +9,7 @@ costs one Redis round trip per model call (about 0.1 ms, against a model call's 
 from __future__ import annotations
 
 from core.domain.errors import LLMError
-from core.model.llm import Decision, Model, ModelRequest
+from core.model.llm import Choice, Model, ModelRequest
 from core.redis.limits import Limit, RateLimits
 
 MODEL_LIMIT = "model"
@@ -31,12 +31,12 @@ class BudgetedModel:
         self.budget = budget
         self.needs_history = model.needs_history
 
-    async def decide(self, request: ModelRequest) -> Decision:
+    async def choose(self, request: ModelRequest) -> Choice:
         requester = request.state.requester or request.caller
         refused = await self.budget.hit(MODEL_LIMIT, requester)
         if refused is not None:
             raise BudgetSpent(refused.message)
-        return await self.model.decide(request)
+        return await self.model.choose(request)
 
 
 def budgeted(model: Model, budget: RateLimits | None) -> Model:

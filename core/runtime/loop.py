@@ -21,7 +21,7 @@ from core.domain import events as ev
 from core.domain.errors import InvalidToolCall, LLMBadResponse, LLMError, ToolError
 from core.domain.ids import new_id
 from core.domain.reducer import ThreadState
-from core.model.llm import Decision, Model, ModelRequest
+from core.model.llm import Choice, Model, ModelRequest
 from core.obs import failpoints, logs, tracing
 from core.redis.store import DecisionWrite, Store
 from core.runtime.approvals import Approvals
@@ -32,10 +32,10 @@ from core.tools.executors import CallContext, ToolOutput, ToolRunner
 from core.tools.registry import ToolRegistry, ToolSpec
 
 
-def checked_call(tools: ToolRegistry, caller: str, decision: Decision) -> ToolSpec:
+def checked_call(tools: ToolRegistry, caller: str, choice: Choice) -> ToolSpec:
     """The tool is one of the agent's, the arguments fit its schema, and the caller may use it."""
-    spec = tools.get(decision.tool)
-    tools.validate(decision.tool, decision.args)
+    spec = tools.get(choice.tool)
+    tools.validate(choice.tool, choice.args)
     if not tools.may_call(caller, spec):
         raise InvalidToolCall(f"{caller} may not use {spec.name}; allowed: {tools.describe(spec.callers)}")
     return spec
@@ -54,7 +54,7 @@ def log_step(step: int, tool: str, outcome: str, started: float) -> None:
 
 
 class Loop:
-    """Takes a thread's steps under the lease its caller (`core.runtime.threads.Agent`) holds."""
+    """Takes a thread's steps under the lease its caller (`core.runtime.threads.Threads`) holds."""
 
     def __init__(
         self,
@@ -88,11 +88,11 @@ class Loop:
                 reason = f"I reached the limit of {profile.step_limit} steps for this request."
                 return await self.escalate(run, f"{reason} Tell me how to continue.")
             started, step = time.perf_counter(), state.steps + 1
-            decision = await self._decide_next(run, profile)
-            if decision is None:  # the model failed: its error is recorded, or the thread escalated
+            choice = await self._choose_next(run, profile)
+            if choice is None:  # the model failed: its error is recorded, or the thread escalated
                 log_step(step, "", "escalated" if run.state.status != "running" else "invalid", started)
                 continue
-            log_step(step, decision.tool, await self._step(run, decision, profile), started)
+            log_step(step, choice.tool, await self._step(run, choice, profile), started)
 
     def _model(self, state: ThreadState, profile: Profile) -> Model:
         """A workflow decides every step; an agent reads free text with its model, when it has one."""
@@ -100,14 +100,14 @@ class Loop:
             return profile.model
         return self.command
 
-    async def _decide_next(self, run: Run, profile: Profile) -> Decision | None:
+    async def _choose_next(self, run: Run, profile: Profile) -> Choice | None:
         model = self._model(run.state, profile)
         if model.needs_history and run.history is None:
             run.history = await self.store.load_events(run.state.thread_id)
         caller = run.state.last_actor or run.state.requester
         request = ModelRequest(state=run.state, tools=profile.tools, caller=caller, history=run.history or [])
         try:
-            decision = await model.decide(request)
+            choice = await model.choose(request)
         except LLMBadResponse as exc:
             await run.commit(*run.usage(exc.usage), run.error(new_id(), "", str(exc), "invalid"))
             return None
@@ -121,19 +121,19 @@ class Loop:
                 run, f"the model is unavailable (reference {reference}). Your request is saved; answer here to retry."
             )
             return None
-        if decision.usage is not None:
-            await run.commit(*run.usage(decision.usage))
-        return decision
+        if choice.usage is not None:
+            await run.commit(*run.usage(choice.usage))
+        return choice
 
-    async def _step(self, run: Run, decision: Decision, profile: Profile) -> str:
+    async def _step(self, run: Run, choice: Choice, profile: Profile) -> str:
         """Take the decided step; returns its outcome, for the step's log line."""
-        call_id = decision.call_id or new_id()
-        args = decision.args if isinstance(decision.args, dict) else {"_raw": decision.args}
-        call = ev.ToolCall(**run.meta(), call_id=call_id, tool=decision.tool, args=args, reason=decision.reason)
+        call_id = choice.call_id or new_id()
+        args = choice.args if isinstance(choice.args, dict) else {"_raw": choice.args}
+        call = ev.ToolCall(**run.meta(), call_id=call_id, tool=choice.tool, args=args, reason=choice.reason)
         try:
-            spec = self._checked(run, decision, profile.tools)
+            spec = self._checked(run, choice, profile.tools)
         except ToolError as exc:
-            await run.commit(call, run.error(call_id, decision.tool, str(exc), "invalid"))
+            await run.commit(call, run.error(call_id, choice.tool, str(exc), "invalid"))
             return "invalid"
         match profile.effect(spec, args):
             case "reply":
@@ -159,8 +159,8 @@ class Loop:
                 return await self.execute(run, spec, call_id, args, call)
         raise AssertionError(f"unknown effect of {spec.name}")  # pragma: no cover - the effects are closed
 
-    def _checked(self, run: Run, decision: Decision, tools: ToolRegistry) -> ToolSpec:
-        return checked_call(tools, run.state.last_actor or run.state.requester, decision)
+    def _checked(self, run: Run, choice: Choice, tools: ToolRegistry) -> ToolSpec:
+        return checked_call(tools, run.state.last_actor or run.state.requester, choice)
 
     async def execute(
         self,

@@ -1,6 +1,6 @@
 """The operations on a thread (factor 6): launch, pause, resume, and deciding approvals.
 
-`Agent.handle` applies one trigger from the inbox: a message starts or continues the
+`Threads.handle` applies one trigger from the inbox: a message starts or continues the
 conversation's thread (routed first to the agent that should hold it, `core.runtime.router`), a decision
 is applied once whatever channel and process it came through, pause and resume are events. Each
 then lets `core.runtime.loop.Loop` take the thread's steps.
@@ -47,7 +47,7 @@ class Models:
     language: Model | None = None
 
 
-class Agent:
+class Threads:
     def __init__(
         self,
         *,

@@ -1,4 +1,4 @@
-"""A worker: takes triggers from the inbox, lets the agent apply them, acknowledges them.
+"""A worker: takes triggers from the inbox, lets the thread service apply them, acknowledges them.
 
 Nothing in a worker's memory matters after an entry is acknowledged; an entry that is not
 acknowledged (crash, lost lease) is claimed by another worker after `BOT_CLAIM_IDLE_MS`.
@@ -22,7 +22,7 @@ from core.redis import keys
 from core.redis.bus import Bus
 from core.redis.sweeper import Sweeper
 from core.runtime.run import notice_to
-from core.runtime.threads import Agent
+from core.runtime.threads import Threads
 
 log = logging.getLogger(__name__)
 CONFLICT_RETRIES = 3
@@ -36,9 +36,9 @@ def consumer_name() -> str:
 
 
 class Worker:
-    def __init__(self, agent: Agent, bus: Bus, name: str | None = None, sweeper: Sweeper | None = None) -> None:
-        self.agent = agent
-        self.metrics = agent.metrics or Metrics()
+    def __init__(self, threads: Threads, bus: Bus, name: str | None = None, sweeper: Sweeper | None = None) -> None:
+        self.threads = threads
+        self.metrics = threads.metrics or Metrics()
         self.bus = bus
         self.name = name or consumer_name()
         self.sweeper = sweeper
@@ -101,7 +101,7 @@ class Worker:
             }
         with tracing.span(f"trigger {trigger.kind}", attributes, kind="consumer", parent=trigger.trace) as span:
             await self._handle(entry_id, trigger, span)
-            if span.is_recording():  # the thread and agent are known once the agent has looked
+            if span.is_recording():  # the thread and agent are known once the thread service has looked
                 for name, value in logs.fields().items():
                     span.set_attribute(f"bot.{name}", value)
 
@@ -109,7 +109,7 @@ class Worker:
         self.metrics.triggers.labels(trigger.kind, trigger.channel).inc()
         for attempt in range(1, CONFLICT_RETRIES + 1):
             try:
-                await self.agent.handle(trigger)
+                await self.threads.handle(trigger)
             except ConflictError as exc:
                 log.info("trigger %s: %s (attempt %d of %d)", trigger.id, exc, attempt, CONFLICT_RETRIES)
                 self.metrics.retries.labels("conflict").inc()

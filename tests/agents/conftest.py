@@ -15,7 +15,7 @@ import fakeredis
 import pytest
 import redis.asyncio as aioredis
 
-from bot.main import Core, build_core
+from bot.main import Wiring, build_wiring
 from config.settings import CONFIG_DIR
 from core.domain import events as ev
 from core.domain.ids import thread_id_for
@@ -23,26 +23,26 @@ from core.model.commands import CommandModel
 from core.model.llm import Model
 from core.model.prompts import PromptLibrary
 from core.runtime.roster import Roster, load_roster
-from core.runtime.threads import Agent, Models
+from core.runtime.threads import Models, Threads
 from tests.conftest import FakeClock, Harness, test_settings
 
 AGENTS = CONFIG_DIR / "agents.toml"
 MakeCrew = Callable[..., Harness]
 
 
-def crew_core(core: Core, models: Mapping[str, Model], agents: Path = AGENTS) -> Core:
+def crew_wiring(wiring: Wiring, models: Mapping[str, Model], agents: Path = AGENTS) -> Wiring:
     """Give `core` the roster's agent loop, built from the same store, bus, runner and clock."""
-    settings, old = core.settings, core.agent
+    settings, old = wiring.settings, wiring.threads
     prompts = PromptLibrary(settings.prompts_dir)
     roster = load_roster(
-        agents, core.tools, prompts, default=settings.agent, language=models.get, step_limit=settings.step_limit
+        agents, wiring.tools, prompts, default=settings.agent, language=models.get, step_limit=settings.step_limit
     )
-    core.agent = Agent(
+    wiring.threads = Threads(
         agent_name=settings.agent, store=old.store, publisher=old.publisher, tools=old.tools, runner=old.runner,
         models=Models(command=CommandModel(prompts, catalog=roster.catalog)), clock=old.clock,
         redactor=old.redactor, limits=old.limits, metrics=old.metrics, roster=roster,
     )  # fmt: skip
-    return core
+    return wiring
 
 
 @pytest.fixture
@@ -50,8 +50,8 @@ def make_crew(tmp_path: Path, clock: FakeClock) -> MakeCrew:
     def factory(client: aioredis.Redis, models: Mapping[str, Model] | None = None, **env: str) -> Harness:
         settings = test_settings(tmp_path, **env)
         env_map = {"PATH": os.environ.get("PATH", ""), **env}
-        core = build_core(settings, env_map, client, clock=clock)
-        return Harness(core=crew_core(core, models or {}), clock=clock)
+        wiring = build_wiring(settings, env_map, client, clock=clock)
+        return Harness(wiring=crew_wiring(wiring, models or {}), clock=clock)
 
     return factory
 
@@ -73,7 +73,7 @@ async def redis_pair(request: pytest.FixtureRequest) -> AsyncIterator[tuple[aior
 
 
 async def thread_events(h: Harness) -> list[ev.Event]:
-    return await h.core.store.load_events(thread_id_for("cli", h.conversation))
+    return await h.wiring.store.load_events(thread_id_for("cli", h.conversation))
 
 
 async def replies(h: Harness) -> list[str]:
@@ -81,4 +81,4 @@ async def replies(h: Harness) -> list[str]:
 
 
 def roster_of(h: Harness) -> Roster:
-    return h.core.agent.roster
+    return h.wiring.threads.roster

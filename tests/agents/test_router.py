@@ -42,7 +42,7 @@ async def test_a_command_starts_its_thread_with_the_agent_that_owns_the_tool(
     await h.say(text)
     started = (await thread_events(h))[0]
     assert isinstance(started, ev.ThreadStarted) and started.agent == agent
-    assert (await h.core.store.load_state(thread_id_for("cli", h.conversation))).agent == agent
+    assert (await h.wiring.store.load_state(thread_id_for("cli", h.conversation))).agent == agent
 
 
 async def test_a_command_for_another_agents_tool_hands_the_thread_on(
@@ -57,7 +57,7 @@ async def test_a_command_for_another_agents_tool_hands_the_thread_on(
     [handed] = [e for e in events if isinstance(e, ev.HandedOff)]
     assert (handed.from_agent, handed.to_agent, handed.call_id) == ("deploybot", "incident", "")
     assert handed.note == "/restart is a command of the incident agent" and handed.actor == "cli:operator"
-    assert len(await h.core.store.list_threads()) == 1
+    assert len(await h.wiring.store.list_threads()) == 1
     answers = await replies(h)
     assert answers[0].startswith("api in staging: 1.0.0") and answers[1].startswith("restarted api 1.0.0 in staging")
     assert len(answers) == 3
@@ -75,7 +75,7 @@ async def test_free_text_goes_to_the_router_which_hands_it_to_the_right_agent(
     await h.say("api is throwing 500s in prod!")
 
     assert await replies(h) == ["api is healthy now."]
-    state = (await h.core.store.list_threads())[0]
+    state = (await h.wiring.store.list_threads())[0]
     assert (state.agent, state.status) == ("incident", "done")
     [asked] = router.requests
     assert sorted(asked.tools.names()) == [
@@ -107,7 +107,7 @@ async def test_a_hand_off_keeps_the_thread_id_and_the_context_the_next_agent_nee
     await h.say("/list_services")
     await h.say("payments is stuck, sort it out")
 
-    assert [s.thread_id for s in await h.core.store.list_threads()] == [thread_id]
+    assert [s.thread_id for s in await h.wiring.store.list_threads()] == [thread_id]
     [request] = incident.requests
     assert request.state.thread_id == thread_id and request.state.agent == "incident"
     texts = [e.text for e in request.history if isinstance(e, ev.UserMessage)]
@@ -118,7 +118,7 @@ async def test_a_hand_off_keeps_the_thread_id_and_the_context_the_next_agent_nee
     assert '<handed_off from="deploybot" to="incident">\npayments looks stuck' in seen
     used = {b["name"] for m in messages for b in m["content"] if b["type"] == "tool_use"}
     assert used == {"reply"}, "the API sees only calls of tools this agent has"
-    assert await h.core.store.rebuild_state(thread_id) == await h.core.store.load_state(thread_id)
+    assert await h.wiring.store.rebuild_state(thread_id) == await h.wiring.store.load_state(thread_id)
 
 
 async def test_without_a_model_free_text_gets_the_command_list_from_the_default_agent(
@@ -129,7 +129,7 @@ async def test_without_a_model_free_text_gets_the_command_list_from_the_default_
     [answer] = await replies(h)
     assert answer.startswith("I can't read free text yet")
     assert "/release <service> <version> [environment]" in answer and "/health <service> <environment>" in answer
-    assert (await h.core.store.list_threads())[0].agent == "deploybot"
+    assert (await h.wiring.store.list_threads())[0].agent == "deploybot"
 
 
 async def test_a_trigger_may_name_the_agent_but_not_an_unknown_one(
@@ -137,21 +137,21 @@ async def test_a_trigger_may_name_the_agent_but_not_an_unknown_one(
 ) -> None:
     status = ScriptedModel([call("reply", message="all services run 1.0.0")])
     h = make_crew(fake_redis, {"status": status})
-    await h.core.agent.handle(h.trigger("what runs where?").model_copy(update={"agent": "status"}))
-    assert (await h.core.store.list_threads())[0].agent == "status"
+    await h.wiring.threads.handle(h.trigger("what runs where?").model_copy(update={"agent": "status"}))
+    assert (await h.wiring.store.list_threads())[0].agent == "status"
 
     other = h.trigger("hi").model_copy(update={"agent": "mailbot", "conversation": f"x/{new_id()}"})
-    await h.core.agent.handle(other)
+    await h.wiring.threads.handle(other)
     notice = (await h.outbox())[-1]
     assert isinstance(notice, ev.Notice) and notice.to == "cli:operator"
     assert "there is no agent 'mailbot'; agents: deploybot, incident, status, router, release" in notice.text
-    assert len(await h.core.store.list_threads()) == 1
+    assert len(await h.wiring.store.list_threads()) == 1
 
 
 async def test_each_agent_stops_at_its_own_step_limit(fake_redis: aioredis.Redis, make_crew: MakeCrew) -> None:
     status = ScriptedModel(lambda request: call("status", service="api", environment="staging"))
     h = make_crew(fake_redis, {"status": status})
-    await h.core.agent.handle(h.trigger("keep watching api").model_copy(update={"agent": "status"}))
+    await h.wiring.threads.handle(h.trigger("keep watching api").model_copy(update={"agent": "status"}))
     assert len(status.requests) == 6
     question = (await h.outbox())[-1]
     assert isinstance(question, ev.Question) and "limit of 6 steps" in question.question
@@ -165,7 +165,7 @@ async def test_a_message_while_an_approval_is_pending_is_not_routed(
     await h.say("/restart api staging")  # recorded for deploybot; the approval still holds the thread
     events = await thread_events(h)
     assert not [e for e in events if isinstance(e, ev.HandedOff)]
-    assert (await h.core.store.list_threads())[0].status == "awaiting_approval"
+    assert (await h.wiring.store.list_threads())[0].status == "awaiting_approval"
 
 
 async def test_each_agent_asks_claude_with_its_own_prompt_and_tools(

@@ -27,7 +27,7 @@ def daily(name: str = "report", catch_up: str = "skip", **fields: str) -> Schedu
 
 
 def scheduler(h: Harness, *schedules: Schedule) -> Scheduler:
-    return Scheduler(schedules, h.core.redis, h.core.bus, h.clock)
+    return Scheduler(schedules, h.wiring.redis, h.wiring.bus, h.clock)
 
 
 async def test_two_schedulers_racing_on_one_tick_fire_once(
@@ -45,11 +45,11 @@ async def test_two_schedulers_racing_on_one_tick_fire_once(
     assert await redis_pair[0].xlen(keys.INBOX) == 1
     assert await scheduler(second, *schedules).tick() == [], "the same tick never fires again"
     await second.drain()
-    [thread] = await second.core.store.list_threads()
+    [thread] = await second.wiring.store.list_threads()
     assert (thread.agent, thread.requester, thread.channel, thread.status) == (
         "stale_deploys", "schedule:stale_deploys", "api", "done",
     )  # fmt: skip
-    _, sent = await second.core.bus.follow("api", "0-0", block_ms=0)
+    _, sent = await second.wiring.bus.follow("api", "0-0", block_ms=0)
     # One firing, one run: one progress note while its tool runs, then one final answer.
     assert [(o.final, o.text) for o in sent if isinstance(o, ev.Reply)] == [
         (False, "running list_services…"),

@@ -42,7 +42,7 @@ async def test_a_release_pauses_for_approval_and_resumes_on_another_process(
         {"service": "api", "version": "1.4.3", "environment": "production"},
     )
     assert waiting.reason.startswith("release: api 1.4.3 to production: the tests passed (ran ")
-    assert (await first.core.store.list_threads())[0].status == "awaiting_approval"
+    assert (await first.wiring.store.list_threads())[0].status == "awaiting_approval"
 
     await second.say(
         f"approve {waiting.approval_id}", sender=APPROVER
@@ -54,7 +54,7 @@ async def test_a_release_pauses_for_approval_and_resumes_on_another_process(
     [done] = await replies(second)
     assert done.startswith("released api 1.4.3 to production: the tests passed, it is deployed and healthy.")
     assert live(tmp_path, "api", "production") == "1.4.3"
-    state = await second.core.store.load_state(thread_id_for("cli", first.conversation))
+    state = await second.wiring.store.load_state(thread_id_for("cli", first.conversation))
     assert (state.agent, state.status) == ("release", "done")
 
 
@@ -135,12 +135,12 @@ async def test_a_paused_release_records_the_decision_and_continues_on_resume(
     thread_id = thread_id_for("cli", h.conversation)
     control = ev.ControlTrigger(id="c1", channel="cli", conversation=h.conversation, sender="cli:operator",
                                 thread_id=thread_id, action="pause")  # fmt: skip
-    await h.core.agent.handle(control)
+    await h.wiring.threads.handle(control)
     await h.say(f"approve {(await approval(h)).approval_id}", sender=APPROVER)
     assert calls(await thread_events(h))[-1] == "deploy", "approved while paused: the deploy has not run"
-    assert (await h.core.store.load_state(thread_id)).effective_status == "paused"
+    assert (await h.wiring.store.load_state(thread_id)).effective_status == "paused"
 
-    await h.core.agent.handle(control.model_copy(update={"id": "c2", "action": "resume"}))
+    await h.wiring.threads.handle(control.model_copy(update={"id": "c2", "action": "resume"}))
 
     assert calls(await thread_events(h)) == ["run_tests", "deploy", "health", "reply"] * 2
     assert (await replies(h))[-1].startswith("released api 1.4.4 to production")
@@ -148,7 +148,7 @@ async def test_a_paused_release_records_the_decision_and_continues_on_resume(
 
 async def test_a_trigger_can_launch_a_workflow_by_name(fake_redis: aioredis.Redis, make_crew: MakeCrew) -> None:
     h = make_crew(fake_redis)
-    await h.core.agent.handle(h.trigger("api 1.4.3 staging").model_copy(update={"agent": "release"}))
+    await h.wiring.threads.handle(h.trigger("api 1.4.3 staging").model_copy(update={"agent": "release"}))
     assert (await replies(h))[-1].startswith("released api 1.4.3 to staging")
     await h.say("/release api latest")
     assert (await replies(h))[-1].startswith("release: version: 'latest' does not match")

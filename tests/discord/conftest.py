@@ -47,14 +47,14 @@ class Scene:
 
     async def new_channel(self, **kwargs: Any) -> DiscordChannel:
         """Another channel instance with its own client, logged in over REST: another process."""
-        core = self.harness.core
-        channel = DiscordChannel(self.settings, bus=core.bus, store=core.store, tools=core.tools, **kwargs)
+        wiring = self.harness.wiring
+        channel = DiscordChannel(self.settings, bus=wiring.bus, store=wiring.store, tools=wiring.tools, **kwargs)
         self.channels.append(channel)
         await channel.login()
         return channel
 
     async def inbox_size(self) -> int:
-        return int(await self.harness.core.redis.xlen("inbox"))
+        return int(await self.harness.wiring.redis.xlen("inbox"))
 
     async def feed(self, payload: dict[str, Any], via: DiscordChannel | None = None, enqueues: bool = True) -> None:
         """Feed one gateway event to a client's parser, then run the worker and render the outbox."""
@@ -81,17 +81,17 @@ class Scene:
 
     async def render(self, channel: DiscordChannel | None = None) -> None:
         """Render the discord outbox the way `bus.deliver` does, without its blocking read."""
-        bus = self.harness.core.bus
+        bus = self.harness.wiring.bus
         while items := await bus.receive("discord", "test-renderer", block_ms=0):
             for entry_id, outbound in items:
                 await (channel or self.channel).render(outbound)
                 await bus.done("discord", entry_id, "renderers")
 
     async def threads(self) -> list[ThreadState]:
-        return await self.harness.core.store.list_threads()
+        return await self.harness.wiring.store.list_threads()
 
     async def events(self, thread: ThreadState) -> list[Event]:
-        return await self.harness.core.store.load_events(thread.thread_id)
+        return await self.harness.wiring.store.load_events(thread.thread_id)
 
 
 @pytest.fixture(autouse=True)

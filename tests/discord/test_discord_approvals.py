@@ -107,7 +107,7 @@ async def test_an_unauthorised_click_gets_an_ephemeral_refusal(scene: Scene, tmp
     assert note.body["flags"] == 64  # ephemeral: only the clicker sees it
     assert "discord:333 may not decide approval" in note.body["content"]
     assert not scene.fake.find("PATCH", rf"/channels/\d+/messages/{card['id']}")
-    record = await scene.harness.core.store.get_approval(approval_id)
+    record = await scene.harness.wiring.store.get_approval(approval_id)
     assert record is not None and record.status == "pending"
     assert not (tmp_path / "data" / "deployments.json").exists() or deploys(tmp_path) == []
 

@@ -48,7 +48,7 @@ async def test_every_option_kind_makes_the_same_call_as_the_text_command(
     expected = {"service": "api", "replicas": 3, "ratio": 0.5, "dry_run": True, "tags": ["a", "b"], "note": "two words"}
     assert calls == [[("scale", expected)], [("scale", expected)]]
 
-    await sync_commands(scene.settings, scene.harness.core.tools, 500)
+    await sync_commands(scene.settings, scene.harness.wiring.tools, 500)
     [put] = fake_discord.find("PUT", r"/applications/999/guilds/500/commands")
     [scale] = [c for c in put.body if c["name"] == "scale"]
     got = {o["name"]: o for o in scale["options"]}
@@ -64,5 +64,5 @@ def test_command_text_quotes_what_needs_quoting(
 ) -> None:
     text = command_text("check_url", {"url": "https://example.com/a b", "unused": None})
     assert text == "/check_url 'url=https://example.com/a b'"
-    tools = make_harness(fake_redis).core.tools
+    tools = make_harness(fake_redis).wiring.tools
     assert parse_command(text, tools) == ("check_url", {"url": "https://example.com/a b"})

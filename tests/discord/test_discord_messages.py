@@ -92,9 +92,9 @@ def test_split_message_keeps_code_blocks_closed() -> None:
 
 async def test_with_the_content_intent_a_plain_message_in_the_bots_thread_continues_it(make_scene: MakeScene) -> None:
     scene = await make_scene()
-    core = scene.harness.core
+    wiring = scene.harness.wiring
     channel = DiscordChannel(
-        scene.settings, bus=core.bus, store=core.store, tools=core.tools, client=OpsBot(message_content=True)
+        scene.settings, bus=wiring.bus, store=wiring.store, tools=wiring.tools, client=OpsBot(message_content=True)
     )
     scene.channels.append(channel)
     await channel.login()
@@ -124,7 +124,7 @@ def reply_to_channel(text: str) -> ev.Reply:
 
 async def crash_before_the_record(scene: Scene, outbound: ev.Outbound) -> None:
     """What a renderer that died between Discord's answer and its own records leaves: no record of the parts."""
-    await scene.harness.core.redis.delete(parts_key(outbound.id))
+    await scene.harness.wiring.redis.delete(parts_key(outbound.id))
 
 
 def creates(scene: Scene) -> list[Call]:

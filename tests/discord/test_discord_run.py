@@ -18,9 +18,9 @@ async def test_run_connects_reports_health_answers_and_stops(
     scene: Scene, fake_discord: FakeDiscord, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(DiscordWebSocket, "DEFAULT_GATEWAY", yarl.URL(fake_discord.gateway_url))
-    core = scene.harness.core
+    wiring = scene.harness.wiring
     channel = DiscordChannel(
-        scene.settings, bus=core.bus, store=core.store, tools=core.tools, client=OpsBot(guild_ready_timeout=0)
+        scene.settings, bus=wiring.bus, store=wiring.store, tools=wiring.tools, client=OpsBot(guild_ready_timeout=0)
     )
     assert not channel.healthy
     stop = asyncio.Event()
@@ -57,9 +57,9 @@ async def test_a_refused_message_content_intent_stops_run_with_the_fix(
 ) -> None:
     monkeypatch.setattr(DiscordWebSocket, "DEFAULT_GATEWAY", yarl.URL(fake_discord.gateway_url))
     fake_discord.privileged_intents = False
-    core = scene.harness.core
+    wiring = scene.harness.wiring
     client = OpsBot(message_content=True)
-    channel = DiscordChannel(scene.settings, bus=core.bus, store=core.store, tools=core.tools, client=client)
+    channel = DiscordChannel(scene.settings, bus=wiring.bus, store=wiring.store, tools=wiring.tools, client=client)
     with pytest.raises(ConfigError, match="Privileged Gateway Intents"):
         await channel.run(asyncio.Event())
     assert client.is_closed() and not channel.healthy
@@ -93,7 +93,7 @@ async def test_rest_only_run_renders_the_outbox(scene: Scene, fake_discord: Fake
 async def test_sync_commands_registers_typed_options(
     scene: Scene, fake_discord: FakeDiscord, guild_id: int | None
 ) -> None:
-    count = await sync_commands(scene.settings, scene.harness.core.tools, guild_id)
+    count = await sync_commands(scene.settings, scene.harness.wiring.tools, guild_id)
     path = "/applications/999/guilds/500/commands" if guild_id else "/applications/999/commands"
     [put] = fake_discord.find("PUT", path)
     commands = {c["name"]: c for c in put.body}

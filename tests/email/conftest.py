@@ -109,8 +109,8 @@ class MailWorld:
     _task: asyncio.Task[None] | None = None
 
     def new_channel(self) -> EmailChannel:
-        core = self.h.core
-        return EmailChannel(self.settings, bus=core.bus, store=core.store, tools=core.tools, timing=self.timing)
+        wiring = self.h.wiring
+        return EmailChannel(self.settings, bus=wiring.bus, store=wiring.store, tools=wiring.tools, timing=self.timing)
 
     async def start(self) -> EmailChannel:
         self.channel = self.new_channel()
@@ -189,4 +189,4 @@ async def make_world(
 @pytest.fixture(autouse=True)
 def _email_logs(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="adapters")
-    caplog.set_level(logging.INFO, logger="core.redis.bus")
+    caplog.set_level(logging.INFO, logger="wiring.redis.bus")

@@ -138,8 +138,8 @@ async def test_with_dmarc_required_an_unverified_request_is_ignored_silently(mak
     await w.deliver(new_mail(SAM, "/status web staging", Authentication_Results=PASS))
     await w.until(lambda: w.smtp.to(SAM))
     await w.settle()
-    assert w.smtp.to(MALLORY) == [] and await w.h.core.store.list_threads() != []
-    assert [t.requester for t in await w.h.core.store.list_threads()] == [f"email:{SAM}"]
+    assert w.smtp.to(MALLORY) == [] and await w.h.wiring.store.list_threads() != []
+    assert [t.requester for t in await w.h.wiring.store.list_threads()] == [f"email:{SAM}"]
 
 
 async def test_auto_replies_and_our_own_mail_are_never_answered(make_world) -> None:

@@ -54,9 +54,9 @@ async def test_a_mail_gets_a_reply_in_the_same_thread(make_world) -> None:
     second = (await w.until(lambda: w.smtp.to(SAM)[1:]))[0]
     in_reply_to, references = thread_ids(second)
     assert in_reply_to == [own_id(follow_up)] and references[0] == own_id(first) and references[-1] == own_id(follow_up)
-    threads = await w.h.core.store.list_threads()
+    threads = await w.h.wiring.store.list_threads()
     assert [(t.channel, t.conversation, t.requester) for t in threads] == [("email", own_id(first), f"email:{SAM}")]
-    events = await w.h.core.store.load_events(threads[0].thread_id)
+    events = await w.h.wiring.store.load_events(threads[0].thread_id)
     assert [e.text for e in events if isinstance(e, ev.UserMessage)] == [
         "/status api staging",
         "/status api production",
@@ -67,7 +67,7 @@ async def test_a_gated_tool_mails_each_approver_a_signed_request(make_world) -> 
     w = await make_world()
     request, _ = await requested(w)
     mails = {address: (await w.until(lambda a=address: approvals(w, a)))[0] for address in (DANA, ERIN)}
-    record = (await w.h.core.store.pending_approvals())[0]
+    record = (await w.h.wiring.store.pending_approvals())[0]
     tokens = Tokens(SECRET.encode(), BOT)
     for address, mail in mails.items():
         found = TOKEN.match(str(mail["Reply-To"]))
@@ -138,7 +138,7 @@ async def test_a_reply_from_someone_who_is_not_the_approver_is_refused(make_worl
     await w.deliver(reply(approval, MALLORY, "APPROVE"))
     refusal = (await w.until(lambda: w.smtp.to(MALLORY)))[0]
     assert "sent to another approver" in text(refusal) and "Nothing changed" in text(refusal)
-    record = (await w.h.core.store.pending_approvals())[0]
+    record = (await w.h.wiring.store.pending_approvals())[0]
     assert record.status == "pending" and deploys(tmp_path) == []
 
 
@@ -153,7 +153,7 @@ async def test_a_tampered_token_is_refused(make_world, tmp_path) -> None:
     )
     refusal = (await w.until(lambda: others(w, DANA)))[0]
     assert "token in this reply is not valid" in text(refusal)
-    assert (await w.h.core.store.pending_approvals())[0].status == "pending" and deploys(tmp_path) == []
+    assert (await w.h.wiring.store.pending_approvals())[0].status == "pending" and deploys(tmp_path) == []
 
 
 async def test_an_unclear_first_line_is_asked_again_never_guessed(make_world, tmp_path) -> None:
@@ -181,11 +181,11 @@ async def test_approve_in_a_new_mail_is_not_a_decision(make_world, tmp_path) -> 
     """Text `approve <id>` works in chat; by mail only a signed reply counts, so a forged From cannot approve."""
     w = await make_world()
     await requested(w)
-    record = (await w.h.core.store.pending_approvals())[0]
+    record = (await w.h.wiring.store.pending_approvals())[0]
     await w.deliver(new_mail(DANA, f"approve {record.approval_id}"))
     refusal = (await w.until(lambda: others(w, DANA)))[0]
     assert "reply to the approval mail" in text(refusal)
-    assert (await w.h.core.store.get_approval(record.approval_id)).status == "pending" and deploys(tmp_path) == []
+    assert (await w.h.wiring.store.get_approval(record.approval_id)).status == "pending" and deploys(tmp_path) == []
 
 
 async def test_the_same_mail_delivered_twice_is_handled_once(make_world) -> None:
@@ -263,7 +263,7 @@ async def test_a_reply_sent_again_after_a_crash_has_the_same_message_id(make_wor
     w = await make_world()
     await w.deliver(new_mail(SAM, "/status api staging", subject="api in staging?"))
     first = (await w.until(lambda: w.smtp.to(SAM)))[0]
-    _, outbound = await w.h.core.bus.follow("email", "0-0", block_ms=0)
+    _, outbound = await w.h.wiring.bus.follow("email", "0-0", block_ms=0)
     answer = next(o for o in outbound if isinstance(o, ev.Reply) and o.final)
     assert w.channel is not None
     await w.channel.render(answer)  # as the renderer that takes the entry over does
@@ -276,7 +276,7 @@ async def test_a_permanent_smtp_refusal_is_not_retried_and_a_temporary_one_is(ma
     w = await make_world()
     await w.deliver(new_mail(SAM, "/status api staging", subject="api in staging?"))
     await w.until(lambda: w.smtp.to(SAM))
-    _, outbound = await w.h.core.bus.follow("email", "0-0", block_ms=0)
+    _, outbound = await w.h.wiring.bus.follow("email", "0-0", block_ms=0)
     answer = next(o for o in outbound if isinstance(o, ev.Reply) and o.final)
     assert w.channel is not None
     w.smtp.refusals += ["550 5.1.1 no such user", "451 4.3.0 try again later"]

@@ -39,7 +39,7 @@ async def test_a_dropped_connection_reconnects_without_repeating_or_missing_mail
     await w.deliver(new_mail(SAM, "/status web staging"))
     assert len(await replies(w, 2)) == 2
     assert no_duplicates_seen(caplog)
-    assert list((await marks(w.h.core.redis)).values()) == [2]
+    assert list((await marks(w.h.wiring.redis)).values()) == [2]
 
 
 async def test_mail_that_arrives_while_the_server_is_down_is_taken_after_it_returns(

@@ -84,7 +84,7 @@ async def test_killed_after_storing_the_final_reply_it_arrives_once(start_cluste
 
 
 async def test_killed_after_the_decision_the_tool_is_never_run_blindly(start_cluster: StartCluster) -> None:
-    """Decision and tool_started are stored; the tool never started. The redelivered decision must
+    """Choice and tool_started are stored; the tool never started. The redelivered decision must
     not answer "already approved; nothing changed": the thread asks a human, the tool ran zero times."""
     cluster = await start_cluster(1)
     thread_id = await cluster.say("/ship v2", "decided")

@@ -136,7 +136,7 @@ class SlackKit:
 
     async def deliver(self, by: SlackChannel | None = None) -> int:
         """Render what is in the `slack` outbox now, as `bus.deliver` would (`by` another process)."""
-        bus = self.harness.core.bus
+        bus = self.harness.wiring.bus
         items = await bus.receive("slack", "test-renderer", block_ms=0)
         for entry_id, outbound in items:
             await (by or self.channel).render(outbound)
@@ -158,8 +158,8 @@ class SlackKit:
         await until(lambda: sum(self.channel.stats.values()) >= count)
 
     async def events(self) -> list[ev.Event]:
-        (state,) = await self.harness.core.store.list_threads()
-        return await self.harness.core.store.load_events(state.thread_id)
+        (state,) = await self.harness.wiring.store.list_threads()
+        return await self.harness.wiring.store.load_events(state.thread_id)
 
 
 def event_envelope(event: dict[str, Any], event_id: str | None = None) -> dict[str, Any]:
@@ -244,9 +244,9 @@ async def make_slack(
             "BOT_GROUP_ONCALL": f"slack:{TEAM}:U1,slack:{TEAM}:{APPROVER}",
         }
         harness = make_harness(redis if redis is not None else fake_redis, model, **(base | env))
-        core = harness.core
-        assert core.settings.slack is not None
-        channel = SlackChannel(core.settings.slack, bus=core.bus, store=core.store, tools=core.tools)
+        wiring = harness.wiring
+        assert wiring.settings.slack is not None
+        channel = SlackChannel(wiring.settings.slack, bus=wiring.bus, store=wiring.store, tools=wiring.tools)
         kit = SlackKit(harness, channel, fake_slack)
         kits.append(kit)
         if serve:

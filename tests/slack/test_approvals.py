@@ -22,7 +22,7 @@ async def request_deploy(slack: SlackKit) -> tuple[Call, str]:
     await slack.command("/deploy", "api 1.4.2 production")
     await slack.settle(lambda: any("blocks" in c.args for c in slack.fake.called("chat.postMessage")))
     card = next(c for c in slack.fake.called("chat.postMessage") if "blocks" in c.args)
-    (pending,) = await slack.harness.core.store.pending_approvals()
+    (pending,) = await slack.harness.wiring.store.pending_approvals()
     return card, pending.approval_id
 
 
@@ -71,7 +71,7 @@ async def test_approve_click_edits_the_card_and_runs_the_tool_once(
     assert [(d["service"], d["version"], d["by"]) for d in deploys(tmp_path)] == [("api", "1.4.2", "slack:T1:U1")]
     (told,) = slack.fake.called("chat.postEphemeral")
     assert told.args["user"] == APPROVER and f"approval {approval_id} was already approved" in told.args["text"]
-    record = await slack.harness.core.store.get_approval(approval_id)
+    record = await slack.harness.wiring.store.get_approval(approval_id)
     assert record is not None and record.status == "approved" and record.decided_by == f"slack:T1:{APPROVER}"
 
 
@@ -86,9 +86,9 @@ async def test_unauthorised_click_gets_an_ephemeral_refusal_and_stays_pending(sl
     await slack.click(card, REJECT, user="U2")  # no dialog for someone who may not decide
     await slack.settle(lambda: len(slack.fake.called("chat.postEphemeral")) == 2)
     assert slack.fake.called("views.open") == [] and slack.fake.called("chat.update") == []
-    record = await slack.harness.core.store.get_approval(approval_id)
+    record = await slack.harness.wiring.store.get_approval(approval_id)
     assert record is not None and record.status == "pending"
-    (state,) = await slack.harness.core.store.list_threads()
+    (state,) = await slack.harness.wiring.store.list_threads()
     assert state.status == "awaiting_approval"
 
 
@@ -133,9 +133,11 @@ async def until_called(slack: SlackKit, method: str) -> None:
 
 async def test_the_card_is_edited_by_whichever_process_renders_the_decision(slack: SlackKit) -> None:
     card, _ = await request_deploy(slack)
-    core = slack.harness.core
-    assert core.settings.slack is not None
-    other = SlackChannel(core.settings.slack, bus=core.bus, store=core.store, tools=core.tools)  # a second process
+    wiring = slack.harness.wiring
+    assert wiring.settings.slack is not None
+    other = SlackChannel(
+        wiring.settings.slack, bus=wiring.bus, store=wiring.store, tools=wiring.tools
+    )  # a second process
     await slack.click(card, APPROVE, user=APPROVER)
     await slack.received(2)
     await slack.harness.drain()

@@ -89,7 +89,7 @@ async def test_channel_talk_outside_the_bot_threads_is_ignored(slack: SlackKit) 
     await slack.event(message("edited", subtype="message_changed"))
     await slack.received(3)
     assert slack.channel.stats == {"ignored": 3}
-    assert await slack.harness.core.store.list_threads() == []
+    assert await slack.harness.wiring.store.list_threads() == []
 
 
 async def test_direct_message_is_answered_in_its_thread(slack: SlackKit) -> None:
@@ -130,7 +130,7 @@ async def test_bad_signature_is_refused_with_401(slack: SlackKit) -> None:
     assert status == 401
     status, _ = await slack.post("command=/ops&text=help", "application/x-www-form-urlencoded", secret="wrong")
     assert status == 401
-    assert slack.channel.stats == {} and await slack.harness.core.bus.redis.xlen("inbox") == 0
+    assert slack.channel.stats == {} and await slack.harness.wiring.bus.redis.xlen("inbox") == 0
 
 
 def test_command_text_maps_slash_commands_to_the_core_command_model(slack_tools: ToolRegistry) -> None:

@@ -20,7 +20,7 @@ from fastapi import FastAPI
 from adapters.web import WebChannel
 from bot.http.app import build_app, serve
 from bot.http.hooks import HookConfig
-from bot.main import build_core
+from bot.main import build_wiring
 from core.domain.events import MessageTrigger
 from core.domain.ids import new_id
 from core.redis import keys
@@ -79,7 +79,7 @@ class Server:
         await self.harness.drain()
 
     async def inbox_length(self) -> int:
-        return int(await self.harness.core.redis.xlen(keys.INBOX))
+        return int(await self.harness.wiring.redis.xlen(keys.INBOX))
 
 
 async def _start(app: FastAPI) -> tuple[str, asyncio.Event, asyncio.Task[None]]:
@@ -108,7 +108,7 @@ async def start_server(make_harness: Callable[..., Harness]) -> AsyncIterator[Ca
         **env: str,
     ) -> Server:
         harness = make_harness(client, **(ONCALL | env))
-        app = build_app(harness.core, tokens=TOKENS, hooks=hooks, readiness=readiness, web=web)
+        app = build_app(harness.wiring, tokens=TOKENS, hooks=hooks, readiness=readiness, web=web)
         url, stop, task = await _start(app)
         server = Server(url, harness, app, aiohttp.ClientSession(), stop, task)
         running.append(server)
@@ -147,13 +147,13 @@ def server_in_thread(tmp_path: Path) -> Iterator[ThreadedServer]:
     async def main() -> None:
         client: aioredis.Redis = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
         settings = test_settings(tmp_path, **ONCALL)
-        core = build_core(settings, {"PATH": os.environ.get("PATH", ""), **ONCALL}, client)
+        wiring = build_wiring(settings, {"PATH": os.environ.get("PATH", ""), **ONCALL}, client)
         trigger = MessageTrigger(
             id=new_id(), channel="api", conversation="seed", sender="web:bob", text="/deploy api 1.4.2 production"
         )
-        await core.agent.handle(trigger)
-        thread_id = (await core.store.list_threads())[0].thread_id
-        approval_id = (await core.store.pending_approvals())[0].approval_id
+        await wiring.threads.handle(trigger)
+        thread_id = (await wiring.store.list_threads())[0].thread_id
+        approval_id = (await wiring.store.pending_approvals())[0].approval_id
         stop = asyncio.Event()
         loop_box.append((asyncio.get_running_loop(), stop))
 
@@ -162,7 +162,7 @@ def server_in_thread(tmp_path: Path) -> Iterator[ThreadedServer]:
             started.set()
 
         try:
-            await serve(build_app(core, tokens=TOKENS), "127.0.0.1", 0, on_started, stop)
+            await serve(build_app(wiring, tokens=TOKENS), "127.0.0.1", 0, on_started, stop)
         finally:
             await client.aclose()
 

@@ -23,8 +23,8 @@ async def test_metrics_need_an_admin_or_a_metrics_token(start_server, fake_redis
 
 async def park(server: Server, text: str) -> tuple[str, MessageTrigger]:
     trigger = MessageTrigger(id=new_id(), channel="api", conversation=f"api/{new_id()}", sender="web:bob", text=text)
-    await server.harness.core.bus.dead_letter("1-1", trigger.model_dump_json(), "RuntimeError: the tool crashed")
-    newest = await server.harness.core.redis.xrevrange(DEAD_LETTER, count=1)
+    await server.harness.wiring.bus.dead_letter("1-1", trigger.model_dump_json(), "RuntimeError: the tool crashed")
+    newest = await server.harness.wiring.redis.xrevrange(DEAD_LETTER, count=1)
     return newest[0][0].decode(), trigger
 
 
@@ -50,7 +50,7 @@ async def test_dead_letters_are_listed_a_page_at_a_time_and_sent_back_once(serve
 
 
 async def test_a_dead_letter_that_never_was_a_trigger_cannot_be_retried(server: Server) -> None:
-    await server.harness.core.bus.dead_letter("1-2", "{not json", "malformed trigger")
+    await server.harness.wiring.bus.dead_letter("1-2", "{not json", "malformed trigger")
     (letter,) = (await server.call("GET", "/v1/admin/dead-letters")).body["letters"]
     refused = await server.call("POST", f"/v1/admin/dead-letters/{letter['id']}/retry")
     assert (refused.status, refused.code) == (409, "not_a_trigger")

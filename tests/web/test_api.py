@@ -35,7 +35,7 @@ async def pending_approval(server: Server) -> str:
 
 async def snapshot(server: Server, thread_id: str) -> tuple[object, ...]:
     """Everything a refused request must leave as it was."""
-    store = server.harness.core.store
+    store = server.harness.wiring.store
     state = await store.load_state(thread_id)
     approvals = [record.model_dump() for record in await store.pending_approvals()]
     return state.model_dump(), approvals, await server.inbox_length()
@@ -135,7 +135,7 @@ async def test_an_unknown_id_is_a_404_that_changes_nothing(server: Server, metho
     assert reply.status == 404 and reply.code == code
     assert "there is no" in reply.message and "GET /v1/" in reply.message  # what happened, and where to look
     assert await server.inbox_length() == 0
-    assert await server.harness.core.store.list_threads() == []
+    assert await server.harness.wiring.store.list_threads() == []
 
 
 async def test_pausing_a_paused_thread_and_resuming_a_running_one_are_409s(server: Server) -> None:

@@ -46,7 +46,7 @@ expect = playwright_api.expect
 async def console(fake_redis, start_server) -> AsyncIterator[Server]:
     """A server with a worker running beside it, as `bot run` has."""
     server = await start_server(fake_redis)
-    worker = server.harness.core.worker("console-worker")
+    worker = server.harness.wiring.worker("console-worker")
     working = asyncio.create_task(worker.run(block_ms=100))
     yield server
     worker.stop()
@@ -174,8 +174,8 @@ async def test_threads_load_a_page_at_a_time_and_each_thread_shows_once(console:
         trigger = MessageTrigger(
             id=new_id(), channel="api", conversation=f"paging-{n}", sender="web:alice", text="/list_services"
         )
-        await harness.core.agent.handle(trigger)
-    newest_first = [state.thread_id for state in await harness.core.store.list_threads(1000)]
+        await harness.wiring.threads.handle(trigger)
+    newest_first = [state.thread_id for state in await harness.wiring.store.list_threads(1000)]
     assert len(newest_first) == PAGE + 10
     page = await signed_in(browser, console, ALICE, "web:alice")
     await page.click("[data-nav=threads]")

@@ -73,7 +73,7 @@ class WatchedWeb(WebChannel):
 
 async def test_stopping_the_server_releases_a_long_poll_in_flight(fake_redis, make_harness, start_server) -> None:
     """Without it, a console left open would hold every shutdown until the graceful timeout cancels it."""
-    web = WatchedWeb(make_harness(fake_redis).core.bus)
+    web = WatchedWeb(make_harness(fake_redis).wiring.bus)
     server = await start_server(fake_redis, web=web)
     after = (await server.call("GET", "/web/updates?conversation=c1")).body["after"]
     poll = asyncio.create_task(server.call("GET", f"/web/updates?conversation=c1&after={after}&wait=25"))
@@ -84,7 +84,7 @@ async def test_stopping_the_server_releases_a_long_poll_in_flight(fake_redis, ma
 
 
 async def test_a_taken_port_is_a_config_error_naming_the_variable(fake_redis, make_harness) -> None:
-    app = build_app(make_harness(fake_redis).core, tokens=TOKENS)
+    app = build_app(make_harness(fake_redis).wiring, tokens=TOKENS)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -94,7 +94,7 @@ async def test_a_taken_port_is_a_config_error_naming_the_variable(fake_redis, ma
 
 
 async def test_run_http_without_tokens_prints_a_console_link_for_its_owner(fake_redis, make_harness) -> None:
-    core = make_harness(fake_redis).core
+    wiring = make_harness(fake_redis).wiring
     stop, lines = asyncio.Event(), []
 
     def announce(line: str) -> None:
@@ -103,7 +103,7 @@ async def test_run_http_without_tokens_prints_a_console_link_for_its_owner(fake_
             stop.set()
 
     http = HttpSettings.model_validate({"BOT_HTTP_PORT": 0})
-    await asyncio.wait_for(run_http(core, http, stop, owner="cli:operator", announce=announce), 10)
+    await asyncio.wait_for(run_http(wiring, http, stop, owner="cli:operator", announce=announce), 10)
     assert (
         lines[0].startswith("web console: http://127.0.0.1:") and "/#token=" in lines[0] and "cli:operator" in lines[0]
     )
@@ -111,10 +111,10 @@ async def test_run_http_without_tokens_prints_a_console_link_for_its_owner(fake_
 
 
 async def test_the_printed_link_signs_in_as_the_owner(fake_redis, make_harness) -> None:
-    core = make_harness(fake_redis).core
+    wiring = make_harness(fake_redis).wiring
     stop, links = asyncio.Event(), asyncio.Queue[str]()
     http = HttpSettings.model_validate({"BOT_HTTP_PORT": 0, "BOT_PUBLIC_URL": None})
-    running = asyncio.create_task(run_http(core, http, stop, owner="cli:operator", announce=links.put_nowait))
+    running = asyncio.create_task(run_http(wiring, http, stop, owner="cli:operator", announce=links.put_nowait))
     try:
         link = await asyncio.wait_for(links.get(), 10)
         base, token = link.split()[2].split("/#token=")

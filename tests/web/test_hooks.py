@@ -124,7 +124,7 @@ async def test_a_replayed_delivery_is_refused_and_counted(hook_server: Server) -
     assert (first.status, first.body["duplicate"]) == (202, False)
     assert (again.status, again.code) == (409, "replayed") and first.body["thread_id"] in again.message
     assert await hook_server.inbox_length() == 1
-    registry = hook_server.harness.core.metrics.registry
+    registry = hook_server.harness.wiring.metrics.registry
     counted = {"hook": "ci_failure", "reason": "replayed"}
     assert registry.get_sample_value("bot_webhook_refusals_total", counted) == 1
 
@@ -207,7 +207,7 @@ def test_a_hook_for_another_agent_is_a_config_error(tmp_path: Path, fake_redis, 
     path = tmp_path / "hooks.toml"
     path.write_text("[hooks.x]\nagent = 'mailbot'\ntext = 'hi'\n")
     with pytest.raises(ConfigError, match="names agent 'mailbot', but the agents are "):
-        build_app(make_harness(fake_redis).core, tokens=TOKENS, hooks=load_hooks(path, {}))
+        build_app(make_harness(fake_redis).wiring, tokens=TOKENS, hooks=load_hooks(path, {}))
 
 
 def test_a_missing_hooks_file_means_no_hooks(tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ async def test_a_launch_flood_from_one_identity_gets_429_with_retry_after(start_
     other = await server.call("POST", "/v1/threads", token=ALICE, json={"text": "/status api"})
     assert other.status == 202, "each identity has its own count"
     assert await server.inbox_length() == 6
-    registry = server.harness.core.metrics.registry
+    registry = server.harness.wiring.metrics.registry
     assert registry.get_sample_value("bot_rate_limited_total", {"limit": "launch"}) == 3
 
 

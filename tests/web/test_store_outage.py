@@ -28,7 +28,7 @@ async def real_redis(embedded_redis: str) -> AsyncIterator[aioredis.Redis]:
 
 
 def write_failures(server: Server, where: str) -> float:
-    registry = server.harness.core.metrics.registry
+    registry = server.harness.wiring.metrics.registry
     return registry.get_sample_value("bot_store_write_failures_total", {"where": where}) or 0.0
 
 
@@ -76,15 +76,15 @@ async def test_a_decision_stored_but_not_queued_is_accepted_and_applied_by_a_swe
     launched = await server.call("POST", "/v1/threads", token=BOB, json={"text": DEPLOY})
     await server.drain()
     approval_id = (await server.call("GET", "/v1/approvals")).body["approvals"][0]["approval_id"]
-    core = server.harness.core
-    publish = core.bus.publish
+    wiring = server.harness.wiring
+    publish = wiring.bus.publish
 
     async def blip(trigger: ev.Trigger) -> bool:  # Redis goes away between the compare-and-set and the enqueue
         if isinstance(trigger, ev.DecisionTrigger) and not trigger.dedup_key:
             raise StoreUnavailable("Redis is unreachable (connection reset); check REDIS_URL")
         return await publish(trigger)
 
-    monkeypatch.setattr(core.bus, "publish", blip)
+    monkeypatch.setattr(wiring.bus, "publish", blip)
     decided = await server.call("POST", f"/v1/approvals/{approval_id}/decision", json={"decision": "approve"})
     other = await server.call(
         "POST", f"/v1/approvals/{approval_id}/decision", token=CAROL, json={"decision": "reject", "comment": "no"}
@@ -95,7 +95,7 @@ async def test_a_decision_stored_but_not_queued_is_accepted_and_applied_by_a_swe
     await server.drain()
     assert not (tmp_path / "data" / "deployments.json").exists(), "nothing applied the decision yet"
 
-    sweeper = Sweeper(core.store, core.bus, core.tools, server.harness.clock)
+    sweeper = Sweeper(wiring.store, wiring.bus, wiring.tools, server.harness.clock)
     server.harness.clock.advance(sweeper.quiet.total_seconds())
     assert await sweeper.redrive(server.harness.clock.now()) == 1
     await server.drain()

@@ -6,7 +6,7 @@ step waits for an approver and resumes on whichever process takes the decision).
 in memory; every decision is derived again from the thread's events since its launch message::
 
     class Release:
-        def step(self, run: Progress) -> Decision:
+        def step(self, run: Progress) -> Choice:
             tests = run.outcome("run_tests")
             if tests is None:
                 return run.call("run_tests", "run the tests first", service=run.args["service"])
@@ -25,7 +25,7 @@ from core.domain import events as ev
 from core.domain.errors import InvalidToolCall
 from core.domain.reducer import ThreadState, reduce
 from core.model.commands import parse_command, usage
-from core.model.llm import Decision, ModelRequest
+from core.model.llm import Choice, ModelRequest
 from core.tools.handoffs import handoff_tool
 from core.tools.registry import ASK_HUMAN, REPLY, ToolRegistry, ToolSpec
 
@@ -52,22 +52,22 @@ class Progress:
         """The last outcome of `tool` in this run, or None when it was not called yet."""
         return self.outcomes.get(tool)
 
-    def call(self, tool: str, reason: str, **args: Any) -> Decision:
-        return Decision(tool=tool, args=args, reason=f"{self.workflow}: {reason}")
+    def call(self, tool: str, reason: str, **args: Any) -> Choice:
+        return Choice(tool=tool, args=args, reason=f"{self.workflow}: {reason}")
 
-    def reply(self, message: str) -> Decision:
-        return Decision(tool=REPLY, args={"message": message}, reason=f"{self.workflow}: done")
+    def reply(self, message: str) -> Choice:
+        return Choice(tool=REPLY, args={"message": message}, reason=f"{self.workflow}: done")
 
-    def ask(self, question: str) -> Decision:
-        return Decision(tool=ASK_HUMAN, args={"question": question}, reason=f"{self.workflow}: needs an answer")
+    def ask(self, question: str) -> Choice:
+        return Choice(tool=ASK_HUMAN, args={"question": question}, reason=f"{self.workflow}: needs an answer")
 
-    def hand_to(self, agent: str, note: str) -> Decision:
+    def hand_to(self, agent: str, note: str) -> Choice:
         """Let an agent decide what needs judgement; the note is the context it gets."""
-        return Decision(tool=handoff_tool(agent), args={"note": note}, reason=f"{self.workflow}: needs judgement")
+        return Choice(tool=handoff_tool(agent), args={"note": note}, reason=f"{self.workflow}: needs judgement")
 
 
 class Workflow(Protocol):
-    def step(self, run: Progress) -> Decision: ...
+    def step(self, run: Progress) -> Choice: ...
 
 
 def _launch_index(history: list[ev.Event]) -> int | None:
@@ -118,16 +118,16 @@ class WorkflowModel:
         defaults = {key: spec["default"] for key, spec in properties.items() if "default" in spec}
         return defaults | args
 
-    async def decide(self, request: ModelRequest) -> Decision:
+    async def choose(self, request: ModelRequest) -> Choice:
         history = request.history
         start = _launch_index(history)
         if start is None:
-            return Decision(tool=REPLY, args={"message": f"start {self.name} with {usage(self.launch)}"})
+            return Choice(tool=REPLY, args={"message": f"start {self.name} with {usage(self.launch)}"})
         launch = history[start]
         assert isinstance(launch, ev.UserMessage)
         try:
             args = self.arguments(launch.text)
         except InvalidToolCall as exc:
-            return Decision(tool=REPLY, args={"message": f"{exc}; usage: {usage(self.launch)}"})
+            return Choice(tool=REPLY, args={"message": f"{exc}; usage: {usage(self.launch)}"})
         run = Progress(self.name, args, request.state.requester, _outcomes(history[start + 1 :]))
         return self.workflow.step(run)

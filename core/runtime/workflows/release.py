@@ -8,14 +8,14 @@ where judgement is needed: a deploy that failed, or a rollback that did not happ
 
 from __future__ import annotations
 
-from core.model.llm import Decision
+from core.model.llm import Choice
 from core.runtime.workflows.engine import Progress
 
 JUDGE = "incident"
 
 
 class Release:
-    def step(self, run: Progress) -> Decision:
+    def step(self, run: Progress) -> Choice:
         service, version, env = run.args["service"], run.args["version"], run.args["environment"]
         what = f"{service} {version} to {env}"
         tests = run.outcome("run_tests")
@@ -34,7 +34,7 @@ class Release:
             return run.hand_to(JUDGE, f"{note}. Find out why and tell {run.requester} what to do next.")
         return self._after_deploy(run, service, env, what)
 
-    def _after_deploy(self, run: Progress, service: str, env: str, what: str) -> Decision:
+    def _after_deploy(self, run: Progress, service: str, env: str, what: str) -> Choice:
         health = run.outcome("health")
         if health is None:
             return run.call("health", f"{what}: deployed; check health", service=service, environment=env)

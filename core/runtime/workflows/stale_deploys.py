@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from core.model.llm import Decision
+from core.model.llm import Choice
 from core.runtime.workflows.engine import Progress
 
 LINE = re.compile(r"^(?P<service>\S+)\s+staging=(?P<staging>\S+)\s+production=(?P<production>\S+)\s*$")
@@ -28,7 +28,7 @@ def report(listing: str) -> str:
 
 
 class StaleDeploys:
-    def step(self, run: Progress) -> Decision:
+    def step(self, run: Progress) -> Choice:
         listing = run.outcome("list_services")
         if listing is None:
             return run.call("list_services", "read the versions live in each environment")
