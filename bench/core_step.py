@@ -162,7 +162,6 @@ class Mark:
 class BenchModel:
     """Calls `instant` until the turn has `steps` tool calls, then replies (or calls `gated`)."""
 
-    needs_history = False
     steps: int = 0
     final: str = "reply"
     marks: list[Mark] = field(default_factory=list)

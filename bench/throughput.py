@@ -92,8 +92,6 @@ async def gated(target: str = "") -> str:
 class TenSteps:
     """Calls `instant` until the turn has STEPS - 1 tool calls, then `gated`; once that ran, replies."""
 
-    needs_history = False
-
     async def choose(self, request: ModelRequest) -> Choice:
         state = request.state
         if state.last_call is not None and state.last_call.tool == "gated":

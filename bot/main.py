@@ -19,7 +19,7 @@ from redis.backoff import NoBackoff
 from bot.redis_server import EmbeddedRedis
 from bot.redis_wait import PROBE_TIMEOUT_SECONDS, wait_for_redis
 from config.settings import Settings
-from core.domain.ports import ChannelAdapter, Clock, SystemClock
+from core.domain.ports import ChannelAdapter, Clock, Publisher, SystemClock
 from core.domain.schedules import Schedule, load_schedules
 from core.model.commands import CommandModel
 from core.model.llm import Model
@@ -31,9 +31,11 @@ from core.redis.limits import RateLimits
 from core.redis.scheduler import Scheduler
 from core.redis.store import Store
 from core.redis.sweeper import Sweeper
+from core.runtime.approvals import Approvals
 from core.runtime.budget import budgeted, model_limit
+from core.runtime.loop import Loop
 from core.runtime.roster import ROUTER, Roster, load_roster
-from core.runtime.threads import Limits, Models, Threads
+from core.runtime.threads import Threads
 from core.runtime.worker import Worker
 from core.tools.executors import ToolRunner
 from core.tools.redact import RedactingFilter, Redactor
@@ -172,6 +174,28 @@ def build_roster(
     return load_roster(path, tools, prompts, default=settings.agent, language=language, step_limit=settings.step_limit)
 
 
+def thread_service(
+    *,
+    store: Store,
+    publisher: Publisher,
+    tools: ToolRegistry,
+    runner: ToolRunner,
+    roster: Roster,
+    command: Model,
+    clock: Clock,
+    redactor: Redactor,
+    metrics: Metrics | None,
+    error_limit: int,
+) -> Threads:
+    """The thread service and what it works with: approvals for every tool (a stored call runs whoever
+    holds the thread), and the loop over the roster's agents with the slash-command model."""
+    approvals = Approvals(store, tools, clock)
+    loop = Loop(store=store, tools=tools, runner=runner, roster=roster, command=command, approvals=approvals,
+                error_limit=error_limit)  # fmt: skip
+    return Threads(store=store, publisher=publisher, tools=tools, loop=loop, approvals=approvals, roster=roster,
+                   clock=clock, redactor=redactor, metrics=metrics)  # fmt: skip
+
+
 def build_wiring(
     settings: Settings,
     env: Mapping[str, str],
@@ -202,21 +226,17 @@ def build_wiring(
     runner = ToolRunner(
         workdir=settings.workdir, data_dir=settings.data_dir.resolve(), env=env, redactor=redactor, http=http
     )
-    threads = Threads(
-        agent_name=settings.agent,
+    threads = thread_service(
         store=store,
         publisher=bus,
         tools=tools,
         runner=runner,
-        models=Models(
-            command=CommandModel(prompts, catalog=roster.catalog if roster is not None else None),
-            language=language(settings.agent),
-        ),
+        roster=roster or Roster.single(settings.agent, tools, language(settings.agent), settings.step_limit),
+        command=CommandModel(prompts, catalog=roster.catalog if roster is not None else None),
         clock=clock or SystemClock(),
         redactor=redactor,
-        limits=Limits(step_limit=settings.step_limit, error_limit=settings.error_limit),
         metrics=metrics,
-        roster=roster,
+        error_limit=settings.error_limit,
     )
     return Wiring(
         settings=settings, redis=client, store=store, bus=bus, tools=tools, threads=threads, redactor=redactor,

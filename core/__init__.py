@@ -48,14 +48,12 @@ if TYPE_CHECKING:
     from core.redis.bus import Bus
     from core.redis.store import ApprovalRecord, Store
     from core.runtime.delivery import deliver
-    from core.runtime.threads import Limits, Models, Threads
+    from core.runtime.threads import Threads
     from core.runtime.worker import Worker
     from core.tools.registry import ToolRegistry, ToolSpec, load_tools
 
 _HOMES = {
     "Threads": "core.runtime.threads",
-    "Limits": "core.runtime.threads",
-    "Models": "core.runtime.threads",
     "Bus": "core.redis.bus",
     "deliver": "core.runtime.delivery",
     "CommandModel": "core.model.commands",
@@ -126,11 +124,9 @@ __all__ = [
     "Event",
     "InvalidToolCall",
     "LLMError",
-    "Limits",
     "MessageTrigger",
     "Model",
     "ModelRequest",
-    "Models",
     "Notice",
     "NoticeLevel",
     "Outbound",

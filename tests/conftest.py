@@ -78,13 +78,12 @@ def clock() -> FakeClock:
 class ScriptedModel:
     """A language model from a list of choices, or a function of the request; records every request."""
 
-    needs_history = True
-
     def __init__(self, script: list[Choice] | Callable[[ModelRequest], Choice]) -> None:
         self.script = script
         self.requests: list[ModelRequest] = []
 
     async def choose(self, request: ModelRequest) -> Choice:
+        await request.events()  # as a language model does: the tests read what it saw
         self.requests.append(request)
         if callable(self.script):
             return self.script(request)

@@ -83,8 +83,6 @@ class Replay:
 class _Recorder:
     """Passes the choice through and keeps what Claude answered, for `Live.save`."""
 
-    needs_history = True
-
     def __init__(self, model: AnthropicModel, into: dict[str, Recording], scenario_id: str) -> None:
         self._model = model
         self._into = into

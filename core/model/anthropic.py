@@ -48,8 +48,6 @@ class AnthropicModel:
     as messages rendered by `core.model.context` under the token budget.
     """
 
-    needs_history = True
-
     def __init__(
         self,
         client: anthropic.AsyncAnthropic,
@@ -86,7 +84,7 @@ class AnthropicModel:
 
     async def choose(self, request: ModelRequest) -> Choice:
         system = self._prompts.render(self._agent, agent_name=self._agent)
-        messages = context.render(request.history, set(request.tools.names()), self._budget)
+        messages = context.render(await request.events(), set(request.tools.names()), self._budget)
         started = time.perf_counter()
         try:
             # Inside the `try`: a failed call's span names the SDK's error (RateLimitError), not ours.

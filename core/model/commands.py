@@ -105,8 +105,6 @@ class CommandModel:
     tool's agent first); help lists `catalog`, every command of every agent and workflow, when given.
     """
 
-    needs_history = False
-
     def __init__(self, prompts: PromptLibrary, catalog: ToolRegistry | None = None) -> None:
         self._prompts = prompts
         self._catalog = catalog

@@ -6,7 +6,8 @@ speaks to Claude; `core.model.commands.CommandModel` is the deterministic one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from core.domain.events import Event, Usage
@@ -27,13 +28,21 @@ class Choice:
 
 @dataclass
 class ModelRequest:
+    """What a model chooses from: the thread's derived state, the tools it may call, who is asking, and
+    the thread's events, which a model that reads them loads with `events()` (the command model and
+    workflows that look only at `state` never pay for it)."""
+
     state: ThreadState
     tools: ToolRegistry
     caller: str
-    history: list[Event] = field(default_factory=list)
+    history: list[Event] | None = None  # the events, when the caller has them already
+    load_history: Callable[[], Awaitable[list[Event]]] | None = None
+
+    async def events(self) -> list[Event]:
+        if self.history is None:
+            self.history = await self.load_history() if self.load_history is not None else []
+        return self.history
 
 
 class Model(Protocol):
-    needs_history: bool
-
     async def choose(self, request: ModelRequest) -> Choice: ...

@@ -29,7 +29,6 @@ class BudgetedModel:
     def __init__(self, model: Model, budget: RateLimits) -> None:
         self.model = model
         self.budget = budget
-        self.needs_history = model.needs_history
 
     async def choose(self, request: ModelRequest) -> Choice:
         requester = request.state.requester or request.caller

@@ -102,10 +102,16 @@ class Loop:
 
     async def _choose_next(self, run: Run, profile: Profile) -> Choice | None:
         model = self._model(run.state, profile)
-        if model.needs_history and run.history is None:
-            run.history = await self.store.load_events(run.state.thread_id)
+
+        async def load() -> list[ev.Event]:  # once per trigger: the run keeps it current as it commits
+            if run.history is None:
+                run.history = await self.store.load_events(run.state.thread_id)
+            return run.history
+
         caller = run.state.last_actor or run.state.requester
-        request = ModelRequest(state=run.state, tools=profile.tools, caller=caller, history=run.history or [])
+        request = ModelRequest(
+            state=run.state, tools=profile.tools, caller=caller, history=run.history, load_history=load
+        )
         try:
             choice = await model.choose(request)
         except LLMBadResponse as exc:

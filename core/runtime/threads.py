@@ -12,14 +12,12 @@ the thread's lease, and every write is checked against the sequence number it re
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 from core.domain import events as ev
 from core.domain.ids import new_id, thread_id_for
 from core.domain.ports import Clock, Publisher
 from core.domain.reducer import ThreadState
 from core.model.commands import parse_decision
-from core.model.llm import Model
 from core.obs import logs
 from core.obs.metrics import Metrics
 from core.redis.store import ApprovalRecord, DecisionWrite, Store
@@ -28,57 +26,37 @@ from core.runtime.loop import Loop, log_step
 from core.runtime.roster import Roster
 from core.runtime.router import route, starts_turn
 from core.runtime.run import Run, notice_to
-from core.tools.executors import ToolRunner
 from core.tools.redact import Redactor
 from core.tools.registry import ToolRegistry
 
 
-@dataclass(frozen=True)
-class Limits:
-    step_limit: int = 12
-    error_limit: int = 3
-
-
-@dataclass(frozen=True)
-class Models:
-    """`command` runs slash commands; `language` reads free text, when a model is configured."""
-
-    command: Model
-    language: Model | None = None
-
-
 class Threads:
+    """The thread service: applies each trigger to its thread under the thread's lease, taking the
+    steps with `loop`, gating them with `approvals`, each as the `roster` agent that holds the thread.
+    Its collaborators are built by the composition root (`bot.main.build_wiring`) and handed in."""
+
     def __init__(
         self,
         *,
-        agent_name: str,
         store: Store,
         publisher: Publisher,
         tools: ToolRegistry,
-        runner: ToolRunner,
-        models: Models,
+        loop: Loop,
+        approvals: Approvals,
+        roster: Roster,
         clock: Clock,
         redactor: Redactor,
-        limits: Limits = Limits(),
         metrics: Metrics | None = None,
-        roster: Roster | None = None,
     ) -> None:
-        self.name = agent_name
         self.store = store
         self.publisher = publisher
         self.tools = tools
-        self.runner = runner
-        self.models = models
+        self.loop = loop
+        self.approvals = approvals
+        self.roster = roster
         self.clock = clock
         self.redactor = redactor
-        self.limits = limits
         self.metrics = metrics
-        self.approvals = Approvals(store, tools, clock)  # every tool: a stored call runs whoever holds the thread
-        self.roster = roster or Roster.single(agent_name, tools, models.language, limits.step_limit)
-        self.loop = Loop(
-            store=store, tools=tools, runner=runner, roster=self.roster, command=models.command,
-            approvals=self.approvals, error_limit=limits.error_limit,
-        )  # fmt: skip
 
     # --- the operations (factor 6) ----------------------------------------------------------
 
@@ -335,7 +313,7 @@ class Threads:
             new.append(
                 ev.ThreadStarted(
                     **run.meta(trigger.sender),
-                    agent=chosen.agent if chosen else self.name,
+                    agent=chosen.agent if chosen else self.roster.default,
                     channel=trigger.channel,
                     conversation=trigger.conversation,
                     requester=trigger.sender,

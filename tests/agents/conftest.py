@@ -15,7 +15,7 @@ import fakeredis
 import pytest
 import redis.asyncio as aioredis
 
-from bot.main import Wiring, build_wiring
+from bot.main import Wiring, build_wiring, thread_service
 from config.settings import CONFIG_DIR
 from core.domain import events as ev
 from core.domain.ids import thread_id_for
@@ -23,7 +23,6 @@ from core.model.commands import CommandModel
 from core.model.llm import Model
 from core.model.prompts import PromptLibrary
 from core.runtime.roster import Roster, load_roster
-from core.runtime.threads import Models, Threads
 from tests.conftest import FakeClock, Harness, test_settings
 
 AGENTS = CONFIG_DIR / "agents.toml"
@@ -37,11 +36,18 @@ def crew_wiring(wiring: Wiring, models: Mapping[str, Model], agents: Path = AGEN
     roster = load_roster(
         agents, wiring.tools, prompts, default=settings.agent, language=models.get, step_limit=settings.step_limit
     )
-    wiring.threads = Threads(
-        agent_name=settings.agent, store=old.store, publisher=old.publisher, tools=old.tools, runner=old.runner,
-        models=Models(command=CommandModel(prompts, catalog=roster.catalog)), clock=old.clock,
-        redactor=old.redactor, limits=old.limits, metrics=old.metrics, roster=roster,
-    )  # fmt: skip
+    wiring.threads = thread_service(
+        store=old.store,
+        publisher=old.publisher,
+        tools=old.tools,
+        runner=old.loop.runner,
+        roster=roster,
+        command=CommandModel(prompts, catalog=roster.catalog),
+        clock=old.clock,
+        redactor=old.redactor,
+        metrics=old.metrics,
+        error_limit=old.loop.error_limit,
+    )
     return wiring
 
 

@@ -97,8 +97,6 @@ def _outcomes(events: list[ev.Event]) -> dict[str, Outcome]:
 class WorkflowModel:
     """Runs a `Workflow` as the model of its profile: launch arguments come from its command."""
 
-    needs_history = True
-
     def __init__(self, name: str, workflow: Workflow, launch: ToolSpec, groups: dict[str, list[str]]) -> None:
         self.name = name
         self.workflow = workflow
@@ -119,7 +117,7 @@ class WorkflowModel:
         return defaults | args
 
     async def choose(self, request: ModelRequest) -> Choice:
-        history = request.history
+        history = await request.events()
         start = _launch_index(history)
         if start is None:
             return Choice(tool=REPLY, args={"message": f"start {self.name} with {usage(self.launch)}"})
