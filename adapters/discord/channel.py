@@ -26,7 +26,7 @@ from adapters.discord.app_commands import tool_commands
 from adapters.discord.bot import OpsBot
 from adapters.discord.inbound import CHANNEL, Inbound
 from adapters.discord.render import Renderer
-from adapters.discord.store import DiscordStore
+from adapters.discord.state import DiscordStore
 from config.channels import DiscordSettings
 from core import Bus, ChannelError, ConfigError, Outbound, Store, ToolRegistry, deliver
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import discord
 
-from adapters.discord.store import DiscordStore
+from adapters.discord.state import DiscordStore
 from adapters.discord.text import MESSAGE_LIMIT, clip
 from core import Bus, DecisionTrigger, MessageTrigger, new_id
 

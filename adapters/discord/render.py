@@ -29,7 +29,7 @@ import discord
 
 from adapters.discord.bot import RATE_LIMIT_WAIT_SECONDS, approval_view
 from adapters.discord.inbound import APPLICATION, INTERACTION, THREAD_FROM, THREAD_NAME, TO_CHANNEL, TOKEN
-from adapters.discord.store import Card, DiscordStore
+from adapters.discord.state import Card, DiscordStore
 from adapters.discord.text import MESSAGE_LIMIT, card_text, clip, discord_user, notice_text, receipt_line, split_message
 from core import ApprovalRequest, ChannelError, DecisionReceipt, Notice, Outbound, Question, Reply
 

@@ -8,7 +8,7 @@ import pytest
 
 from adapters.discord.channel import DiscordChannel, OpsBot
 from adapters.discord.inbound import TO_CHANNEL
-from adapters.discord.store import parts_key
+from adapters.discord.state import parts_key
 from adapters.discord.text import split_message
 from core import ChannelError
 from core.domain import events as ev
