@@ -176,7 +176,7 @@ async def thread(settings: Settings, args: argparse.Namespace) -> int:
                 return 1
             for seq, event in enumerate(events[:until], start=1):
                 print(views.event_line(seq, event))
-            print(views.state_summary(replay(events[:until], thread_id=args.id)))
+            print(views.state_summary(replay(events[:until], thread_id=args.id, stored=True)))
             return 0
         trigger = ControlTrigger(id=new_id(), channel=CHANNEL, conversation="", sender=settings.cli_identity,
                                  thread_id=args.id, action=args.action, reason=args.reason)  # fmt: skip

@@ -152,8 +152,8 @@ def api_router(ops: Operations, auth: TokenAuth) -> APIRouter:
                 f"at={at} is past the end; thread {thread_id} has {len(events)} events, so use 1..{len(events)}",
             )
         until = len(events) if at is None else at
-        now = replay(events, thread_id=thread_id)
-        state = now if until == len(events) else replay(events[:until], thread_id=thread_id)
+        now = replay(events, thread_id=thread_id, stored=True)
+        state = now if until == len(events) else replay(events[:until], thread_id=thread_id, stored=True)
         return ThreadDetail(thread=ThreadSummary.of(now), at=until, state=state, events=events)
 
     @router.post(

@@ -8,6 +8,7 @@ BotError
 ├── ApprovalError        a decision that cannot be applied (unknown, decided, not allowed)
 ├── ConflictError        another writer appended first; reload and decide again
 ├── ThreadBusy           another worker holds the thread's lease; the trigger is tried again later
+├── IllegalEvent         an event the thread's state does not allow (the reducer's table); never stored
 └── TransientError       retryable
     ├── StoreUnavailable Redis cannot be reached
     ├── LLMError         the model API failed
@@ -53,6 +54,21 @@ class ConflictError(BotError):
 
 class ThreadBusy(BotError):
     """Another worker holds the thread's lease (it is working on it); leave the trigger for a later attempt."""
+
+
+class IllegalEvent(BotError):
+    """An event the thread does not allow in its state (`core.domain.reducer.TRANSITIONS`).
+
+    A bug in the code that made the event, not something a person did: the reducer refuses it before
+    any caller can store it. `status` is the thread's (", paused" added when paused) and `allowed`
+    the event types it would have taken.
+    """
+
+    def __init__(self, message: str, *, event_type: str, status: str, allowed: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.event_type = event_type
+        self.status = status
+        self.allowed = allowed
 
 
 class TransientError(BotError):

@@ -95,8 +95,11 @@ class ToolErrorEvent(_Event):
     kind: ToolErrorKind = "failed"
 
 
-class ApprovalRequested(_Event):
-    type: Literal["approval_requested"] = "approval_requested"
+class ApprovalTerms(_Frozen):
+    """What an approval asks for: the call, its arguments and their hash, who may approve it, and until
+    when. The thread records it as an `ApprovalRequested` event, these same fields; the reducer keeps it
+    as the thread's pending approval until it is decided."""
+
     approval_id: str
     call_id: str
     tool: str
@@ -106,6 +109,10 @@ class ApprovalRequested(_Event):
     requester: str
     allow_self: bool
     expires_at: datetime
+
+
+class ApprovalRequested(ApprovalTerms, _Event):
+    type: Literal["approval_requested"] = "approval_requested"
 
 
 class ApprovalDecided(_Event):

@@ -2,7 +2,13 @@
 
 Rules:
 - `reduce` does no I/O and reads no clock; time comes from the events.
-- Status follows the last event that moves it; `paused` overlays any status until `resumed`.
+- The reducer owns the thread's invariants: `TRANSITIONS` says which events may follow each status and
+  the status each leads to; `paused` overlays any status until `resumed`, and while paused only
+  `WHILE_PAUSED` may arrive. Anything else raises `IllegalEvent` and changes nothing, so a caller
+  that commits through `reduce` can never store it.
+- Beyond the status, an event must fit what the thread holds: a tool starts, an approval is requested
+  or a question asked for the thread's last call; a result is for the tool that is running, and no
+  other step is taken (nor the turn ended) until it has one; a decision is for the pending approval.
 - A user message starts a new turn, except while an approval or a question is pending: then it
   is only recorded, and the pending approval or question ends only with its own answer.
 - The error streak counts consecutive tool errors; any successful result or human input resets it.
@@ -15,31 +21,57 @@ Rules:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Final, Literal, assert_never
 
 from pydantic import BaseModel, ConfigDict
 
 from core.domain import events as ev
+from core.domain.errors import IllegalEvent
 
 Status = Literal["new", "running", "awaiting_approval", "awaiting_human", "paused", "done", "failed"]
 TurnMode = Literal["command", "model"]
+EventClass = type[ev.Event]
 
 RECENT_TRIGGERS = 32
 OUTCOME_CAP = 4000
 
+# What any thread that exists may take, whatever it is doing; none of them moves its status.
+_ANY_TIME: Final = (ev.Paused, ev.Resumed, ev.DeliveryFailed)
 
-class PendingApproval(BaseModel):
-    model_config = ConfigDict(frozen=True)
-    approval_id: str
-    call_id: str
-    tool: str
-    args: dict[str, Any]
-    args_hash: str
-    approvers: list[str]
-    requester: str
-    allow_self: bool
-    expires_at: datetime
+
+def _stay(status: Status, *kinds: EventClass) -> dict[EventClass, Status]:
+    return dict.fromkeys(kinds, status)
+
+
+# status -> event -> the status it leads to; an event missing from its status's row is illegal there.
+# "paused" is not a status here but an overlay (`WHILE_PAUSED`). Derived from what the runtime writes:
+# `core.runtime.threads` (messages, decisions, pause, resume, expiry, undeliverable), `core.runtime.loop`
+# (steps, hand-offs, escalation, interrupted tools) and `core.runtime.approvals` (requests).
+TRANSITIONS: Final[Mapping[Status, Mapping[EventClass, Status]]] = {
+    "new": {ev.ThreadStarted: "running"},
+    "running": {
+        # A message after a worker died mid-turn (or into a paused running thread) starts a new turn;
+        # a tool error is also what an invalid model answer, with no call, becomes.
+        **_stay("running", ev.UserMessage, ev.HandedOff, ev.ModelCall, ev.ToolCall, ev.ToolStarted),
+        **_stay("running", ev.ToolResult, ev.ToolErrorEvent, *_ANY_TIME),
+        ev.ApprovalRequested: "awaiting_approval",
+        ev.HumanQuestion: "awaiting_human",
+        ev.Escalated: "awaiting_human",  # error or step limit, an interrupted tool, no model, no budget
+        ev.AgentReply: "done",
+        ev.Failed: "failed",  # nothing writes it today; the event type is kept for the logs that have one
+    },
+    # Decided (approve, reject or expire) only by its own decision; a message meanwhile is only recorded.
+    "awaiting_approval": {**_stay("awaiting_approval", ev.UserMessage, *_ANY_TIME), ev.ApprovalDecided: "running"},
+    "awaiting_human": {**_stay("awaiting_human", ev.UserMessage, *_ANY_TIME), ev.HumanAnswer: "running"},
+    # A new message starts a new turn, after the router's hand-off if it picks another agent.
+    "done": {**_stay("done", ev.HandedOff, *_ANY_TIME), ev.UserMessage: "running"},
+    "failed": {**_stay("failed", ev.HandedOff, *_ANY_TIME), ev.UserMessage: "running"},
+}
+# A paused thread takes no step: it records what people say and what channels report, until resumed;
+# a decision that arrives meanwhile waits in its approval record (`Threads.resume` applies it).
+WHILE_PAUSED: Final[frozenset[EventClass]] = frozenset({ev.UserMessage, ev.HumanAnswer, ev.Resumed, ev.DeliveryFailed})
 
 
 class RunningTool(BaseModel):
@@ -63,7 +95,7 @@ class ThreadState(BaseModel):
     turn_mode: TurnMode = "model"
     last_user_text: str = ""
     last_actor: str = ""
-    pending_approval: PendingApproval | None = None
+    pending_approval: ev.ApprovalTerms | None = None
     pending_question: str | None = None
     running: RunningTool | None = None
     last_call: ev.ToolCall | None = None
@@ -79,6 +111,65 @@ class ThreadState(BaseModel):
     @property
     def effective_status(self) -> Status:
         return "paused" if self.paused else self.status
+
+
+def allowed(state: ThreadState) -> Mapping[EventClass, Status]:
+    """The events that may follow `state` now, each with the status it leads to."""
+    row = TRANSITIONS.get(state.status, {})
+    if state.paused:
+        return {kind: status for kind, status in row.items() if kind in WHILE_PAUSED}
+    return {kind: status for kind, status in row.items() if kind is not ev.Resumed}
+
+
+def type_name(kind: EventClass) -> str:
+    """`tool_result` for `ToolResult`: the name the log stores."""
+    name: str = kind.model_fields["type"].default
+    return name
+
+
+# Steps the thread takes; none may be taken while a tool it started has no result (a dead worker's tool
+# is first re-run or recorded as interrupted, `core.runtime.loop`).
+_STEPS: Final = (ev.ModelCall, ev.ToolCall, ev.ToolStarted, ev.ApprovalRequested, ev.HumanQuestion)
+_ENDS: Final = (ev.AgentReply, ev.Escalated)
+
+
+def _misfit(state: ThreadState, event: ev.Event) -> str | None:
+    """Why `event` does not fit what the thread holds (its status aside), or None."""
+    running, last, pending = state.running, state.last_call, state.pending_approval
+    asked = (pending.approval_id, pending.call_id) if pending else None
+    rerun = isinstance(event, ev.ToolStarted) and running is not None and running.call_id == event.call_id
+    if running is not None and isinstance(event, _STEPS + _ENDS) and not rerun:
+        return f"{running.tool} (call {running.call_id}) was started and has no result yet"
+    match event:
+        case ev.ToolStarted() | ev.ApprovalRequested() | ev.HumanQuestion() if last is None or (
+            last.call_id != event.call_id
+        ):
+            return f"call {event.call_id} is not the thread's last call ({last.call_id if last else 'none yet'})"
+        case ev.ToolResult() if running is None or running.call_id != event.call_id:
+            now = f"{running.tool} (call {running.call_id}) is running" if running else "no tool is running"
+            return f"no tool was started for call {event.call_id}; {now}"
+        case ev.ApprovalDecided() if asked != (event.approval_id, event.call_id):
+            awaited = f"approval {asked[0]} (call {asked[1]})" if asked else "no approval"
+            return f"approval {event.approval_id} (call {event.call_id}) is not awaited; the thread awaits {awaited}"
+    return None
+
+
+def _check(state: ThreadState, event: ev.Event) -> Status:
+    """The status `event` leads to; raises IllegalEvent when the thread does not allow it now."""
+    now = allowed(state)
+    target = now.get(type(event))
+    status = f"{state.status}, paused" if state.paused else state.status
+    why = _misfit(state, event) if target is not None else f"a thread that is {status} does not take it"
+    if target is None or why is not None:
+        names = tuple(type_name(kind) for kind in now)
+        raise IllegalEvent(
+            f"thread {state.thread_id!r} ({status}, after event {state.seq}) cannot take {event.type} {event.id!r}: "
+            f"{why}; allowed now: {', '.join(names) or 'nothing'}. The event was not applied",
+            event_type=event.type,
+            status=status,
+            allowed=names,
+        )
+    return target
 
 
 def _remember(state: ThreadState, trigger_id: str) -> tuple[str, ...]:
@@ -102,10 +193,10 @@ def _outcome(text: str) -> str:
 
 
 def _changes(state: ThreadState, event: ev.Event) -> dict[str, Any]:  # noqa: C901 - one flat case per event type
+    """What `event` changes besides the status (which `TRANSITIONS` decides)."""
     match event:
         case ev.ThreadStarted():
             return {
-                "status": "running",
                 "agent": event.agent,
                 "channel": event.channel,
                 "conversation": event.conversation,
@@ -118,15 +209,9 @@ def _changes(state: ThreadState, event: ev.Event) -> dict[str, Any]:  # noqa: C9
         case ev.UserMessage():
             changes = _human_input(state, event)
             changes["turn_mode"] = "command" if event.text.lstrip().startswith("/") else "model"
-            changes["status"] = "running"
             return changes
         case ev.ToolCall():
-            return {
-                "status": "running",
-                "last_call": event,
-                "steps": state.steps + 1,
-                "turn_steps": state.turn_steps + 1,
-            }
+            return {"last_call": event, "steps": state.steps + 1, "turn_steps": state.turn_steps + 1}
         case ev.ToolStarted():
             return {"running": RunningTool(call_id=event.call_id, tool=event.tool)}
         case ev.ToolResult():
@@ -144,22 +229,19 @@ def _changes(state: ThreadState, event: ev.Event) -> dict[str, Any]:  # noqa: C9
                 "last_outcome_ok": False,
             }
         case ev.ApprovalRequested():
-            pending = PendingApproval(**event.model_dump(include=set(PendingApproval.model_fields)))
-            return {"status": "awaiting_approval", "pending_approval": pending}
+            # The terms alone, not the event: the snapshot keeps the same shape as the request asked.
+            terms = ev.ApprovalTerms(**event.model_dump(include=set(ev.ApprovalTerms.model_fields)))
+            return {"pending_approval": terms}
         case ev.ApprovalDecided():
             # Not the last actor: an approver consents to one call; the thread goes on for whoever asked,
             # with their permissions, and its next approval is still theirs to request.
-            return {
-                "status": "running",
-                "pending_approval": None,
-                "recent_triggers": _remember(state, event.trigger_id),
-            }
+            return {"pending_approval": None, "recent_triggers": _remember(state, event.trigger_id)}
         case ev.HumanQuestion():
-            return {"status": "awaiting_human", "pending_question": event.question}
+            return {"pending_question": event.question}
         case ev.HumanAnswer():
-            return {**_human_input(state, event), "status": "running", "pending_question": None}
+            return {**_human_input(state, event), "pending_question": None}
         case ev.AgentReply():
-            return {"status": "done", "last_outcome": _outcome(event.text), "last_outcome_ok": True}
+            return {"last_outcome": _outcome(event.text), "last_outcome_ok": True}
         case ev.Paused():
             return {"paused": True, "recent_triggers": _remember(state, event.trigger_id)}
         case ev.Resumed():
@@ -167,27 +249,49 @@ def _changes(state: ThreadState, event: ev.Event) -> dict[str, Any]:  # noqa: C9
         case ev.DeliveryFailed():
             return {"undelivered": state.undelivered + 1, "recent_triggers": _remember(state, event.trigger_id)}
         case ev.Escalated():
-            return {"status": "awaiting_human", "pending_question": event.reason}
+            return {"pending_question": event.reason}
         case ev.Failed():
-            return {"status": "failed", "running": None}
+            return {"running": None}
         case ev.HandedOff():
             return {"agent": event.to_agent, "turn_mode": "model"}
         case ev.ModelCall():
             return {}
-    raise TypeError(f"unknown event type {type(event).__name__}")  # pragma: no cover - the union is closed
+        case _:
+            assert_never(event)  # a new event type needs its case here and its rows in TRANSITIONS
 
 
 def reduce(state: ThreadState, event: ev.Event) -> ThreadState:
-    """Return the state after `event`. Pure: the same events always give the same state."""
+    """Return the state after `event`. Pure: the same events always give the same state.
+
+    Raises:
+        IllegalEvent: the thread does not allow `event` now (see `TRANSITIONS`); `state` is unchanged.
+    """
+    status = _check(state, event)
     changes = _changes(state, event)
+    changes["status"] = status
     changes["seq"] = state.seq + 1
     changes["updated_at"] = event.at
     return state.model_copy(update=changes)
 
 
-def replay(events: list[ev.Event], thread_id: str = "", state: ThreadState | None = None) -> ThreadState:
-    """Fold `events` onto `state` (a fresh thread by default)."""
+def replay(
+    events: list[ev.Event], thread_id: str = "", state: ThreadState | None = None, *, stored: bool = False
+) -> ThreadState:
+    """Fold `events` onto `state` (a fresh thread by default); raises IllegalEvent at the first one not allowed.
+
+    `stored=True` reads a log already written (`Store.rebuild_state`, `bot thread replay`, the API's replay):
+    an event today's table refuses, written by an older version, is applied anyway with the status kept, so
+    no stored thread becomes unreadable. New events always go through `reduce`, which refuses them.
+    """
     current = state if state is not None else ThreadState(thread_id=thread_id)
     for event in events:
-        current = reduce(current, event)
+        current = _as_recorded(current, event) if stored else reduce(current, event)
     return current
+
+
+def _as_recorded(state: ThreadState, event: ev.Event) -> ThreadState:
+    try:
+        return reduce(state, event)
+    except IllegalEvent:
+        changes = _changes(state, event) | {"status": state.status, "seq": state.seq + 1, "updated_at": event.at}
+        return state.model_copy(update=changes)

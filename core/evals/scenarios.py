@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from core.domain import events as ev
-from core.domain.errors import ConfigError
+from core.domain.errors import ConfigError, IllegalEvent
 from core.domain.reducer import replay
 from core.model.llm import ModelRequest
 from core.runtime.roster import Roster
@@ -91,7 +91,11 @@ def load_scenarios(path: Path, roster: Roster) -> list[Scenario]:
             raise ConfigError(f"{path}: scenario {body.get('id', index)!r}: {where}: {first['msg']}") from exc
         if scenario.agent not in roster or roster.get(scenario.agent).kind == "workflow":
             raise ConfigError(f"{path}: scenario {scenario.id!r} names {scenario.agent!r}, which is not an agent")
-        if (status := replay(thread_events(scenario)).status) != "running":
+        try:
+            status = replay(thread_events(scenario)).status
+        except IllegalEvent as exc:
+            raise ConfigError(f"{path}: scenario {scenario.id!r} describes a thread that cannot happen: {exc}") from exc
+        if status != "running":
             raise ConfigError(f"{path}: scenario {scenario.id!r} ends with the thread {status}, so no agent is asked")
         found.append(scenario)
     return found
