@@ -30,6 +30,7 @@ import os
 import resource
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -44,7 +45,8 @@ if str(ROOT) not in sys.path:
 
 import redis.asyncio as aioredis
 
-from bot.redis_server import redis_server_binary
+from bot.redis_server import RedisServer
+from core.domain.errors import ConfigError
 from core.domain.events import OUTBOUND_ADAPTER, ApprovalRequest, MessageTrigger, Reply
 from core.domain.ids import new_id, thread_id_for
 from core.redis import keys
@@ -97,39 +99,28 @@ def stream_ms(entry_id: bytes | str) -> int:
 
 
 class RedisProcess:
-    """redis-server in the foreground on a unix socket, as the embedded server is configured."""
+    """The project's redis-server (bot/redis_server.py: append-only file on, unix socket, as the embedded
+    one), run as this script's child; started and stopped off the event loop (bench/api.py uses it too)."""
 
     def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.socket = directory / "redis.sock"
-        self.process: asyncio.subprocess.Process | None = None
+        self.server = RedisServer(directory)
 
     @property
     def url(self) -> str:
-        return f"unix://{self.socket}"
+        return self.server.url
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        return self.server.process
 
     async def start(self) -> None:
-        argv = [
-            redis_server_binary(), "--port", "0", "--unixsocket", str(self.socket), "--dir", str(self.directory),
-            "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--stream-node-max-bytes", "8192",
-            "--daemonize", "no", "--logfile", str(self.directory / "redis.log"),
-        ]  # fmt: skip
-        self.process = await asyncio.create_subprocess_exec(*argv, start_new_session=True)
-        client = aioredis.Redis(unix_socket_path=str(self.socket))
         try:
-            for _ in range(500):
-                with contextlib.suppress(aioredis.ConnectionError, OSError):
-                    if await client.ping():
-                        return
-                await asyncio.sleep(0.02)
-        finally:
-            await client.aclose()
-        raise SystemExit(f"redis-server did not answer on {self.socket}; see {self.directory / 'redis.log'}")
+            await asyncio.to_thread(self.server.start)
+        except ConfigError as exc:
+            raise SystemExit(str(exc)) from exc
 
     async def stop(self) -> None:
-        if self.process is not None and self.process.returncode is None:
-            self.process.terminate()
-            await self.process.wait()
+        await asyncio.to_thread(self.server.stop)
 
 
 @dataclass

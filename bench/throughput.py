@@ -51,6 +51,7 @@ from bot.redis_server import EmbeddedRedis
 from config.settings import Settings
 from core.domain.events import ApprovalRequest, DecisionTrigger, MessageTrigger, Reply
 from core.domain.ids import new_id
+from core.model.function import FunctionModel
 from core.model.llm import Choice, ModelRequest
 from core.runtime.worker import Worker
 
@@ -89,16 +90,14 @@ async def gated(target: str = "") -> str:
     return f"shipped {target}"
 
 
-class TenSteps:
+def ten_steps(request: ModelRequest) -> Choice:
     """Calls `instant` until the turn has STEPS - 1 tool calls, then `gated`; once that ran, replies."""
-
-    async def choose(self, request: ModelRequest) -> Choice:
-        state = request.state
-        if state.last_call is not None and state.last_call.tool == "gated":
-            return Choice(tool="reply", args={"message": f"{state.turn_steps} steps done"})
-        if state.turn_steps < STEPS - 1:
-            return Choice(tool="instant", args={"n": state.turn_steps}, reason="bench step")
-        return Choice(tool="gated", args={"target": "production"}, reason="bench gated step")
+    state = request.state
+    if state.last_call is not None and state.last_call.tool == "gated":
+        return Choice(tool="reply", args={"message": f"{state.turn_steps} steps done"})
+    if state.turn_steps < STEPS - 1:
+        return Choice(tool="instant", args={"n": state.turn_steps}, reason="bench step")
+    return Choice(tool="gated", args={"target": "production"}, reason="bench gated step")
 
 
 def own_cpu_seconds() -> float:
@@ -237,7 +236,9 @@ async def run(args: argparse.Namespace, url: str, where: str, data_dir: Path) ->
             await client.flushdb()
         elif args.redis_url and await client.dbsize():
             raise SystemExit(f"{where} is not empty; give a dedicated database, or --flush to empty it")
-        wiring = build_wiring(settings, {"PATH": os.environ.get("PATH", "")}, client, language_model=TenSteps())
+        wiring = build_wiring(
+            settings, {"PATH": os.environ.get("PATH", "")}, client, language_model=FunctionModel(ten_steps)
+        )
         workers = [wiring.worker(), *(Worker(wiring.threads, wiring.bus) for _ in range(args.workers - 1))]
         tasks = [asyncio.create_task(worker.run(block_ms=200)) for worker in workers]
         channel = f"bench-{new_id()[-8:]}"

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from core.domain import events as events
+    from core.domain.backoff import Backoff
     from core.domain.errors import (
         ApprovalError,
         BotError,
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from core.domain.ports import ChannelAdapter, Clock, Publisher, SystemClock
     from core.domain.reducer import ThreadState, reduce, replay
     from core.model.commands import CommandModel, parse_command, parse_decision
+    from core.model.function import FunctionModel
     from core.model.llm import Choice, Model, ModelRequest
     from core.redis.bus import Bus
     from core.redis.store import ApprovalRecord, Store
@@ -53,10 +55,12 @@ if TYPE_CHECKING:
     from core.tools.registry import ToolRegistry, ToolSpec, load_tools
 
 _HOMES = {
+    "Backoff": "core.domain.backoff",
     "Threads": "core.runtime.threads",
     "Bus": "core.redis.bus",
     "deliver": "core.runtime.delivery",
     "CommandModel": "core.model.commands",
+    "FunctionModel": "core.model.function",
     "parse_command": "core.model.commands",
     "parse_decision": "core.model.commands",
     "ApprovalError": "core.domain.errors",
@@ -108,6 +112,7 @@ __all__ = [
     "ApprovalError",
     "ApprovalRecord",
     "ApprovalRequest",
+    "Backoff",
     "BotError",
     "Bus",
     "ChannelAdapter",
@@ -122,6 +127,7 @@ __all__ = [
     "DecisionTrigger",
     "DeliveryRefused",
     "Event",
+    "FunctionModel",
     "InvalidToolCall",
     "LLMError",
     "MessageTrigger",

@@ -18,6 +18,7 @@ from bot.redis_server import EmbeddedRedis
 from config.settings import Settings
 from core.domain.events import MessageTrigger, Outbound, Reply
 from core.domain.ids import new_id
+from core.model.function import FunctionModel
 from core.model.llm import Choice, ModelRequest
 
 
@@ -75,15 +76,16 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-class ScriptedModel:
-    """A language model from a list of choices, or a function of the request; records every request."""
+class ScriptedModel(FunctionModel):
+    """A language model from a list of choices, or a function of the request; records every request.
+    Built on `core.FunctionModel`, reading the thread's events first as a language model does."""
 
     def __init__(self, script: list[Choice] | Callable[[ModelRequest], Choice]) -> None:
+        super().__init__(self._next, reads_history=True)
         self.script = script
         self.requests: list[ModelRequest] = []
 
-    async def choose(self, request: ModelRequest) -> Choice:
-        await request.events()  # as a language model does: the tests read what it saw
+    def _next(self, request: ModelRequest) -> Choice:
         self.requests.append(request)
         if callable(self.script):
             return self.script(request)

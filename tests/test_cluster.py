@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,12 +12,13 @@ import redis
 from redis.asyncio import RedisCluster
 
 from bot.main import redis_client
-from bot.redis_server import redis_server_binary
+from bot.redis_server import RedisServer, redis_server_binary
 from config.settings import Settings
 from core.domain import events as ev
 from core.obs import failpoints
 from core.redis import keys
 from tests.conftest import APPROVER
+from tests.eventually import eventually_sync
 
 NODES = 3
 
@@ -39,44 +39,32 @@ def _free_port() -> int:
     raise RuntimeError("no free port pair for a cluster node")
 
 
-def _wait(port: int) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            if redis.Redis(port=port, socket_timeout=0.5).ping():
-                return
-        except redis.exceptions.ConnectionError:
-            time.sleep(0.05)
-    raise RuntimeError(f"cluster node on port {port} did not start")
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    binary = redis_server_binary()
-    cli = str(Path(binary).with_name("redis-cli"))
-    processes, ports = [], []
+    cli = str(Path(redis_server_binary()).with_name("redis-cli"))
+    nodes: list[RedisServer] = []
     try:
         for n in range(NODES):
-            port, folder = _free_port(), tmp_path_factory.mktemp(f"node{n}")
-            argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
-                    "--cluster-config-file", str(folder / "nodes.conf"), "--dir", str(folder), "--save", "",
-                    "--appendonly", "no"]  # fmt: skip
-            processes.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-            ports.append(port)
-            _wait(port)
-        nodes = [f"127.0.0.1:{port}" for port in ports]
-        subprocess.run([cli, "--cluster", "create", *nodes, "--cluster-replicas", "0", "--cluster-yes"],
+            folder = tmp_path_factory.mktemp(f"node{n}")
+            flags = [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                str(folder / "nodes.conf"),
+                "--appendonly",
+                "no",
+            ]
+            nodes.append(RedisServer(folder, port=_free_port(), extra_args=flags))
+            nodes[-1].start()
+        addresses = [f"127.0.0.1:{node.port}" for node in nodes]
+        subprocess.run([cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
                        check=True, capture_output=True, timeout=30)  # fmt: skip
-        deadline = time.monotonic() + 15
-        while redis.Redis(port=ports[0]).cluster("info").get("cluster_state") != "ok":
-            if time.monotonic() > deadline:
-                raise RuntimeError("the cluster did not become ready")
-            time.sleep(0.05)
-        yield f"redis://127.0.0.1:{ports[0]}"
+        first = redis.Redis(port=nodes[0].port)
+        eventually_sync(lambda: first.cluster("info").get("cluster_state") == "ok", "the cluster ready", within=15)
+        yield f"redis://127.0.0.1:{nodes[0].port}"
     finally:
-        for process in processes:
-            process.kill()
-            process.wait()
+        for node in nodes:
+            node.stop()
 
 
 async def test_a_gated_deploy_runs_once_on_a_redis_cluster(cluster: str, make_harness, tmp_path: Path) -> None:

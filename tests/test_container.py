@@ -16,7 +16,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import tomllib
 import urllib.request
 import uuid
@@ -30,6 +29,7 @@ import yaml
 
 from config.channels import HttpSettings
 from config.settings import Settings
+from tests.eventually import eventually_sync
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BOT_SERVICES = ("web", "worker", "channels")
@@ -328,16 +328,6 @@ def test_compose_file_is_valid() -> None:
         assert set(done.stdout.split()) == expected
 
 
-def _until(check: Any, what: str, within: float) -> Any:
-    """Poll `check` until it returns something truthy; fail naming `what` at the deadline."""
-    deadline = time.monotonic() + within
-    while not (result := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {within:g}s (last check gave {result!r})")
-        time.sleep(0.5)  # between polls of docker inspect; the condition, not this, ends the wait
-    return result
-
-
 @needs_engine
 @pytest.mark.timeout(1800)
 def test_the_image_builds_runs_as_non_root_and_becomes_healthy() -> None:
@@ -360,7 +350,8 @@ def test_the_image_builds_runs_as_non_root_and_becomes_healthy() -> None:
             assert status != "unhealthy", _docker("logs", container).stderr
             return status if status == "healthy" else None
 
-        _until(health, "docker's health check of /readyz reporting healthy", within=180)
+        # Every half second: each look is a `docker inspect`.
+        eventually_sync(health, "docker's health check of /readyz reporting healthy", within=180, every=0.5)
         assert _docker("exec", container, "id", "-u").stdout.strip() != "0"
         port = _docker("port", container, "8080/tcp").stdout.split(":")[-1].strip()
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10) as answer:

@@ -13,18 +13,11 @@ from core.redis import keys
 from core.redis.bus import Bus
 from core.redis.store import Store
 from core.runtime.delivery import Delivery
+from tests.eventually import eventually
 
 
 def _reply(n: int, conversation: str = "T1/C1/1.0", text: str = "hi") -> ev.Reply:
     return ev.Reply(id=f"o{n}", channel="slack", conversation=conversation, thread_id=f"t-{conversation}", text=text)
-
-
-async def _until(check: Callable[[], Awaitable[bool]], what: str, within: float = 10) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 class Platform:
@@ -65,13 +58,13 @@ async def test_a_rate_limited_conversation_waits_and_others_go_on(bus: Bus) -> N
     stop = asyncio.Event()
     task = await _delivering(bus, platform, stop)
     try:
-        await _until(lambda: _shown(platform, "o3"), "the calm thread's message")
-        await _until(lambda: _async(platform.calls.count("o1") >= 3), "a few retries of the limited one")
+        await eventually(lambda: _shown(platform, "o3"), "the calm thread's message")
+        await eventually(lambda: platform.calls.count("o1") >= 3, "a few retries of the limited one")
         assert "o1" not in platform.shown and "o2" not in platform.calls, "o2 waits behind o1"
         platform.limited.clear()
-        await _until(lambda: _shown(platform, "o2"), "the limited thread's messages once the limit lifts")
+        await eventually(lambda: _shown(platform, "o2"), "the limited thread's messages once the limit lifts")
         assert platform.shown == ["o3", "o1", "o2"]
-        await _until(lambda: _async_fn(bus.backlog(keys.outbox("slack")), 0), "every entry acknowledged")
+        await eventually(lambda: _async_fn(bus.backlog(keys.outbox("slack")), 0), "every entry acknowledged")
     finally:
         stop.set()
         await task
@@ -86,7 +79,7 @@ async def test_a_refused_message_is_parked_and_its_thread_told(bus: Bus) -> None
     stop = asyncio.Event()
     task = await _delivering(bus, platform, stop)
     try:
-        await _until(lambda: _shown(platform, "o2"), "the next message of the conversation")
+        await eventually(lambda: _shown(platform, "o2"), "the next message of the conversation")
     finally:
         stop.set()
         await task
@@ -104,7 +97,9 @@ async def test_retries_stop_at_the_limit_and_say_so(bus: Bus) -> None:
     stop = asyncio.Event()
     task = await _delivering(bus, platform, stop, give_up_after=0.3)
     try:
-        await _until(lambda: _async_fn(bus.redis.xlen("outbox:slack:dead"), 1), "the message parked after the limit")
+        await eventually(
+            lambda: _async_fn(bus.redis.xlen("outbox:slack:dead"), 1), "the message parked after the limit"
+        )
     finally:
         stop.set()
         await task
@@ -121,8 +116,8 @@ async def test_a_message_rendered_before_is_not_rendered_again(bus: Bus) -> None
     stop = asyncio.Event()
     task = await _delivering(bus, platform, stop)
     try:
-        await _until(lambda: _shown(platform, "o2"), "the message after the copies")
-        await _until(lambda: _async_fn(bus.backlog(keys.outbox("slack")), 0), "every entry acknowledged")
+        await eventually(lambda: _shown(platform, "o2"), "the message after the copies")
+        await eventually(lambda: _async_fn(bus.backlog(keys.outbox("slack")), 0), "every entry acknowledged")
     finally:
         stop.set()
         await task
@@ -147,11 +142,11 @@ async def test_a_live_renderers_slow_message_is_not_taken_over(bus: Bus) -> None
     stop = asyncio.Event()
     tasks = [asyncio.create_task(Delivery(bus, "slack", renderer(name), name).run(stop)) for name in ("a", "b")]
     try:
-        await _until(lambda: _async(len(calls) >= 8), "renders under way")
+        await eventually(lambda: len(calls) >= 8, "renders under way")
         await asyncio.sleep(3 * bus.claim_idle_ms / 1000)  # three claim intervals with both renderers alive
         assert len({oid for _, oid in calls}) == len(calls), "nothing taken over from a live renderer"
         release.set()
-        await _until(lambda: _async_fn(bus.backlog(keys.outbox("slack")), 0), "every entry acknowledged")
+        await eventually(lambda: _async_fn(bus.backlog(keys.outbox("slack")), 0), "every entry acknowledged")
     finally:
         release.set()
         stop.set()
@@ -174,10 +169,6 @@ async def test_delivered_entries_are_trimmed_and_undelivered_ones_kept(bus: Bus)
 
 async def _shown(platform: Platform, outbound_id: str) -> bool:
     return outbound_id in platform.shown
-
-
-async def _async(value: bool) -> bool:
-    return value
 
 
 async def _async_fn(result: Awaitable[int], expected: int) -> bool:

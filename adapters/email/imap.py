@@ -25,7 +25,7 @@ import aioimaplib
 
 from adapters.email.state import EmailState, uid_key
 from config.channels import EmailSettings
-from core import ChannelError, TransientError
+from core import Backoff, ChannelError, TransientError
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +234,7 @@ class MailboxWatcher:
         self._first_looks: set[str] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        delay = self.timing.backoff_first
+        pauses = Backoff(first=self.timing.backoff_first, cap=self.timing.backoff_max)
         while not stop.is_set():
             before = self.sessions
             try:
@@ -242,13 +242,13 @@ class MailboxWatcher:
             except Exception as exc:  # the watcher outlives every failure and reconnects
                 self.failures += 1
                 if self.sessions > before:
-                    delay = self.timing.backoff_first  # it was working: start the backoff again
+                    pauses.reset()  # it was working: start the backoff again
+                delay = pauses.next()
                 if isinstance(exc, TransientError):
                     log.warning("%s; reconnecting in %.1fs", exc, delay)
                 else:
                     log.exception("IMAP %s: unexpected failure; reconnecting in %.1fs", self.account, delay)
                 await _first(stop.wait(), within=delay)
-                delay = min(delay * 2, self.timing.backoff_max)
 
     async def _session(self, stop: asyncio.Event) -> None:
         client = await self._connect(self.settings, self.timing.timeout)

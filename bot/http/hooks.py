@@ -27,7 +27,6 @@ import json
 import logging
 import re
 import shlex
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +44,7 @@ from bot.http.schemas import MAX_TEXT, NAME_PATTERN, Accepted
 from core.domain import events as ev
 from core.domain.errors import ConfigError
 from core.domain.ids import new_id, thread_id_for
+from core.domain.toml_file import load_toml
 from core.model.commands import parse_decision
 
 log = logging.getLogger(__name__)
@@ -83,12 +83,7 @@ class HookConfig:
 
 def load_hooks(path: Path, env: Mapping[str, str]) -> HookConfig:
     """Read hook definitions and their secrets; a missing file means no hooks."""
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        return HookConfig()
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"hooks file {path} is not valid TOML: {exc}") from exc
+    raw = load_toml(path, "hooks file")  # optional: a missing file reads as empty
     hooks: dict[str, Hook] = {}
     for name, body in raw.get("hooks", {}).items():
         secret_name = SECRET_PREFIX + str(name).upper()

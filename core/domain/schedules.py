@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from core.domain.errors import ConfigError
 from core.domain.events import MessageTrigger
 from core.domain.ids import new_id
+from core.domain.toml_file import load_toml
 
 CatchUp = Literal["skip", "once"]
 MISSED_COUNT_CAP = 1000  # past this, "1000+ missed": the count is for the log, not for arithmetic
@@ -93,12 +93,7 @@ class Schedule(BaseModel):
 
 def load_schedules(path: Path, agents: Collection[str]) -> list[Schedule]:
     """Read config/schedules.toml; every schedule must launch one of `agents` (agents and workflows)."""
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"schedules file {path} does not exist; set BOT_SCHEDULES_FILE to a schedules.toml") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"schedules file {path} is not valid TOML: {exc}") from exc
+    raw = load_toml(path, "schedules file", missing="set BOT_SCHEDULES_FILE to a schedules.toml")
     schedules = []
     for name, body in raw.get("schedules", {}).items():
         try:

@@ -25,6 +25,7 @@ import redis.exceptions
 from pydantic import BaseModel, ConfigDict, ValidationError
 from redis.asyncio.lock import Lock
 
+from core.domain.backoff import Backoff
 from core.domain.errors import ConflictError, StoreUnavailable, ThreadBusy
 from core.domain.events import Event, Outbound, parse_event
 from core.domain.reducer import ThreadState, replay
@@ -210,7 +211,7 @@ class Store:
 
     async def rebuild_state(self, thread_id: str) -> ThreadState:
         """Derive the state from the whole log, ignoring the snapshot (replay, repair, audits)."""
-        return replay(await self.load_events(thread_id), thread_id=thread_id)
+        return replay(await self.load_events(thread_id), thread_id=thread_id, stored=True)
 
     async def append(
         self,
@@ -529,6 +530,9 @@ class Store:
         Stopped by `done`, never cancelled mid-command: a command cancelled while its reply is on the
         way can leave the connection out of step, and the holder's next command waiting on it.
         """
+        # A failed renewal is retried sooner than the next one is due, and never later: the lease lapses
+        # three periods after the last renewal that worked, so the retries must keep landing inside it.
+        retries = Backoff(first=every / 4, cap=every / 4)
         pause = every
         while True:
             with contextlib.suppress(TimeoutError):
@@ -538,6 +542,7 @@ class Store:
                 return
             try:
                 await lock.reacquire()
+                retries.reset()
                 pause = every
             except redis.exceptions.LockNotOwnedError:
                 log.error("thread lease %s lapsed while held; the sequence check will refuse this worker's writes",
@@ -545,4 +550,4 @@ class Store:
                 return
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
                 log.warning("thread lease %s: renewal failed (%s); retrying", lock.name, exc)
-                pause = every / 4
+                pause = retries.next()

@@ -19,11 +19,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 
 from core.domain import events as ev
+from core.domain.backoff import Backoff
 from core.domain.errors import ChannelError, DeliveryRefused, StoreUnavailable
 from core.domain.ids import new_id
 from core.obs import failpoints, logs, tracing
@@ -40,12 +40,12 @@ TRIM_EVERY_SECONDS = 5.0
 Render = Callable[[ev.Outbound], Awaitable[None]]
 
 
-def backoff(attempt: int, retry_after: float | None) -> float:
-    """Seconds before attempt `attempt + 1`: what the platform asked for, else exponential with jitter."""
+def backoff(pauses: Backoff, retry_after: float | None) -> float:
+    """Seconds before the next attempt: what the platform asked for, else the next of `pauses`."""
+    pause = pauses.next()  # every failure counts, the ones the platform said how long to wait after too
     if retry_after is not None:
-        return float(max(0.0, retry_after)) + random.uniform(0, 0.5)
-    ceiling: float = min(MAX_BACKOFF_SECONDS, 0.5 * 2.0 ** min(attempt, 16))
-    return random.uniform(0.5, 1.0) * ceiling
+        return float(max(0.0, retry_after)) + pauses.rng.uniform(0, 0.5)
+    return pause
 
 
 class Delivery:
@@ -90,7 +90,7 @@ class Delivery:
                     await task
 
     async def _read(self, stop: asyncio.Event) -> None:
-        trimmed, pause = 0.0, 0.5
+        trimmed, pauses = 0.0, Backoff(first=0.5, cap=30.0)
         while not stop.is_set():
             if len(self._held) >= MAX_HELD:
                 self._room.clear()
@@ -104,11 +104,11 @@ class Delivery:
                 if time.monotonic() - trimmed >= TRIM_EVERY_SECONDS:
                     trimmed = time.monotonic()
                     await self.bus.trim(f"outbox:{self.channel}")
-                pause = 0.5
+                pauses.reset()
             except Exception as exc:  # noqa: BLE001 - keep delivering once Redis is back
+                pause = pauses.next()
                 log.warning("outbox %s: %s; retrying in %.1fs", self.channel, exc, pause)
                 await _sleep(stop, pause)
-                pause = min(pause * 2, 30.0)
                 continue
             for entry_id, outbound in items:
                 self._held[entry_id] = outbound
@@ -158,6 +158,7 @@ class Delivery:
     async def _deliver(self, outbound: ev.Outbound, stop: asyncio.Event) -> str | None:
         """Render until it works (None), or until giving up or stopping (the last error)."""
         started, attempt, error = time.monotonic(), 0, "stopped before rendering"
+        pauses = Backoff(first=0.5, cap=MAX_BACKOFF_SECONDS)
         while not stop.is_set():
             await failpoints.hit("before-render")
             try:
@@ -169,7 +170,7 @@ class Delivery:
             except Exception as exc:  # noqa: BLE001 - a channel failure is retried; the message is never dropped
                 error = str(exc) or type(exc).__name__
                 retry_after = exc.retry_after if isinstance(exc, ChannelError) else None
-                delay = backoff(attempt, retry_after)
+                delay = backoff(pauses, retry_after)
                 if time.monotonic() - started + delay > self.give_up_after:
                     return f"{error} (gave up after {attempt + 1} attempts in {time.monotonic() - started:.0f}s)"
                 attempt += 1
@@ -217,7 +218,7 @@ class Delivery:
         self._room.set()
 
     async def _until_stored(self, stop: asyncio.Event, write: Callable[[], Awaitable[object]]) -> None:
-        pause = 0.2
+        pauses = Backoff(first=0.2, cap=10.0)
         while True:
             try:
                 await write()
@@ -225,9 +226,9 @@ class Delivery:
             except StoreUnavailable as exc:
                 if stop.is_set():
                     return  # still held in Redis: another renderer finishes it
+                pause = pauses.next()
                 log.warning("outbox %s: %s; retrying in %.1fs", self.channel, exc, pause)
                 await _sleep(stop, pause)
-                pause = min(pause * 2, 10.0)
 
     async def _keep(self, stop: asyncio.Event) -> None:
         """Renew the lease on every held entry a few times per claim interval."""

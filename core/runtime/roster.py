@@ -16,7 +16,6 @@ step, so a hand-off takes effect at once, on any process.
 from __future__ import annotations
 
 import importlib
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.domain.errors import ConfigError
+from core.domain.toml_file import load_toml
 from core.model.llm import Model
 from core.model.prompts import PromptLibrary
 from core.runtime.workflows.engine import WorkflowModel
@@ -131,12 +131,7 @@ class Roster:
 
 
 def _read(path: Path) -> AgentsFile:
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"agents file {path} does not exist; set BOT_AGENTS_FILE to an agents.toml") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"agents file {path} is not valid TOML: {exc}") from exc
+    raw = load_toml(path, "agents file", missing="set BOT_AGENTS_FILE to an agents.toml")
     try:
         return AgentsFile.model_validate(raw)
     except ValidationError as exc:

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any, TypedDict
 
 from core.domain import events as ev
+from core.domain.backoff import Backoff
 from core.domain.errors import StoreUnavailable
 from core.domain.ids import new_id
 from core.domain.ports import Clock, Publisher
@@ -79,17 +80,17 @@ class Run:
         still refuses it if another worker took the thread over meanwhile.
         """
         loop = asyncio.get_running_loop()
-        deadline, pause = loop.time() + DURABLE_COMMIT_SECONDS, 0.2
+        deadline, pauses = loop.time() + DURABLE_COMMIT_SECONDS, Backoff(first=0.2, cap=5.0)
         while True:
             try:
                 return await self.commit(*events)
             except StoreUnavailable as exc:
                 if loop.time() >= deadline:
                     raise
+                pause = pauses.next()
                 log.warning("thread %s: cannot store a finished result (%s); retrying in %.1fs",
                             self.state.thread_id, exc, pause)  # fmt: skip
                 await asyncio.sleep(pause)
-                pause = min(pause * 2, 5.0)
 
     def error(self, call_id: str, tool: str, error: str, kind: ev.ToolErrorKind) -> ev.ToolErrorEvent:
         line = " ".join(error.split())[:ERROR_LINE_CHARS]

@@ -14,6 +14,7 @@ import socket
 import time
 
 from core.domain import events as ev
+from core.domain.backoff import Backoff
 from core.domain.errors import ConflictError, StoreUnavailable, ThreadBusy
 from core.domain.ids import new_id
 from core.obs import failpoints, logs, tracing
@@ -49,18 +50,18 @@ class Worker:
         self._stopping.set()
 
     async def run(self, block_ms: int = 1000) -> None:
-        backoff, swept = 0.5, 0.0
+        pauses, swept = Backoff(first=0.5, cap=MAX_BACKOFF_SECONDS), 0.0
         while not self._stopping.is_set():
             try:
                 if self.sweeper is not None and time.monotonic() - swept >= SWEEP_EVERY_SECONDS:
                     swept = time.monotonic()
                     await self.sweeper.sweep()  # deadlines are due whichever worker looks first
                 await self.run_once(block_ms)
-                backoff = 0.5
+                pauses.reset()
             except Exception as exc:  # noqa: BLE001 - the worker outlives any failure, retrying with backoff
-                log.warning("worker %s: %s; retrying in %.1fs", self.name, exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+                pause = pauses.next()
+                log.warning("worker %s: %s; retrying in %.1fs", self.name, exc, pause)
+                await asyncio.sleep(pause)
 
     async def run_once(self, block_ms: int = 0) -> int:
         """Take one trigger from the inbox and handle it; returns how many were handled (0 or 1).
@@ -141,6 +142,7 @@ class Worker:
 
     async def _ack(self, entry_id: str) -> None:
         """Acknowledge, riding out a Redis blip: the work is done, and a redelivery would only re-check it."""
+        pauses = Backoff(first=0.2, cap=0.8)  # a couple of seconds in all, then the redelivery takes over
         for attempt in range(1, ACK_ATTEMPTS + 1):
             try:
                 return await self.bus.ack(entry_id)
@@ -148,7 +150,7 @@ class Worker:
                 if attempt == ACK_ATTEMPTS:
                     raise
                 log.warning("worker %s: ack of %s failed (%s); retrying", self.name, entry_id, exc)
-                await asyncio.sleep(0.2 * attempt)
+                await asyncio.sleep(pauses.next())
 
     async def _park(self, entry_id: str, trigger: ev.Trigger, error: str) -> None:
         self.metrics.dead_letters.inc()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -18,6 +17,7 @@ import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.domain.errors import ConfigError, InvalidToolCall
+from core.domain.toml_file import load_toml
 
 ASK_HUMAN = "ask_human"
 REPLY = "reply"
@@ -251,12 +251,7 @@ def _check_schema(spec: ToolSpec) -> None:
 
 def load_tools(path: Path, extra_members: Mapping[str, list[str]] | None = None) -> ToolRegistry:
     """Load and check config/tools.toml; every problem is a ConfigError naming the tool and the fix."""
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"tools file {path} does not exist; set BOT_TOOLS_FILE to a tools.toml") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"tools file {path} is not valid TOML: {exc}") from exc
+    raw = load_toml(path, "tools file", missing="set BOT_TOOLS_FILE to a tools.toml")
     groups: dict[str, list[str]] = {name: list(members) for name, members in raw.get("groups", {}).items()}
     for name, members in (extra_members or {}).items():
         groups[name] = sorted({*groups.get(name, []), *members})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -17,21 +16,11 @@ from config.channels import DiscordSettings
 from core import Event, ThreadState
 from tests.conftest import Harness
 from tests.discord.fake_discord import FakeDiscord, user
+from tests.eventually import eventually
 
 APPROVER = user("111", "olga")  # in group oncall
 REQUESTER = user("222", "dana")
 OUTSIDER = user("333", "mallory")
-DEADLINE_SECONDS = 5.0
-
-
-async def until(condition: Callable[[], Awaitable[bool]], what: str) -> None:
-    """Poll `condition` until it holds; fail with `what` after a deadline (no fixed sleeps)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + DEADLINE_SECONDS
-    while not await condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 @dataclass
@@ -67,7 +56,7 @@ class Scene:
             async def acknowledged() -> bool:
                 return payload["id"] in self.fake.acknowledged
 
-            await until(acknowledged, f"interaction {payload['id']} to be acknowledged")
+            await eventually(acknowledged, f"interaction {payload['id']} to be acknowledged")
         else:
             state.parse_message_create(payload)  # type: ignore[arg-type]
         if enqueues:
@@ -75,7 +64,7 @@ class Scene:
             async def enqueued() -> bool:
                 return await self.inbox_size() > before
 
-            await until(enqueued, "a trigger on the inbox")
+            await eventually(enqueued, "a trigger on the inbox")
         await self.harness.drain()
         await self.render(channel)
 

@@ -10,8 +10,9 @@ from discord.gateway import DiscordWebSocket
 
 from adapters.discord.channel import DiscordChannel, OpsBot, sync_commands
 from core import ConfigError
-from tests.discord.conftest import REQUESTER, Scene, until
+from tests.discord.conftest import REQUESTER, Scene
 from tests.discord.fake_discord import MESSAGE_CONTENT_INTENT, FakeDiscord, message_create
+from tests.eventually import eventually
 
 
 async def test_run_connects_reports_health_answers_and_stops(
@@ -29,7 +30,7 @@ async def test_run_connects_reports_health_answers_and_stops(
     async def healthy() -> bool:
         return channel.healthy
 
-    await until(healthy, "the gateway session")
+    await eventually(healthy, "the gateway session")
     [identify] = [f for f in fake_discord.frames if f["op"] == 2]
     assert identify["d"]["intents"] & MESSAGE_CONTENT_INTENT == 0
 
@@ -40,13 +41,13 @@ async def test_run_connects_reports_health_answers_and_stops(
     async def enqueued() -> bool:
         return await scene.inbox_size() > 0
 
-    await until(enqueued, "the DM on the inbox")
+    await eventually(enqueued, "the DM on the inbox")
     await scene.harness.drain()
 
     async def answered() -> bool:
         return bool(fake_discord.find("POST", r"/channels/4242/messages"))
 
-    await until(answered, "the outbox loop to post the answer")
+    await eventually(answered, "the outbox loop to post the answer")
     stop.set()
     await running
     assert not channel.healthy and channel.client.is_closed()
@@ -74,7 +75,7 @@ async def test_rest_only_run_renders_the_outbox(scene: Scene, fake_discord: Fake
     async def enqueued() -> bool:
         return await scene.inbox_size() > 0
 
-    await until(enqueued, "the DM on the inbox")
+    await eventually(enqueued, "the DM on the inbox")
     await scene.harness.drain()
     stop = asyncio.Event()
     running = asyncio.create_task(channel.run(stop, gateway=False))
@@ -82,7 +83,7 @@ async def test_rest_only_run_renders_the_outbox(scene: Scene, fake_discord: Fake
     async def answered() -> bool:
         return bool(fake_discord.find("POST", r"/channels/4242/messages"))
 
-    await until(answered, "the outbox loop to post the answer")
+    await eventually(answered, "the outbox loop to post the answer")
     assert channel.healthy
     stop.set()
     await running

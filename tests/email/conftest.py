@@ -21,6 +21,7 @@ from config.channels import EmailSettings
 from core.domain.ids import new_id
 from tests.conftest import Harness
 from tests.email.servers import DOVECOT, PASSWORD, Dovecot, SmtpSink
+from tests.eventually import eventually
 
 T = TypeVar("T")
 
@@ -28,6 +29,17 @@ BOT = "bot@example.com"
 SECRET = "test-secret-0123456789abcdef"
 FAST = ImapTiming(idle_seconds=30, timeout=5, backoff_first=0.05, backoff_max=0.5)
 APPROVERS = "email:dana@example.com,email:erin@example.com"
+
+
+def attempt_within(timing: ImapTiming) -> float:
+    """The longest one connection attempt of the watcher takes: connect, LOGIN and SELECT, each within `timeout`."""
+    return 3 * timing.timeout
+
+
+def reconnect_within(timing: ImapTiming) -> float:
+    """The longest a watcher takes to hold a session once the server answers: the attempt under way may
+    still fail (it began while the server was starting), then one pause, then an attempt that works."""
+    return 2 * attempt_within(timing) + timing.backoff_max
 
 
 def need_dovecot() -> None:
@@ -130,23 +142,28 @@ class MailWorld:
             self.imap = await ImapClient.connect(self.settings, 5)
         await self.imap.append(msg if isinstance(msg, bytes) else bytes(msg), self.settings.imap_mailbox, flags, when)
 
-    async def until(self, check: Callable[[], T | Awaitable[T]], within: float = 10.0, drain: bool = True) -> T:
+    async def until(
+        self,
+        check: Callable[[], T | Awaitable[T]],
+        what: str = "what the test waits for",
+        within: float = 10.0,
+        drain: bool = True,
+    ) -> T:
         """Let the worker run (unless `drain` is off) and poll `check` until it is truthy, or fail at the deadline."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within
-        while True:
+
+        async def step() -> T | None:
             if drain:
                 await self.h.drain()
             result = check()
             if inspect.isawaitable(result):
                 result = await result
-            if result:
-                return result
-            if self._task is not None and self._task.done():
+            if not result and self._task is not None and self._task.done():
                 self._task.result()  # the channel crashed: show why
-            if loop.time() > deadline:
-                raise AssertionError(f"not true within {within}s: {check}")
-            await asyncio.sleep(0.02)
+            return result
+
+        result = await eventually(step, what, within)
+        assert result is not None  # eventually returns the first truthy result
+        return result
 
     async def settle(self) -> None:
         """Process what is queued now; used before asserting that nothing more happened."""

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from tests.eventually import eventually_sync
 
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
 DOVEADM = shutil.which("doveadm") or "/usr/bin/doveadm"
@@ -77,14 +78,6 @@ def _listening(port: int) -> bool:
         return False
 
 
-def _until(check: Any, what: str, within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} did not happen within {within}s")
-        time.sleep(0.02)
-
-
 class Dovecot:
     """One Dovecot instance: loopback, no TLS, any user with password `pw`, maildirs in a temp dir.
 
@@ -128,7 +121,9 @@ class Dovecot:
             self.proc = subprocess.Popen(
                 [DOVECOT, "-F", "-c", str(self.conf)], stdout=out, stderr=out, start_new_session=True
             )
-        _until(lambda: _listening(self.port) or self.proc.poll() is not None, f"dovecot on 127.0.0.1:{self.port}")
+        eventually_sync(
+            lambda: _listening(self.port) or self.proc.poll() is not None, f"dovecot on 127.0.0.1:{self.port}"
+        )
         if self.proc.poll() is not None:
             raise RuntimeError(f"dovecot exited with {self.proc.returncode}: {self.log()}")
 
@@ -156,7 +151,7 @@ class Dovecot:
         os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
         self.proc = None
-        _until(lambda: not _listening(self.port), "dovecot going away")
+        eventually_sync(lambda: not _listening(self.port), "dovecot going away")
 
     def kick(self, user: str) -> None:
         """Drop every IMAP connection of `user` (the server closes them)."""

@@ -1,4 +1,5 @@
-"""Real processes for the fault suite: a redis-server and `bot worker`s that a test owns and stops.
+"""Real processes for the fault suite: `bot worker`s that a test owns and stops (its redis-server is
+bot/redis_server.py's `RedisServer`, started and stopped through `asyncio.to_thread`).
 
 Every process starts in its own session, so killing its process group also kills the tool it
 may be running. Every wait has a deadline; nothing waits a fixed time for correctness.
@@ -13,36 +14,15 @@ import json
 import os
 import signal
 import sys
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-
-from bot.redis_server import redis_server_binary
+from tests.eventually import DEADLINE_SECONDS, eventually
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEADLINE_SECONDS = 20.0
 STOP_SECONDS = 10.0
 # Takeovers in seconds rather than a minute: an unacknowledged entry is claimed, a dead lease lapses.
 FAST_TAKEOVER = {"BOT_CLAIM_IDLE_MS": "1500", "BOT_LOCK_TTL_MS": "1500"}
-
-T = TypeVar("T")
-
-
-async def eventually(check: Callable[[], Awaitable[T | None]], what: str, within: float = DEADLINE_SECONDS) -> T:
-    """Poll `check` until it returns something truthy; fail naming `what` at the deadline."""
-    deadline = time.monotonic() + within
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {within:g}s (last check gave {result!r})")
-        await asyncio.sleep(0.05)
 
 
 async def _reap(process: asyncio.subprocess.Process, sig: int, group: bool) -> int:
@@ -72,66 +52,6 @@ def stop_stray_tool(pid: int) -> None:
     with contextlib.suppress(OSError):
         if b"faults/effect.py" in Path(f"/proc/{pid}/cmdline").read_bytes():
             os.kill(pid, signal.SIGKILL)
-
-
-class RedisServer:
-    """A redis-server on a unix socket with the append-only file on, in the foreground, owned by the test."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.socket = directory / "redis.sock"
-        self.process: asyncio.subprocess.Process | None = None
-
-    @property
-    def url(self) -> str:
-        return f"unix://{self.socket}"
-
-    async def start(self) -> None:
-        assert self.process is None, "the server is running already"
-        self.directory.mkdir(parents=True, exist_ok=True)
-        argv = [
-            redis_server_binary(),
-            "--port", "0",
-            "--unixsocket", str(self.socket),
-            "--unixsocketperm", "700",
-            "--dir", str(self.directory),
-            "--appendonly", "yes",
-            "--save", "",
-            "--daemonize", "no",
-            "--logfile", str(self.directory / "redis.log"),
-        ]  # fmt: skip
-        self.process = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, start_new_session=True
-        )
-        await eventually(self._answers, f"redis-server answering on {self.socket}")
-
-    async def _answers(self) -> bool:
-        assert self.process is not None
-        if self.process.returncode is not None:
-            log = (self.directory / "redis.log").read_text(errors="replace")[-2000:]
-            raise AssertionError(f"redis-server exited with {self.process.returncode}:\n{log}")
-        client = aioredis.Redis(unix_socket_path=str(self.socket), socket_timeout=1, retry=Retry(NoBackoff(), 0))
-        try:
-            return bool(await client.ping())
-        except (aioredis.RedisError, OSError):
-            return False
-        finally:
-            await client.aclose()
-
-    async def stop(self) -> None:
-        """SIGTERM: redis-server flushes the append-only file and exits, as in an orderly restart."""
-        if self.process is not None:
-            code = await _reap(self.process, signal.SIGTERM, group=True)
-            self.process = None
-            assert code == 0, f"redis-server exited with {code} on SIGTERM"
-
-    async def restart(self) -> None:
-        await self.stop()
-        await self.start()
-
-    def cpu_seconds(self) -> float:
-        assert self.process is not None
-        return cpu_seconds(self.process.pid)
 
 
 class Worker:

@@ -2,26 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 
+from bot.redis_server import RedisServer
 from core.redis.bus import Bus
 from core.redis.store import Store
-from tests.faults.cluster import FAST_TAKEOVER, RedisServer, Workers, stop_stray_tool, worker_env
+from tests.faults.cluster import FAST_TAKEOVER, Workers, stop_stray_tool, worker_env
 from tests.faults.harness import Cluster, StartCluster, tools_toml
 
 
 @pytest.fixture
 async def redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
     server = RedisServer(tmp_path / "redis")
-    await server.start()
+    await asyncio.to_thread(server.start)
     try:
         yield server
     finally:
-        await server.stop()
+        await asyncio.to_thread(server.stop)
 
 
 @pytest.fixture

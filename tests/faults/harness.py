@@ -18,13 +18,15 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 
+from bot.redis_server import RedisServer
 from core.domain import events as ev
 from core.domain.ids import new_id, thread_id_for
 from core.domain.reducer import ThreadState, replay
 from core.redis import keys
 from core.redis.bus import Bus
 from core.redis.store import ApprovalRecord, Store
-from tests.faults.cluster import RedisServer, Workers, eventually
+from tests.eventually import eventually
+from tests.faults.cluster import Workers
 
 EFFECT_SCRIPT = Path(__file__).resolve().parent / "effect.py"
 REQUESTER = "cli:carol"

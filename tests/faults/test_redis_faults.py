@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 
+from bot.redis_server import RedisServer
 from core.domain import events as ev
 from core.domain.errors import StoreUnavailable
 from core.domain.ids import thread_id_for
 from core.redis.bus import Bus
 from core.redis.store import Store
-from tests.faults.cluster import RedisServer, Workers, eventually, worker_env
+from tests.eventually import eventually
+from tests.faults.cluster import Workers, worker_env
 from tests.faults.harness import CHANNEL, READ_FLOW, Cluster, StartCluster, of_type, tools_toml
 from tests.faults.proxy import CuttingProxy
 
@@ -38,13 +41,13 @@ async def test_redis_restarted_mid_flight_loses_nothing(start_cluster: StartClus
     effects = [await cluster.effect_of(f"slow_write:cut{i}") for i in range(3)]
     assert {e.worker_pid for e in effects} == {w.pid for w in cluster.workers.all}, "every worker is busy"
 
-    await cluster.server.stop()
+    await asyncio.to_thread(cluster.server.stop)
     for worker in cluster.workers.all:  # each one's tool ended and its result could not be written
         await eventually(functools.partial(worker.logged, "unreachable"), f"{worker.name} to notice the outage")
     await eventually(lambda: _backed_off(cluster), "a worker to back off longer while Redis stays away")
     with pytest.raises(StoreUnavailable, match="Redis is unreachable"):
         await cluster.bus.publish(cluster.message("/read refused", "refused"))  # a channel says "retry"
-    await cluster.server.start()
+    await asyncio.to_thread(cluster.server.start)
     retried = [await cluster.say("/read refused", "refused")]
     later = [await cluster.say(f"/read later{i}", f"later{i}") for i in range(3)]
 
@@ -61,8 +64,16 @@ async def test_redis_restarted_mid_flight_loses_nothing(start_cluster: StartClus
 
 
 async def _backed_off(cluster: Cluster) -> bool:
-    """A worker holding a finished result retries storing it, waiting longer each time."""
-    return any([await worker.logged("retrying in 1.6s") for worker in cluster.workers.all])
+    """A worker holding a finished result retries storing it, waiting longer each time.
+
+    The pauses are jittered below 0.2, 0.4, 0.8, 1.6 s...: one longer than 0.8 s is a grown backoff.
+    """
+    for worker in cluster.workers.all:
+        for line in await worker.log_lines():
+            waited = re.search(r"cannot store a finished result .*; retrying in ([\d.]+)s$", line.get("msg", ""))
+            if waited and float(waited.group(1)) > 0.8:
+                return True
+    return False
 
 
 async def test_a_redis_blip_shorter_than_the_lease_keeps_it(start_cluster: StartCluster) -> None:
@@ -73,9 +84,9 @@ async def test_a_redis_blip_shorter_than_the_lease_keeps_it(start_cluster: Start
     await cluster.say("/read next", "long")  # the other worker takes it and waits for the lease
     await eventually(lambda: _two_pending(cluster.client), "the second message waiting for the thread")
 
-    await cluster.server.stop()
+    await asyncio.to_thread(cluster.server.stop)
     await asyncio.sleep(1.6)  # the fault: longer than one renewal period, well within the 4 s lease
-    await cluster.server.start()
+    await asyncio.to_thread(cluster.server.start)
 
     await eventually(cluster.inbox_settled, "both messages handled", within=30)
     await cluster.settled(thread_id, "done")
@@ -129,7 +140,7 @@ async def test_a_worker_started_before_redis_waits_for_it_and_then_works(tmp_pat
         await eventually(waiting, "the worker logging that Redis does not answer")
         assert await workers.all[0].logged("start it or fix REDIS_URL")
         assert workers.all[0].process.returncode is None, "a worker that cannot reach Redis waits, it does not exit"
-        await server.start()
+        await asyncio.to_thread(server.start)
         await starting
         client = aioredis.Redis.from_url(server.url)
         try:
@@ -141,4 +152,4 @@ async def test_a_worker_started_before_redis_waits_for_it_and_then_works(tmp_pat
             await client.aclose()
     finally:
         await workers.close()
-        await server.stop()
+        await asyncio.to_thread(server.stop)

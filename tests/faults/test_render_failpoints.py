@@ -15,13 +15,15 @@ import pytest
 import redis.asyncio as aioredis
 
 from adapters.discord.inbound import TO_CHANNEL
+from bot.redis_server import RedisServer
 from core.domain import events as ev
 from core.domain.ids import new_id
 from core.redis.bus import Bus
 from core.redis.store import Store
 from tests.discord.fake_discord import CHANNEL as DISCORD_CHANNEL
 from tests.discord.fake_discord import FakeDiscord
-from tests.faults.cluster import FAST_TAKEOVER, RedisServer, Worker, Workers, eventually, worker_env
+from tests.eventually import eventually
+from tests.faults.cluster import FAST_TAKEOVER, Worker, Workers, worker_env
 from tests.faults.harness import tools_toml
 from tests.slack.fake_slack import FakeSlack
 

@@ -25,13 +25,13 @@ from config.settings import Settings
 from core import ToolRegistry, load_tools, new_id
 from core.domain import events as ev
 from tests.conftest import Harness, ScriptedModel
+from tests.eventually import eventually
 from tests.slack.fake_slack import BOT_USER, TEAM, Call, FakeSlack
 
 SECRET = "test-signing-secret-0123456789abcdef"
 # On call: U1, who asks in these tests, and APPROVER, who decides (the shipped policies need an approver
 # other than the requester). U2 is on no list.
 APPROVER = "U3"
-DEADLINE_SECONDS = 5.0
 
 
 @dataclass
@@ -56,7 +56,7 @@ class SlackKit:
         self.task = asyncio.create_task(self.server.serve(sockets=[sock]))
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         self.session = aiohttp.ClientSession()
-        await until(lambda: self.server is not None and self.server.started)
+        await eventually(lambda: self.server is not None and self.server.started, "the app's server to start")
 
     async def stop(self) -> None:
         if self.session is not None:
@@ -143,7 +143,7 @@ class SlackKit:
             await bus.done("slack", entry_id)
         return len(items)
 
-    async def settle(self, check: Callable[[], bool]) -> None:
+    async def settle(self, check: Callable[[], bool], what: str = "the Slack calls awaited") -> None:
         """Run the worker and render the outbox until `check()` holds (listeners run after Slack's ack)."""
 
         async def step() -> bool:
@@ -151,11 +151,11 @@ class SlackKit:
             await self.deliver()
             return check()
 
-        await until_async(step)
+        await eventually(step, what)
 
     async def received(self, count: int) -> None:
         """Wait until the listeners have handled `count` deliveries, whatever they made of them."""
-        await until(lambda: sum(self.channel.stats.values()) >= count)
+        await eventually(lambda: sum(self.channel.stats.values()) >= count, f"{count} deliveries handled")
 
     async def events(self) -> list[ev.Event]:
         (state,) = await self.harness.wiring.store.list_threads()
@@ -199,21 +199,6 @@ def block_actions(card: Call, action_id: str, user: str, action_ts: str) -> str:
         "actions": [{**button, "block_id": "approval", "action_ts": action_ts}],
     }
     return "payload=" + quote(json.dumps(payload))
-
-
-async def until_async(step: Callable[[], Awaitable[bool]], within: float = DEADLINE_SECONDS) -> None:
-    deadline = time.monotonic() + within
-    while not await step():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {within}s")
-        await asyncio.sleep(0.01)
-
-
-async def until(check: Callable[[], bool], within: float = DEADLINE_SECONDS) -> None:
-    async def step() -> bool:
-        return check()
-
-    await until_async(step, within)
 
 
 @pytest.fixture

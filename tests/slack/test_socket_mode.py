@@ -9,7 +9,8 @@ from urllib.parse import parse_qs
 from slack_bolt.async_app import AsyncBoltRequest
 
 from adapters.slack.blocks import APPROVE
-from tests.slack.conftest import APPROVER, MakeSlack, SlackKit, block_actions, event_envelope, until
+from tests.eventually import eventually
+from tests.slack.conftest import APPROVER, MakeSlack, SlackKit, block_actions, event_envelope
 from tests.slack.fake_slack import BOT_USER
 
 MENTION = {
@@ -53,10 +54,12 @@ async def test_run_receives_over_the_websocket_and_renders_the_outbox(make_slack
         "payload": event_envelope(MENTION, "Ev1"),
     }
     await slack.fake.envelopes.put(envelope)
-    await until(lambda: {"envelope_id": "env-1"} in slack.fake.acks)
+    await eventually(lambda: {"envelope_id": "env-1"} in slack.fake.acks, "the envelope acknowledged")
     await slack.received(1)
     await slack.harness.drain()
-    await until(lambda: any("blocks" in c.args for c in slack.fake.called("chat.postMessage")))  # rendered by run()
+    await eventually(
+        lambda: any("blocks" in c.args for c in slack.fake.called("chat.postMessage")), "the card, rendered by run()"
+    )
     stop.set()
     await asyncio.wait_for(running, 5)
     (opened,) = slack.fake.called("apps.connections.open")
