@@ -37,14 +37,16 @@ def render(outbound: Outbound) -> str:
             body = outbound.text
         case ApprovalRequest():
             args = json.dumps(outbound.args, sort_keys=True)
-            body = "\n".join([
-                f"approval needed [{outbound.approval_id}]: {outbound.tool} {args}",
-                f"  why: {outbound.reason or '(no reason given)'}",
-                f"  requested by: {outbound.requester}",
-                f"  who may approve: {', '.join(outbound.approvers)}",
-                f"  expires: {outbound.expires_at:%Y-%m-%d %H:%M} UTC",
-                f"  answer: approve {outbound.approval_id}  |  reject {outbound.approval_id} <reason>",
-            ])  # fmt: skip
+            body = "\n".join(
+                [
+                    f"approval needed [{outbound.approval_id}]: {outbound.tool} {args}",
+                    f"  why: {outbound.reason or '(no reason given)'}",
+                    f"  requested by: {outbound.requester}",
+                    f"  who may approve: {', '.join(outbound.approvers)}",
+                    f"  expires: {outbound.expires_at:%Y-%m-%d %H:%M} UTC",
+                    f"  answer: approve {outbound.approval_id}  |  reject {outbound.approval_id} <reason>",
+                ]
+            )
         case Question():
             body = f"question: {outbound.question}\n  (answer by typing a reply)"
         case DecisionReceipt():

@@ -191,9 +191,14 @@ class Server:
         out, err = self.dir / "stdout.log", self.dir / "stderr.log"
         with out.open("wb") as stdout, err.open("wb") as stderr:
             self.process = await asyncio.create_subprocess_exec(
-                *argv, cwd=self.checkout.path, env=self._env(), stdin=asyncio.subprocess.DEVNULL,
-                stdout=stdout, stderr=stderr, start_new_session=True,
-            )  # fmt: skip
+                *argv,
+                cwd=self.checkout.path,
+                env=self._env(),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=stderr,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + START_SECONDS
         while not self.url:
             if self.process.returncode is not None or time.monotonic() > deadline:
@@ -227,9 +232,13 @@ async def seed(url: str, count: int, data_dir: Path) -> None:
         conversation = f"api/{new_id()}"
         thread_id = thread_id_for("api", conversation)
         trigger = MessageTrigger(
-            id=new_id(), channel="api", conversation=conversation, sender=IDENTITY, text="status api",
+            id=new_id(),
+            channel="api",
+            conversation=conversation,
+            sender=IDENTITY,
+            text="status api",
             thread_id=thread_id,
-        )  # fmt: skip
+        )
         await wiring.threads.handle(trigger)
         meta: dict[Any, Any] = await client.hgetall(keys.thread_meta(thread_id))
         state = ThreadState.model_validate_json(meta[b"state"])

@@ -153,9 +153,14 @@ class Driver:
     async def _approve(self, request: ApprovalRequest) -> None:
         self.requested[request.conversation] = time.perf_counter()
         decision = DecisionTrigger(
-            id=new_id(), channel=self.channel, conversation=request.conversation, sender=APPROVER,
-            approval_id=request.approval_id, decision="approve", thread_id=request.thread_id,
-        )  # fmt: skip
+            id=new_id(),
+            channel=self.channel,
+            conversation=request.conversation,
+            sender=APPROVER,
+            approval_id=request.approval_id,
+            decision="approve",
+            thread_id=request.thread_id,
+        )
         self.approved[request.conversation] = time.perf_counter()
         await self.bus.publish(decision)
 

@@ -65,8 +65,11 @@ async def check_config(settings: Settings, env: Mapping[str, str]) -> int:
 
         try:
             check_settings(email)
-            report(True, f"email: {email.address}; IMAP {email.imap_host}:{email.imap_port} ({email.imap_tls}), "
-                         f"SMTP {email.smtp_host}:{email.smtp_port} ({email.smtp_tls})")  # fmt: skip
+            report(
+                True,
+                f"email: {email.address}; IMAP {email.imap_host}:{email.imap_port} ({email.imap_tls}), "
+                f"SMTP {email.smtp_host}:{email.smtp_port} ({email.smtp_tls})",
+            )
         except BotError as exc:
             report(False, str(exc))
     if settings.has_model:
@@ -87,8 +90,11 @@ def _check_packages(report: Report) -> None:
         if where != [home]:
             strays.append(f"{name} ({', '.join(map(str, where)) or 'not found'})")
     if strays:
-        report(False, f"packages: {'; '.join(strays)} not beside bot in {home}: another project's package "
-                      "shadows it; install opsbot in an environment of its own (pipx or uv tool, see README)")  # fmt: skip
+        report(
+            False,
+            f"packages: {'; '.join(strays)} not beside bot in {home}: another project's package "
+            "shadows it; install opsbot in an environment of its own (pipx or uv tool, see README)",
+        )
     else:
         report(True, f"packages: {', '.join(PACKAGES)} from {home}")
 
@@ -121,15 +127,19 @@ def _check_agents(settings: Settings, tools: ToolRegistry | None, report: Report
         except BotError as exc:
             report(False, f"{exc} (BOT_AGENT={settings.agent})")
             return None
-        report(True, f"agent: {settings.agent} with every tool, prompt from {settings.prompts_dir} "
-                     "(set BOT_AGENTS_FILE for focused agents)")  # fmt: skip
+        report(
+            True,
+            f"agent: {settings.agent} with every tool, prompt from {settings.prompts_dir} "
+            "(set BOT_AGENTS_FILE for focused agents)",
+        )
         return [settings.agent]
     if tools is None:
         report.note(f"agents: not checked until the tools load ({path})")
         return None
     try:
-        roster = load_roster(path, tools, prompts, default=settings.agent, language=lambda name: None,
-                             step_limit=settings.step_limit)  # fmt: skip
+        roster = load_roster(
+            path, tools, prompts, default=settings.agent, language=lambda name: None, step_limit=settings.step_limit
+        )
     except BotError as exc:
         report(False, str(exc))
         return None

@@ -155,11 +155,15 @@ def language_models(
 
         return budgeted(
             AnthropicModel(
-                llm, prompts, model=settings.model, agent=prompt, max_tokens=settings.model_max_tokens,
+                llm,
+                prompts,
+                model=settings.model,
+                agent=prompt,
+                max_tokens=settings.model_max_tokens,
                 budget_tokens=settings.context_budget,
             ),
             budget,
-        )  # fmt: skip
+        )
 
     return language
 
@@ -190,10 +194,26 @@ def thread_service(
     """The thread service and what it works with: approvals for every tool (a stored call runs whoever
     holds the thread), and the loop over the roster's agents with the slash-command model."""
     approvals = Approvals(store, tools, clock)
-    loop = Loop(store=store, tools=tools, runner=runner, roster=roster, command=command, approvals=approvals,
-                error_limit=error_limit)  # fmt: skip
-    return Threads(store=store, publisher=publisher, tools=tools, loop=loop, approvals=approvals, roster=roster,
-                   clock=clock, redactor=redactor, metrics=metrics)  # fmt: skip
+    loop = Loop(
+        store=store,
+        tools=tools,
+        runner=runner,
+        roster=roster,
+        command=command,
+        approvals=approvals,
+        error_limit=error_limit,
+    )
+    return Threads(
+        store=store,
+        publisher=publisher,
+        tools=tools,
+        loop=loop,
+        approvals=approvals,
+        roster=roster,
+        clock=clock,
+        redactor=redactor,
+        metrics=metrics,
+    )
 
 
 def build_wiring(
@@ -239,9 +259,16 @@ def build_wiring(
         error_limit=settings.error_limit,
     )
     return Wiring(
-        settings=settings, redis=client, store=store, bus=bus, tools=tools, threads=threads, redactor=redactor,
-        metrics=metrics, schedules=schedules,
-    )  # fmt: skip
+        settings=settings,
+        redis=client,
+        store=store,
+        bus=bus,
+        tools=tools,
+        threads=threads,
+        redactor=redactor,
+        metrics=metrics,
+        schedules=schedules,
+    )
 
 
 def channel_adapters(wiring: Wiring) -> list[ChannelAdapter]:
@@ -270,9 +297,12 @@ def channel_adapters(wiring: Wiring) -> list[ChannelAdapter]:
 def redis_probe(settings: Settings, url: str) -> aioredis.Redis:
     """A client for one start-up PING: no retries of its own, so each attempt is logged and timed by the caller."""
     return redis_client(
-        settings, url, retry=Retry(NoBackoff(), 0), socket_timeout=PROBE_TIMEOUT_SECONDS,
+        settings,
+        url,
+        retry=Retry(NoBackoff(), 0),
+        socket_timeout=PROBE_TIMEOUT_SECONDS,
         socket_connect_timeout=PROBE_TIMEOUT_SECONDS,
-    )  # fmt: skip
+    )
 
 
 @contextlib.asynccontextmanager

@@ -48,20 +48,29 @@ def server_args(
     """
     return [
         binary or redis_server_binary(),
-        "--port", str(port or 0),
+        "--port",
+        str(port or 0),
         *(["--bind", "127.0.0.1"] if port else []),
-        "--unixsocket", str(directory / SOCKET),
-        "--unixsocketperm", "700",
-        "--dir", str(directory),
-        "--appendonly", "yes",
-        "--appendfsync", "everysec",
-        "--save", "",
+        "--unixsocket",
+        str(directory / SOCKET),
+        "--unixsocketperm",
+        "700",
+        "--dir",
+        str(directory),
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "everysec",
+        "--save",
+        "",
         # Thread logs are streams: 8 KB nodes (default 4 KB) hold a short thread in one node and
         # halve the per-node overhead of long ones (bench/core_step.py: stored/JSON 1.58x -> 1.29x).
-        "--stream-node-max-bytes", "8192",
-        "--logfile", str(directory / "redis.log"),
+        "--stream-node-max-bytes",
+        "8192",
+        "--logfile",
+        str(directory / "redis.log"),
         *extra_args,
-    ]  # fmt: skip
+    ]
 
 
 def _wait_until(answers: Callable[[], bool], failure: str) -> None:
@@ -113,11 +122,15 @@ class EmbeddedRedis:
             # Refused: nothing listens on the socket (the server died), so a new one may take over.
             if isinstance(exc.__context__, ConnectionRefusedError | FileNotFoundError):
                 return False
-            raise ConfigError(f"the embedded Redis at {self.socket} runs but does not answer ({exc}); "
-                              f"stop it (pid in {self.data_dir / 'redis.pid'}) or set REDIS_URL") from exc  # fmt: skip
+            raise ConfigError(
+                f"the embedded Redis at {self.socket} runs but does not answer ({exc}); "
+                f"stop it (pid in {self.data_dir / 'redis.pid'}) or set REDIS_URL"
+            ) from exc
         except redis.exceptions.TimeoutError as exc:
-            raise ConfigError(f"the embedded Redis at {self.socket} does not answer within 2s; retry, "
-                              f"or stop it (pid in {self.data_dir / 'redis.pid'})") from exc  # fmt: skip
+            raise ConfigError(
+                f"the embedded Redis at {self.socket} does not answer within 2s; retry, "
+                f"or stop it (pid in {self.data_dir / 'redis.pid'})"
+            ) from exc
 
     def start(self) -> str:
         """Start the server, or join the one already serving this data directory; returns its URL."""

@@ -61,8 +61,9 @@ async def wait_for_redis(probe: Callable[[], aioredis.Redis], url: str, patience
                     if time.monotonic() - loading_logged >= LOADING_LOG_EVERY_SECONDS:
                         loading_logged = time.monotonic()
                         waited = loading_logged - started
-                        log.warning("Redis at %s is loading its data set into memory; waiting (%.0fs so far)",
-                                    where, waited)  # fmt: skip
+                        log.warning(
+                            "Redis at %s is loading its data set into memory; waiting (%.0fs so far)", where, waited
+                        )
                     await asyncio.sleep(LOADING_DELAY_SECONDS)
                     continue
         except StoreUnavailable as exc:
@@ -79,8 +80,12 @@ async def wait_for_redis(probe: Callable[[], aioredis.Redis], url: str, patience
             log.warning(
                 "Redis at %s does not answer (%s); retrying in %gs (attempt %d, waiting %.0fs so far); "
                 "start it or fix REDIS_URL",
-                where, exc.__cause__, round(pause, 1), attempt, waited,
-            )  # fmt: skip
+                where,
+                exc.__cause__,
+                round(pause, 1),
+                attempt,
+                waited,
+            )
             await asyncio.sleep(pause)
             delay = min(delay * 2, MAX_DELAY_SECONDS)
         finally:

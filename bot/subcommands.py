@@ -111,8 +111,10 @@ def slack_manifest(settings: Settings, env: Mapping[str, str], public_url: str |
 def _banner(wiring: Wiring, identity: str) -> str:
     model = wiring.settings.model if wiring.settings.has_model else "none (commands only; set ANTHROPIC_API_KEY)"
     where = wiring.settings.redis_url or f"embedded Redis in {wiring.settings.data_dir}"
-    return (f"bot> DeployBot at your terminal as {identity}; state in {where}; model: {model}.\n"
-            "bot> Type `help` for commands, `quit` to leave.")  # fmt: skip
+    return (
+        f"bot> DeployBot at your terminal as {identity}; state in {where}; model: {model}.\n"
+        "bot> Type `help` for commands, `quit` to leave."
+    )
 
 
 async def chat(settings: Settings, user: str, stop: asyncio.Event) -> int:
@@ -178,8 +180,15 @@ async def thread(settings: Settings, args: argparse.Namespace) -> int:
                 print(views.event_line(seq, event))
             print(views.state_summary(replay(events[:until], thread_id=args.id, stored=True)))
             return 0
-        trigger = ControlTrigger(id=new_id(), channel=CHANNEL, conversation="", sender=settings.cli_identity,
-                                 thread_id=args.id, action=args.action, reason=args.reason)  # fmt: skip
+        trigger = ControlTrigger(
+            id=new_id(),
+            channel=CHANNEL,
+            conversation="",
+            sender=settings.cli_identity,
+            thread_id=args.id,
+            action=args.action,
+            reason=args.reason,
+        )
         await (wiring.threads.pause(trigger) if args.action == "pause" else wiring.threads.resume(trigger))
         state = await wiring.store.load_state(args.id)
         print(views.thread_line(state))

@@ -16,9 +16,11 @@ def event_line(seq: int, event: ev.Event) -> str:  # noqa: C901 - one flat case 
         case ev.UserMessage() | ev.HumanAnswer() | ev.AgentReply():
             what = event.text
         case ev.ModelCall():
-            what = (f"{event.model} prompt {event.prompt_name}@{event.prompt_hash[:12]} "
-                    f"in={event.input_tokens} out={event.output_tokens} cached={event.cache_read_tokens} "
-                    f"{event.latency_ms:.0f}ms")  # fmt: skip
+            what = (
+                f"{event.model} prompt {event.prompt_name}@{event.prompt_hash[:12]} "
+                f"in={event.input_tokens} out={event.output_tokens} cached={event.cache_read_tokens} "
+                f"{event.latency_ms:.0f}ms"
+            )
         case ev.ToolCall():
             what = f"{event.tool} {json.dumps(event.args, sort_keys=True)} [{event.call_id}]"
         case ev.ToolStarted():
@@ -54,8 +56,10 @@ def thread_line(state: ThreadState) -> str:
     when = f"{state.updated_at:%Y-%m-%d %H:%M}" if state.updated_at else "-"
     pending = f" approval {state.pending_approval.approval_id}" if state.pending_approval else ""
     undelivered = f" UNDELIVERED={state.undelivered}" if state.undelivered else ""
-    return (f"{state.thread_id}  {state.effective_status:<17} {state.channel:<8} {state.requester:<22} "
-            f"events={state.seq:<5} steps={state.steps:<4} {when}{pending}{undelivered}")  # fmt: skip
+    return (
+        f"{state.thread_id}  {state.effective_status:<17} {state.channel:<8} {state.requester:<22} "
+        f"events={state.seq:<5} steps={state.steps:<4} {when}{pending}{undelivered}"
+    )
 
 
 def state_summary(state: ThreadState) -> str:
@@ -64,6 +68,8 @@ def state_summary(state: ThreadState) -> str:
 
 def approval_line(record: ApprovalRecord) -> str:
     args = json.dumps(record.args, sort_keys=True)
-    return (f"{record.approval_id}  {record.tool} {args}  requested by {record.requester}  "
-            f"approvers {', '.join(record.approvers)}  thread {record.thread_id}  "
-            f"expires {record.expires_at:%Y-%m-%d %H:%M} UTC")  # fmt: skip
+    return (
+        f"{record.approval_id}  {record.tool} {args}  requested by {record.requester}  "
+        f"approvers {', '.join(record.approvers)}  thread {record.thread_id}  "
+        f"expires {record.expires_at:%Y-%m-%d %H:%M} UTC"
+    )

@@ -141,8 +141,9 @@ async def test_pause_stops_the_loop_and_resume_continues(fake_redis, make_harnes
     h = make_harness(fake_redis, model)
     await h.say("restart something")
     thread_id = (await h.wiring.store.list_threads())[0].thread_id
-    control = ev.ControlTrigger(id="c1", channel="cli", conversation=h.conversation, sender="cli:operator",
-                                thread_id=thread_id, action="pause")  # fmt: skip
+    control = ev.ControlTrigger(
+        id="c1", channel="cli", conversation=h.conversation, sender="cli:operator", thread_id=thread_id, action="pause"
+    )
     await h.wiring.threads.handle(control)
     await h.wiring.threads.handle(control.model_copy(update={"id": "c2"}))
     assert "already paused" in (await h.outbox())[-1].text
@@ -230,8 +231,9 @@ async def test_an_approval_given_while_paused_runs_only_after_resume(fake_redis,
     await h.say("/deploy api 1.4.2 production")
     approval = next(o for o in await h.outbox() if isinstance(o, ev.ApprovalRequest))
     thread_id = (await h.wiring.store.list_threads())[0].thread_id
-    control = ev.ControlTrigger(id="p1", channel="cli", conversation=h.conversation, sender="cli:operator",
-                                thread_id=thread_id, action="pause")  # fmt: skip
+    control = ev.ControlTrigger(
+        id="p1", channel="cli", conversation=h.conversation, sender="cli:operator", thread_id=thread_id, action="pause"
+    )
     await h.wiring.threads.handle(control)
     await h.say(f"approve {approval.approval_id}", sender=APPROVER)
     assert "takes effect when the thread is resumed" in (await h.outbox())[-1].text

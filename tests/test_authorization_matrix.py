@@ -66,9 +66,13 @@ async def test_who_may_decide_a_production_deploy_from_each_channel(
     conversation, approval_id = await requested(h, channel)
     decider = PEOPLE[channel][who]
     decision = ev.DecisionTrigger(
-        id=new_id(), channel=channel, conversation=conversation, sender=decider, approval_id=approval_id,
+        id=new_id(),
+        channel=channel,
+        conversation=conversation,
+        sender=decider,
+        approval_id=approval_id,
         decision="approve",
-    )  # fmt: skip
+    )
     await h.wiring.bus.publish(decision)
     await h.drain()
 

@@ -65,8 +65,15 @@ def test_a_package_shadowed_by_another_projects_is_named(tmp_path) -> None:
     (tmp_path / "shadow" / "evals").mkdir(parents=True)
     (tmp_path / "shadow" / "evals" / "__init__.py").write_text("")  # e.g. another project's `evals`
     env = {k: v for k, v in os.environ.items() if not k.startswith("BOT_")} | {"PYTHONPATH": str(tmp_path / "shadow")}
-    done = subprocess.run([sys.executable, "-m", "bot", "check-config"], check=False, capture_output=True, text=True,
-                          cwd=tmp_path, env=env | {"BOT_DATA_DIR": str(tmp_path / "data")}, timeout=60)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", "check-config"],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env | {"BOT_DATA_DIR": str(tmp_path / "data")},
+        timeout=60,
+    )
     assert done.returncode == 1
     assert f"ERR packages: evals ({tmp_path / 'shadow'}) not beside bot in " in done.stdout, done.stdout
     assert "another project's package shadows it; install opsbot in an environment of its own" in done.stdout

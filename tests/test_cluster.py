@@ -57,8 +57,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             nodes.append(RedisServer(folder, port=_free_port(), extra_args=flags))
             nodes[-1].start()
         addresses = [f"127.0.0.1:{node.port}" for node in nodes]
-        subprocess.run([cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
-                       check=True, capture_output=True, timeout=30)  # fmt: skip
+        subprocess.run(
+            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
         first = redis.Redis(port=nodes[0].port)
         eventually_sync(lambda: first.cluster("info").get("cluster_state") == "ok", "the cluster ready", within=15)
         yield f"redis://127.0.0.1:{nodes[0].port}"

@@ -101,9 +101,16 @@ async def test_count_tokens() -> None:
 async def standalone(script: Path, log: Path) -> AsyncIterator[tuple[str, asyncio.subprocess.Process]]:
     """Run ``python -m tests.fake_anthropic`` and yield its base URL; kill it if the test did not stop it."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.fake_anthropic", "--script", str(script), "--log", str(log),
-        cwd=REPO_ROOT, stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "tests.fake_anthropic",
+        "--script",
+        str(script),
+        "--log",
+        str(log),
+        cwd=REPO_ROOT,
+        stdout=asyncio.subprocess.PIPE,
+    )
     try:
         assert proc.stdout is not None
         line = (await asyncio.wait_for(proc.stdout.readline(), timeout=30)).decode()

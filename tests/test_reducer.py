@@ -59,9 +59,17 @@ def _meta(n: int, actor: str = "cli:operator") -> dict:
 def test_status_follows_the_approval_lifecycle() -> None:
     call = ev.ToolCall(**_meta(2, "agent"), call_id="c1", tool="deploy", args={"service": "api"})
     requested = ev.ApprovalRequested(
-        **_meta(3, "agent"), approval_id="a1", call_id="c1", tool="deploy", args={"service": "api"}, args_hash="h",
-        approvers=["group:oncall"], requester="cli:operator", allow_self=True, expires_at=T0,
-    )  # fmt: skip
+        **_meta(3, "agent"),
+        approval_id="a1",
+        call_id="c1",
+        tool="deploy",
+        args={"service": "api"},
+        args_hash="h",
+        approvers=["group:oncall"],
+        requester="cli:operator",
+        allow_self=True,
+        expires_at=T0,
+    )
     events: list[ev.Event] = [
         ev.ThreadStarted(**_meta(0), agent="a", channel="cli", conversation="c", requester="cli:operator"),
         ev.UserMessage(**_meta(1), text="/deploy api", trigger_id="t1"),
@@ -143,9 +151,17 @@ def test_the_pending_approval_is_the_request_s_terms_in_the_snapshot_shape_it_al
     }
     assert set(ev.ApprovalTerms.model_fields) == terms and terms < set(ev.ApprovalRequested.model_fields)
     requested = ev.ApprovalRequested(
-        **_meta(2, "agent"), approval_id="a1", call_id="c1", tool="deploy", args={"service": "api"}, args_hash="h",
-        approvers=["group:oncall"], requester="cli:operator", allow_self=True, expires_at=T0,
-    )  # fmt: skip
+        **_meta(2, "agent"),
+        approval_id="a1",
+        call_id="c1",
+        tool="deploy",
+        args={"service": "api"},
+        args_hash="h",
+        approvers=["group:oncall"],
+        requester="cli:operator",
+        allow_self=True,
+        expires_at=T0,
+    )
     events: list[ev.Event] = [
         ev.ThreadStarted(**_meta(0), agent="a", channel="cli", conversation="c", requester="cli:operator"),
         ev.ToolCall(**_meta(1, "agent"), call_id="c1", tool="deploy", args={"service": "api"}),
@@ -156,8 +172,14 @@ def test_the_pending_approval_is_the_request_s_terms_in_the_snapshot_shape_it_al
     assert set(state.model_dump(mode="json")["pending_approval"]) == terms
     # A snapshot stored before the shape moved into events.py (reducer.PendingApproval) loads as the same state.
     stored = {
-        "approval_id": "a1", "call_id": "c1", "tool": "deploy", "args": {"service": "api"}, "args_hash": "h",
-        "approvers": ["group:oncall"], "requester": "cli:operator", "allow_self": True,
+        "approval_id": "a1",
+        "call_id": "c1",
+        "tool": "deploy",
+        "args": {"service": "api"},
+        "args_hash": "h",
+        "approvers": ["group:oncall"],
+        "requester": "cli:operator",
+        "allow_self": True,
         "expires_at": "2026-11-23T12:00:00Z",
-    }  # fmt: skip
+    }
     assert ThreadState.model_validate({**state.model_dump(mode="json"), "pending_approval": stored}) == state

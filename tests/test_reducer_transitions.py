@@ -91,10 +91,17 @@ def event_of(draw: st.DrawFn, kind: type[ev.Event], n: int, state: ThreadState, 
             return ev.ToolErrorEvent(**meta, call_id=call_id, tool=tool, error=draw(texts), kind=error_kind)
         case ev.ApprovalRequested:
             return ev.ApprovalRequested(
-                **meta, approval_id=f"a{n}" if fit else approval_id, call_id=call_id, tool=tool, args=draw(args),
-                args_hash="h", approvers=["group:oncall"], requester="cli:op", allow_self=draw(st.booleans()),
+                **meta,
+                approval_id=f"a{n}" if fit else approval_id,
+                call_id=call_id,
+                tool=tool,
+                args=draw(args),
+                args_hash="h",
+                approvers=["group:oncall"],
+                requester="cli:op",
+                allow_self=draw(st.booleans()),
                 expires_at=T0 + timedelta(hours=1),
-            )  # fmt: skip
+            )
         case ev.ApprovalDecided:
             decision = draw(st.sampled_from(["approve", "reject", "expire"]))
             return ev.ApprovalDecided(**meta, approval_id=approval_id, call_id=call_id, decision=decision)
@@ -223,9 +230,17 @@ def _call(n: int, call_id: str = "c1") -> ev.ToolCall:
 
 def _requested(n: int, approval_id: str = "a1", call_id: str = "c1") -> ev.ApprovalRequested:
     return ev.ApprovalRequested(
-        **_meta(n), approval_id=approval_id, call_id=call_id, tool="deploy", args={"service": "api"}, args_hash="h",
-        approvers=["group:oncall"], requester="cli:op", allow_self=False, expires_at=T0 + timedelta(hours=1),
-    )  # fmt: skip
+        **_meta(n),
+        approval_id=approval_id,
+        call_id=call_id,
+        tool="deploy",
+        args={"service": "api"},
+        args_hash="h",
+        approvers=["group:oncall"],
+        requester="cli:op",
+        allow_self=False,
+        expires_at=T0 + timedelta(hours=1),
+    )
 
 
 def _decided(n: int, approval_id: str = "a1", call_id: str = "c1") -> ev.ApprovalDecided:

@@ -21,8 +21,9 @@ def _message(n: int, text: str = "hello") -> ev.UserMessage:
 
 
 def _start() -> ev.ThreadStarted:
-    return ev.ThreadStarted(id="e0", at=T0, actor="cli:operator", agent="a", channel="cli", conversation="c",
-                            requester="cli:operator")  # fmt: skip
+    return ev.ThreadStarted(
+        id="e0", at=T0, actor="cli:operator", agent="a", channel="cli", conversation="c", requester="cli:operator"
+    )
 
 
 async def _append(store: Store, thread_id: str, *events: ev.Event) -> None:
@@ -73,10 +74,20 @@ async def test_concurrent_writers_never_interleave_or_lose_events(redis_client) 
 
 def _record(approval_id: str = "abcd1234", expires: datetime = T0 + timedelta(hours=1)) -> ApprovalRecord:
     return ApprovalRecord(
-        approval_id=approval_id, thread_id="t1", call_id="c1", tool="deploy", args={"service": "api"},
-        args_hash="h", requester="cli:operator", approvers=["group:oncall"], allow_self=True, channel="cli",
-        conversation="c", created_at=T0, expires_at=expires,
-    )  # fmt: skip
+        approval_id=approval_id,
+        thread_id="t1",
+        call_id="c1",
+        tool="deploy",
+        args={"service": "api"},
+        args_hash="h",
+        requester="cli:operator",
+        approvers=["group:oncall"],
+        allow_self=True,
+        channel="cli",
+        conversation="c",
+        created_at=T0,
+        expires_at=expires,
+    )
 
 
 async def test_an_approval_is_decided_exactly_once_under_a_race(redis_client) -> None:

@@ -110,8 +110,10 @@ def _command(argv: list[str], **extra) -> ToolSpec:
 
 
 async def test_command_arguments_are_never_interpreted_by_a_shell(tmp_path: Path) -> None:
-    spec = _command([sys.executable, "-c", "import sys; print(sys.argv[1])", "{text}"],
-                    parameters={"type": "object", "properties": {"text": {"type": "string"}}})  # fmt: skip
+    spec = _command(
+        [sys.executable, "-c", "import sys; print(sys.argv[1])", "{text}"],
+        parameters={"type": "object", "properties": {"text": {"type": "string"}}},
+    )
     out = await _runner(tmp_path).run(spec, {"text": "$(touch pwned); `id`; echo hi"}, CTX)
     assert out.text == "$(touch pwned); `id`; echo hi"
     assert not (tmp_path / "pwned").exists()
@@ -130,9 +132,15 @@ async def test_a_slow_command_times_out_and_is_killed(tmp_path: Path) -> None:
 
 
 async def test_output_is_capped_and_secrets_are_redacted(tmp_path: Path) -> None:
-    spec = _command([sys.executable, "-c", "import os; print(os.environ['DEPLOY_TOKEN'] + ' ' + 'x' * 500)"],
-                    max_output=100, executor={"kind": "command", "argv": [sys.executable, "-c",
-                    "import os; print(os.environ['DEPLOY_TOKEN'] + ' ' + 'x' * 500)"], "env": ["DEPLOY_TOKEN"]})  # fmt: skip
+    spec = _command(
+        [sys.executable, "-c", "import os; print(os.environ['DEPLOY_TOKEN'] + ' ' + 'x' * 500)"],
+        max_output=100,
+        executor={
+            "kind": "command",
+            "argv": [sys.executable, "-c", "import os; print(os.environ['DEPLOY_TOKEN'] + ' ' + 'x' * 500)"],
+            "env": ["DEPLOY_TOKEN"],
+        },
+    )
     out = await _runner(tmp_path, {"DEPLOY_TOKEN": "s3cr3t-value-123"}).run(spec, {}, CTX)
     assert out.text.startswith("[redacted:DEPLOY_TOKEN] xxx")
     assert "s3cr3t-value-123" not in out.text and "[output truncated:" in out.text
@@ -153,12 +161,18 @@ async def test_http_executor_sends_secret_headers_and_reports_status(tmp_path: P
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    spec = ToolSpec.model_validate({
-        "name": "restart", "description": "r",
-        "parameters": {"type": "object", "properties": {"service": {"type": "string"}}},
-        "executor": {"kind": "http", "url": f"http://127.0.0.1:{port}/restart/{{service}}",
-                     "headers": {"Authorization": "Bearer {env:OPS_API_TOKEN}"}},
-    })  # fmt: skip
+    spec = ToolSpec.model_validate(
+        {
+            "name": "restart",
+            "description": "r",
+            "parameters": {"type": "object", "properties": {"service": {"type": "string"}}},
+            "executor": {
+                "kind": "http",
+                "url": f"http://127.0.0.1:{port}/restart/{{service}}",
+                "headers": {"Authorization": "Bearer {env:OPS_API_TOKEN}"},
+            },
+        }
+    )
     try:
         async with aiohttp.ClientSession() as session:
             tools = _runner(tmp_path, {"OPS_API_TOKEN": "tok-abcdef-123"}, http=session)
@@ -174,11 +188,14 @@ async def test_http_executor_sends_secret_headers_and_reports_status(tmp_path: P
 
 
 async def test_python_executor_calls_the_function_and_reports_its_failure(tmp_path: Path) -> None:
-    spec = ToolSpec.model_validate({
-        "name": "check", "description": "c",
-        "parameters": {"type": "object", "properties": {"url": {"type": "string"}}},
-        "executor": {"kind": "python", "target": "config.deploybot.probes:check_url"},
-    })  # fmt: skip
+    spec = ToolSpec.model_validate(
+        {
+            "name": "check",
+            "description": "c",
+            "parameters": {"type": "object", "properties": {"url": {"type": "string"}}},
+            "executor": {"kind": "python", "target": "config.deploybot.probes:check_url"},
+        }
+    )
     with pytest.raises(ToolFailed, match=r"GET http://127.0.0.1:9/ failed"):
         await _runner(tmp_path).run(spec, {"url": "http://127.0.0.1:9/"}, CTX)
 

@@ -58,8 +58,10 @@ async def login(client: OpsBot, settings: DiscordSettings) -> None:
     try:
         await client.login(settings.token.get_secret_value())
     except discord.LoginFailure as exc:
-        raise ConfigError(f"DISCORD_TOKEN was refused by Discord ({exc}); set it to the bot token "
-                          "from the Developer Portal (Bot > Reset Token)") from exc  # fmt: skip
+        raise ConfigError(
+            f"DISCORD_TOKEN was refused by Discord ({exc}); set it to the bot token "
+            "from the Developer Portal (Bot > Reset Token)"
+        ) from exc
     except (discord.HTTPException, aiohttp.ClientError) as exc:
         where = settings.api_base or discord.http.Route.BASE
         raise ChannelError(
@@ -132,8 +134,10 @@ class DiscordChannel:
                 retry_after=exc.retry_after,
             ) from exc
         except discord.Forbidden as exc:
-            raise ChannelError(f"Discord refused {outbound.kind} {outbound.id} ({exc.text}); give the bot Send "
-                               "Messages, Send Messages in Threads and Create Public Threads there") from exc  # fmt: skip
+            raise ChannelError(
+                f"Discord refused {outbound.kind} {outbound.id} ({exc.text}); give the bot Send "
+                "Messages, Send Messages in Threads and Create Public Threads there"
+            ) from exc
         except (discord.HTTPException, aiohttp.ClientError) as exc:
             raise ChannelError(f"Discord failed on {outbound.kind} {outbound.id}: {exc}") from exc
 
@@ -160,8 +164,10 @@ class DiscordChannel:
             outcomes = await asyncio.gather(*tasks, return_exceptions=True)
         for outcome in outcomes:
             if isinstance(outcome, discord.PrivilegedIntentsRequired):
-                raise ConfigError("Discord refused the message-content intent; enable it for the bot in the "
-                                  "Developer Portal (Bot > Privileged Gateway Intents) or turn it off") from outcome  # fmt: skip
+                raise ConfigError(
+                    "Discord refused the message-content intent; enable it for the bot in the "
+                    "Developer Portal (Bot > Privileged Gateway Intents) or turn it off"
+                ) from outcome
             if isinstance(outcome, Exception):
                 raise ChannelError(f"the Discord channel stopped: {outcome}") from outcome
 

@@ -138,8 +138,12 @@ class Renderer:
     async def _post(self, outbound: Outbound, text: str) -> None:
         target = await self._target(outbound)
         if target is None:
-            log.warning("discord: no Discord place for %s %s (thread %s); dropped", outbound.kind, outbound.id,
-                        outbound.thread_id)  # fmt: skip
+            log.warning(
+                "discord: no Discord place for %s %s (thread %s); dropped",
+                outbound.kind,
+                outbound.id,
+                outbound.thread_id,
+            )
             return
         await self._send(target, text, outbound.id)
 
@@ -170,8 +174,11 @@ class Renderer:
         home = await self._target(request)
         where = self.approval_channel_id or home
         if where is None:
-            log.error("discord: approval %s came from another channel and DISCORD_APPROVAL_CHANNEL_ID is not set; "
-                      "set it to show such approvals on Discord", request.approval_id)  # fmt: skip
+            log.error(
+                "discord: approval %s came from another channel and DISCORD_APPROVAL_CHANNEL_ID is not set; "
+                "set it to show such approvals on Discord",
+                request.approval_id,
+            )
             return
         text = card_text(request)
         approvers = [discord.Object(uid) for a in request.approvers if (uid := discord_user(a)) is not None]

@@ -67,12 +67,14 @@ def card_text(request: ApprovalRequest) -> str:
     """The approval card: tool, exact arguments, reason, requester, approvers, expiry."""
     expires = int(request.expires_at.timestamp())
     head = f"**Approval needed:** `{request.tool}` (approval `{request.approval_id}`)"
-    tail = "\n".join([
-        f"**Why:** {clip(request.reason or '(no reason given)', REASON_CHARS)}",
-        f"**Requested by:** {who(request.requester)}",
-        f"**Who may approve:** {', '.join(who(a) for a in request.approvers) or '(nobody)'}",
-        f"**Expires:** <t:{expires}:R> ({request.expires_at:%Y-%m-%d %H:%M} UTC)",
-    ])  # fmt: skip
+    tail = "\n".join(
+        [
+            f"**Why:** {clip(request.reason or '(no reason given)', REASON_CHARS)}",
+            f"**Requested by:** {who(request.requester)}",
+            f"**Who may approve:** {', '.join(who(a) for a in request.approvers) or '(nobody)'}",
+            f"**Expires:** <t:{expires}:R> ({request.expires_at:%Y-%m-%d %H:%M} UTC)",
+        ]
+    )
     args = json.dumps(request.args, indent=2, sort_keys=True, ensure_ascii=False).replace("```", "`\u200b``")
     room = CARD_LIMIT - len(head) - len(tail) - 20
     if len(args) > room:

@@ -113,8 +113,10 @@ class SlackChannel:
         consumer = f"slack-{socket.gethostname()}-{os.getpid()}"
         if self.settings.app_token is None:
             if self.settings.signing_secret is None:
-                log.warning("slack: neither SLACK_APP_TOKEN nor SLACK_SIGNING_SECRET is set, so Slack cannot "
-                            "send anything to this bot; set one of them")  # fmt: skip
+                log.warning(
+                    "slack: neither SLACK_APP_TOKEN nor SLACK_SIGNING_SECRET is set, so Slack cannot "
+                    "send anything to this bot; set one of them"
+                )
             await deliver(self.bus, self.name, self.render, stop, consumer)
             return
         handler = AsyncSocketModeHandler(self.app, self.settings.app_token.get_secret_value(), web_client=self.client)

@@ -180,8 +180,9 @@ class SlackRenderer:
         except SlackApiError as exc:
             if _retry_after(exc) is not None:
                 raise
-            log.warning("slack: cannot look for an earlier post of %s (%s); posting it, perhaps twice", key,
-                        _error(exc))  # fmt: skip
+            log.warning(
+                "slack: cannot look for an earlier post of %s (%s); posting it, perhaps twice", key, _error(exc)
+            )
             return None
         for message in page.get("messages") or []:
             if _marked(message, key):
@@ -252,8 +253,11 @@ class SlackRenderer:
             channel, ts = await self._send(request.id, thread, text, block_list)
             card = Card(channel, ts, thread.thread_ts, request)
         else:
-            log.error("slack: approval %s is for a thread on another channel and SLACK_APPROVAL_CHANNEL is not set; "
-                      "set it to a channel id to show such requests in Slack", request.approval_id)  # fmt: skip
+            log.error(
+                "slack: approval %s is for a thread on another channel and SLACK_APPROVAL_CHANNEL is not set; "
+                "set it to a channel id to show such requests in Slack",
+                request.approval_id,
+            )
             return
         await self.state.set_card(card)
 

@@ -185,8 +185,12 @@ class Operations:
         except StoreUnavailable as exc:
             # The compare-and-set stored the decision; a worker's sweeper applies what was decided but not
             # applied. Answering 503 would invite a second decision that can only be refused.
-            log.warning("approval %s: decided by %s, not enqueued (%s); a sweeper will apply it",
-                        decided.approval_id, trigger.sender, exc)  # fmt: skip
+            log.warning(
+                "approval %s: decided by %s, not enqueued (%s); a sweeper will apply it",
+                decided.approval_id,
+                trigger.sender,
+                exc,
+            )
             return Accepted(
                 thread_id=record.thread_id,
                 trigger_id=trigger.id,

@@ -85,10 +85,15 @@ class Schedule(BaseModel):
         """A new thread per tick, from the schedule's own identity; the dedup key is the tick's lease."""
         stamp = f"{tick:%Y-%m-%dT%H:%MZ}"
         return MessageTrigger(
-            id=new_id(), channel=self.channel, conversation=f"schedule/{self.name}/{stamp}",
-            sender=f"schedule:{self.name}", text=self.text, agent=self.agent, reply_to=self.reply_to,
+            id=new_id(),
+            channel=self.channel,
+            conversation=f"schedule/{self.name}/{stamp}",
+            sender=f"schedule:{self.name}",
+            text=self.text,
+            agent=self.agent,
+            reply_to=self.reply_to,
             dedup_key=f"schedule:{self.name}:{int(tick.timestamp())}",
-        )  # fmt: skip
+        )
 
 
 def load_schedules(path: Path, agents: Collection[str]) -> list[Schedule]:

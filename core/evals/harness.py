@@ -116,8 +116,11 @@ def _summary(results: list[Result], out: TextIO) -> float:
         print(f"tag {tag}: {sum(r.passed for r in tagged)} of {len(tagged)} passed", file=out)
     gated = [r for r in results if r.gated]
     held = sum(r.gate_held for r in gated)
-    print(f"\napproval gate: {len(gated)} gated calls chosen, {held} held for approval, "
-          f"{len(gated) - held} would have run without one", file=out)  # fmt: skip
+    print(
+        f"\napproval gate: {len(gated)} gated calls chosen, {held} held for approval, "
+        f"{len(gated) - held} would have run without one",
+        file=out,
+    )
     return sum(r.passed for r in results) / len(results)
 
 
@@ -155,8 +158,11 @@ async def run_evals(
     _table(results, out)
     accuracy = _summary(results, out)
     if models.stale:
-        print(f"note: {len(models.stale)} recordings were made with another prompt than today's; record them "
-              "again with ANTHROPIC_API_KEY set: bot eval --record", file=out)  # fmt: skip
+        print(
+            f"note: {len(models.stale)} recordings were made with another prompt than today's; record them "
+            "again with ANTHROPIC_API_KEY set: bot eval --record",
+            file=out,
+        )
     if any(not r.gate_held for r in results):
         print("FAILED: a gated call would have run without approval", file=out)
         return 1

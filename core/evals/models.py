@@ -48,9 +48,11 @@ class Replay:
         self._ids = itertools.count(1)
         transport = httpx2.MockTransport(self._answer)
         self._client = anthropic.AsyncAnthropic(
-            api_key="replay", base_url="http://replay.invalid", max_retries=0,
+            api_key="replay",
+            base_url="http://replay.invalid",
+            max_retries=0,
             http_client=httpx2.AsyncClient(transport=transport),
-        )  # fmt: skip
+        )
 
     def model(self, scenario_id: str, agent: str) -> Model:
         self._current = scenario_id
@@ -64,17 +66,28 @@ class Replay:
         body = json.loads(request.content)
         recording = self.recordings.get(self._current)
         if recording is None:
-            message = (f"no recorded response for scenario {self._current}; record one with "
-                       "ANTHROPIC_API_KEY set: bot eval --record")  # fmt: skip
+            message = (
+                f"no recorded response for scenario {self._current}; record one with "
+                "ANTHROPIC_API_KEY set: bot eval --record"
+            )
             error = {"type": "error", "error": {"type": "not_found_error", "message": message}}
             return httpx2.Response(404, json=error, headers={"x-should-retry": "false"})
         content = recording["content"]
         stop = "tool_use" if any(block["type"] == "tool_use" for block in content) else "end_turn"
         usage = {"input_tokens": 0, "output_tokens": 0}
-        return httpx2.Response(200, json={
-            "id": f"msg_replay{next(self._ids):05d}", "type": "message", "role": "assistant", "model": body["model"],
-            "content": content, "stop_reason": stop, "stop_sequence": None, "usage": usage,
-        })  # fmt: skip
+        return httpx2.Response(
+            200,
+            json={
+                "id": f"msg_replay{next(self._ids):05d}",
+                "type": "message",
+                "role": "assistant",
+                "model": body["model"],
+                "content": content,
+                "stop_reason": stop,
+                "stop_sequence": None,
+                "usage": usage,
+            },
+        )
 
     async def aclose(self) -> None:
         await self._client.close()

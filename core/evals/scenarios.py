@@ -123,15 +123,25 @@ class _Thread:
         if step.approval is not None:
             self.add(
                 ev.ApprovalRequested(
-                    **self.meta(), approval_id=f"a{call_id[-4:]}", call_id=call_id, tool=tool, args=step.args,
-                    args_hash="-", approvers=["group:oncall"], requester=self.scenario.requester, allow_self=True,
+                    **self.meta(),
+                    approval_id=f"a{call_id[-4:]}",
+                    call_id=call_id,
+                    tool=tool,
+                    args=step.args,
+                    args_hash="-",
+                    approvers=["group:oncall"],
+                    requester=self.scenario.requester,
+                    allow_self=True,
                     expires_at=T0 + timedelta(hours=1),
                 ),
                 ev.ApprovalDecided(
-                    **self.meta(step.by), approval_id=f"a{call_id[-4:]}", call_id=call_id,
-                    decision="approve" if step.approval == "approved" else "reject", comment=step.comment,
+                    **self.meta(step.by),
+                    approval_id=f"a{call_id[-4:]}",
+                    call_id=call_id,
+                    decision="approve" if step.approval == "approved" else "reject",
+                    comment=step.comment,
                 ),
-            )  # fmt: skip
+            )
         if step.approval == "rejected":
             error = f"rejected by {step.by}: {step.comment or 'no reason given'}"
             self.add(ev.ToolErrorEvent(**self.meta(), call_id=call_id, tool=tool, error=error, kind="rejected"))
@@ -158,8 +168,15 @@ class _Thread:
             self.add(ev.AgentReply(**self.meta(), text=step.reply))
         elif step.handed_from is not None:
             call_id = self.call(step, handoff_tool(self.scenario.agent), {"note": step.note})
-            self.add(ev.HandedOff(**self.meta(), from_agent=step.handed_from, to_agent=self.scenario.agent,
-                                  note=step.note, call_id=call_id))  # fmt: skip
+            self.add(
+                ev.HandedOff(
+                    **self.meta(),
+                    from_agent=step.handed_from,
+                    to_agent=self.scenario.agent,
+                    note=step.note,
+                    call_id=call_id,
+                )
+            )
 
 
 def thread_events(scenario: Scenario) -> list[ev.Event]:
@@ -167,9 +184,14 @@ def thread_events(scenario: Scenario) -> list[ev.Event]:
     first = next((s.handed_from for s in scenario.thread if s.handed_from), None) or scenario.agent
     thread = _Thread(scenario)
     thread.add(
-        ev.ThreadStarted(**thread.meta(scenario.requester), agent=first, channel="eval", conversation=scenario.id,
-                         requester=scenario.requester)
-    )  # fmt: skip
+        ev.ThreadStarted(
+            **thread.meta(scenario.requester),
+            agent=first,
+            channel="eval",
+            conversation=scenario.id,
+            requester=scenario.requester,
+        )
+    )
     trigger_ids = itertools.count(1)
     for step in scenario.thread:
         thread.step(step, trigger_ids)

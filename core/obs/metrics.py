@@ -23,9 +23,12 @@ class Metrics:
         self.model_calls = Counter("bot_model_calls", "Model calls", ["model"], registry=r)
         self.model_tokens = Counter("bot_model_tokens", "Model tokens", ["model", "kind"], registry=r)
         self.model_latency = Histogram(
-            "bot_model_latency_seconds", "Model call latency", ["model"], registry=r,
+            "bot_model_latency_seconds",
+            "Model call latency",
+            ["model"],
+            registry=r,
             buckets=(0.25, 0.5, 1, 2, 4, 8, 16, 32, 64),
-        )  # fmt: skip
+        )
         self.approvals = Counter("bot_approvals", "Approvals requested and decided", ["outcome"], registry=r)
         self.retries = Counter("bot_retries", "Work retried", ["reason"], registry=r)
         self.rate_limited = Counter(
@@ -33,9 +36,11 @@ class Metrics:
         )
         self.dead_letters = Counter("bot_dead_letters", "Triggers parked on the dead-letter stream", registry=r)
         self.undelivered = Counter(
-            "bot_deliveries_failed", "Outbound messages a channel gave up on (recorded in their thread)", ["channel"],
+            "bot_deliveries_failed",
+            "Outbound messages a channel gave up on (recorded in their thread)",
+            ["channel"],
             registry=r,
-        )  # fmt: skip
+        )
 
     def observe(self, agent: str, events: Iterable[ev.Event]) -> None:
         """Count what the committed events say happened."""

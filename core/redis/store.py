@@ -256,10 +256,17 @@ class Store:
         in_flight = new_state.status == "running" and not new_state.paused
         score = str(events[-1].at.timestamp()) if events else str(datetime.now(UTC).timestamp())
         args: list[str | int] = [
-            state.seq, new_state.model_dump_json(exclude_defaults=True), tid, len(events), score,
-            0 if self.cluster else key(keys.THREAD_INDEX), 0 if self.cluster else key(keys.ACTIVE_THREADS),
-            score if in_flight else "", *cas, 0 if self.cluster else key(keys.THREADS_UPDATED),
-        ]  # fmt: skip
+            state.seq,
+            new_state.model_dump_json(exclude_defaults=True),
+            tid,
+            len(events),
+            score,
+            0 if self.cluster else key(keys.THREAD_INDEX),
+            0 if self.cluster else key(keys.ACTIVE_THREADS),
+            score if in_flight else "",
+            *cas,
+            0 if self.cluster else key(keys.THREADS_UPDATED),
+        ]
         args += encoded if encoded is not None else [event.model_dump_json() for event in events]
         payloads = encoded_outbound if encoded_outbound is not None else [o.model_dump_json() for o in outbound]
         for item, payload in zip(outbound, payloads, strict=True):
@@ -423,8 +430,12 @@ class Store:
     async def stalled_threads(self, quiet_since: datetime, limit: int = 50) -> list[str]:
         """Threads whose status says work is in flight, unchanged since `quiet_since`, with no lease holder."""
         with redis_errors():
-            ids = [_s(t) for t in await self.redis.zrangebyscore(keys.ACTIVE_THREADS, "-inf", quiet_since.timestamp(),
-                                                                 start=0, num=limit)]  # fmt: skip
+            ids = [
+                _s(t)
+                for t in await self.redis.zrangebyscore(
+                    keys.ACTIVE_THREADS, "-inf", quiet_since.timestamp(), start=0, num=limit
+                )
+            ]
             if not ids:
                 return []
             async with self.redis.pipeline(transaction=False) as pipe:
@@ -545,8 +556,9 @@ class Store:
                 retries.reset()
                 pause = every
             except redis.exceptions.LockNotOwnedError:
-                log.error("thread lease %s lapsed while held; the sequence check will refuse this worker's writes",
-                          lock.name)  # fmt: skip
+                log.error(
+                    "thread lease %s lapsed while held; the sequence check will refuse this worker's writes", lock.name
+                )
                 return
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
                 log.warning("thread lease %s: renewal failed (%s); retrying", lock.name, exc)

@@ -76,12 +76,18 @@ class Sweeper:
         done = 0
         for thread_id in await self.store.stalled_threads(now - self.quiet):
             state = await self.store.load_state(thread_id)
-            log.warning("thread %s: %s with no worker on it since %s; re-driving it", thread_id, state.status,
-                        state.updated_at)  # fmt: skip
+            log.warning(
+                "thread %s: %s with no worker on it since %s; re-driving it", thread_id, state.status, state.updated_at
+            )
             trigger = ev.ControlTrigger(
-                id=new_id(), channel=state.channel, conversation=state.conversation, sender=SYSTEM,
-                thread_id=thread_id, action="redrive", dedup_key=f"redrive:{thread_id}:{state.seq}",
-            )  # fmt: skip
+                id=new_id(),
+                channel=state.channel,
+                conversation=state.conversation,
+                sender=SYSTEM,
+                thread_id=thread_id,
+                action="redrive",
+                dedup_key=f"redrive:{thread_id}:{state.seq}",
+            )
             done += int(await self.bus.publish(trigger))
         for approval_id in await self.store.decided_unapplied(now - self.quiet / 2):
             done += await self._apply_decided(approval_id)
@@ -94,14 +100,24 @@ class Sweeper:
         if record is None or state is None or state.paused or pending is None or pending.approval_id != approval_id:
             await self.store.forget_decided(approval_id)  # applied, moved on, or applied on resume
             return 0
-        log.warning("approval %s was %s by %s but never applied to thread %s; applying it", approval_id,
-                    record.status, record.decided_by, record.thread_id)  # fmt: skip
+        log.warning(
+            "approval %s was %s by %s but never applied to thread %s; applying it",
+            approval_id,
+            record.status,
+            record.decided_by,
+            record.thread_id,
+        )
         trigger = ev.DecisionTrigger(
-            id=new_id(), channel=record.channel, conversation=record.conversation, sender=record.decided_by,
-            thread_id=record.thread_id, approval_id=approval_id,
-            decision="approve" if record.status == "approved" else "reject", comment=record.comment,
+            id=new_id(),
+            channel=record.channel,
+            conversation=record.conversation,
+            sender=record.decided_by,
+            thread_id=record.thread_id,
+            approval_id=approval_id,
+            decision="approve" if record.status == "approved" else "reject",
+            comment=record.comment,
             dedup_key=f"apply:{approval_id}",
-        )  # fmt: skip
+        )
         return int(await self.bus.publish(trigger))
 
     async def _expire(self, approval_id: str) -> int:
@@ -110,9 +126,15 @@ class Sweeper:
             await self.store.take_due(keys.APPROVAL_INDEX, approval_id)  # stale entry
             return 0
         trigger = ev.ControlTrigger(
-            id=new_id(), channel=record.channel, conversation=record.conversation, sender=SYSTEM,
-            thread_id=record.thread_id, action="expire", approval_id=approval_id, dedup_key=f"expire:{approval_id}",
-        )  # fmt: skip
+            id=new_id(),
+            channel=record.channel,
+            conversation=record.conversation,
+            sender=SYSTEM,
+            thread_id=record.thread_id,
+            action="expire",
+            approval_id=approval_id,
+            dedup_key=f"expire:{approval_id}",
+        )
         return int(await self.bus.publish(trigger))
 
     async def _remind(self, approval_id: str) -> int:
@@ -120,9 +142,11 @@ class Sweeper:
         if record is None or record.status != "pending":
             return 0
         who = self.tools.describe(record.allowed)
-        text = (f"reminder: approval {approval_id} for {record.tool} is still waiting and expires at "
-                f"{record.expires_at:%Y-%m-%d %H:%M} UTC; approvers: {who}. "
-                f"Answer with `approve {approval_id}` or `reject {approval_id} <reason>`.")  # fmt: skip
+        text = (
+            f"reminder: approval {approval_id} for {record.tool} is still waiting and expires at "
+            f"{record.expires_at:%Y-%m-%d %H:%M} UTC; approvers: {who}. "
+            f"Answer with `approve {approval_id}` or `reject {approval_id} <reason>`."
+        )
         for channel in _channels(record):
             await self.bus.send(_outbound(record, channel, ev.Notice, text=text))
         return 1
@@ -158,5 +182,11 @@ def _channels(record: ApprovalRecord) -> list[str]:
 
 def _outbound(record: ApprovalRecord, channel: str, kind: type[ev.OutboundT], **fields: Any) -> ev.OutboundT:
     reply_to = record.reply_to if channel == record.channel else {}
-    return kind(id=new_id(), channel=channel, conversation=record.conversation, thread_id=record.thread_id,
-                reply_to=reply_to, **fields)  # fmt: skip
+    return kind(
+        id=new_id(),
+        channel=channel,
+        conversation=record.conversation,
+        thread_id=record.thread_id,
+        reply_to=reply_to,
+        **fields,
+    )

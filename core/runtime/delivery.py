@@ -174,8 +174,15 @@ class Delivery:
                 if time.monotonic() - started + delay > self.give_up_after:
                     return f"{error} (gave up after {attempt + 1} attempts in {time.monotonic() - started:.0f}s)"
                 attempt += 1
-                log.warning("outbox %s: rendering %s %s failed (attempt %d): %s; retrying in %.1fs",
-                            self.channel, outbound.kind, outbound.id, attempt, exc, delay)  # fmt: skip
+                log.warning(
+                    "outbox %s: rendering %s %s failed (attempt %d): %s; retrying in %.1fs",
+                    self.channel,
+                    outbound.kind,
+                    outbound.id,
+                    attempt,
+                    exc,
+                    delay,
+                )
                 await _sleep(stop, delay)
                 continue
             await failpoints.hit("after-render")
@@ -204,10 +211,17 @@ class Delivery:
 
     async def _give_up(self, entry_id: str, outbound: ev.Outbound, error: str, stop: asyncio.Event) -> None:
         notice = ev.ControlTrigger(
-            id=new_id(), channel=self.channel, conversation=outbound.conversation, sender="system",
-            thread_id=outbound.thread_id, action="undeliverable", reason=error, outbound_id=outbound.id,
-            outbound_kind=outbound.kind, dedup_key=f"undeliverable:{self.channel}:{outbound.id}",
-        )  # fmt: skip
+            id=new_id(),
+            channel=self.channel,
+            conversation=outbound.conversation,
+            sender="system",
+            thread_id=outbound.thread_id,
+            action="undeliverable",
+            reason=error,
+            outbound_id=outbound.id,
+            outbound_kind=outbound.kind,
+            dedup_key=f"undeliverable:{self.channel}:{outbound.id}",
+        )
         if outbound.thread_id:
             await self._until_stored(stop, lambda: self.bus.publish(notice))
         await self._until_stored(stop, lambda: self.bus.park(self.channel, entry_id, outbound, error, self.group))

@@ -63,9 +63,14 @@ class Run:
         outbound = [self.redactor.encode(item) for item in self.outbox]
         new_state = replay(clean, state=self.state)
         await self.store.append(
-            self.state, clean, new_state, [item for item, _ in outbound], decision,
-            encoded=[raw for _, raw in encoded], encoded_outbound=[raw for _, raw in outbound],
-        )  # fmt: skip
+            self.state,
+            clean,
+            new_state,
+            [item for item, _ in outbound],
+            decision,
+            encoded=[raw for _, raw in encoded],
+            encoded_outbound=[raw for _, raw in outbound],
+        )
         self.outbox = []
         self.state = new_state
         if self.metrics is not None:
@@ -88,8 +93,12 @@ class Run:
                 if loop.time() >= deadline:
                     raise
                 pause = pauses.next()
-                log.warning("thread %s: cannot store a finished result (%s); retrying in %.1fs",
-                            self.state.thread_id, exc, pause)  # fmt: skip
+                log.warning(
+                    "thread %s: cannot store a finished result (%s); retrying in %.1fs",
+                    self.state.thread_id,
+                    exc,
+                    pause,
+                )
                 await asyncio.sleep(pause)
 
     def error(self, call_id: str, tool: str, error: str, kind: ev.ToolErrorKind) -> ev.ToolErrorEvent:

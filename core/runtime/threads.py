@@ -144,9 +144,13 @@ class Threads:
             if run.state.seq == 0 or trigger.id in run.state.recent_triggers:
                 return
             failed = ev.DeliveryFailed(
-                **run.meta("system"), outbound_id=trigger.outbound_id, channel=trigger.channel,
-                outbound_kind=trigger.outbound_kind, error=trigger.reason[:500], trigger_id=trigger.id,
-            )  # fmt: skip
+                **run.meta("system"),
+                outbound_id=trigger.outbound_id,
+                channel=trigger.channel,
+                outbound_kind=trigger.outbound_kind,
+                error=trigger.reason[:500],
+                trigger_id=trigger.id,
+            )
             await run.commit(failed)
 
     async def _apply_held_verdict(self, run: Run, trigger: ev.ControlTrigger) -> None:
@@ -158,9 +162,13 @@ class Threads:
         if record.status == "expired":
             return await self._apply_expiry(run, record, trigger.id)
         decision = ev.DecisionTrigger(
-            id=trigger.id, channel=run.state.channel, conversation=run.state.conversation, sender=record.decided_by,
-            approval_id=record.approval_id, decision="approve" if record.status == "approved" else "reject",
-        )  # fmt: skip
+            id=trigger.id,
+            channel=run.state.channel,
+            conversation=run.state.conversation,
+            sender=record.decided_by,
+            approval_id=record.approval_id,
+            decision="approve" if record.status == "approved" else "reject",
+        )
         await self._apply_decision(run, decision, record)
 
     async def decide(self, trigger: ev.DecisionTrigger) -> None:
@@ -194,12 +202,17 @@ class Threads:
                     return await self._refuse(trigger, self.approvals.expired(record))
                 if run.state.paused:  # recorded now; it takes effect when the thread is resumed
                     return await self._decide_while_paused(run, trigger, record)
-                write = DecisionWrite(record.approval_id, trigger.decision == "approve", trigger.sender,
-                                      trigger.comment, self.clock.now())  # fmt: skip
-                decided = record.model_copy(update={
-                    "status": "approved" if write.approved else "rejected", "decided_by": write.by,
-                    "decided_at": write.args()[2], "comment": write.comment,
-                })  # fmt: skip
+                write = DecisionWrite(
+                    record.approval_id, trigger.decision == "approve", trigger.sender, trigger.comment, self.clock.now()
+                )
+                decided = record.model_copy(
+                    update={
+                        "status": "approved" if write.approved else "rejected",
+                        "decided_by": write.by,
+                        "decided_at": write.args()[2],
+                        "comment": write.comment,
+                    }
+                )
                 await self._apply_decision(run, trigger, decided, write)
             elif record.status == "expired":
                 return await self._refuse(trigger, self.approvals.expired(record))
@@ -208,8 +221,14 @@ class Threads:
             elif run.state.paused:
                 return await self._refuse(trigger, held(record))
             else:  # decided through the API, or re-driven by the sweeper: apply what is recorded
-                write = DecisionWrite(record.approval_id, record.status == "approved", record.decided_by,
-                                      record.comment, self.clock.now(), recorded=True)  # fmt: skip
+                write = DecisionWrite(
+                    record.approval_id,
+                    record.status == "approved",
+                    record.decided_by,
+                    record.comment,
+                    self.clock.now(),
+                    recorded=True,
+                )
                 await self._apply_decision(run, trigger, record, write)
             await self.loop.advance(run)
             await run.finish()
@@ -250,9 +269,12 @@ class Threads:
 
     async def _apply_expiry(self, run: Run, record: ApprovalRecord, trigger_id: str) -> None:
         expired = ev.ApprovalDecided(
-            **run.meta("system"), approval_id=record.approval_id, call_id=record.call_id, decision="expire",
+            **run.meta("system"),
+            approval_id=record.approval_id,
+            call_id=record.call_id,
+            decision="expire",
             trigger_id=trigger_id,
-        )  # fmt: skip
+        )
         who = self.tools.describe(record.allowed)
         text = f"approval {record.approval_id} expired at {record.expires_at:%Y-%m-%d %H:%M} UTC with no decision from {who}"
         receipt = run.out(
@@ -321,8 +343,9 @@ class Threads:
                 )
             )
         elif chosen is not None and chosen.agent != state.agent:
-            new.append(ev.HandedOff(**run.meta(trigger.sender), from_agent=state.agent, to_agent=chosen.agent,
-                                    note=chosen.why))  # fmt: skip
+            new.append(
+                ev.HandedOff(**run.meta(trigger.sender), from_agent=state.agent, to_agent=chosen.agent, note=chosen.why)
+            )
         kind = ev.HumanAnswer if state.status == "awaiting_human" else ev.UserMessage
         new.append(kind(**run.meta(trigger.sender), text=trigger.text, trigger_id=trigger.id))
         await run.commit(*new)
@@ -337,9 +360,13 @@ class Threads:
     def _run(self, state: ThreadState) -> Run:
         logs.bind(thread_id=state.thread_id, agent=state.agent)
         return Run(
-            state=state, store=self.store, clock=self.clock, redactor=self.redactor, metrics=self.metrics,
+            state=state,
+            store=self.store,
+            clock=self.clock,
+            redactor=self.redactor,
+            metrics=self.metrics,
             publisher=self.publisher,
-        )  # fmt: skip
+        )
 
     async def _refuse(self, trigger: ev.Trigger, text: str) -> None:
         await self.publisher.send(notice_to(trigger, text))

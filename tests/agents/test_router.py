@@ -79,8 +79,12 @@ async def test_free_text_goes_to_the_router_which_hands_it_to_the_right_agent(
     assert (state.agent, state.status) == ("incident", "done")
     [asked] = router.requests
     assert sorted(asked.tools.names()) == [
-        "ask_human", "hand_to_deploybot", "hand_to_incident", "hand_to_status", "reply",
-    ]  # fmt: skip
+        "ask_human",
+        "hand_to_deploybot",
+        "hand_to_incident",
+        "hand_to_status",
+        "reply",
+    ]
     assert "hand the request to it" not in asked.tools.get("hand_to_incident").description
     assert asked.tools.get("hand_to_incident").description.startswith("Hand this thread to the incident agent, which")
     first = incident.requests[0]
@@ -188,9 +192,17 @@ async def test_each_agent_asks_claude_with_its_own_prompt_and_tools(
     tools = [sorted(tool["name"] for tool in body["tools"]) for body in fake.requests]
     assert tools[0] == ["ask_human", "hand_to_deploybot", "hand_to_incident", "hand_to_status", "reply"]
     assert tools[1] == [
-        "ask_human", "check_url", "hand_to_deploybot", "hand_to_status", "health", "history", "reply", "restart",
-        "rollback", "status",
-    ]  # fmt: skip
+        "ask_human",
+        "check_url",
+        "hand_to_deploybot",
+        "hand_to_status",
+        "health",
+        "history",
+        "reply",
+        "restart",
+        "rollback",
+        "status",
+    ]
     seen = json.dumps(fake.requests[1]["messages"])
     assert "api is throwing 500s in prod" in seen and "api in production answers 500s" in seen
     assert "tool_use" not in seen, "the router's hand_to call is shown as a note, not as a call of a tool it lacks"

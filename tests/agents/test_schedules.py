@@ -47,8 +47,11 @@ async def test_two_schedulers_racing_on_one_tick_fire_once(
     await second.drain()
     [thread] = await second.wiring.store.list_threads()
     assert (thread.agent, thread.requester, thread.channel, thread.status) == (
-        "stale_deploys", "schedule:stale_deploys", "api", "done",
-    )  # fmt: skip
+        "stale_deploys",
+        "schedule:stale_deploys",
+        "api",
+        "done",
+    )
     _, sent = await second.wiring.bus.follow("api", "0-0", block_ms=0)
     # One firing, one run: one progress note while its tool runs, then one final answer.
     assert [(o.final, o.text) for o in sent if isinstance(o, ev.Reply)] == [

@@ -133,8 +133,9 @@ async def test_a_paused_release_records_the_decision_and_continues_on_resume(
     await h.say("/release api 1.4.3 staging")  # staging: no approval, the whole release runs
     await h.say("/release api 1.4.4")
     thread_id = thread_id_for("cli", h.conversation)
-    control = ev.ControlTrigger(id="c1", channel="cli", conversation=h.conversation, sender="cli:operator",
-                                thread_id=thread_id, action="pause")  # fmt: skip
+    control = ev.ControlTrigger(
+        id="c1", channel="cli", conversation=h.conversation, sender="cli:operator", thread_id=thread_id, action="pause"
+    )
     await h.wiring.threads.handle(control)
     await h.say(f"approve {(await approval(h)).approval_id}", sender=APPROVER)
     assert calls(await thread_events(h))[-1] == "deploy", "approved while paused: the deploy has not run"

@@ -106,8 +106,14 @@ class FakeDiscord:
             elif frame["op"] == 2 and not self.privileged_intents and frame["d"]["intents"] & MESSAGE_CONTENT_INTENT:
                 await socket.close(code=4014, message=b"Disallowed intent(s).")
             elif frame["op"] == 2:
-                ready = {"v": 10, "user": BOT_USER, "guilds": [], "session_id": "s1",
-                         "resume_gateway_url": self.gateway_url, "application": {"id": BOT_ID, "flags": 0}}  # fmt: skip
+                ready = {
+                    "v": 10,
+                    "user": BOT_USER,
+                    "guilds": [],
+                    "session_id": "s1",
+                    "resume_gateway_url": self.gateway_url,
+                    "application": {"id": BOT_ID, "flags": 0},
+                }
                 await self.dispatch("READY", ready)
         return socket
 
@@ -123,11 +129,23 @@ class FakeDiscord:
     def message(self, channel_id: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         body = body or {}
         return {
-            "id": snowflake(), "channel_id": channel_id, "author": BOT_USER, "content": body.get("content", ""),
-            "timestamp": TIMESTAMP, "edited_timestamp": None, "tts": False, "mention_everyone": False,
-            "mentions": [], "mention_roles": [], "attachments": [], "embeds": [], "pinned": False, "type": 0,
-            "components": body.get("components", []), "flags": body.get("flags", 0),
-        }  # fmt: skip
+            "id": snowflake(),
+            "channel_id": channel_id,
+            "author": BOT_USER,
+            "content": body.get("content", ""),
+            "timestamp": TIMESTAMP,
+            "edited_timestamp": None,
+            "tts": False,
+            "mention_everyone": False,
+            "mentions": [],
+            "mention_roles": [],
+            "attachments": [],
+            "embeds": [],
+            "pinned": False,
+            "type": 0,
+            "components": body.get("components", []),
+            "flags": body.get("flags", 0),
+        }
 
     async def _handle(self, request: web.Request) -> web.Response:
         path = "/" + request.match_info["tail"]
@@ -178,8 +196,19 @@ class FakeDiscord:
         if (method, path) == ("GET", "/users/@me"):
             return _json(BOT_USER)
         if (method, path) == ("GET", "/oauth2/applications/@me"):
-            return _json({"id": BOT_ID, "name": "opsbot", "description": "", "icon": None, "bot_public": True,
-                          "bot_require_code_grant": False, "owner": user("1", "owner"), "verify_key": "k", "flags": 0})  # fmt: skip
+            return _json(
+                {
+                    "id": BOT_ID,
+                    "name": "opsbot",
+                    "description": "",
+                    "icon": None,
+                    "bot_public": True,
+                    "bot_require_code_grant": False,
+                    "owner": user("1", "owner"),
+                    "verify_key": "k",
+                    "flags": 0,
+                }
+            )
         if m := re.fullmatch(r"/channels/(\d+)/messages", path):
             return self._post_message(m[1], body)
         if m := re.fullmatch(r"/channels/(\d+)/messages/(\d+)", path):
@@ -188,9 +217,22 @@ class FakeDiscord:
             if m[2] in self.threads:
                 return _json({"code": 160004, "message": "A thread has already been created for this message"}, 400)
             self.threads.add(m[2])
-            return _json({"id": m[2], "guild_id": GUILD, "parent_id": m[1], "owner_id": BOT_ID, "type": 11,
-                          "name": body.get("name", ""), "thread_metadata": {"archived": False, "locked": False,
-                          "auto_archive_duration": 1440, "archive_timestamp": TIMESTAMP}})  # fmt: skip
+            return _json(
+                {
+                    "id": m[2],
+                    "guild_id": GUILD,
+                    "parent_id": m[1],
+                    "owner_id": BOT_ID,
+                    "type": 11,
+                    "name": body.get("name", ""),
+                    "thread_metadata": {
+                        "archived": False,
+                        "locked": False,
+                        "auto_archive_duration": 1440,
+                        "archive_timestamp": TIMESTAMP,
+                    },
+                }
+            )
         if m := re.fullmatch(r"/interactions/(\d+)/([^/]+)/callback", path):
             if m[1] in self.acknowledged:
                 return _json({"code": 40060, "message": "Interaction has already been acknowledged."}, 400)
@@ -203,8 +245,19 @@ class FakeDiscord:
         if path == "/users/@me/channels":
             return _json({"id": snowflake(), "type": 1, "recipients": [user(str(body["recipient_id"]))]})
         if re.fullmatch(r"/applications/\d+(/guilds/\d+)?/commands", path):
-            return _json([{"id": snowflake(), "application_id": BOT_ID, "version": "1", "type": 1,
-                           "default_member_permissions": None, **cmd} for cmd in body])  # fmt: skip
+            return _json(
+                [
+                    {
+                        "id": snowflake(),
+                        "application_id": BOT_ID,
+                        "version": "1",
+                        "type": 1,
+                        "default_member_permissions": None,
+                        **cmd,
+                    }
+                    for cmd in body
+                ]
+            )
         return _json({"code": 0, "message": f"the fake has no route {method} {path}"}, 404)
 
 
@@ -215,10 +268,21 @@ def message_create(
     content: str, *, author: dict[str, Any], channel_id: str = CHANNEL, guild: bool = True, mention: bool = False
 ) -> dict[str, Any]:
     payload = {
-        "id": snowflake(), "channel_id": channel_id, "author": author, "content": content, "timestamp": TIMESTAMP,
-        "edited_timestamp": None, "tts": False, "mention_everyone": False, "mentions": [BOT_USER] if mention else [],
-        "mention_roles": [], "attachments": [], "embeds": [], "pinned": False, "type": 0,
-    }  # fmt: skip
+        "id": snowflake(),
+        "channel_id": channel_id,
+        "author": author,
+        "content": content,
+        "timestamp": TIMESTAMP,
+        "edited_timestamp": None,
+        "tts": False,
+        "mention_everyone": False,
+        "mentions": [BOT_USER] if mention else [],
+        "mention_roles": [],
+        "attachments": [],
+        "embeds": [],
+        "pinned": False,
+        "type": 0,
+    }
     return payload | ({"guild_id": GUILD} if guild else {})
 
 
@@ -226,10 +290,20 @@ def _interaction(
     kind: int, who: dict[str, Any], data: dict[str, Any], channel: dict[str, Any], age: timedelta = timedelta(0)
 ) -> dict[str, Any]:
     payload: dict[str, Any] = {
-        "id": snowflake(age), "application_id": BOT_ID, "type": kind, "token": f"tok{snowflake()}", "version": 1,
-        "channel_id": channel["id"], "channel": channel, "data": data, "locale": "en-US", "app_permissions": "0",
-        "attachment_size_limit": 0, "authorizing_integration_owners": {}, "entitlements": [],
-    }  # fmt: skip
+        "id": snowflake(age),
+        "application_id": BOT_ID,
+        "type": kind,
+        "token": f"tok{snowflake()}",
+        "version": 1,
+        "channel_id": channel["id"],
+        "channel": channel,
+        "data": data,
+        "locale": "en-US",
+        "app_permissions": "0",
+        "attachment_size_limit": 0,
+        "authorizing_integration_owners": {},
+        "entitlements": [],
+    }
     if channel["type"] == 1:
         return payload | {"user": who}
     member = {"user": who, "roles": [], "joined_at": TIMESTAMP, "deaf": False, "mute": False, "flags": 0}
@@ -237,14 +311,39 @@ def _interaction(
 
 
 def text_channel(channel_id: str = CHANNEL) -> dict[str, Any]:
-    return {"id": channel_id, "type": 0, "guild_id": GUILD, "name": "ops", "position": 0, "permission_overwrites": [],
-            "nsfw": False, "parent_id": None, "rate_limit_per_user": 0, "flags": 0}  # fmt: skip
+    return {
+        "id": channel_id,
+        "type": 0,
+        "guild_id": GUILD,
+        "name": "ops",
+        "position": 0,
+        "permission_overwrites": [],
+        "nsfw": False,
+        "parent_id": None,
+        "rate_limit_per_user": 0,
+        "flags": 0,
+    }
 
 
 def thread_channel(thread_id: str, parent_id: str = CHANNEL) -> dict[str, Any]:
-    return {"id": thread_id, "type": 11, "guild_id": GUILD, "parent_id": parent_id, "owner_id": BOT_ID,
-            "name": "request", "rate_limit_per_user": 0, "flags": 0, "message_count": 1, "member_count": 1, "thread_metadata": {"archived": False,
-            "locked": False, "auto_archive_duration": 1440, "archive_timestamp": TIMESTAMP}}  # fmt: skip
+    return {
+        "id": thread_id,
+        "type": 11,
+        "guild_id": GUILD,
+        "parent_id": parent_id,
+        "owner_id": BOT_ID,
+        "name": "request",
+        "rate_limit_per_user": 0,
+        "flags": 0,
+        "message_count": 1,
+        "member_count": 1,
+        "thread_metadata": {
+            "archived": False,
+            "locked": False,
+            "auto_archive_duration": 1440,
+            "archive_timestamp": TIMESTAMP,
+        },
+    }
 
 
 def dm_channel(channel_id: str) -> dict[str, Any]:

@@ -104,8 +104,10 @@ async def test_with_the_content_intent_a_plain_message_in_the_bots_thread_contin
     elsewhere = message_create("/status api production", author=REQUESTER, channel_id="12345")
     channel.client._connection.parse_message_create(elsewhere)  # type: ignore[arg-type]
     await scene.feed(message_create("<@999> help", author=REQUESTER, channel_id="12345", mention=True), via=channel)
-    texts = {t.conversation: [e.text for e in await scene.events(t) if isinstance(e, ev.UserMessage)]
-             for t in await scene.threads()}  # fmt: skip
+    texts = {
+        t.conversation: [e.text for e in await scene.events(t) if isinstance(e, ev.UserMessage)]
+        for t in await scene.threads()
+    }
     assert texts[f"500/{CHANNEL}/{first['id']}"] == ["help", "/status api staging"]
     assert [t for c, t in texts.items() if c.startswith("500/12345/")] == [["help"]]
 
@@ -118,8 +120,14 @@ async def test_a_refused_post_is_a_channel_error_that_says_which_permissions(sce
 
 def reply_to_channel(text: str) -> ev.Reply:
     """A final reply for a conversation answered in the channel itself (a DM-like place, no thread)."""
-    return ev.Reply(id=new_id(), channel="discord",
-                    conversation=f"dm/{CHANNEL}", thread_id="t1", reply_to={TO_CHANNEL: CHANNEL}, text=text)  # fmt: skip
+    return ev.Reply(
+        id=new_id(),
+        channel="discord",
+        conversation=f"dm/{CHANNEL}",
+        thread_id="t1",
+        reply_to={TO_CHANNEL: CHANNEL},
+        text=text,
+    )
 
 
 async def crash_before_the_record(scene: Scene, outbound: ev.Outbound) -> None:

@@ -146,13 +146,15 @@ class BotProcesses:
     async def chat(self, *args: str, env: Mapping[str, str] | None = None) -> Chat:
         """Start `bot chat ARGS` and wait for its banner."""
         process = await asyncio.create_subprocess_exec(
-            *self.command, "chat", *args,
+            *self.command,
+            "chat",
+            *args,
             cwd=self.cwd,
             env=bot_env(self.data_dir, **self.env, **(env or {})),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
+        )
         chat = Chat(process, f"bot chat {' '.join(args)}".strip())
         self._chats.append(chat)
         await chat.expect(r"^bot> Type `help` for commands")
@@ -161,13 +163,14 @@ class BotProcesses:
     async def run(self, *args: str) -> str:
         """Run a one-shot `bot ARGS` to completion; returns stdout, fails on a non-zero exit."""
         process = await asyncio.create_subprocess_exec(
-            *self.command, *args,
+            *self.command,
+            *args,
             cwd=self.cwd,
             env=bot_env(self.data_dir, **self.env),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
+        )
         try:
             async with asyncio.timeout(DEADLINE_SECONDS):
                 out, err = await process.communicate()

@@ -135,8 +135,15 @@ def test_a_missing_tool_script_is_flagged(installed: Installed, place: Place) ->
     tools.write_text(
         '[tools.gone]\ndescription = "gone"\nexecutor = { kind = "command", argv = ["{python}", "gone.py"] }\n'
     )
-    done = subprocess.run([str(installed.bot), "check-config"], check=False, cwd=place.work, env=place.env | {"BOT_TOOLS_FILE": str(tools)},
-                          capture_output=True, text=True, timeout=COMMAND_SECONDS)  # fmt: skip
+    done = subprocess.run(
+        [str(installed.bot), "check-config"],
+        check=False,
+        cwd=place.work,
+        env=place.env | {"BOT_TOOLS_FILE": str(tools)},
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_SECONDS,
+    )
     assert done.returncode == 1
     assert f"ERR tool 'gone' runs gone.py, which is not in {place.work}" in done.stdout
 
@@ -169,8 +176,15 @@ async def test_a_chat_approval_session_deploys(bots: BotProcesses, place: Place)
 def test_eval_runs_offline_on_the_recorded_answers(installed: Installed, place: Place) -> None:
     out = _run([str(installed.bot), "eval"], cwd=place.work, env=place.env).stdout
     assert "approval gate:" in out and "0 would have run without one" in out, out
-    record = subprocess.run([str(installed.bot), "eval", "--record"], check=False, cwd=place.work, capture_output=True,
-                            env=place.env | {"ANTHROPIC_API_KEY": "test"}, text=True, timeout=COMMAND_SECONDS)  # fmt: skip
+    record = subprocess.run(
+        [str(installed.bot), "eval", "--record"],
+        check=False,
+        cwd=place.work,
+        capture_output=True,
+        env=place.env | {"ANTHROPIC_API_KEY": "test"},
+        text=True,
+        timeout=COMMAND_SECONDS,
+    )
     assert record.returncode == 2 and "these are the ones installed with the bot: run `bot init DIR`" in record.stderr
     assert list(place.work.iterdir()) == []
 
@@ -180,15 +194,28 @@ def test_init_writes_a_copy_the_bot_then_uses(installed: Installed, place: Place
     exports = dict(
         line.removeprefix("  export ").split("=", 1) for line in out.splitlines() if line.startswith("  export ")
     )
-    assert set(exports) == {"BOT_TOOLS_FILE", "BOT_AGENTS_FILE", "BOT_SCHEDULES_FILE", "BOT_HOOKS_FILE",
-                            "BOT_PROMPTS_DIR", "BOT_EVALS_DIR"}  # fmt: skip
+    assert set(exports) == {
+        "BOT_TOOLS_FILE",
+        "BOT_AGENTS_FILE",
+        "BOT_SCHEDULES_FILE",
+        "BOT_HOOKS_FILE",
+        "BOT_PROMPTS_DIR",
+        "BOT_EVALS_DIR",
+    }
     assert all(Path(path).is_relative_to(place.work / "team") for path in exports.values())
     prompt = Path(exports["BOT_PROMPTS_DIR"]) / "deploybot.md"
     prompt.write_text(prompt.read_text() + "\nAlways name the on-call channel.\n")  # the team's own edit
     checked = _run([str(installed.bot), "check-config"], cwd=place.work, env=place.env | exports).stdout
     assert f"prompts from {exports['BOT_PROMPTS_DIR']}" in checked and "ERR" not in checked, checked
-    again = subprocess.run([str(installed.bot), "init", "team"], check=False, cwd=place.work, env=place.env, capture_output=True,
-                           text=True, timeout=COMMAND_SECONDS)  # fmt: skip
+    again = subprocess.run(
+        [str(installed.bot), "init", "team"],
+        check=False,
+        cwd=place.work,
+        env=place.env,
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_SECONDS,
+    )
     assert again.returncode == 2 and "already exist; nothing was written" in again.stderr
     assert "Always name the on-call channel." in prompt.read_text()
     assert sorted(p.name for p in place.work.iterdir()) == ["team"]

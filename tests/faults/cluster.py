@@ -125,10 +125,17 @@ class Workers:
         err = await asyncio.to_thread(open, log, "wb")
         try:
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bot", self.command,
-                cwd=REPO_ROOT, env=self.env | env, stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL, stderr=err, start_new_session=True,
-            )  # fmt: skip
+                sys.executable,
+                "-m",
+                "bot",
+                self.command,
+                cwd=REPO_ROOT,
+                env=self.env | env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=err,
+                start_new_session=True,
+            )
         finally:
             err.close()  # the child has its own copy of the descriptor
         return Worker(process, log, f"{self.command}-{index}")

@@ -38,13 +38,26 @@ E = TypeVar("E")
 READ_FLOW = ["thread_started", "user_message", "tool_call", "tool_started", "tool_result", "tool_call", "agent_reply"]
 INTERRUPTED_FLOW = ["thread_started", "user_message", "tool_call", "tool_started", "tool_error", "escalated"]
 SHIPPED_FLOW = [
-    "thread_started", "user_message", "tool_call", "approval_requested",
-    "approval_decided", "tool_started", "tool_result", "tool_call", "agent_reply",
-]  # fmt: skip
+    "thread_started",
+    "user_message",
+    "tool_call",
+    "approval_requested",
+    "approval_decided",
+    "tool_started",
+    "tool_result",
+    "tool_call",
+    "agent_reply",
+]
 EXPIRED_FLOW = [
-    "thread_started", "user_message", "tool_call", "approval_requested",
-    "approval_decided", "tool_error", "tool_call", "agent_reply",
-]  # fmt: skip
+    "thread_started",
+    "user_message",
+    "tool_call",
+    "approval_requested",
+    "approval_decided",
+    "tool_error",
+    "tool_call",
+    "agent_reply",
+]
 
 
 def tools_toml(expires_in: int = 3600) -> str:
@@ -112,9 +125,13 @@ class Cluster:
 
     def decision(self, approval_id: str, sender: str, approve: bool = True) -> ev.DecisionTrigger:
         return ev.DecisionTrigger(
-            id=new_id(), channel=CHANNEL, conversation=f"{sender}/dm", sender=sender, approval_id=approval_id,
+            id=new_id(),
+            channel=CHANNEL,
+            conversation=f"{sender}/dm",
+            sender=sender,
+            approval_id=approval_id,
             decision="approve" if approve else "reject",
-        )  # fmt: skip
+        )
 
     # --- what the test reads back --------------------------------------------------------------
 

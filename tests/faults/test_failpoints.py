@@ -21,9 +21,15 @@ from tests.faults.harness import APPROVERS, READ_FLOW, SHIPPED_FLOW, Cluster, St
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
 INTERRUPTED_AFTER_APPROVAL = [
-    "thread_started", "user_message", "tool_call", "approval_requested",
-    "approval_decided", "tool_started", "tool_error", "escalated",
-]  # fmt: skip
+    "thread_started",
+    "user_message",
+    "tool_call",
+    "approval_requested",
+    "approval_decided",
+    "tool_started",
+    "tool_error",
+    "escalated",
+]
 WRITE_INTERRUPTED = ["thread_started", "user_message", "tool_call", "tool_started", "tool_error", "escalated"]
 
 

@@ -79,8 +79,9 @@ async def test_a_renderer_killed_around_the_post_shows_the_message_once(
 ) -> None:
     (doomed,) = await renderers.start(1, BOT_FAILPOINTS=f"{point}=kill")
     text = "deployed api 1.4.2 to production"
-    reply = ev.Reply(id=new_id(), channel="slack", conversation="T1/C1/1700000001.000100", thread_id="t1",
-                     reply_to=THREAD, text=text)  # fmt: skip
+    reply = ev.Reply(
+        id=new_id(), channel="slack", conversation="T1/C1/1700000001.000100", thread_id="t1", reply_to=THREAD, text=text
+    )
     await bus.send(reply)
     await killed_at(doomed, point)
     posted_before = [m["text"] for m in fake_slack.messages]
@@ -125,8 +126,14 @@ async def test_a_discord_renderer_killed_around_the_post_shows_the_message_once(
     try:
         (doomed,) = await renderers.start(1, BOT_FAILPOINTS=f"{point}=kill")
         text = "deployed api 1.4.2 to production"
-        reply = ev.Reply(id=new_id(), channel="discord", conversation=f"dm/{DISCORD_CHANNEL}", thread_id="t1",
-                         reply_to={TO_CHANNEL: DISCORD_CHANNEL}, text=text)  # fmt: skip
+        reply = ev.Reply(
+            id=new_id(),
+            channel="discord",
+            conversation=f"dm/{DISCORD_CHANNEL}",
+            thread_id="t1",
+            reply_to={TO_CHANNEL: DISCORD_CHANNEL},
+            text=text,
+        )
         await bus.send(reply)
         await killed_at(doomed, point)
         assert fake_discord.messages_made(DISCORD_CHANNEL) == ([text] if point == "after-render" else [])

@@ -83,9 +83,16 @@ async def web_process(redis_url: str, data_dir: Path, **env: str) -> AsyncIterat
     tokens = ",".join(f"{token}={identity}" for token, identity in TOKENS.items())
     extra = {"REDIS_URL": redis_url, "BOT_HTTP_PORT": "0", "BOT_API_TOKENS": tokens, **env}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "serve", cwd=REPO_ROOT, env=bot_env(data_dir, **extra),
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "bot",
+        "serve",
+        cwd=REPO_ROOT,
+        env=bot_env(data_dir, **extra),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     assert process.stdout is not None
     printed: list[str] = []
     try:

@@ -49,6 +49,8 @@ class Release:
                 f"{run.requester}: {what} was unhealthy after the deploy, so it was rolled back.\n"
                 f"health check: {health.text}\nrollback: {rollback.text}"
             )
-        note = (f"release of {what}: unhealthy after the deploy ({health.text}) and the rollback did not happen "
-                f"({rollback.text}). {service} in {env} may be broken; decide what to do with {run.requester}.")  # fmt: skip
+        note = (
+            f"release of {what}: unhealthy after the deploy ({health.text}) and the rollback did not happen "
+            f"({rollback.text}). {service} in {env} may be broken; decide what to do with {run.requester}."
+        )
         return run.hand_to(JUDGE, note)
