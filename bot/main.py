@@ -271,13 +271,22 @@ def build_wiring(
     )
 
 
-def channel_adapters(wiring: Wiring) -> list[ChannelAdapter]:
-    """The chat channels whose settings are present, built on the core's bus and store."""
+def channel_adapters(wiring: Wiring, *, http_only: bool = False) -> list[ChannelAdapter]:
+    """The chat channels whose settings are present, built on the core's bus and store.
+
+    `http_only`: only the channels that receive over HTTP (Slack with SLACK_SIGNING_SECRET), for the HTTP
+    server of a process that does not run them (`bot serve`): their `routes()` enqueue, and nothing connects
+    to a gateway or renders an outbox until `run`, which `bot channels` calls.
+    """
     adapters: list[ChannelAdapter] = []
-    if (slack_settings := wiring.settings.slack) is not None:
+    if (slack_settings := wiring.settings.slack) is not None and (
+        slack_settings.signing_secret is not None or not http_only
+    ):
         from adapters.slack.channel import SlackChannel
 
         adapters.append(SlackChannel(slack_settings, bus=wiring.bus, store=wiring.store, tools=wiring.tools))
+    if http_only:
+        return adapters  # Discord (gateway) and email (IMAP) receive in the process that runs them
     if (discord_settings := wiring.settings.discord) is not None:
         from adapters.discord.channel import DiscordChannel, build_client
 

@@ -40,15 +40,18 @@ async def serve(settings: Settings, stop: asyncio.Event, *, worker: bool, channe
     setup_logging(settings, Redactor.from_env(os.environ))  # before connecting: the wait is logged
     async with running_wiring(settings, wait=True) as wiring:
         log = logging.getLogger("bot")
-        adapters = channel_adapters(wiring) if channels else []
+        adapters = channel_adapters(wiring) if channels else []  # run here: gateways, watchers, renderers
         tasks = [asyncio.create_task(adapter.run(stop), name=f"channel-{adapter.name}") for adapter in adapters]
         if http:
             from bot.http.app import run_http
             from bot.http.hooks import load_hooks
 
-            routes = [route for adapter in adapters for route in getattr(adapter, "routes", list)()]
+            # Without the channels (`bot serve`), their HTTP endpoints still enqueue here; `bot channels` renders.
+            served = adapters if channels else channel_adapters(wiring, http_only=True)
+            routes = [route for adapter in served for route in getattr(adapter, "routes", list)()]
 
             async def ready() -> dict[str, bool]:
+                """The channels run in this process; one that only serves its routes here needs no connection."""
                 return {adapter.name: bool(getattr(adapter, "healthy", True)) for adapter in adapters}
 
             hooks = load_hooks(settings.hooks_file, os.environ)

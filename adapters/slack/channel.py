@@ -2,7 +2,9 @@
 commands and approval buttons into triggers, and a renderer for the `slack` outbox.
 
 The same listeners serve Socket Mode (`SLACK_APP_TOKEN`) and HTTP mode (`routes()`, POST
-/slack/events, signed with `SLACK_SIGNING_SECRET`). A listener only enqueues (a Redis write)
+/slack/events, signed with `SLACK_SIGNING_SECRET`). `routes()` needs no `run`: the HTTP server
+of one process (`bot serve`) can receive while another (`bot channels`) runs the renderer and,
+in Socket Mode, the WebSocket. A listener only enqueues (a Redis write)
 and acks; the core decides everything, including who may approve. Slack's retries, the same
 message arriving as both `app_mention` and `message`, and replayed clicks count once.
 """
@@ -117,6 +119,8 @@ class SlackChannel:
                     "slack: neither SLACK_APP_TOKEN nor SLACK_SIGNING_SECRET is set, so Slack cannot "
                     "send anything to this bot; set one of them"
                 )
+            else:
+                log.info("slack: HTTP mode: Slack posts to %s of `bot serve` or `bot run`; rendering here", EVENTS_PATH)
             await deliver(self.bus, self.name, self.render, stop, consumer)
             return
         handler = AsyncSocketModeHandler(self.app, self.settings.app_token.get_secret_value(), web_client=self.client)

@@ -251,3 +251,30 @@ async def slack(make_slack: MakeSlack) -> SlackKit:
 @pytest.fixture
 def slack_tools() -> ToolRegistry:
     return load_tools(Settings.model_validate({}).tools_file)
+
+
+def signed_headers(body: str, content_type: str, secret: str = SECRET) -> dict[str, str]:
+    """The headers Slack sends with `body`: its content type, a fresh timestamp and the v0 signature."""
+    ts = str(int(time.time()))
+    return {
+        "content-type": content_type,
+        "x-slack-request-timestamp": ts,
+        "x-slack-signature": SignatureVerifier(secret).generate_signature(timestamp=ts, body=body) or "",
+    }
+
+
+def command_form(fake: FakeSlack, command: str, text: str, user: str = "U1", channel: str = "C1") -> str:
+    """A slash command's form body, as Slack posts it to /slack/events."""
+    form = {
+        "token": "legacy",
+        "team_id": TEAM,
+        "channel_id": channel,
+        "user_id": user,
+        "user_name": user.lower(),
+        "command": command,
+        "text": text,
+        "api_app_id": "A1",
+        "response_url": str(fake.server.make_url("/response")),
+        "trigger_id": f"trigger-{new_id()}",
+    }
+    return urlencode(form)
