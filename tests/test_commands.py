@@ -9,7 +9,7 @@ import pytest
 from config import resources
 from config.settings import CONFIG_DIR
 from core.domain.errors import InvalidToolCall
-from core.model.commands import CommandModel, parse_command, parse_decision
+from core.model.commands import CommandModel, as_command, parse_command, parse_decision
 from core.model.prompts import PromptLibrary
 from core.tools.registry import load_tools
 
@@ -78,3 +78,29 @@ def test_help_lists_only_the_tools_the_caller_may_use(tmp_path: Path) -> None:
     assert "/drain" in model.help_text(registry, "cli:dana")
     outsider = model.help_text(registry, "cli:mallory")
     assert "/status" in outsider and "/drain" not in outsider
+
+
+@pytest.mark.parametrize(
+    ("text", "command"),
+    [
+        ("help", "help"),
+        ("  /help ", "help"),
+        ("/ops", "help"),
+        ("/ops   HELP", "help"),
+        ("/status api staging", "/status api staging"),
+        ("status api staging", "/status api staging"),  # a known command without its slash
+        ("list-services", "/list-services"),
+        (
+            "deploy service=api version=1.4.2 environment=staging",
+            "/deploy service=api version=1.4.2 environment=staging",
+        ),
+        ("status of the api", None),  # starts with a command's name, but is not its arguments
+        ("status api", None),  # an argument is missing: the model reads it, when there is one
+        ("deploy api to staging please", None),
+        ("roll back payments in staging", None),
+        ("hand_to_incident now", None),
+        ("reply hello", None),
+    ],
+)
+def test_as_command_is_help_a_slash_command_or_a_command_without_its_slash(registry, text, command) -> None:
+    assert as_command(text, registry) == command

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from core.domain import events as ev
 from core.model.context import render
@@ -106,3 +112,66 @@ def test_after_a_hand_off_the_next_agent_sees_earlier_calls_as_notes_and_the_han
     # The agent that made the hand-off sees its own call answered by it.
     mine = render(events, {"list_services", "status", "hand_to_incident", "reply"}, 10_000)
     assert mine[-1]["content"][0] == {"type": "tool_result", "tool_use_id": "c3", "content": "handed to incident"}
+
+
+def test_a_reply_then_a_new_message_is_one_user_turn() -> None:
+    """A message after the bot's reply follows the reply's result: the two user turns become one message."""
+    events = [*_turn(0), ev.UserMessage(**_m(10, "slack:T1:U1"), text="and web?", trigger_id="t10")]
+    messages = render(events, TOOLS, 10_000)
+    assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant", "user"]
+    last = messages[-1]["content"]
+    assert last[0] == {"type": "tool_result", "tool_use_id": "r0", "content": "delivered to the requester"}
+    assert last[1]["text"] == '<user_message sender="slack:T1:U1">\nand web?\n</user_message>'
+
+
+def test_two_user_messages_in_a_row_render_as_one_user_message() -> None:
+    events = [
+        ev.UserMessage(**_m(0, "cli:operator"), text="status of api?", trigger_id="t0"),
+        ev.UserMessage(**_m(1, "cli:operator"), text="in staging", trigger_id="t1"),
+    ]
+    [message] = render(events, TOOLS, 10_000)
+    assert message["role"] == "user"
+    assert ["status of api?" in b["text"] or "in staging" in b["text"] for b in message["content"]] == [True, True]
+
+
+# Any order of events, including ones the reducer would refuse: the rendering must still be a valid request.
+Step = Callable[[int], ev.Event]
+STEPS: list[Step] = [
+    lambda n: ev.UserMessage(**_m(n, "cli:operator"), text=f"message {n}", trigger_id=f"t{n}"),
+    lambda n: ev.ToolCall(**_m(n), call_id=f"c{n}", tool="status", args={"service": "api"}, reason="look"),
+    lambda n: ev.ToolCall(**_m(n), call_id=f"c{n}", tool="reply", args={"message": "hi"}),
+    lambda n: ev.ToolCall(**_m(n), call_id=f"c{n}", tool="ask_human", args={"question": "which?"}),
+    lambda n: ev.ToolCall(**_m(n), call_id=f"c{n}", tool="restart", args={"service": "api"}),  # another agent's
+    lambda n: ev.ToolResult(**_m(n), call_id=f"c{n - 1}", tool="status", output="line\n" * 50),
+    lambda n: ev.ToolErrorEvent(**_m(n), call_id=f"c{n - 1}", tool="status", error="boom", kind="failed"),
+    lambda n: ev.ToolErrorEvent(**_m(n), call_id=f"c{n - 1}", tool="restart", error="bad", kind="invalid"),
+    lambda n: ev.AgentReply(**_m(n), text="done"),
+    lambda n: ev.HumanAnswer(**_m(n, "cli:operator"), text="web", trigger_id=f"t{n}"),
+    lambda n: ev.Escalated(**_m(n), reason="stuck"),
+    lambda n: ev.HandedOff(**_m(n), from_agent="deploybot", to_agent="incident", note="over to you", call_id=""),
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    picks=st.lists(st.integers(min_value=0, max_value=len(STEPS) - 1), max_size=40),
+    budget=st.sampled_from([200, 1_000, 10**6]),
+)
+def test_rendered_messages_alternate_and_pair_every_tool_use_with_its_result(picks: list[int], budget: int) -> None:
+    events = [STEPS[pick](n) for n, pick in enumerate(picks)]
+    messages = render(events, TOOLS, budget)
+    roles = [m["role"] for m in messages]
+    assert roles[0] == "user" and roles[-1] == "user"
+    assert all(a != b for a, b in itertools.pairwise(roles)), roles
+    for i, message in enumerate(messages):
+        content: list[dict[str, Any]] = message["content"]
+        assert content, f"message {i} is empty"
+        uses = [b["id"] for b in content if b["type"] == "tool_use"]
+        answers = [b["tool_use_id"] for b in messages[i + 1]["content"] if b["type"] == "tool_result"] if uses else []
+        assert uses == answers, f"every tool_use of message {i} is answered by the next message"
+        results = [b["tool_use_id"] for b in content if b["type"] == "tool_result"]
+        if results:
+            asked = [b["id"] for b in messages[i - 1]["content"] if b["type"] == "tool_use"] if i else []
+            assert results == asked, f"every tool_result of message {i} answers the message before it"
+            kinds = [b["type"] for b in content]
+            assert kinds[: len(results)] == ["tool_result"] * len(results), "tool results come first"

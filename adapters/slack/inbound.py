@@ -11,7 +11,7 @@ from typing import Any, NotRequired, TypedDict, cast
 
 from adapters.slack.manifest import tool_commands
 from adapters.slack.state import Place
-from core import ToolRegistry
+from core import InvalidToolCall, ToolRegistry, parse_command
 
 ACCEPTED_SUBTYPES = {None, "thread_broadcast", "file_share"}  # not edits, joins or other bots' posts
 LINK = re.compile(r"<((?:https?|mailto):[^|>]+)(?:\|([^>]*))?>")
@@ -70,16 +70,25 @@ def command_text(command: Command, main_command: str, tools: ToolRegistry) -> st
     """What the core reads for a slash command; None when the command is not this bot's.
 
     `/ops deploy api 1.4.2 production` and `/deploy api 1.4.2 production` both become
-    `/deploy api 1.4.2 production`; `/ops help` is `help`; other `/ops` text is free text.
+    `/deploy api 1.4.2 production`; a bare `/ops` is `help`; other `/ops` text (`help`, or words that
+    start with a command's name but are not its arguments) is read by the core as typed.
     """
     text = command.get("text", "").strip()
     names = {spec.name for spec in tool_commands(tools)}
     if command["command"] == main_command:
         first = text.split(maxsplit=1)[0] if text else ""
-        return f"/{text}" if first.replace("-", "_") in names else (text or "help")
+        return f"/{text}" if first.replace("-", "_") in names and _arguments_fit(text, tools) else (text or "help")
     if command["command"].removeprefix("/").replace("-", "_") in names:
         return f"{command['command']} {text}".strip()
     return None
+
+
+def _arguments_fit(text: str, tools: ToolRegistry) -> bool:
+    try:
+        tools.validate(*parse_command(text, tools))
+    except InvalidToolCall:
+        return False
+    return True
 
 
 def click(body: dict[str, Any], action: dict[str, Any]) -> Click:

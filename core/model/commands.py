@@ -1,7 +1,9 @@
 """The deterministic path: `/tool args` commands, `help`, and `approve|reject <id>` answers.
 
 Slash commands never need the LLM: `CommandModel` turns them into the same tool calls the
-model would make, then reports the outcome as the reply.
+model would make, then reports the outcome as the reply. `as_command` is the one rule for what
+counts as a command on every channel: `help` (also `/help`, `/ops`, `/ops help`), a `/tool args`
+line, and a known command written without its slash when the rest is valid arguments for it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from core.tools.registry import BUILTIN_TOOLS, REPLY, ToolRegistry, ToolSpec
 DECISION = re.compile(
     r"^\s*(approve|approved|reject|rejected)\s+([a-z0-9]{4,40})\b[\s:,-]*(.*)$", re.IGNORECASE | re.DOTALL
 )
-HELP_WORDS = {"help", "/help", "?", "commands"}
+HELP_WORDS = {"help", "/help", "?", "commands", "/ops", "/ops help", "ops help"}
+HELP = "help"
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,36 @@ def parse_command(text: str, tools: ToolRegistry) -> tuple[str, dict[str, Any]]:
     return name, args
 
 
+def is_help(text: str) -> bool:
+    return " ".join(text.lower().split()) in HELP_WORDS
+
+
+def as_command(text: str, tools: ToolRegistry) -> str | None:
+    """The command `text` is, as `parse_command` reads it, or None for free text.
+
+    `help`, `/help`, `/ops` and `/ops help` are `"help"`; a slash command stays as written; a known
+    command without its slash (`status api staging`) is `/status api staging` only when the rest parses
+    and validates as its arguments, so text that merely starts with a command's name is free text.
+    """
+    stripped = text.strip()
+    if is_help(stripped):
+        return HELP
+    if stripped.startswith("/"):
+        return stripped
+    try:
+        name, args = parse_command(stripped, tools)
+        tools.validate(name, args)
+    except InvalidToolCall:
+        return None
+    return f"/{stripped}"
+
+
+def names_command(text: str, tools: ToolRegistry) -> bool:
+    """The first word is a command of `tools` (whether or not the rest is valid arguments for it)."""
+    first = text.split(maxsplit=1)[0].removeprefix("/").replace("-", "_") if text.strip() else ""
+    return first in tools and first not in BUILTIN_TOOLS and not first.startswith("hand_to_")
+
+
 def usage(spec: ToolSpec) -> str:
     required = set(spec.parameters.get("required", []))
     parts = [f"<{p}>" if p in required else f"[{p}]" for p in spec.param_names]
@@ -124,12 +157,15 @@ class CommandModel:
             outcome = state.last_outcome or "done"
             return Choice(tool=REPLY, args={"message": outcome if state.last_outcome_ok else f"failed: {outcome}"})
         text, listed = state.last_user_text.strip(), self._catalog or tools
-        if text.lower() in HELP_WORDS:
+        command = as_command(text, tools)
+        if command is None and names_command(text, tools):  # `status api` without a model: say what is wrong
+            command = f"/{text}"
+        if command == HELP:
             return Choice(tool=REPLY, args={"message": self.help_text(listed, request.caller)})
-        if not text.startswith("/"):
+        if command is None:
             return Choice(tool=REPLY, args={"message": self.help_text(listed, request.caller, "no_model")})
         try:
-            name, args = parse_command(text, tools)
+            name, args = parse_command(command, tools)
         except InvalidToolCall as exc:
             return Choice(tool=REPLY, args={"message": f"{exc}\n\n{self.help_text(listed, request.caller)}"})
-        return Choice(tool=name, args=args, reason=f"command: {text}")
+        return Choice(tool=name, args=args, reason=f"command: {command}")

@@ -8,6 +8,10 @@ the oldest turns are folded into one summary block; nothing is dropped without a
 After a hand-off (factor 10) the thread is rendered for the agent that holds it now: calls of
 tools it does not have, made by an earlier agent, become `<earlier_call>` blocks with their
 outcome, and the hand-off itself a `<handed_off>` block carrying the note.
+
+The request always alternates: it starts with a user message, consecutive same-role messages (a
+reply's result, then the next message in the thread) are merged into one, and each `tool_use`
+is answered by a `tool_result` at the head of the message right after it.
 """
 
 from __future__ import annotations
@@ -197,6 +201,21 @@ def _fold(dropped: list[list[Message]]) -> dict[str, Any]:
     return _tag("summary", text)
 
 
+def _alternating(messages: Iterable[Message]) -> list[Message]:
+    """Merge consecutive messages of one role; a user message's tool results stay ahead of its other blocks."""
+    merged: list[Message] = []
+    for message in messages:
+        if merged and merged[-1]["role"] == message["role"]:
+            content = [*merged[-1]["content"], *message["content"]]
+            merged[-1] = {"role": message["role"], "content": content}
+        else:
+            merged.append(message)
+    for message in merged:
+        if message["role"] == "user":  # sorted is stable: the results in call order, then the rest as written
+            message["content"] = sorted(message["content"], key=lambda block: block["type"] != "tool_result")
+    return merged
+
+
 def render(events: Iterable[ev.Event], known_tools: set[str], budget_tokens: int) -> list[Message]:
     """Messages for the Anthropic API: starting with a user turn, ending with one, within budget."""
     builder = _Builder(known_tools)
@@ -220,4 +239,4 @@ def render(events: Iterable[ev.Event], known_tools: set[str], budget_tokens: int
             messages.insert(0, {"role": "user", "content": [summary]})
     if not messages or messages[0]["role"] != "user":
         messages.insert(0, {"role": "user", "content": [_tag("note", "the thread starts here")]})
-    return messages
+    return _alternating(messages)

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from core.domain import events as ev
 from core.domain.errors import InvalidToolCall, LLMBadResponse, LLMError, ToolError
 from core.domain.ids import new_id
 from core.domain.reducer import ThreadState
+from core.model.commands import as_command
 from core.model.llm import Choice, Model, ModelRequest
 from core.obs import failpoints, logs, tracing
 from core.redis.store import DecisionWrite, Store
@@ -42,6 +44,18 @@ def checked_call(tools: ToolRegistry, caller: str, choice: Choice) -> ToolSpec:
 
 
 log = logging.getLogger(__name__)
+History = Callable[[], Awaitable[list[ev.Event]]]
+
+
+def started_by_message(events: list[ev.Event], text: str) -> bool:
+    """The turn's `text` came in a user message (not an answer to a question the model asked) and no agent
+    has handed the thread on since: a new agent reads the turn in its own words."""
+    for event in reversed(events):
+        if isinstance(event, ev.HandedOff):
+            return False
+        if isinstance(event, ev.UserMessage | ev.HumanAnswer) and event.text == text:
+            return isinstance(event, ev.UserMessage)
+    return False
 
 
 def log_step(step: int, tool: str, outcome: str, started: float) -> None:
@@ -94,19 +108,26 @@ class Loop:
                 continue
             log_step(step, choice.tool, await self._step(run, choice, profile), started)
 
-    def _model(self, state: ThreadState, profile: Profile) -> Model:
-        """A workflow decides every step; an agent reads free text with its model, when it has one."""
-        if profile.model is not None and (profile.kind == "workflow" or state.turn_mode == "model"):
+    async def _model(self, state: ThreadState, profile: Profile, load: History) -> Model:
+        """A workflow decides every step; an agent reads free text with its model, when it has one, and
+        a command (`help`, `/status api staging`, or `status api staging` without the slash) without it."""
+        if profile.model is None or profile.kind == "workflow":
+            return profile.model or self.command
+        if state.turn_mode == "command":
+            return self.command
+        if state.last_user_text.lstrip().startswith("/") or as_command(state.last_user_text, profile.tools) is None:
             return profile.model
-        return self.command
+        # Written like a command (a slash one is "command" unless an agent handed the turn on): it is one
+        # when a message started the turn, not when it answers the model's question.
+        return self.command if started_by_message(await load(), state.last_user_text) else profile.model
 
     async def _choose_next(self, run: Run, profile: Profile) -> Choice | None:
-        model = self._model(run.state, profile)
-
         async def load() -> list[ev.Event]:  # once per trigger: the run keeps it current as it commits
             if run.history is None:
                 run.history = await self.store.load_events(run.state.thread_id)
             return run.history
+
+        model = await self._model(run.state, profile, load)
 
         caller = run.state.last_actor or run.state.requester
         request = ModelRequest(

@@ -1,8 +1,11 @@
 """Which agent takes a message (factor 10): deterministic for commands, a model for free text.
 
 - A trigger that names an agent or a workflow goes to it.
-- A slash command stays with the thread's agent when that agent has the tool; otherwise it goes
-  to the tool's owner (`Roster.owner`), and `/<workflow>` launches that workflow.
+- A command (`core.model.commands.as_command`: `/status api staging`, or `status api staging` when
+  that parses as the command's arguments) stays with the thread's agent when that agent has the
+  tool; otherwise it goes to the tool's owner (`Roster.owner`), and `/<workflow>` launches that workflow.
+- `help` (`/help`, `/ops`, `/ops help`) never goes to the router: the thread's agent, or the default
+  one, lists the commands without a model.
 - Free text stays with the thread's agent. A new thread, or one a finished workflow holds, goes
   to the router when a language model is configured, else to the default agent (which, without a
   model, answers with the list of commands).
@@ -15,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from core.domain.reducer import ThreadState
+from core.model.commands import HELP, as_command
 from core.runtime.roster import Roster
 
 
@@ -42,7 +46,10 @@ def route(roster: Roster, state: ThreadState, text: str, requested: str = "") ->
     if requested:
         return Route(requested, "the trigger asked for it")
     held_by_workflow = bool(current) and roster.get(current).kind == "workflow"
-    name = command_name(text)
+    command = as_command(text, roster.catalog)
+    if command == HELP:
+        return Route(current if current and not held_by_workflow else roster.default, "")
+    name = command_name(command) if command is not None else None
     if name is not None:
         if name in roster and roster.get(name).kind == "workflow":
             return Route(name, f"/{name} launches the {name} workflow")

@@ -33,6 +33,8 @@ MODEL = "claude-sonnet-4-6"
         ("/explode", "deploybot"),  # nobody's: the default agent says what is wrong
         ("help", "deploybot"),  # no model: free text goes to the default agent
         ("/help", "deploybot"),
+        ("status api staging", "deploybot"),  # a command without its slash
+        ("restart api staging", "incident"),
     ],
 )
 async def test_a_command_starts_its_thread_with_the_agent_that_owns_the_tool(
@@ -209,3 +211,32 @@ async def test_each_agent_asks_claude_with_its_own_prompt_and_tools(
     calls = [e for e in await thread_events(h) if isinstance(e, ev.ModelCall)]
     assert [c.prompt_name for c in calls] == ["router", "incident", "incident"]
     assert await replies(h) == ["api is healthy again."]
+
+
+@pytest.mark.parametrize("text", ["help", "/help", "/ops", "/ops help"])
+async def test_help_lists_the_commands_without_the_router_or_any_model(
+    fake_redis: aioredis.Redis, make_crew: MakeCrew, text: str
+) -> None:
+    router, deploybot = ScriptedModel([]), ScriptedModel([])
+    h = make_crew(fake_redis, {"router": router, "deploybot": deploybot})
+
+    await h.say(text)
+
+    [answer] = await replies(h)
+    assert answer.startswith("Commands you can use (as cli:operator):") and "/status <service> <environment>" in answer
+    assert router.requests == [] and deploybot.requests == []
+
+
+async def test_a_command_without_its_slash_runs_without_a_model_and_free_text_still_reaches_it(
+    fake_redis: aioredis.Redis, make_crew: MakeCrew
+) -> None:
+    router, deploybot = ScriptedModel([]), ScriptedModel([call("reply", message="which environment?")])
+    h = make_crew(fake_redis, {"router": router, "deploybot": deploybot})
+
+    await h.say("status api staging")
+    assert (await replies(h))[0].startswith("api in staging: 1.0.0")
+    assert router.requests == [] and deploybot.requests == []
+
+    await h.say("status of the api, please")  # starts with a command's name, but is not its arguments
+    assert (await replies(h))[1:] == ["which environment?"]
+    assert len(deploybot.requests) == 1 and router.requests == [], "the thread's agent reads its free text"
