@@ -89,19 +89,9 @@ class SlackKit:
         return status
 
     async def command(self, command: str, text: str, user: str = "U1", channel: str = "C1") -> tuple[int, str]:
-        form = {
-            "token": "legacy",
-            "team_id": TEAM,
-            "channel_id": channel,
-            "user_id": user,
-            "user_name": user.lower(),
-            "command": command,
-            "text": text,
-            "api_app_id": "A1",
-            "response_url": str(self.fake.server.make_url("/response")),
-            "trigger_id": f"trigger-{new_id()}",
-        }
-        return await self.post(urlencode(form), "application/x-www-form-urlencoded")
+        return await self.post(
+            command_form(self.fake, command, text, user, channel), "application/x-www-form-urlencoded"
+        )
 
     async def click(self, card: Call, action_id: str, user: str = "U1", action_ts: str | None = None) -> int:
         """Click a button of the card the fake recorded; the same `action_ts` replays a click."""
