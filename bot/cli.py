@@ -28,7 +28,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"opsbot {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="everything in one process: web console + API, configured channels, a worker")
-    sub.add_parser("serve", help="the HTTP server (API, webhooks, console, /slack/events, /metrics, health) and a worker")
+    sub.add_parser(
+        "serve", help="the HTTP server (API, webhooks, console, /slack/events, /metrics, health) and a worker"
+    )
     sub.add_parser("channels", help="the configured chat channels (Slack, Discord, email) without a worker")
     sub.add_parser("worker", help="a worker that takes triggers from the inbox; run as many as you like")
     chat = sub.add_parser("chat", help="talk to the bot in this terminal; answer approvals inline")
