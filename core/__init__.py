@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from core.domain.ids import new_id, thread_id_for
     from core.domain.ports import ChannelAdapter, Clock, Publisher, SystemClock
     from core.domain.reducer import ThreadState, reduce, replay
-    from core.model.commands import CommandModel, parse_command, parse_decision
+    from core.model.commands import CommandModel, as_command, parse_command, parse_decision
     from core.model.function import FunctionModel
     from core.model.llm import Choice, Model, ModelRequest
     from core.redis.bus import Bus
@@ -60,6 +60,7 @@ _HOMES = {
     "Bus": "core.redis.bus",
     "deliver": "core.runtime.delivery",
     "CommandModel": "core.model.commands",
+    "as_command": "core.model.commands",
     "FunctionModel": "core.model.function",
     "parse_command": "core.model.commands",
     "parse_decision": "core.model.commands",
@@ -152,6 +153,7 @@ __all__ = [
     "Trigger",
     "Verdict",
     "Worker",
+    "as_command",
     "deliver",
     "load_tools",
     "new_id",

@@ -11,7 +11,7 @@ from typing import Any, NotRequired, TypedDict, cast
 
 from adapters.slack.manifest import tool_commands
 from adapters.slack.state import Place
-from core import InvalidToolCall, ToolRegistry, parse_command
+from core import ToolRegistry, as_command
 
 ACCEPTED_SUBTYPES = {None, "thread_broadcast", "file_share"}  # not edits, joins or other bots' posts
 LINK = re.compile(r"<((?:https?|mailto):[^|>]+)(?:\|([^>]*))?>")
@@ -77,18 +77,12 @@ def command_text(command: Command, main_command: str, tools: ToolRegistry) -> st
     names = {spec.name for spec in tool_commands(tools)}
     if command["command"] == main_command:
         first = text.split(maxsplit=1)[0] if text else ""
-        return f"/{text}" if first.replace("-", "_") in names and _arguments_fit(text, tools) else (text or "help")
+        if first.replace("-", "_") in names and (typed := as_command(text, tools)) is not None:
+            return typed
+        return text or "help"
     if command["command"].removeprefix("/").replace("-", "_") in names:
         return f"{command['command']} {text}".strip()
     return None
-
-
-def _arguments_fit(text: str, tools: ToolRegistry) -> bool:
-    try:
-        tools.validate(*parse_command(text, tools))
-    except InvalidToolCall:
-        return False
-    return True
 
 
 def click(body: dict[str, Any], action: dict[str, Any]) -> Click:
