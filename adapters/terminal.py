@@ -21,10 +21,12 @@ from core import (
     Reply,
     StoreUnavailable,
     new_id,
+    people,
 )
 
 CHANNEL = "cli"
 QUIT_WORDS = {"quit", "exit", ":q"}
+OPS = "/ops"  # the chat platforms' one slash command, typed here out of habit
 SEEN_TTL_SECONDS = 7 * 24 * 3600  # as long as the outbox keeps messages for terminals
 
 
@@ -32,33 +34,46 @@ def render(outbound: Outbound) -> str:
     """Plain text for a terminal; every line starts with `bot>` so scripts can find replies."""
     match outbound:
         case Reply(final=False):
-            body = f"… {outbound.text}"
+            body = f"… {people.plain(outbound.text)}"
         case Reply():
-            body = outbound.text
+            body = people.plain(outbound.text)
         case ApprovalRequest():
             args = json.dumps(outbound.args, sort_keys=True)
             body = "\n".join(
                 [
                     f"approval needed [{outbound.approval_id}]: {outbound.tool} {args}",
                     f"  why: {outbound.reason or '(no reason given)'}",
-                    f"  requested by: {outbound.requester}",
-                    f"  who may approve: {', '.join(outbound.approvers)}",
-                    f"  expires: {outbound.expires_at:%Y-%m-%d %H:%M} UTC",
+                    f"  requested by: {people.display(outbound.requester)}",
+                    f"  who may approve: {', '.join(map(people.display, outbound.approvers))}",
+                    f"  expires: {people.plain_time(outbound.expires_at)}",
                     f"  answer: approve {outbound.approval_id}  |  reject {outbound.approval_id} <reason>",
                 ]
             )
+        case Question() if outbound.options:
+            choices = [f"  {number}. {option}" for number, option in enumerate(outbound.options, 1)]
+            last = len(outbound.options)
+            hint = f"  (answer with a number from 1 to {last}, the option's text, or your own words)"
+            body = "\n".join([f"question: {people.plain(outbound.question)}", *choices, hint])
         case Question():
-            body = f"question: {outbound.question}\n  (answer by typing a reply)"
+            body = f"question: {people.plain(outbound.question)}\n  (answer by typing a reply)"
         case DecisionReceipt():
             note = f": {outbound.comment}" if outbound.comment else ""
             if outbound.decision == "expire":
-                body = f"approval {outbound.approval_id} expired at {outbound.at:%H:%M:%S} UTC without a decision"
+                body = f"approval {outbound.approval_id} expired at {people.plain_time(outbound.at)} without a decision"
             else:
                 verb = "approved" if outbound.decision == "approve" else "rejected"
-                body = f"approval {outbound.approval_id} {verb} by {outbound.by} at {outbound.at:%H:%M:%S} UTC{note}"
+                by, at = people.display(outbound.by), people.plain_time(outbound.at)
+                body = f"approval {outbound.approval_id} {verb} by {by} at {at}{note}"
         case Notice():
-            return render_notice(outbound.text, outbound.level)
+            return render_notice(people.plain(outbound.text), outbound.level)
     return "\n".join(f"bot> {line}" for line in body.splitlines() or [""])
+
+
+def unwrapped(text: str) -> str:
+    """`/ops <request>` typed here means what Slack's /ops command means: the request itself (a command
+    or free text for the model); a bare `/ops` stays, as help."""
+    head, _, rest = text.strip().partition(" ")
+    return rest.strip() if head.lower() == OPS and rest.strip() else text
 
 
 def render_notice(text: str, level: str) -> str:
@@ -80,7 +95,7 @@ class Terminal:
 
     def trigger(self, text: str) -> MessageTrigger:
         return MessageTrigger(
-            id=new_id(), channel=CHANNEL, conversation=self.conversation, sender=self.identity, text=text
+            id=new_id(), channel=CHANNEL, conversation=self.conversation, sender=self.identity, text=unwrapped(text)
         )
 
     async def send(self, text: str) -> None:

@@ -3,9 +3,11 @@
 - Inbound: a message or a button click becomes a `MessageTrigger` / `DecisionTrigger` with
   `channel="web"`, `sender` the identity of the console's bearer token, and the conversation
   `<identity>/<browser conversation id>`, so one person's conversations are theirs alone.
-- Outbound: the browser long-polls; `updates` reads `outbox:web` with `Bus.follow` (a broadcast
-  read, so any number of server processes can answer) and returns the messages of that
-  conversation meant for that person. The browser renders them (`bot/console/console.js`).
+- Outbound: the browser follows `outbox:web` over Server-Sent Events (`bot/http/live.py`), or
+  long-polls `updates` (`Bus.follow`); both are broadcast reads, so any number of server processes
+  can answer, and both show only that conversation's messages meant for that person. The browser
+  renders them (`bot/console/console.js`). A question's options are buttons whose click comes back
+  as a message with `answers` set to the question's call id.
 - Routes and authentication live in `bot/http/console.py`; this module knows no HTTP.
 """
 
@@ -35,7 +37,8 @@ class WebChannel:
     def conversation_key(identity: str, conversation: str) -> str:
         return f"{identity}/{conversation}"
 
-    def message(self, identity: str, conversation: str, text: str) -> MessageTrigger:
+    def message(self, identity: str, conversation: str, text: str, answers: str = "") -> MessageTrigger:
+        """What the person typed, or (`answers`: the question's call id) the option they clicked."""
         key = self.conversation_key(identity, conversation)
         return MessageTrigger(
             id=new_id(),
@@ -43,6 +46,7 @@ class WebChannel:
             conversation=key,
             sender=identity,
             text=text,
+            answers=answers,
             thread_id=thread_id_for(CHANNEL, key),
         )
 

@@ -18,6 +18,7 @@ from core.domain.errors import BotError
 from core.domain.schedules import load_schedules
 from core.model.prompts import PromptLibrary
 from core.runtime.roster import load_roster
+from core.tools.mcp import McpCatalog
 from core.tools.preflight import missing_programs
 from core.tools.registry import ToolRegistry, load_tools
 
@@ -47,6 +48,8 @@ async def check_config(settings: Settings, env: Mapping[str, str]) -> int:
     report = Report()
     _check_packages(report)
     tools = _check_tools(settings, env, report)
+    if tools is not None:
+        await _check_mcp(tools, env, report)
     agents = _check_agents(settings, tools, report)
     if (schedules_file := settings.schedules_path) is not None:
         if agents is None:
@@ -115,6 +118,35 @@ def _check_tools(settings: Settings, env: Mapping[str, str], report: Report) -> 
     for name, members in tools.groups.items():
         report(bool(members), f"group {name}: {', '.join(members) or 'no members; set BOT_GROUP_' + name.upper()}")
     return tools
+
+
+async def _check_mcp(tools: ToolRegistry, env: Mapping[str, str], report: Report) -> None:
+    """Each declared MCP server answers and lists its tools (connected once, listed, closed; nothing is called)."""
+    catalog = tools.mcp
+    if not isinstance(catalog, McpCatalog) or not catalog.servers:
+        return
+    from core.tools.mcp.client import Unreachable, probe  # the MCP SDK only when servers are declared
+
+    async def one(name: str) -> tuple[str, list[str] | str]:
+        try:
+            return name, await probe(name, catalog.servers[name], env)
+        except Unreachable as exc:
+            return name, str(exc)
+
+    for name, found in await asyncio.gather(*(one(name) for name in catalog.servers)):
+        config = catalog.servers[name]
+        if isinstance(found, str):
+            report(False, f"mcp {name}: {found}; fix [mcp.servers.{name}] in {catalog.path} or start the server")
+            continue
+        gated = [
+            tool
+            for tool in found
+            if (p := catalog.policy_for(tool)) is None or p.approval is None or p.approval.required
+        ]
+        report(
+            True,
+            f"mcp {name}: {len(found)} tools over {config.transport} ({len(gated)} gated): {', '.join(found) or 'none'}",
+        )
 
 
 def _check_agents(settings: Settings, tools: ToolRegistry | None, report: Report) -> list[str] | None:

@@ -49,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
         control.add_argument("id")
         control.add_argument("--reason", default="")
     sub.add_parser("approvals", help="pending approvals across all channels")
+    mcp = sub.add_parser("mcp", help="the bot's approvals as an MCP server on stdio (Claude Code, any MCP client)")
+    mcp.add_argument("--worker", action="store_true", help="also run a worker here (when no bot process runs one)")
     slack = sub.add_parser("slack", help="Slack app helpers")
     slack_sub = slack.add_subparsers(dest="action", required=True)
     man = slack_sub.add_parser("manifest", help="print the Slack app manifest (JSON) for the configured tools")
@@ -123,6 +125,8 @@ async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
             return await commands.chat(settings, args.user or settings.cli_user, stop)
         case "approvals":
             return await commands.approvals(settings)
+        case "mcp":
+            return await commands.mcp(settings, stop, worker=args.worker)
         case "thread":
             return await commands.thread(settings, args)
         case "discord":

@@ -33,16 +33,20 @@ from core.redis.store import Store
 from core.redis.sweeper import Sweeper
 from core.runtime.approvals import Approvals
 from core.runtime.budget import budgeted, model_limit
+from core.runtime.external import ExternalActions, load_actions
 from core.runtime.loop import Loop
 from core.runtime.roster import ROUTER, Roster, load_roster
 from core.runtime.threads import Threads
 from core.runtime.worker import Worker
+from core.tools import mcp as mcp_tools
 from core.tools.executors import ToolRunner
 from core.tools.redact import RedactingFilter, Redactor
 from core.tools.registry import ToolRegistry, load_tools
 
 if TYPE_CHECKING:
     import anthropic
+
+    from core.tools.mcp.client import McpClients
 
 
 @dataclass
@@ -56,6 +60,8 @@ class Wiring:
     redactor: Redactor
     metrics: Metrics
     schedules: list[Schedule] = field(default_factory=list)
+    actions: ExternalActions | None = None  # what MCP clients ask approval for (`core.runtime.external`, bot.mcp)
+    mcp: McpClients | None = None  # this process's connections to the tools file's MCP servers
     # Answers "the store cannot take this now" (HTTP 503 store_unavailable, /readyz): exported on /metrics
     # beside the core's counters, by where it was answered.
     store_write_failures: Counter = field(init=False)
@@ -190,10 +196,11 @@ def thread_service(
     redactor: Redactor,
     metrics: Metrics | None,
     error_limit: int,
+    console_url: str = "",
 ) -> Threads:
     """The thread service and what it works with: approvals for every tool (a stored call runs whoever
     holds the thread), and the loop over the roster's agents with the slash-command model."""
-    approvals = Approvals(store, tools, clock)
+    approvals = Approvals(store, tools, clock, console_url=console_url)
     loop = Loop(
         store=store,
         tools=tools,
@@ -228,6 +235,9 @@ def build_wiring(
 ) -> Wiring:
     failpoints.configure(env.get("BOT_FAILPOINTS", ""))  # tests and operators; free when unset
     tools = load_tools(settings.tools_file, settings.groups)
+    actions = load_actions(settings.tools_file, tools)  # [mcp_server]: the actions MCP clients ask approval for
+    if actions is not None:
+        tools = actions.registry(tools)
     redactor = Redactor.from_env(env)
     prompts = PromptLibrary(settings.prompts_dir)
     metrics = Metrics()
@@ -243,8 +253,9 @@ def build_wiring(
     schedules = load_schedules(schedules_file, agents) if schedules_file is not None else []
     store = Store(client, lock_ttl_ms=settings.lock_ttl_ms)
     bus = Bus(client, store, claim_idle_ms=settings.claim_idle_ms, redactor=redactor)
+    mcp = mcp_tools.clients(tools, env)
     runner = ToolRunner(
-        workdir=settings.workdir, data_dir=settings.data_dir.resolve(), env=env, redactor=redactor, http=http
+        workdir=settings.workdir, data_dir=settings.data_dir.resolve(), env=env, redactor=redactor, http=http, mcp=mcp
     )
     threads = thread_service(
         store=store,
@@ -257,7 +268,11 @@ def build_wiring(
         redactor=redactor,
         metrics=metrics,
         error_limit=settings.error_limit,
+        console_url=settings.http.public_url or "",
     )
+    if actions is not None:  # the `mcp` agent runs the MCP server's requests; its questions have their answerers
+        actions.join(threads.roster, tools)
+        threads.answerers = actions.answerer(tools)
     return Wiring(
         settings=settings,
         redis=client,
@@ -268,6 +283,8 @@ def build_wiring(
         redactor=redactor,
         metrics=metrics,
         schedules=schedules,
+        actions=actions,
+        mcp=mcp,
     )
 
 
@@ -333,7 +350,14 @@ async def running_wiring(
         llm = anthropic_client(settings)
         try:
             async with aiohttp.ClientSession() as http:
-                yield build_wiring(settings, env, client, http=http, llm=llm)
+                wiring = build_wiring(settings, env, client, http=http, llm=llm)
+                try:
+                    if wiring.mcp is not None:  # list the MCP servers' tools before the first message
+                        await wiring.mcp.start()
+                    yield wiring
+                finally:
+                    if wiring.mcp is not None:
+                        await wiring.mcp.aclose()
         finally:
             if llm is not None:
                 await llm.close()

@@ -150,6 +150,13 @@ async def chat(settings: Settings, user: str, stop: asyncio.Event) -> int:
     return 0
 
 
+async def mcp(settings: Settings, stop: asyncio.Event, *, worker: bool) -> int:
+    """The MCP server on stdio (`bot.mcp`); the protocol owns stdout, so nothing else is printed there."""
+    from bot.mcp.stdio import run_stdio
+
+    return await run_stdio(settings, stop, worker=worker)
+
+
 async def approvals(settings: Settings) -> int:
     async with running_wiring(settings) as wiring:
         records = await wiring.store.pending_approvals()

@@ -115,3 +115,4 @@ class EmailSettings(_ChannelSettings):
     token_secret: SecretStr | None = Field(None, alias="EMAIL_TOKEN_SECRET")  # HMAC key for approval reply tokens
     trusted_authserv_id: str | None = Field(None, alias="EMAIL_TRUSTED_AUTHSERV_ID")
     require_dmarc: bool = Field(False, alias="EMAIL_REQUIRE_DMARC")
+    timezone: str = Field("UTC", alias="EMAIL_TIMEZONE")  # IANA zone of the times written in mail

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from core.domain import events as events
+    from core.domain import people as people
     from core.domain.backoff import Backoff
     from core.domain.errors import (
         ApprovalError,
@@ -165,8 +166,9 @@ __all__ = [
 ]
 
 
-# The event vocabulary as a module, for the channels: `from core import events as ev`.
-_MODULES = {"events": "core.domain.events"}
+# The event vocabulary as a module, for the channels: `from core import events as ev`; and the people
+# and times in core's text, which each channel renders natively: `from core import people`.
+_MODULES = {"events": "core.domain.events", "people": "core.domain.people"}
 
 
 def __getattr__(name: str) -> Any:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from core.domain import events as ev
+from core.domain.people import who
 from tests.conftest import APPROVER, ScriptedModel, call
 
 
@@ -21,7 +22,7 @@ async def test_gated_deploy_waits_for_approval_then_runs_once(redis_client, make
     assert [(d["service"], d["version"], d["by"]) for d in deploys] == [("api", "1.4.2", "cli:operator")]
     texts = [o.text for o in await h.outbox() if isinstance(o, ev.Reply | ev.Notice)]
     assert any("deployed api 1.4.2 to production" in t for t in texts)
-    assert any(f"already approved by {APPROVER}" in t for t in texts)
+    assert any(f"already approved by {who(APPROVER)}" in t for t in texts)
 
 
 async def test_model_sees_rejection_reason(redis_client, make_harness) -> None:
@@ -44,8 +45,8 @@ async def test_an_approver_outside_the_group_is_refused_and_the_thread_stays_pen
     await h.say(f"approve {approval.approval_id}", sender="cli:mallory")
     refusal = [o for o in await h.outbox() if isinstance(o, ev.Notice) and o.to == "cli:mallory"]
     assert (
-        "cli:mallory may not decide approval" in refusal[-1].text
-        and "group:oncall (cli:dana, cli:operator)" in refusal[-1].text
+        "<who:cli:mallory> may not decide approval" in refusal[-1].text
+        and "the oncall group (<who:cli:dana>, <who:cli:operator>)" in refusal[-1].text
     )
     assert "you are not one of its allowed approvers" in refusal[-1].text, "the true reason: not a member"
     state = (await h.wiring.store.list_threads())[0]

@@ -68,7 +68,7 @@ async def test_escalation_lets_the_second_group_decide(fake_redis, make_harness,
     await h.say("/failover")
     approval = next(o for o in await h.outbox() if isinstance(o, ev.ApprovalRequest))
     await h.say(f"approve {approval.approval_id}", sender="cli:lee")
-    assert "cli:lee may not decide" in (await h.outbox())[-1].text
+    assert "<who:cli:lee> may not decide" in (await h.outbox())[-1].text
     h.clock.advance(301)
     for sweeper in _sweepers(h, 2):
         await sweeper.sweep()

@@ -16,6 +16,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from core.domain import events as ev
+from core.domain import people
 from core.domain.ids import new_id
 from tests.conftest import Harness
 
@@ -83,7 +84,9 @@ async def test_who_may_decide_a_production_deploy_from_each_channel(
         return
     assert record.status == "pending", f"{decider} must not decide it"
     said = await notices(h, channel)
-    assert any(f"{decider} may not decide approval {approval_id}" in text and reason in text for text in said), said
+    assert any(
+        f"{people.who(decider)} may not decide approval {approval_id}" in text and reason in text for text in said
+    ), said
 
 
 @pytest.mark.parametrize("channel", ["slack", "discord", "email"])
@@ -106,4 +109,4 @@ async def test_a_chat_channel_can_be_limited_to_who_may_start_threads(
     threads = await h.wiring.store.list_threads()
     assert [t.requester for t in threads] == [PEOPLE[channel][2]], "only the listed one started a thread"
     said = await notices(h, channel)
-    assert any(f"{PEOPLE[channel][1]} may not start threads on {channel}" in text for text in said), said
+    assert any(f"{people.who(PEOPLE[channel][1])} may not start threads on {channel}" in text for text in said), said

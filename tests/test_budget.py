@@ -31,10 +31,10 @@ async def test_a_requester_past_the_model_budget_waits_and_others_go_on(
 
     asked_for = [request.state.requester for request in model.requests]
     assert asked_for == ["cli:operator", "cli:operator", "cli:dana"], "the third call of cli:operator was not made"
-    questions = [o for o in await h.outbox() if isinstance(o, ev.Question)]
-    assert len(questions) == 1 and questions[0].conversation == "operator/2"
-    assert "cli:operator made more than 2 model calls per 1 hour; retry in " in questions[0].question
-    assert "Your request is saved" in questions[0].question
+    notices = [o for o in await h.outbox() if isinstance(o, ev.Notice) and o.level == "warning"]
+    assert len(notices) == 1 and notices[0].conversation == "operator/2"
+    assert "cli:operator made more than 2 model calls per 1 hour; retry in " in notices[0].text
+    assert "Your request is saved" in notices[0].text
     (waiting,) = [t for t in await h.wiring.store.list_threads() if t.conversation == "operator/2"]
     assert waiting.status == "awaiting_human"
     assert h.wiring.metrics.registry.get_sample_value("bot_rate_limited_total", {"limit": "model"}) == 1

@@ -121,7 +121,7 @@ def test_a_reply_then_a_new_message_is_one_user_turn() -> None:
     assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant", "user"]
     last = messages[-1]["content"]
     assert last[0] == {"type": "tool_result", "tool_use_id": "r0", "content": "delivered to the requester"}
-    assert last[1]["text"] == '<user_message sender="slack:T1:U1">\nand web?\n</user_message>'
+    assert last[1]["text"] == '<user_message sender="U1">\nand web?\n</user_message>'
 
 
 def test_two_user_messages_in_a_row_render_as_one_user_message() -> None:

@@ -1,4 +1,4 @@
-"""The discord.py client the Discord channel runs: intents, approval buttons, the reject modal.
+"""The discord.py client the Discord channel runs: intents, approval and choice buttons, the reject modal.
 
 Handlers here only acknowledge the interaction (within Discord's 3 s) and hand it to the
 channel's `Sink`, which enqueues a trigger; nothing waits on the agent.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import discord
 from discord.ext import commands
@@ -16,6 +16,11 @@ from discord.ext import commands
 from core import ApprovalRequest
 
 APPROVAL_TEMPLATE = r"appr:(?P<id>[0-9a-z]{4,40}):(?P<decision>approve|reject)"
+# A question's choices: the ask_human call id (custom_ids are at most 100 characters) and the option's index.
+CALL_ID = r"(?P<call>[A-Za-z0-9_-]{1,80})"
+CHOICE_TEMPLATE = rf"ask:{CALL_ID}:(?P<n>\d{{1,2}})"
+SELECT_TEMPLATE = rf"asksel:{CALL_ID}"
+CALL_ID_CHARS = 80
 REASON_MODAL = re.compile(r"^apprr:(?P<id>[0-9a-z]{4,40})$")
 REASON_FIELD = "reason"
 MODAL_TIMEOUT_SECONDS = 600
@@ -34,6 +39,8 @@ class Sink(Protocol):
     async def decision(
         self, interaction: discord.Interaction[Any], approval_id: str, approve: bool, comment: str
     ) -> None: ...
+
+    async def answer(self, interaction: discord.Interaction[Any], call_id: str, index: int) -> None: ...
 
 
 class OpsBot(commands.Bot):
@@ -57,7 +64,7 @@ class OpsBot(commands.Bot):
         )
         self.sink: Sink | None = None
         self.gateway_ready = False
-        self.add_dynamic_items(ApprovalButton)
+        self.add_dynamic_items(ApprovalButton, ChoiceButton, ChoiceSelect)
 
     async def on_connect(self) -> None:  # the session is up (READY); events flow from now on
         self.gateway_ready = True
@@ -147,3 +154,53 @@ def approval_view(request: ApprovalRequest) -> discord.ui.View:
     view.add_item(ApprovalButton(request.approval_id, True))
     view.add_item(ApprovalButton(request.approval_id, False))
     return view
+
+
+class ChoiceButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=CHOICE_TEMPLATE):
+    """One option of a question; the custom_id carries the question's call id and the option's index."""
+
+    def __init__(self, call_id: str, index: int, label: str = "") -> None:
+        button: discord.ui.Button[discord.ui.View] = discord.ui.Button(
+            label=label or str(index + 1),
+            style=discord.ButtonStyle.primary,
+            custom_id=f"ask:{call_id}:{index}",
+        )
+        super().__init__(button)
+        self.call_id = call_id
+        self.index = index
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> ChoiceButton:
+        return cls(match["call"], int(match["n"]))
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        await interaction.response.defer()  # the answer shows as the thread going on
+        await sink_of(interaction).answer(interaction, self.call_id, self.index)
+
+
+class ChoiceSelect(discord.ui.DynamicItem[discord.ui.Select[discord.ui.View]], template=SELECT_TEMPLATE):
+    """The options of a question with more of them than a row of buttons holds; values are indexes."""
+
+    def __init__(self, call_id: str, options: list[discord.SelectOption] | None = None) -> None:
+        select: discord.ui.Select[discord.ui.View] = discord.ui.Select(
+            custom_id=f"asksel:{call_id}",
+            placeholder="Choose an answer",
+            options=options or [discord.SelectOption(label="…", value="0")],
+        )
+        super().__init__(select)
+        self.call_id = call_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> ChoiceSelect:
+        return cls(match["call"])
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        await interaction.response.defer()
+        data: Mapping[str, Any] = cast(Mapping[str, Any], interaction.data or {})
+        values = list(data.get("values") or [])  # read raw: any process may take the click
+        if values and str(values[0]).isdigit():
+            await sink_of(interaction).answer(interaction, self.call_id, int(values[0]))

@@ -8,7 +8,8 @@ Conversations (the core's thread key):
   in that thread land in the same conversation.
 
 `reply_to` carries what the renderer needs: where to post, the message to start the thread on,
-and for interactions the token for ephemeral followups (valid 15 minutes).
+a link to the request message (approval cards jump back to it), and for interactions the token
+for ephemeral followups (valid 15 minutes).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ THREAD_NAME = "discord_thread_name"
 INTERACTION = "discord_interaction"
 TOKEN = "discord_token"
 APPLICATION = "discord_application"
+LINK = "discord_link"
+WEB = "https://discord.com/channels"
 TEXT_MESSAGES = (discord.MessageType.default, discord.MessageType.reply)
 
 
@@ -44,13 +47,22 @@ class Place:
     reply_to: dict[str, str]
 
 
-def _place(guild_id: int | None, channel_id: int, parent_id: int | None, origin: int, name: str | None) -> Place:
-    """Where an input happened; `name` set means "answer in a thread started on message `origin`"."""
-    if guild_id is None:
-        return Place(f"dm/{channel_id}", {TO_CHANNEL: str(channel_id)})
-    if parent_id is not None:
-        return Place(f"{guild_id}/{parent_id}/{channel_id}", {TO_CHANNEL: str(channel_id)})
+def jump_link(guild_id: int | None, channel_id: int, message_id: int) -> str:
+    return f"{WEB}/{guild_id if guild_id is not None else '@me'}/{channel_id}/{message_id}"
+
+
+def _place(
+    guild_id: int | None, channel_id: int, parent_id: int | None, origin: int, name: str | None, message: bool = True
+) -> Place:
+    """Where an input happened; `name` set means "answer in a thread started on message `origin`";
+    `message`: `origin` is a message a link may point at (else an interaction's id)."""
     reply_to = {TO_CHANNEL: str(channel_id)}
+    if message:
+        reply_to[LINK] = jump_link(guild_id, channel_id, origin)
+    if guild_id is None:
+        return Place(f"dm/{channel_id}", reply_to)
+    if parent_id is not None:
+        return Place(f"{guild_id}/{parent_id}/{channel_id}", reply_to)
     if name is not None:
         title = clip(" ".join(name.split()) or "request", THREAD_NAME_CHARS)
         reply_to |= {THREAD_FROM: str(origin), THREAD_NAME: title}
@@ -115,7 +127,7 @@ class Inbound:
             origin, name = echo.id, text
         except discord.HTTPException as exc:  # still enqueue; answers then go to the channel itself
             log.warning("discord: could not show the request of interaction %s: %s", interaction.id, exc)
-        place = await self._interaction_place(interaction, origin, name)
+        place = await self._interaction_place(interaction, origin, name, message=name is not None)
         await self.bus.publish(
             MessageTrigger(
                 id=new_id(),
@@ -133,7 +145,7 @@ class Inbound:
     ) -> None:
         """A button click or a reject reason, already acknowledged; the core checks who may decide."""
         origin = interaction.message.id if interaction.message else interaction.id
-        place = await self._interaction_place(interaction, origin, None)
+        place = await self._interaction_place(interaction, origin, None, message=interaction.message is not None)
         await self.bus.publish(
             DecisionTrigger(
                 id=new_id(),
@@ -148,10 +160,33 @@ class Inbound:
             )
         )
 
-    async def _interaction_place(self, interaction: discord.Interaction[Any], origin: int, name: str | None) -> Place:
+    async def answer(self, interaction: discord.Interaction[Any], call_id: str, index: int) -> None:
+        """A choice button or select, already acknowledged: the option's text answers the question.
+
+        Core checks that the question is still open and that the clicker may answer it."""
+        options = await self.book.options(call_id)
+        text = options[index] if index < len(options) else str(index + 1)  # core reads a number as the option
+        origin = interaction.message.id if interaction.message else interaction.id
+        place = await self._interaction_place(interaction, origin, None, message=interaction.message is not None)
+        await self.bus.publish(
+            MessageTrigger(
+                id=new_id(),
+                channel=CHANNEL,
+                conversation=place.conversation,
+                sender=identity(interaction.user),
+                dedup_key=f"discord:interaction:{interaction.id}",
+                reply_to=place.reply_to | _token(interaction),
+                text=text,
+                answers=call_id,
+            )
+        )
+
+    async def _interaction_place(
+        self, interaction: discord.Interaction[Any], origin: int, name: str | None, message: bool = True
+    ) -> Place:
         channel_id = interaction.channel_id or 0
         channel = interaction.channel
         parent = channel.parent_id if isinstance(channel, discord.Thread) else None
         if interaction.guild_id is not None and parent is None:
             parent = await self.book.thread_parent(channel_id)
-        return _place(interaction.guild_id, channel_id, parent, origin, name)
+        return _place(interaction.guild_id, channel_id, parent, origin, name, message)

@@ -28,9 +28,19 @@ from typing import Any, Literal, cast
 import discord
 
 from adapters.discord.bot import RATE_LIMIT_WAIT_SECONDS, approval_view
+from adapters.discord.cards import (
+    approval_content,
+    approval_embed,
+    args_line,
+    choices_view,
+    decided_embed,
+    decided_sentence,
+    link_of,
+    question_text,
+)
 from adapters.discord.inbound import APPLICATION, INTERACTION, THREAD_FROM, THREAD_NAME, TO_CHANNEL, TOKEN
 from adapters.discord.state import Card, DiscordStore
-from adapters.discord.text import MESSAGE_LIMIT, card_text, clip, discord_user, notice_text, receipt_line, split_message
+from adapters.discord.text import discord_user, native, notice_text, split_message
 from core import ApprovalRequest, ChannelError, DecisionReceipt, Notice, Outbound, Question, Reply
 
 log = logging.getLogger(__name__)
@@ -82,11 +92,9 @@ class Renderer:
             case Reply(final=False):
                 pass  # progress: Discord shows the outcome when it comes, without a message per step
             case Reply():
-                await self._post(outbound, outbound.text)
+                await self._post(outbound, native(outbound.text))
             case Question():
-                plain = self.client.intents.message_content or outbound.conversation.startswith("dm/")
-                how = "Answer here." if plain else "Answer by mentioning me here."
-                await self._post(outbound, f"**Question:** {outbound.question}\n-# {how}")
+                await self._question(outbound)
             case Notice() if outbound.to:
                 await self._private(outbound)
             case Notice():
@@ -147,6 +155,24 @@ class Renderer:
             return
         await self._send(target, text, outbound.id)
 
+    async def _question(self, question: Question) -> None:
+        """The question, with its options as buttons or a menu; a written answer is taken too."""
+        plain = self.client.intents.message_content or question.conversation.startswith("dm/")
+        write = "answer here" if plain else "answer by mentioning me here"
+        view = choices_view(question)
+        how = f"Choose one, or {write}." if view is not None else f"{write[0].upper()}{write[1:]}."
+        text = question_text(question, how)
+        if view is None:
+            await self._post(question, text)
+            return
+        target = await self._target(question)
+        if target is None or await self.book.parts_sent(question.id):
+            return
+        await self.book.save_options(question.call_id, list(question.options))
+        channel = self.client.get_partial_messageable(target)
+        sent = await channel.send(text, view=view, nonce=nonce(f"{question.id}:0"))
+        await self.book.part_sent(question.id, 0, sent.id)
+
     async def _private(self, notice: Notice) -> None:
         """Only `notice.to` sees it: an ephemeral followup while the interaction token lasts, else a DM."""
         text, reply_to = notice_text(notice), notice.reply_to
@@ -180,27 +206,31 @@ class Renderer:
                 request.approval_id,
             )
             return
-        text = card_text(request)
         approvers = [discord.Object(uid) for a in request.approvers if (uid := discord_user(a)) is not None]
         pings = discord.AllowedMentions(everyone=False, roles=False, users=approvers, replied_user=False)
         sent = await self.client.get_partial_messageable(where).send(
-            text, view=approval_view(request), allowed_mentions=pings, nonce=nonce(f"{request.id}:card")
+            approval_content(request),
+            embed=approval_embed(request),
+            view=approval_view(request),
+            allowed_mentions=pings,
+            nonce=nonce(f"{request.id}:card"),
         )
         ttl = int((request.expires_at - datetime.now(UTC)).total_seconds())
-        await self.book.save_card(request.approval_id, Card(where, sent.id, text), ttl)
+        card = Card(where, sent.id, request.tool, args_line(request.args), link_of(request))
+        await self.book.save_card(request.approval_id, card, ttl)
         if home is not None and home != where:
             pointer = f"Approval `{request.approval_id}` for `{request.tool}` is waiting in <#{where}>."
             await self._send(home, pointer, f"{request.id}:pointer")
 
     async def _receipt(self, receipt: DecisionReceipt) -> None:
-        """Edit the card once (who decided, when; no more buttons); elsewhere, say it in a line."""
+        """Edit the card once into the decided record (no buttons, no pings); elsewhere, say it in a sentence."""
         card = await self.book.card(receipt.approval_id)
-        line = receipt_line(receipt)
         if card is not None and not card.decided:
             message = self.client.get_partial_messageable(card.channel_id).get_partial_message(card.message_id)
-            await message.edit(content=clip(f"{card.text}\n\n{line}", MESSAGE_LIMIT), view=None)
+            await message.edit(content=None, embed=decided_embed(receipt, card), view=None)
             await self.book.mark_decided(receipt.approval_id)
             return
+        line = decided_sentence(receipt, card.tool if card else "")
         # The core's copy for where the decider answered (another conversation), or a card we never posted.
         target = await self._target(receipt)
         if target is not None and (card is None or target != card.channel_id):

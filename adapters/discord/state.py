@@ -2,14 +2,18 @@
 
 - `discord:thread:<thread id>` -> the parent channel id of a thread the bot started; messages in
   those threads are the bot's to answer, and replies to a conversation go there.
-- `discord:card:<approval id>` -> where the approval card was posted, its text, and whether a
-  decision receipt has edited it, so any process can edit it over REST, once.
+- `discord:card:<approval id>` -> where the approval card was posted, what its decided record
+  keeps (the tool, its arguments in a line, the link to the request), and whether a decision
+  receipt has edited it, so any process can edit it over REST, once.
+- `discord:question:<call id>` -> the options of a question (JSON), so a click on any process
+  answers with the option's whole text (a button's label is clipped at 80 characters).
 - `discord:parts:<outbound id>` -> part index -> the id of the message Discord made for it, so a
   retry (after a 429 or an outage longer than Discord's nonce window) posts only the parts missing.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +22,7 @@ import redis.asyncio as aioredis
 THREAD_TTL_SECONDS = 90 * 24 * 3600
 CARD_GRACE_SECONDS = 7 * 24 * 3600  # keep a card's location this long after its approval expires
 PARTS_TTL_SECONDS = 24 * 3600  # longer than delivery retries one message (core.runtime.delivery: 6 hours)
+QUESTION_TTL_SECONDS = 30 * 24 * 3600
 
 
 def _text(value: bytes | str) -> str:
@@ -36,11 +41,17 @@ def parts_key(key: str) -> str:
     return f"discord:parts:{key}"
 
 
+def question_key(call_id: str) -> str:
+    return f"discord:question:{call_id}"
+
+
 @dataclass(frozen=True)
 class Card:
     channel_id: int
     message_id: int
-    text: str
+    tool: str = ""
+    args: str = ""  # the arguments in one line, for the decided record
+    link: str = ""  # the request the card is about
     decided: bool = False
 
 
@@ -58,7 +69,13 @@ class DiscordStore:
 
     async def save_card(self, approval_id: str, card: Card, ttl_seconds: int) -> None:
         key = card_key(approval_id)
-        fields = {"channel": card.channel_id, "message": card.message_id, "text": card.text}
+        fields = {
+            "channel": card.channel_id,
+            "message": card.message_id,
+            "tool": card.tool,
+            "args": card.args,
+            "link": card.link,
+        }
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping=fields)  # type: ignore[arg-type]  # redis-py's mapping type is too narrow
             pipe.expire(key, max(ttl_seconds, 0) + CARD_GRACE_SECONDS)
@@ -69,7 +86,14 @@ class DiscordStore:
         if not raw:
             return None
         fields = {_text(key): _text(value) for key, value in raw.items()}
-        return Card(int(fields["channel"]), int(fields["message"]), fields["text"], fields.get("decided") == "1")
+        return Card(
+            int(fields["channel"]),
+            int(fields["message"]),
+            fields.get("tool", ""),
+            fields.get("args", ""),
+            fields.get("link", ""),
+            fields.get("decided") == "1",
+        )
 
     async def mark_decided(self, approval_id: str) -> None:
         await self.redis.hset(card_key(approval_id), "decided", "1")
@@ -84,3 +108,10 @@ class DiscordStore:
             pipe.hset(parts_key(key), str(part), message_id)
             pipe.expire(parts_key(key), PARTS_TTL_SECONDS)
             await pipe.execute()
+
+    async def save_options(self, call_id: str, options: list[str]) -> None:
+        await self.redis.set(question_key(call_id), json.dumps(options), ex=QUESTION_TTL_SECONDS)
+
+    async def options(self, call_id: str) -> list[str]:
+        raw: Any = await self.redis.get(question_key(call_id))
+        return [str(option) for option in json.loads(_text(raw))] if raw is not None else []

@@ -1,15 +1,19 @@
-"""What the Discord channel writes: messages split under 2000 characters, approval cards, receipts."""
+"""What the Discord channel writes: people and times rendered natively, messages under 2000 characters.
+
+Core writes people and times as markers (`core.people`); everything shown on Discord passes
+through `native` first, so a Discord user is a mention (shown as their name, pinging nobody:
+the client sends no allowed mentions) and a time is a Discord timestamp the reader's client
+shows in their own zone.
+"""
 
 from __future__ import annotations
 
-import json
+from datetime import UTC, datetime
 
-from core import ApprovalRequest, DecisionReceipt, Notice
+from core import Notice, people
 
 MESSAGE_LIMIT = 2000
 FENCE_ROOM = 32  # room to close a code block at the end of a piece and reopen it in the next
-CARD_LIMIT = 1700  # leaves room for the decision line the receipt adds
-REASON_CHARS = 300
 LEVEL_MARK = {"info": "", "warning": "⚠️ ", "error": "❌ "}
 
 
@@ -17,15 +21,34 @@ def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def who(identity: str) -> str:
-    """A Discord identity as a mention (shown as the name, pinging nobody), others as code."""
-    kind, _, user = identity.partition(":")
-    return f"<@{user}>" if kind == "discord" and user.isdigit() else f"`{identity}`"
-
-
 def discord_user(identity: str) -> int | None:
     kind, _, user = identity.partition(":")
     return int(user) if kind == "discord" and user.isdigit() else None
+
+
+def person(identity: str) -> str:
+    """A Discord user as a mention; anyone else by the readable name core gives them."""
+    user = discord_user(identity)
+    return f"<@{user}>" if user is not None else people.display(identity)
+
+
+def epoch(at: datetime) -> int:
+    return int((at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp())
+
+
+def stamp(at: datetime) -> str:
+    """A full date and time, shown in the reader's zone."""
+    return f"<t:{epoch(at)}:f>"
+
+
+def relative(at: datetime) -> str:
+    """ "in 59 minutes" / "3 minutes ago", kept current by the reader's client."""
+    return f"<t:{epoch(at)}:R>"
+
+
+def native(text: str) -> str:
+    """Core's text with every person and time marker in Discord's own form."""
+    return people.render(text, person, stamp)
 
 
 def _short_lines(text: str, width: int) -> list[str]:
@@ -63,33 +86,5 @@ def split_message(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
     return [piece for piece in pieces if piece.strip()]
 
 
-def card_text(request: ApprovalRequest) -> str:
-    """The approval card: tool, exact arguments, reason, requester, approvers, expiry."""
-    expires = int(request.expires_at.timestamp())
-    head = f"**Approval needed:** `{request.tool}` (approval `{request.approval_id}`)"
-    tail = "\n".join(
-        [
-            f"**Why:** {clip(request.reason or '(no reason given)', REASON_CHARS)}",
-            f"**Requested by:** {who(request.requester)}",
-            f"**Who may approve:** {', '.join(who(a) for a in request.approvers) or '(nobody)'}",
-            f"**Expires:** <t:{expires}:R> ({request.expires_at:%Y-%m-%d %H:%M} UTC)",
-        ]
-    )
-    args = json.dumps(request.args, indent=2, sort_keys=True, ensure_ascii=False).replace("```", "`\u200b``")
-    room = CARD_LIMIT - len(head) - len(tail) - 20
-    if len(args) > room:
-        note = "\n(arguments clipped here; `bot approvals` shows them whole)"
-        args = clip(args, room - len(note)) + note
-    return f"{head}\n```json\n{args}\n```\n{tail}"
-
-
-def receipt_line(receipt: DecisionReceipt) -> str:
-    if receipt.decision == "expire":
-        return f"⌛ **Expired** without a decision <t:{int(receipt.at.timestamp())}:f>"
-    verb = "✅ **Approved**" if receipt.decision == "approve" else "❌ **Rejected**"
-    note = f": {clip(receipt.comment, REASON_CHARS)}" if receipt.comment else ""
-    return f"{verb} by {who(receipt.by)} <t:{int(receipt.at.timestamp())}:f>{note}"
-
-
 def notice_text(notice: Notice) -> str:
-    return LEVEL_MARK.get(notice.level, "") + notice.text
+    return LEVEL_MARK.get(notice.level, "") + native(notice.text)

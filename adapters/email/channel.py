@@ -4,7 +4,9 @@
   UIDVALIDITY in Redis) hands each new mail to `Inbound`, which publishes a MessageTrigger
   (conversation = the root Message-ID) or, for a verified approval reply, a DecisionTrigger.
 - Sending: `render` turns the `email` outbox into mail via SMTP, threaded with In-Reply-To
-  and References; an ApprovalRequest becomes one signed approval mail per `email:` approver.
+  and References, each with a plain-text and an HTML part (`bodies`); people and times are
+  written readable, in EMAIL_TIMEZONE (`readable`); an ApprovalRequest becomes one signed
+  approval mail per `email:` approver.
 """
 
 from __future__ import annotations
@@ -15,28 +17,16 @@ import ipaddress
 import os
 import socket
 from dataclasses import replace
-from datetime import UTC
 
+from adapters.email.bodies import body_for
 from adapters.email.compose import Mailer, SmtpMailer, Thread, approval_mail, text_mail
 from adapters.email.imap import DEFAULT_TIMING, Connect, ImapClient, ImapTiming, MailboxWatcher
 from adapters.email.inbound import CHANNEL, Inbound
+from adapters.email.readable import Readable, zone
 from adapters.email.security import Tokens
 from adapters.email.state import EmailState
 from config.channels import EmailSettings
-from core import (
-    ApprovalRequest,
-    Bus,
-    ConfigError,
-    DecisionReceipt,
-    Notice,
-    Outbound,
-    Question,
-    Reply,
-    Store,
-    ToolRegistry,
-    deliver,
-    new_id,
-)
+from core import ApprovalRequest, Bus, ConfigError, Outbound, Reply, Store, ToolRegistry, deliver, new_id
 
 MIN_SECRET_CHARS = 16
 
@@ -76,29 +66,13 @@ def check_settings(settings: EmailSettings) -> bytes:
                 f"{name}_TLS=none sends mail and passwords in clear to {host}; it is allowed only on loopback. "
                 f"Use {name}_TLS={'starttls or implicit' if name == 'SMTP' else 'implicit'}"
             )
+    zone(settings.timezone)  # a name that is not a zone fails here, naming EMAIL_TIMEZONE
     return secret.encode()
 
 
-def body_of(outbound: Outbound) -> str:
+def body_of(outbound: Outbound, readable: Readable | None = None) -> str:
     """The plain-text body of a message in a conversation."""
-    match outbound:
-        case Reply() | Notice():
-            return outbound.text
-        case Question():
-            return f"{outbound.question}\n\nAnswer by replying to this mail."
-        case DecisionReceipt():
-            at = f"{outbound.at.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
-            if outbound.decision == "expire":
-                return f"Approval {outbound.approval_id} expired at {at} without a decision; nothing was run."
-            verb = "approved" if outbound.decision == "approve" else "rejected"
-            note = f"\nComment: {outbound.comment}" if outbound.comment else ""
-            return f"Approval {outbound.approval_id} was {verb} by {outbound.by} at {at}.{note}"
-        case ApprovalRequest():
-            return (
-                f"{outbound.tool} needs approval before it runs (approval {outbound.approval_id}, expires "
-                f"{outbound.expires_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC). Who may approve: "
-                f"{', '.join(outbound.approvers) or 'nobody is configured'}. You will get the outcome in this thread."
-            )
+    return body_for(outbound, readable or Readable()).plain
 
 
 class EmailChannel:
@@ -121,9 +95,12 @@ class EmailChannel:
         self.bus = bus
         self.state = EmailState(store.redis)
         self.tokens = Tokens(check_settings(settings), settings.address)
+        self.readable = Readable(zone(settings.timezone))
         self.domain = self.tokens.domain
         self.mailer = mailer or SmtpMailer(settings, timing.timeout)
-        self.inbound = Inbound(settings, bus=bus, store=store, tools=tools, state=self.state, tokens=self.tokens)
+        self.inbound = Inbound(
+            settings, bus=bus, store=store, tools=tools, state=self.state, tokens=self.tokens, readable=self.readable
+        )
         self.mailbox = MailboxWatcher(settings, self.state, self.inbound.receive, timing, connect)
 
     @property
@@ -147,7 +124,10 @@ class EmailChannel:
         if thread is None:
             return  # e.g. an approval request notified from a thread in another channel
         message_id = f"{outbound.id}@{self.domain}"
-        mail = text_mail(sender=self.settings.address, thread=thread, body=body_of(outbound), message_id=message_id)
+        body = body_for(outbound, self.readable)
+        mail = text_mail(
+            sender=self.settings.address, thread=thread, body=body.plain, message_id=message_id, html_body=body.html
+        )
         await self.mailer.send(mail)
         await self.state.remember(message_id, outbound.conversation)
 
@@ -177,6 +157,7 @@ class EmailChannel:
                 subject_tag=self.tokens.subject_tag(token),
                 reply_address=self.tokens.reply_address(token),
                 message_id=message_id,
+                readable=self.readable,
             )
             await self.mailer.send(mail)
             await self.state.record_approval_mail(request.approval_id, approver, message_id)

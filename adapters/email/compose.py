@@ -5,7 +5,6 @@ from __future__ import annotations
 import html
 import json
 from dataclasses import dataclass
-from datetime import UTC
 from email.message import EmailMessage
 from email.utils import formatdate
 from typing import Protocol
@@ -13,6 +12,7 @@ from typing import Protocol
 import aiosmtplib
 
 from adapters.email.parse import bare_subject
+from adapters.email.readable import Readable, html_blocks, html_document, html_table, person
 from config.channels import EmailSettings
 from core import ApprovalRequest, ChannelError, ConfigError, DeliveryRefused
 
@@ -70,8 +70,9 @@ def _base(sender: str, to: str, subject: str, message_id: str, auto: str) -> Ema
     return msg
 
 
-def text_mail(*, sender: str, thread: Thread, body: str, message_id: str) -> EmailMessage:
-    """A plain-text mail in the thread: `Re:` subject, In-Reply-To and References set."""
+def text_mail(*, sender: str, thread: Thread, body: str, message_id: str, html_body: str | None = None) -> EmailMessage:
+    """A mail in the thread: `Re:` subject, In-Reply-To and References set; the plain text, and an HTML
+    part (`html_body`, else one made from the text) for clients that show HTML."""
     subject = f"Re: {bare_subject(thread.subject)}" if thread.subject else "Re: your request"
     msg = _base(sender, thread.to, subject, message_id, "auto-replied")
     if thread.in_reply_to:
@@ -79,39 +80,46 @@ def text_mail(*, sender: str, thread: Thread, body: str, message_id: str) -> Ema
     if thread.references:
         msg["References"] = " ".join(f"<{ref}>" for ref in thread.references)
     msg.set_content(body)
+    msg.add_alternative(html_document(html_body if html_body is not None else html_blocks(body)), subtype="html")
     return msg
 
 
-def approval_text(request: ApprovalRequest, approval_id: str) -> list[tuple[str, str]]:
+def approval_rows(request: ApprovalRequest, readable: Readable) -> list[tuple[str, str]]:
     """(label, value) rows shown in both the plain-text and the HTML part."""
     return [
         ("Tool", request.tool),
-        ("Arguments", json.dumps(request.args, indent=2, sort_keys=True)),
-        ("Reason given by the agent", request.reason or "(no reason given)"),
-        ("Requested by", request.requester),
-        ("Expires", f"{request.expires_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC"),
-        ("Approval id", approval_id),
+        ("Arguments", json.dumps(request.args, indent=2, sort_keys=True, ensure_ascii=False)),
+        ("Why", readable.text(request.reason) or "(no reason given)"),
+        ("Requested by", person(request.requester)),
+        ("Expires", readable.time(request.expires_at)),
+        ("Approval id", request.approval_id),
+        *([("Thread", request.thread_url)] if request.thread_url else []),
     ]
 
 
 def approval_mail(
-    *, sender: str, to: str, request: ApprovalRequest, subject_tag: str, reply_address: str, message_id: str
+    *,
+    sender: str,
+    to: str,
+    request: ApprovalRequest,
+    subject_tag: str,
+    reply_address: str,
+    message_id: str,
+    readable: Readable,
 ) -> EmailMessage:
     """The request to one approver: exact arguments, reason, requester, expiry, how to answer."""
     args = " ".join(f"{key}={value}" for key, value in sorted(request.args.items()))
     msg = _base(sender, to, f"{subject_tag} {request.tool} {args}", message_id, "auto-generated")
     msg["Reply-To"] = reply_address
-    rows = approval_text(request, request.approval_id)
-    intro = f"{request.requester} needs approval to run {request.tool}."
+    rows = approval_rows(request, readable)
+    intro = f"{person(request.requester)} needs your approval to run {request.tool}."
     plain = [intro, ""] + [f"{label}:\n{value}\n" for label, value in rows] + [INSTRUCTIONS]
     msg.set_content("\n".join(plain))
-    cells = "".join(
-        f"<tr><th align='left' valign='top'>{html.escape(label)}</th><td><pre>{html.escape(value)}</pre></td></tr>"
-        for label, value in rows
-    )
-    steps = "".join(f"{html.escape(line)}<br>" for line in INSTRUCTIONS.splitlines())
+    steps = "<br>".join(html.escape(line) for line in INSTRUCTIONS.splitlines())
+    table = html_table(rows, code=frozenset({"Arguments"}))
     msg.add_alternative(
-        f"<html><body><p>{html.escape(intro)}</p><table>{cells}</table><p>{steps}</p></body></html>", subtype="html"
+        html_document(f'<p style="margin:0 0 12px">{html.escape(intro)}</p>{table}<p style="margin:0">{steps}</p>'),
+        subtype="html",
     )
     return msg
 

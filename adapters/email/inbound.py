@@ -10,9 +10,11 @@ nothing changes. The core then decides once and checks the approver's permission
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from adapters.email.compose import INSTRUCTIONS, Thread
 from adapters.email.parse import InboundMail, parse_answer, parse_mail
+from adapters.email.readable import Readable, person
 from adapters.email.security import Token, Tokens, authentication_failure
 from adapters.email.state import EmailState, chain
 from config.channels import EmailSettings
@@ -69,6 +71,7 @@ class Inbound:
         tools: ToolRegistry,
         state: EmailState,
         tokens: Tokens,
+        readable: Readable | None = None,
     ) -> None:
         self.settings = settings
         self.bus = bus
@@ -76,6 +79,7 @@ class Inbound:
         self.tools = tools
         self.state = state
         self.tokens = tokens
+        self.readable = readable or Readable()
 
     async def receive(self, raw: bytes) -> None:
         """Handle one mail from the mailbox; a mail seen before (same Message-ID) changes nothing."""
@@ -169,11 +173,13 @@ class Inbound:
             raise Refused(f"There is no approval {mine[0].approval_id}. Nothing changed.")
         if not self.tools.may_approve(who, record.approvers, record.requester, record.allow_self):
             raise Refused(
-                f"{who} may not decide approval {record.approval_id} ({record.tool}); "
-                f"allowed approvers: {self.tools.describe(record.approvers)}. Nothing changed."
+                f"{mail.sender} may not decide approval {record.approval_id} ({record.tool}); allowed approvers: "
+                f"{self.readable.text(self.tools.describe(record.approvers))}. Nothing changed."
             )
         if record.status != "pending":
-            by = f" by {record.decided_by} at {record.decided_at}" if record.decided_by else ""
+            by = f" by {person(record.decided_by)}" if record.decided_by else ""
+            if record.decided_at:
+                by += f" at {self.readable.time(datetime.fromisoformat(record.decided_at))}"
             raise Refused(
                 f"Approval {record.approval_id} ({record.tool}) was already {record.status}{by}; nothing changed."
             )
@@ -185,7 +191,7 @@ class Inbound:
         if any(self.tokens.verify(token, member) for token in tokens for member in members):
             return (
                 f"This approval mail was sent to another approver, and only they can answer it; "
-                f"{identity(mail.sender)} cannot. Nothing changed."
+                f"{mail.sender} cannot. Nothing changed."
             )
         return BAD_TOKEN
 

@@ -1,16 +1,19 @@
-"""What the Slack channel shows: text escaping and splitting, the approval card, the reject dialog.
+"""What the Slack channel shows: text with people and times in Slack's forms, splitting, the approval
+card and its decided record, questions with choices, the reject dialog.
 
 Pure functions from core values to Slack payloads (Block Kit as plain dicts); no I/O.
-Button values hold only the opaque approval id: everything else is read from Redis.
+Button values hold only the opaque approval id (or a choice's text): everything else is read from Redis.
+Core writes people and times as markers (`core.people`); every text shown here goes through `mrkdwn`,
+which escapes what the core wrote and renders the markers as mentions and `<!date>` times.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from core import ApprovalRequest, DecisionReceipt
+from core import ApprovalRequest, DecisionReceipt, Question, people
 
 Block = dict[str, Any]
 
@@ -18,9 +21,15 @@ MESSAGE_CHARS = 3900  # Slack truncates long messages; it asks for at most ~4000
 MAX_MESSAGES = 4  # longer output is uploaded as a file
 FIELD_CHARS = 1900  # a section field holds at most 2000 characters
 ARGS_CHARS = 2800  # a section's text holds at most 3000
+LABEL_CHARS = 75  # a button's or a select option's text
+BUTTON_VALUE_CHARS = 2000
+OPTION_VALUE_CHARS = 150
+MAX_BUTTONS = 5  # more choices than this are a select menu
 APPROVE = "approval.approve"
 REJECT = "approval.reject"
 REJECT_VIEW = "approval.reject_reason"
+CHOICE = "question.choice"  # action ids `question.choice.<n>` (buttons) and `question.choice.select`
+CHOICE_BLOCK = "question:"  # block id prefix; the rest is the ask_human call id
 REASON = "reason"
 LEVEL_ICONS: dict[str, str] = {"info": ":information_source:", "warning": ":warning:", "error": ":x:"}
 
@@ -36,96 +45,218 @@ def slack_user(identity: str) -> str | None:
     return parts[2] if len(parts) == 3 and parts[0] == "slack" else None
 
 
-def who(identity: str) -> str:
-    """A mention for Slack users, the identity itself for everyone else."""
+def person(identity: str, team: str = "") -> str:
+    """A mention for a Slack user of this workspace (`team`; any when unknown), the readable name of anyone else."""
     user = slack_user(identity)
-    return f"<@{user}>" if user else f"`{escape(identity)}`"
+    if user and (not team or identity.split(":")[1] == team):
+        return f"<@{user}>"
+    return escape(people.display(identity))
+
+
+def when(at: datetime) -> str:
+    """A time each reader sees in their own time zone ("Today at 3:49 PM"), with a UTC fallback."""
+    at = at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)
+    return f"<!date^{int(at.timestamp())}^{{date_short_pretty}} at {{time}}|{people.plain_time(at)}>"
+
+
+def mrkdwn(text: str, team: str = "") -> str:
+    """Core text for Slack: escaped as written, its people and times markers in Slack's own forms."""
+    native: list[str] = []
+
+    def hold(value: str) -> str:  # a placeholder escaping cannot touch, put back after
+        native.append(value)
+        return f"\x00{len(native) - 1}\x00"
+
+    held = people.render(text, lambda identity: hold(person(identity, team)), lambda at: hold(when(at)))
+    shown = escape(held)
+    for n, value in enumerate(native):
+        shown = shown.replace(f"\x00{n}\x00", value)
+    return shown
+
+
+def plain(text: str) -> str:
+    """Core text where Slack shows no markup (plain_text fields): markers as readable words."""
+    return people.plain(text)
+
+
+def _safe_cut(text: str, cut: int) -> int:
+    """`cut` moved back so that it splits neither an escape (`&lt;`) nor a mention or date (`<...>`)."""
+    opened = text.rfind("<", 0, cut)
+    if opened > 0 and text.rfind(">", opened, cut) < 0:
+        return opened
+    entity = text.rfind("&", max(cut - 5, 0), cut)
+    if entity > 0 and ";" not in text[entity:cut]:
+        return entity
+    return cut
 
 
 def clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return text if len(text) <= limit else text[: _safe_cut(text, limit - 1)] + "…"
 
 
-def split_text(text: str, limit: int = MESSAGE_CHARS) -> list[str]:
-    """Escaped text in pieces of at most `limit` characters, cut at line ends where possible."""
+def split_mrkdwn(text: str, limit: int = MESSAGE_CHARS) -> list[str]:
+    """Slack text in pieces of at most `limit` characters, cut at line ends where possible."""
     pieces: list[str] = []
-    rest = escape(text)
+    rest = text
     while len(rest) > limit:
         cut = rest.rfind("\n", 0, limit + 1)
         if cut <= 0:
-            cut = limit
-            entity = rest.rfind("&", cut - 4, cut)  # never cut an escape such as &lt; in two
-            if entity > 0 and ";" not in rest[entity:cut]:
-                cut = entity
+            cut = _safe_cut(rest, limit) or limit
         pieces.append(rest[:cut])
         rest = rest[cut:].removeprefix("\n")
     return [*pieces, rest] if rest or not pieces else pieces
 
 
-def notice_text(level: str, text: str) -> str:
-    return f"{LEVEL_ICONS[level]} {escape(text)}"
+def split_text(text: str, limit: int = MESSAGE_CHARS, team: str = "") -> list[str]:
+    """Core text, rendered for Slack, in pieces of at most `limit` characters."""
+    return split_mrkdwn(mrkdwn(text, team), limit)
 
 
-def _when(at: datetime, fmt: str = "{date_short} {time}") -> str:
-    """A date each reader sees in their own time zone, with a UTC fallback."""
-    return f"<!date^{int(at.timestamp())}^{fmt}|{at:%Y-%m-%d %H:%M} UTC>"
+def notice_text(level: str, text: str, team: str = "") -> str:
+    return f"{LEVEL_ICONS[level]} {mrkdwn(text, team)}"
 
 
-def _card_body(request: ApprovalRequest) -> list[Block]:
-    args = clip(json.dumps(request.args, indent=2, sort_keys=True), ARGS_CHARS)
-    approvers = ", ".join(who(identity) for identity in request.approvers) or "nobody is configured"
-    fields = [
-        f"*Why*\n{escape(clip(request.reason or '(no reason given)', FIELD_CHARS))}",
-        f"*Requested by*\n{who(request.requester)}",
-        f"*Who may approve*\n{clip(approvers, FIELD_CHARS)}",
-        f"*Expires*\n{_when(request.expires_at)}",
-    ]
-    return [
-        {"type": "section", "text": {"type": "mrkdwn", "text": f"*Tool* `{escape(request.tool)}`"}},
-        {"type": "section", "text": {"type": "mrkdwn", "text": f"*Arguments*\n```{escape(args)}```"}},
-        {"type": "section", "fields": [{"type": "mrkdwn", "text": field} for field in fields]},
-        {"type": "context", "elements": [{"type": "mrkdwn", "text": f"approval `{request.approval_id}`"}]},
-    ]
+def arguments(args: dict[str, Any]) -> str:
+    """`service=api, version=1.4.2`: a call's arguments as words, for a sentence."""
+    return ", ".join(f"{name}={value if isinstance(value, str) else json.dumps(value)}" for name, value in args.items())
+
+
+def approvers_text(request: ApprovalRequest, team: str = "") -> str:
+    """The approvers Slack can show as people; the others counted, never named (`cli:operator`)."""
+    shown = people.reachable(request.approvers, "slack")
+    others = len(request.approvers) - len(shown)
+    names = ", ".join(person(identity, team) for identity in shown)
+    if not request.approvers:
+        return "nobody is configured"
+    if not others:
+        return names
+    elsewhere = "1 approver on another channel" if others == 1 else f"{others} approvers on other channels"
+    return f"{names} and {elsewhere}" if names else elsewhere.capitalize()
+
+
+def _section(text: str) -> Block:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": clip(text, ARGS_CHARS)}}
+
+
+def _context(*parts: str) -> Block:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": clip(" · ".join(parts), ARGS_CHARS)}]}
 
 
 def _header(text: str) -> Block:
     return {"type": "header", "text": {"type": "plain_text", "text": clip(text, 150)}}
 
 
-def _button(label: str, action_id: str, approval_id: str, style: str) -> Block:
-    text = {"type": "plain_text", "text": label}
-    return {"type": "button", "text": text, "action_id": action_id, "value": approval_id, "style": style}
+def _button(label: str, action_id: str, value: str, style: str = "") -> Block:
+    button: Block = {"type": "button", "text": {"type": "plain_text", "text": clip(label, LABEL_CHARS)}}
+    button |= {"action_id": action_id, "value": value}
+    return button | ({"style": style} if style else {})
 
 
-def approval_card(request: ApprovalRequest) -> tuple[str, list[Block]]:
-    """The card asking for a decision: fallback text and blocks with Approve / Reject buttons."""
-    text = (
-        f"Approval needed: {request.tool} {json.dumps(request.args, sort_keys=True)} (approval {request.approval_id})"
-    )
+def _thread_link(link: str) -> str:
+    return f"<{link}|the request thread>" if link else ""
+
+
+def approval_card(request: ApprovalRequest, team: str = "", link: str = "") -> tuple[str, list[Block]]:
+    """The card asking for a decision: a sentence as its fallback text, and blocks with Approve / Reject.
+
+    `link` goes to the request thread (shown when the card is not in it)."""
+    requester = person(request.requester, team)
+    reason = clip(mrkdwn(request.reason, team), FIELD_CHARS) if request.reason else "(no reason given)"
+    args = clip(json.dumps(request.args, indent=2, sort_keys=True), ARGS_CHARS)
+    fields = [
+        f"*Requested by*\n{requester}",
+        f"*Who may approve*\n{clip(approvers_text(request, team), FIELD_CHARS)}",
+        f"*Expires*\n{when(request.expires_at)}",
+    ]
+    if link:
+        fields.append(f"*Asked in*\n{_thread_link(link)}")
     buttons = [
         _button("Approve", APPROVE, request.approval_id, "primary"),
         _button("Reject", REJECT, request.approval_id, "danger"),
     ]
-    actions: Block = {"type": "actions", "block_id": "approval", "elements": buttons}
-    return escape(text), [_header(f"Approval needed: {request.tool}"), *_card_body(request), actions]
+    block_list = [
+        _header(f"Approval needed: {request.tool}"),
+        _section(f"{requester} asks to run `{escape(request.tool)}`\n*Why:* {reason}"),
+        _section(f"*Arguments*\n```{escape(args)}```"),
+        {"type": "section", "fields": [{"type": "mrkdwn", "text": field} for field in fields]},
+        _context(f"approval `{request.approval_id}`"),
+        {"type": "actions", "block_id": "approval", "elements": buttons},
+    ]
+    call = f"{escape(request.tool)} ({escape(arguments(request.args))})" if request.args else escape(request.tool)
+    text = f"{requester} asks to run {call} and needs an approval ({request.approval_id})."
+    return text, block_list
 
 
-def decision_line(receipt: DecisionReceipt) -> str:
-    """`Approved by <@U1> at 14:02 UTC` (and the reason of a rejection)."""
+def decision_line(receipt: DecisionReceipt, team: str = "") -> str:
+    """`Approved by <@U1>, Today at 2:02 PM` (and the reason of a rejection): a sentence, never `failed:`."""
     if receipt.decision == "expire":
-        return f":hourglass: Expired without a decision at {receipt.at:%H:%M} UTC"
-    verb = "Approved" if receipt.decision == "approve" else "Rejected"
-    icon = ":white_check_mark:" if receipt.decision == "approve" else ":no_entry:"
-    line = f"{icon} {verb} by {who(receipt.by)} at {receipt.at:%H:%M} UTC"
-    return line + (f": {escape(receipt.comment)}" if receipt.comment else "")
+        return f":hourglass: Expired without a decision, {when(receipt.at)}"
+    verb, icon = ("Approved", ":white_check_mark:") if receipt.decision == "approve" else ("Rejected", ":no_entry:")
+    line = f"{icon} {verb} by {person(receipt.by, team)}, {when(receipt.at)}"
+    return line + (f": {mrkdwn(receipt.comment, team)}" if receipt.comment else "")
 
 
-def decided_card(request: ApprovalRequest, receipt: DecisionReceipt) -> tuple[str, list[Block]]:
-    """The same card after the decision: who decided and when, buttons gone."""
+def decided_card(
+    request: ApprovalRequest, receipt: DecisionReceipt, team: str = "", link: str = ""
+) -> tuple[str, list[Block]]:
+    """The card after the decision, a compact record: outcome, who, when, comment, the call, a link; no buttons."""
     verb = {"approve": "Approved", "reject": "Rejected"}.get(receipt.decision, "Expired")
-    line = decision_line(receipt)
-    outcome: Block = {"type": "section", "text": {"type": "mrkdwn", "text": clip(line, ARGS_CHARS)}}
-    return line, [_header(f"{verb}: {request.tool}"), *_card_body(request), outcome]
+    line = decision_line(receipt, team)
+    call = f"`{escape(request.tool)}` {escape(arguments(request.args))}".strip()
+    parts = [call, f"requested by {person(request.requester, team)}"]
+    parts += [_thread_link(link)] if link else []
+    block_list = [
+        _header(f"{verb}: {request.tool}"),
+        _section(line),
+        _context(*parts, f"approval `{request.approval_id}`"),
+    ]
+    return f"{line} ({escape(request.tool)}, approval {request.approval_id})", block_list
+
+
+def receipt_line(receipt: DecisionReceipt, team: str = "") -> str:
+    """The decision told in the request thread when the card is elsewhere."""
+    tool = f"`{escape(receipt.tool)}` " if receipt.tool else ""
+    return f"{decision_line(receipt, team)} ({tool}approval `{receipt.approval_id}`)"
+
+
+def choice_value(option: str, n: int, limit: int) -> str:
+    """What a choice sends back: its text, or its number when the text is too long for Slack's value
+    (the core reads a number as that option)."""
+    return option if len(option) <= limit else str(n + 1)
+
+
+def question_message(question: Question, team: str = "", inline: bool = False) -> tuple[str, list[Block] | None]:
+    """The question's text and, when it offers options, blocks with buttons (up to 5) or a select menu."""
+    where = "here" if inline else "in this thread"
+    asked = mrkdwn(question.question, team)
+    if not question.options:
+        return f":question: {asked}\n_Answer with a reply {where}._", None
+    numbers = [str(n) for n in range(1, len(question.options) + 1)]
+    listed = ", ".join(numbers[:-1]) + f" or {numbers[-1]}" if len(numbers) > 1 else numbers[0]
+    text = f":question: {asked} (reply with {listed}, or write your own answer)"
+    block_id = f"{CHOICE_BLOCK}{question.call_id}"
+    if len(question.options) <= MAX_BUTTONS:
+        elements = [
+            _button(option, f"{CHOICE}.{n}", choice_value(option, n, BUTTON_VALUE_CHARS))
+            for n, option in enumerate(question.options)
+        ]
+    else:
+        options = [
+            {
+                "text": {"type": "plain_text", "text": clip(option, LABEL_CHARS)},
+                "value": choice_value(option, n, OPTION_VALUE_CHARS),
+            }
+            for n, option in enumerate(question.options[:100])
+        ]
+        placeholder = {"type": "plain_text", "text": "Choose an answer"}
+        elements = [{"type": "static_select", "action_id": f"{CHOICE}.select", "placeholder": placeholder}]
+        elements[0]["options"] = options
+    block_list = [
+        _section(f":question: {asked}"),
+        {"type": "actions", "block_id": block_id, "elements": elements},
+        _context(f"Or reply {where} with your own answer."),
+    ]
+    return text, block_list
 
 
 def reject_dialog(approval_id: str, where: dict[str, str]) -> dict[str, Any]:

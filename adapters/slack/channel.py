@@ -1,12 +1,21 @@
 """The Slack channel: a Bolt app whose listeners turn mentions, DMs, thread replies, slash
-commands and approval buttons into triggers, and a renderer for the `slack` outbox.
+commands and buttons (approvals, a question's choices) into triggers, and a renderer for the
+`slack` outbox.
 
 The same listeners serve Socket Mode (`SLACK_APP_TOKEN`) and HTTP mode (`routes()`, POST
 /slack/events, signed with `SLACK_SIGNING_SECRET`). `routes()` needs no `run`: the HTTP server
 of one process (`bot serve`) can receive while another (`bot channels`) runs the renderer and,
-in Socket Mode, the WebSocket. A listener only enqueues (a Redis write)
-and acks; the core decides everything, including who may approve. Slack's retries, the same
-message arriving as both `app_mention` and `message`, and replayed clicks count once.
+in Socket Mode, the WebSocket. A listener only enqueues (one Redis script, after at most one
+read) and acks; the core decides everything, including who may approve. Over HTTP a slash
+command is answered without Bolt's dispatch (`_fast_command`: the same signature check, then the
+same `_command`): Bolt's middleware and matchers cost more than the enqueue (`bench/slack_ack.py`).
+Slack's retries, the same message arriving as both `app_mention` and `message`, and replayed
+clicks count once.
+
+A direct message's top-level messages are one conversation, answered inline; a Slack thread (in a
+channel, in a DM, or an "Agents & AI Apps" assistant thread) is one conversation, answered in it.
+An assistant thread gets suggested prompts when it starts; the channel the person views is kept
+and sent with each of its messages (`reply_to["slack_viewing"]`), and its first request titles it.
 """
 
 from __future__ import annotations
@@ -16,18 +25,22 @@ import contextlib
 import json
 import logging
 import os
+import re
 import secrets
 import socket
 from collections import Counter
 from typing import Any, Literal, cast
+from urllib.parse import parse_qsl
 
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
+from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
 )
+from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 from starlette.requests import Request
 from starlette.responses import Response
@@ -36,7 +49,7 @@ from starlette.routing import BaseRoute, Route
 from adapters.slack import blocks, inbound
 from adapters.slack.manifest import EVENTS_PATH, command_name, manifest, tool_commands
 from adapters.slack.render import SlackRenderer
-from adapters.slack.state import Origin, Place, SlackState, thread_key
+from adapters.slack.state import Origin, Place, SlackState, dm_key, thread_key
 from config.channels import SlackSettings
 from core import Bus, DecisionTrigger, MessageTrigger, Outbound, Store, ToolRegistry, Trigger, deliver, new_id
 
@@ -89,23 +102,29 @@ class SlackChannel:
 
     def _build_app(self) -> AsyncApp:
         secret = self.settings.signing_secret
+        # Without a signing secret HTTP mode is off (`routes()` is empty); a random one refuses any request.
+        signing_secret = secret.get_secret_value() if secret else secrets.token_hex(32)
+        self.verifier = SignatureVerifier(signing_secret)
         app = AsyncApp(
             client=self.client,
-            # Without a signing secret HTTP mode is off (`routes()` is empty); a random one refuses any request.
-            signing_secret=secret.get_secret_value() if secret else secrets.token_hex(32),
+            signing_secret=signing_secret,
             name="opsbot-slack",
             # Listeners only enqueue, so Slack's answer can wait for them: a failure to enqueue is a 500,
             # which Slack retries (events) or shows to the person (commands, buttons), never a silent loss.
             process_before_response=True,
         )
-        app.event("app_mention")(self._on_mention)
+        # Bolt tries the listeners in this order, building every argument a listener can take for each
+        # matcher it runs: the bot's commands are one listener, tried first, so an ack costs one match.
+        commands = [self.settings.command, *(command_name(spec) for spec in tool_commands(self.tools))]
+        app.command(re.compile("^(?:" + "|".join(map(re.escape, commands)) + ")$"))(self._on_command)
         app.event("message")(self._on_message)
-        app.command(self.settings.command)(self._on_command)
-        for spec in tool_commands(self.tools):
-            app.command(command_name(spec))(self._on_command)
+        app.event("app_mention")(self._on_mention)
         app.action(blocks.APPROVE)(self._on_approve)
         app.action(blocks.REJECT)(self._on_reject)
         app.view(blocks.REJECT_VIEW)(self._on_reject_reason)
+        app.action(re.compile(rf"^{re.escape(blocks.CHOICE)}\."))(self._on_choice)
+        app.event("assistant_thread_started")(self._on_assistant_thread)
+        app.event("assistant_thread_context_changed")(self._on_assistant_thread)
         return app
 
     # --- running ----------------------------------------------------------------------------
@@ -141,7 +160,7 @@ class SlackChannel:
         handler = AsyncSlackRequestHandler(self.app)
 
         async def events(request: Request) -> Response:
-            return await handler.handle(request)
+            return await self._fast_command(request) or await handler.handle(request)
 
         return [Route(EVENTS_PATH, events, methods=["POST"])]
 
@@ -159,20 +178,14 @@ class SlackChannel:
     async def _receive(
         self, body: dict[str, Any], event: dict[str, Any], bot_user: str | None, mentioned: bool
     ) -> None:
-        """One Events API delivery, counted once per event id (Slack's retries carry the same one)."""
-        event_key = f"slack:event:{body.get('event_id') or new_id()}"
-        if not await self.store.claim(event_key):
-            self.stats["duplicate"] += 1
+        """One Events API delivery. Slack's retries (the same event id) and a message that comes as both
+        `app_mention` and `message` make the same trigger dedup key: the enqueue counts it once, in the same
+        script, so an ack waits on one Redis round trip (two for a channel message: whose thread it is)."""
+        trigger = await self._message_trigger(body["team_id"], event, bot_user, mentioned)
+        if trigger is None:
+            self.stats["ignored"] += 1
             return
-        try:
-            trigger = await self._message_trigger(body["team_id"], event, bot_user, mentioned)
-            if trigger is None:
-                self.stats["ignored"] += 1
-                return
-            await self._publish(trigger)
-        except BaseException:
-            await self.store.release_claim(event_key)  # let Slack's retry try again
-            raise
+        await self._publish(trigger)
 
     async def _message_trigger(
         self, team: str, raw: dict[str, Any], bot_user: str | None, mentioned: bool
@@ -181,32 +194,58 @@ class SlackChannel:
         event = inbound.message_event(raw)
         if event is None:
             return None
-        thread_ts = event.get("thread_ts") or event["ts"]
-        key = thread_key(team, event["channel"], thread_ts)
-        owner = await self.state.owner(key)
-        top_level = thread_ts == event["ts"]
-        if not (mentioned or event.get("channel_type") == "im" or (owner is not None and not top_level)):
-            return None  # channel talk that is not a reply in the bot's thread
-        conversation = owner or key
-        if mentioned and top_level and owner is None:  # a mention on its own: the bot owns the thread it starts
-            await self.state.own_thread(key, conversation)
         user = event.get("user", "")
+        text = inbound.plain_text(event.get("text", ""), bot_user)
+        thread_ts = event.get("thread_ts") or event["ts"]
+        top_level = thread_ts == event["ts"]
+        if event.get("channel_type") == "im" and top_level:  # a DM is one conversation, answered inline
+            conversation, origin = dm_key(team, event["channel"]), Origin(team, event["channel"], "", user)
+        else:
+            key = thread_key(team, event["channel"], thread_ts)
+            owner, viewing = await self.state.lookup(key)  # one round trip
+            if not (mentioned or event.get("channel_type") == "im" or (owner is not None and not top_level)):
+                return None  # channel talk that is not a reply in the bot's thread
+            conversation = owner or key
+            if mentioned and top_level and owner is None:  # a mention on its own: the bot owns the thread it starts
+                await self.state.own_thread(key, conversation)
+            assistant = {"viewing": viewing, "title": text} if viewing is not None else {}
+            origin = Origin(team, event["channel"], thread_ts, user, **assistant)
         return MessageTrigger(
             id=new_id(),
             channel=self.name,
             conversation=conversation,
             sender=inbound.identity(team, user),
-            text=inbound.plain_text(event.get("text", ""), bot_user),
+            text=text,
             dedup_key=f"slack:message:{team}/{event['channel']}/{event['ts']}",  # app_mention + message: once
-            reply_to=Origin(team, event["channel"], thread_ts, user).reply_to(),
+            reply_to=origin.reply_to(),
         )
 
+    async def _on_assistant_thread(self, body: dict[str, Any], event: dict[str, Any]) -> None:
+        """An assistant thread opened (or the person moved to another channel): keep the channel viewed;
+        a new thread also gets prompts for the commands this person may use (best effort: Slack may lack
+        the feature, and a retried event sets the same prompts)."""
+        thread = event["assistant_thread"]
+        channel, ts = thread["channel_id"], thread["thread_ts"]
+        viewing = str((thread.get("context") or {}).get("channel_id") or "")
+        await self.state.set_viewing(thread_key(body["team_id"], channel, ts), viewing)
+        if event["type"] != "assistant_thread_started":
+            return
+        prompts = inbound.suggested_prompts(self.tools, inbound.identity(body["team_id"], thread["user_id"]))
+        try:
+            await self.client.assistant_threads_setSuggestedPrompts(
+                channel_id=channel, thread_ts=ts, title="Try one of these", prompts=prompts
+            )
+        except SlackApiError as exc:
+            log.info("slack: no suggested prompts for assistant thread %s: %s", ts, exc.response.get("error"))
+
     async def _on_command(self, ack: AsyncAck, command: dict[str, Any]) -> None:
-        raw = cast(inbound.Command, command)
+        await ack(await self._command(cast(inbound.Command, command)))
+
+    async def _command(self, raw: inbound.Command) -> str:
+        """Enqueue a slash command; what Slack shows the person at once."""
         text = inbound.command_text(raw, self.settings.command, self.tools)
         if text is None:
-            await ack(f"{raw['command']} is not a command of this bot; try `{self.settings.command} help`")
-            return
+            return f"{raw['command']} is not a command of this bot; try `{self.settings.command} help`"
         trigger_id = new_id()
         typed = f"{raw['command']} {raw.get('text', '')}".strip()
         origin = Origin(raw["team_id"], raw["channel_id"], "", raw["user_id"], command=typed)
@@ -221,7 +260,29 @@ class SlackChannel:
                 reply_to=origin.reply_to(),
             )
         )
-        await ack(f"Working on `{blocks.escape(self.bus.redact(text))}`; the answer comes in a thread here.")
+        return f"Working on `{blocks.escape(self.bus.redact(text))}`; the answer comes in a thread here."
+
+    async def _fast_command(self, request: Request) -> Response | None:
+        """A slash command over HTTP, answered without Bolt's dispatch (its middleware and matchers cost
+        more than the enqueue: `bench/slack_ack.py`); None for anything else, which Bolt handles.
+
+        The same checks as Bolt's for a command: the v0 signature over the body and a timestamp at most
+        five minutes old (`SignatureVerifier`); Slack's `ssl_check` requests go to Bolt."""
+        if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+            return None
+        body = (await request.body()).decode()  # Starlette keeps it: Bolt reads the same bytes
+        form = dict(parse_qsl(body, keep_blank_values=True))
+        if "command" not in form or "ssl_check" in form or not {"team_id", "channel_id", "user_id"} <= form.keys():
+            return None
+        timestamp, signature = (
+            request.headers.get("x-slack-request-timestamp"),
+            request.headers.get("x-slack-signature"),
+        )
+        if not self.verifier.is_valid(body, timestamp, signature):
+            return Response('{"error":"invalid request"}', status_code=401, media_type="application/json")
+        form.setdefault("trigger_id", new_id())
+        answer = await self._command(cast(inbound.Command, form))
+        return Response(json.dumps({"text": answer}), media_type="application/json")
 
     # --- approvals --------------------------------------------------------------------------
 
@@ -258,6 +319,29 @@ class SlackChannel:
             dedup=f"slack:view:{view['id']}:{user}",
         )
         await self._decide(clicked, meta["approval_id"], "reject", reason.strip())
+
+    async def _on_choice(self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
+        """A choice of a question: its text (or number) as the answer to that question's call."""
+        await ack()
+        clicked = inbound.click(body, action)
+        call_id = str(action.get("block_id", "")).removeprefix(blocks.CHOICE_BLOCK)
+        text = action.get("value") or (action.get("selected_option") or {}).get("value", "")
+        place = clicked["place"]
+        conversation = await self.state.asked(call_id) or thread_key(
+            clicked["team"], place.channel, place.thread_ts or clicked["message_ts"]
+        )
+        await self._publish(
+            MessageTrigger(
+                id=new_id(),
+                channel=self.name,
+                conversation=conversation,
+                sender=inbound.identity(clicked["team"], clicked["user"]),
+                text=str(text),
+                answers=call_id,
+                dedup_key=clicked["dedup"],
+                reply_to=Origin(clicked["team"], place.channel, place.thread_ts, clicked["user"]).reply_to(),
+            )
+        )
 
     async def _may_decide(self, approval_id: str, sender: str) -> bool:
         record = await self.store.get_approval(approval_id)

@@ -9,7 +9,8 @@ import html
 import re
 from typing import Any, NotRequired, TypedDict, cast
 
-from adapters.slack.manifest import tool_commands
+from adapters.slack.blocks import clip
+from adapters.slack.manifest import command_name, tool_commands
 from adapters.slack.state import Place
 from core import ToolRegistry, as_command
 
@@ -101,3 +102,19 @@ def click(body: dict[str, Any], action: dict[str, Any]) -> Click:
         message_ts=message_ts,
         dedup=f"slack:action:{message_ts}:{user}:{action['action_id']}:{action.get('action_ts', '')}",
     )
+
+
+MAX_PROMPTS = 4  # Slack shows up to four suggested prompts
+
+
+def suggested_prompts(tools: ToolRegistry, sender: str) -> list[dict[str, str]]:
+    """An assistant thread's suggested prompts: help, and the commands `sender` may run as they are."""
+    prompts = [{"title": "What can you do?", "message": "help"}]
+    for spec in tool_commands(tools):
+        if len(prompts) == MAX_PROMPTS:
+            break
+        if spec.parameters.get("required") or not tools.may_call(sender, spec):
+            continue
+        title = spec.description.split(". ")[0].rstrip(".")
+        prompts.append({"title": clip(title, 75), "message": command_name(spec)})
+    return prompts

@@ -20,8 +20,16 @@ BOT_SCOPES = [
     "chat:write",  # replies, cards, progress edits, ephemeral refusals
     "commands",  # slash commands
     "files:write",  # output too long for messages
+    "assistant:write",  # the assistant thread: status while tools run, suggested prompts, titles
 ]
-BOT_EVENTS = ["app_mention", "message.channels", "message.groups", "message.im"]
+BOT_EVENTS = [
+    "app_mention",
+    "message.channels",
+    "message.groups",
+    "message.im",
+    "assistant_thread_started",  # suggested prompts
+    "assistant_thread_context_changed",  # the channel the person is viewing
+]
 
 
 def tool_commands(tools: ToolRegistry) -> list[ToolSpec]:
@@ -77,6 +85,11 @@ def manifest(
         "features": {
             "app_home": {"messages_tab_enabled": True, "messages_tab_read_only_enabled": False},
             "bot_user": {"display_name": app_name.lower(), "always_online": True},
+            # "Agents & AI Apps": the assistant thread in Slack's side panel and the app's DM
+            "assistant_view": {
+                "assistant_description": f"Ask {app_name} to check, deploy, roll back or restart services; "
+                "risky commands wait for an approval."
+            },
             "slash_commands": commands,
         },
         "oauth_config": {"scopes": {"bot": BOT_SCOPES}},

@@ -108,9 +108,19 @@ def api_router(ops: Operations, auth: TokenAuth) -> APIRouter:
                 "thread written while you page moves to the first page)"
             ),
         ] = "created",
+        status: Annotated[str | None, Query(max_length=40, description="only threads with this status")] = None,
+        agent: Annotated[str | None, Query(max_length=64, description="only threads this agent holds")] = None,
+        channel: Annotated[str | None, Query(max_length=64, description="only threads on this channel")] = None,
     ) -> ThreadList:
         states, following = await ops.wiring.store.page_threads(limit, _cursor(cursor), by=order)
-        states = [state for state in states if ops.access.may_read(identity, state)]  # a page may come short
+        states = [  # a page may come short
+            state
+            for state in states
+            if ops.access.may_read(identity, state)
+            and status in (None, state.effective_status)
+            and agent in (None, state.agent)
+            and channel in (None, state.channel)
+        ]
         return ThreadList(
             threads=[ThreadSummary.of(state) for state in states],
             next_cursor=following.token() if following else None,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from importlib import metadata
@@ -34,9 +35,12 @@ from bot.http.console import console_routes, web_router
 from bot.http.guard import Guard, h11_buffer_bytes, h11_protocol
 from bot.http.hooks import HookConfig, hooks_router
 from bot.http.limits import http_limits
+from bot.http.live import live_router
 from bot.http.ops import Operations
 from bot.http.schemas import Health, Readiness
 from bot.main import Wiring
+from bot.mcp.http import mount_mcp
+from bot.mcp.settings import McpSettings
 from config.channels import HttpSettings
 from core.domain.errors import ConfigError
 from core.redis import keys
@@ -76,6 +80,7 @@ def build_app(
     extra_routes: Sequence[BaseRoute] = (),
     readiness: ReadinessProbe | None = None,
     web: WebChannel | None = None,
+    mcp: McpSettings | None = None,
 ) -> FastAPI:
     """The HTTP app on one core. `tokens` maps bearer tokens to identities (see `parse_tokens`)."""
     hooks = hooks or HookConfig()
@@ -104,6 +109,8 @@ def build_app(
     app.include_router(admin_router(ops, auth))
     app.include_router(hooks_router(ops, hooks, wiring.webhook_refusals))
     app.include_router(web_router(ops, auth, web or WebChannel(wiring.bus), draining))
+    app.include_router(live_router(ops, auth, draining))
+    mount_mcp(app, wiring, auth, mcp or McpSettings.from_env(os.environ, wiring.settings))  # /mcp: bot.mcp
 
     @app.get("/healthz", response_model=Health, tags=["health"], summary="The process is up")
     async def healthz() -> Health:
@@ -136,8 +143,9 @@ def build_app(
                 log.warning("not ready: %s failing%s", failing, f" ({why})" if why else "")
         return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
 
-    app.router.routes.extend(extra_routes)
-    app.router.routes.extend(console_routes())
+    # First: a channel's endpoint (Slack's acks, 3 s at most) is not matched against every API route before it.
+    app.router.routes[:0] = extra_routes
+    app.router.routes.extend(console_routes(wiring.settings.http))
     return app
 
 

@@ -3,14 +3,16 @@
 The page is plain HTML, CSS and JavaScript shipped in `bot/console/` (no CDN, no framework).
 It authenticates with a bearer token it reads once from the URL fragment (`/#token=...`) and
 keeps in sessionStorage. The chat is the `web` channel (`adapters/web.py`); the approvals inbox
-and the thread view use the REST API.
+and the thread view use the REST API; all three update live over Server-Sent Events
+(`bot/http/live.py`). `/console/signin.json` (no token needed) tells the sign-in page how this
+server's tokens are configured, so a wrong token is explained for this setup.
 """
 
 import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Query
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -21,7 +23,9 @@ from bot.http.errors import responses
 from bot.http.ops import Operations
 from bot.http.schemas import Accepted, Approve, Reject, Text
 from config import resources
+from config.channels import HttpSettings
 from core.domain import events as ev
+from core.model.commands import usable_tools, usage
 
 CONSOLE_DIR = resources.shipped("bot") / "console"  # the page, its script and style: package data
 MAX_WAIT_SECONDS = 25.0
@@ -33,6 +37,9 @@ class WebMessage(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     conversation: ConversationId
     text: Text
+    answers: str = Field(
+        "", max_length=64, pattern=r"^[A-Za-z0-9_-]*$", description="a choice's click: the question's call id"
+    )
 
 
 class _OnCard(BaseModel):
@@ -49,6 +56,16 @@ class WebReject(Reject, _OnCard):
 
 
 WebDecision = Annotated[WebApprove | WebReject, Field(discriminator="decision")]
+
+
+class Command(BaseModel):
+    usage: str = Field(description="how to type it, e.g. `/deploy <service> <version> <environment>`")
+    description: str
+    approval: bool = Field(description="whether running it waits for an approver")
+
+
+class Commands(BaseModel):
+    commands: list[Command]
 
 
 class WebUpdates(BaseModel):
@@ -68,7 +85,19 @@ def web_router(ops: Operations, auth: TokenAuth, web: WebChannel, draining: asyn
         summary="Say something in a console conversation",
     )
     async def message(body: WebMessage, identity: Identity) -> Accepted:
-        return await ops.message(web.message(identity, body.conversation, body.text))
+        return await ops.message(web.message(identity, body.conversation, body.text, body.answers))
+
+    @router.get(
+        "/commands",
+        response_model=Commands,
+        responses=responses(401, 503),
+        summary="The commands this identity may use (what the empty chat suggests)",
+    )
+    async def commands(identity: Identity) -> Commands:
+        specs = usable_tools(ops.wiring.tools, identity)
+        return Commands(
+            commands=[Command(usage=usage(s), description=s.description, approval=s.approval.required) for s in specs]
+        )
 
     @router.post(
         "/decisions",
@@ -107,8 +136,31 @@ async def _index(request: object) -> FileResponse:
     return FileResponse(CONSOLE_DIR / "index.html", headers={"Cache-Control": "no-store"})
 
 
-def console_routes() -> list[BaseRoute]:
+def signin_help(http: HttpSettings | None) -> dict[str, str]:
+    """What the sign-in page says about tokens here: from BOT_API_TOKENS, or the link printed at start-up."""
+    if http is not None and http.api_tokens is not None and http.api_tokens.get_secret_value().strip():
+        return {
+            "tokens": "configured",
+            "hint": "Paste your token from BOT_API_TOKENS (whoever runs the bot hands them out), "
+            "or open <console address>/#token=<your token>.",
+        }
+    return {
+        "tokens": "one-time",
+        "hint": "BOT_API_TOKENS is not set, so this console takes the link the bot printed when it started "
+        "(`web console: …/#token=…`); that token changes at every start, so open the newest link. "
+        "To give people lasting tokens, set BOT_API_TOKENS=token=identity and restart.",
+    }
+
+
+def console_routes(http: HttpSettings | None = None) -> list[BaseRoute]:
+    """The page, its files (script, style, favicon) and `signin.json`; `http`: the settings the server runs with."""
+    info = signin_help(http)
+
+    async def signin(request: object) -> JSONResponse:
+        return JSONResponse(info, headers={"Cache-Control": "no-store"})
+
     return [
         Route("/", _index, methods=["GET"], include_in_schema=False),
+        Route("/console/signin.json", signin, methods=["GET"], include_in_schema=False),
         Mount("/console", app=StaticFiles(directory=CONSOLE_DIR), name="console"),
     ]

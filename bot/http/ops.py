@@ -26,6 +26,7 @@ from bot.http.errors import ApiError
 from bot.http.schemas import Accepted, ApprovalView
 from bot.main import Wiring
 from core.domain import events as ev
+from core.domain import people
 from core.domain.errors import ApprovalError, StoreUnavailable
 from core.domain.ids import new_id
 from core.domain.reducer import ThreadState
@@ -48,6 +49,11 @@ def thread_exists(trigger: ev.MessageTrigger) -> ApiError:
         f"thread {trigger.thread_id} already exists for conversation {trigger.conversation!r} (or its launch "
         f"is queued); nothing was enqueued. Send input with POST /v1/threads/{trigger.thread_id}/events",
     )
+
+
+def api_text(text: str) -> str:
+    """Core's text for API clients: people as their exact identities (a program may act on them)."""
+    return people.render(text, str, people.plain_time)
 
 
 class Operations:
@@ -153,7 +159,7 @@ class Operations:
             **record.model_dump(),
             expired=record.expires_at <= self.wiring.threads.clock.now(),
             may_decide=tools.may_approve(identity, record.approvers, record.requester, record.allow_self),
-            approvers_described=tools.describe(record.approvers),
+            approvers_described=api_text(tools.describe(record.approvers)),
         )
 
     async def decide(self, trigger: ev.DecisionTrigger) -> Accepted:
@@ -164,13 +170,13 @@ class Operations:
             decided = await self.wiring.threads.approvals.decide(trigger)
         except ApprovalError as exc:
             if not allowed:
-                raise ApiError(403, "not_an_approver", str(exc)) from exc
+                raise ApiError(403, "not_an_approver", api_text(str(exc))) from exc
             current = await self.approval(trigger.approval_id)
             lapsed = current.status == "expired" or (
                 current.status == "pending" and current.expires_at <= self.wiring.threads.clock.now()
             )  # past its deadline, before a sweeper marked it
             code = "approval_expired" if lapsed else "approval_decided"
-            raise ApiError(409, code, str(exc)) from exc
+            raise ApiError(409, code, api_text(str(exc))) from exc
         wanted = "approved" if trigger.decision == "approve" else "rejected"
         if decided.status != wanted:  # the same person decided the other way a moment ago
             raise ApiError(

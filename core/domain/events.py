@@ -128,12 +128,15 @@ class HumanQuestion(_Event):
     type: Literal["human_question"] = "human_question"
     call_id: str
     question: str
+    options: list[str] = []  # choices offered (a free-text answer is always accepted too)
+    asks: str = ""  # who may answer; empty: the thread's requester
 
 
 class HumanAnswer(_Event):
     type: Literal["human_answer"] = "human_answer"
     text: str
     trigger_id: str
+    choice: str = ""  # the option chosen (by a button, its number or its text); empty for a free answer
 
 
 class AgentReply(_Event):
@@ -238,6 +241,7 @@ class MessageTrigger(_Trigger):
     kind: Literal["message"] = "message"
     text: str
     agent: str = ""
+    answers: str = ""  # a choice button's click: the call id of the question it answers (`text` is the option)
 
 
 class DecisionTrigger(_Trigger):
@@ -290,11 +294,15 @@ class ApprovalRequest(_Outbound):
     requester: str
     approvers: list[str]
     expires_at: datetime
+    thread_url: str = ""  # the thread in the web console, when BOT_PUBLIC_URL is set
 
 
 class Question(_Outbound):
     kind: Literal["question"] = "question"
     question: str
+    options: list[str] = []  # render as buttons or numbered choices; a free-text answer is accepted too
+    asks: str = ""  # who may answer; empty: the thread's requester
+    call_id: str = ""  # the ask_human call: a choice's click carries it back as MessageTrigger.answers
 
 
 class DecisionReceipt(_Outbound):
@@ -306,6 +314,7 @@ class DecisionReceipt(_Outbound):
     by: str
     comment: str = ""
     at: datetime
+    tool: str = ""  # so a channel can write the decided card as a sentence without its stored card
 
 
 NoticeLevel = Literal["info", "warning", "error"]

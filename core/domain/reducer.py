@@ -97,10 +97,14 @@ class ThreadState(BaseModel):
     last_actor: str = ""
     pending_approval: ev.ApprovalTerms | None = None
     pending_question: str | None = None
+    question_call: str = ""  # the ask_human call the pending question asks for (empty for an escalation)
+    question_options: tuple[str, ...] = ()
+    question_asks: str = ""  # who may answer it, besides the requester and the turn's author
     running: RunningTool | None = None
     last_call: ev.ToolCall | None = None
     last_outcome: str = ""
     last_outcome_ok: bool = True
+    last_error_kind: str = ""  # the last tool_error's kind: a rejection or an expiry is no failure to report
     consecutive_errors: int = 0
     steps: int = 0
     turn_steps: int = 0
@@ -178,6 +182,9 @@ def _remember(state: ThreadState, trigger_id: str) -> tuple[str, ...]:
     return (*state.recent_triggers, trigger_id)[-RECENT_TRIGGERS:]
 
 
+_NO_QUESTION: Final = {"pending_question": None, "question_call": "", "question_options": (), "question_asks": ""}
+
+
 def _human_input(state: ThreadState, event: ev.UserMessage | ev.HumanAnswer) -> dict[str, Any]:
     return {
         "last_user_text": event.text,
@@ -227,6 +234,7 @@ def _changes(state: ThreadState, event: ev.Event) -> dict[str, Any]:  # noqa: C9
                 "consecutive_errors": state.consecutive_errors + 1,
                 "last_outcome": _outcome(event.error),
                 "last_outcome_ok": False,
+                "last_error_kind": event.kind,
             }
         case ev.ApprovalRequested():
             # The terms alone, not the event: the snapshot keeps the same shape as the request asked.
@@ -237,9 +245,14 @@ def _changes(state: ThreadState, event: ev.Event) -> dict[str, Any]:  # noqa: C9
             # with their permissions, and its next approval is still theirs to request.
             return {"pending_approval": None, "recent_triggers": _remember(state, event.trigger_id)}
         case ev.HumanQuestion():
-            return {"pending_question": event.question}
+            return {
+                "pending_question": event.question,
+                "question_call": event.call_id,
+                "question_options": tuple(event.options),
+                "question_asks": event.asks,
+            }
         case ev.HumanAnswer():
-            return {**_human_input(state, event), "pending_question": None}
+            return {**_human_input(state, event), **_NO_QUESTION}
         case ev.AgentReply():
             return {"last_outcome": _outcome(event.text), "last_outcome_ok": True}
         case ev.Paused():
@@ -249,7 +262,7 @@ def _changes(state: ThreadState, event: ev.Event) -> dict[str, Any]:  # noqa: C9
         case ev.DeliveryFailed():
             return {"undelivered": state.undelivered + 1, "recent_triggers": _remember(state, event.trigger_id)}
         case ev.Escalated():
-            return {"pending_question": event.reason}
+            return {**_NO_QUESTION, "pending_question": event.reason}
         case ev.Failed():
             return {"running": None}
         case ev.HandedOff():

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.domain.errors import InvalidToolCall
+from core.domain.people import who
 from core.model.llm import Choice, ModelRequest
 from core.model.prompts import PromptLibrary
 from core.tools.registry import BUILTIN_TOOLS, REPLY, ToolRegistry, ToolSpec
@@ -148,14 +149,16 @@ class CommandModel:
         example = usage(max(specs, key=lambda s: len(s.param_names))) if specs else "/help"
         variables = {"commands": "\n".join(lines) or "  (none available to you)", "example": example}
         if prompt == "help":
-            variables["caller"] = caller
+            variables["caller"] = who(caller)  # each channel renders the person its own way
         return self._prompts.render(prompt, **variables).text
 
     async def choose(self, request: ModelRequest) -> Choice:
         state, tools = request.state, request.tools
         if state.turn_steps > 0:  # the command ran (or failed, or was rejected): report it
             outcome = state.last_outcome or "done"
-            return Choice(tool=REPLY, args={"message": outcome if state.last_outcome_ok else f"failed: {outcome}"})
+            decided = state.last_error_kind in ("rejected", "expired")  # a person's answer, or nobody's: no failure
+            told = outcome if state.last_outcome_ok or decided else f"failed: {outcome}"
+            return Choice(tool=REPLY, args={"message": told})
         text, listed = state.last_user_text.strip(), self._catalog or tools
         command = as_command(text, tools)
         if command is None and names_command(text, tools):  # `status api` without a model: say what is wrong

@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from core.domain import events as ev
+from core.domain import people
 
 RECENT_RESULTS_KEPT = 4
 SUMMARY_CHARS = 300
@@ -48,6 +49,14 @@ class _Builder:
         self.open_call: ev.ToolCall | None = None
         self.foreign: ev.ToolCall | None = None  # a call of a tool this agent does not have
         self.agent = ""
+        self.channel = ""
+
+    def person(self, identity: str) -> str:
+        return people.mention(identity, self.channel)
+
+    def words(self, text: str) -> str:
+        """Core's text for people (errors, notices) with its identity and time markers as names."""
+        return people.render(text, self.person, people.plain_time)
 
     @property
     def messages(self) -> list[Message]:
@@ -102,16 +111,17 @@ class _Builder:
         match event:
             case ev.ThreadStarted():
                 self.agent = event.agent
+                self.channel = event.channel
             case ev.HandedOff():
                 self.hand_off(event)
             case ev.UserMessage() if self.open_call is not None:
                 # Written while the call awaited approval: it follows the call's result, which comes first.
-                self.user_blocks.append(_tag("user_message", event.text, sender=event.actor))
+                self.user_blocks.append(_tag("user_message", event.text, sender=self.person(event.actor)))
             case ev.UserMessage():
                 self.close_foreign()
                 self.flush()
                 self.turns.append([])
-                self.user_blocks.append(_tag("user_message", event.text, sender=event.actor))
+                self.user_blocks.append(_tag("user_message", event.text, sender=self.person(event.actor)))
             case ev.ToolCall() if event.tool in self.known:
                 self.close_dangling()
                 self.flush()
@@ -126,29 +136,30 @@ class _Builder:
                 pass
             case ev.ToolResult():
                 self.result(event.output)
-            case ev.ToolErrorEvent() if self.foreign_outcome(event.call_id, event.error, True, event.kind):
+            case ev.ToolErrorEvent() if self.foreign_outcome(event.call_id, self.words(event.error), True, event.kind):
                 pass
             case ev.ToolErrorEvent():
-                self.result(event.error, is_error=True)
+                self.result(self.words(event.error), is_error=True)
             case ev.ApprovalRequested():
-                approvers = ", ".join(event.approvers)
+                approvers = ", ".join(map(self.person, event.approvers))
                 self.user_blocks.append(
                     _tag("approval_requested", f"waiting for one of: {approvers}", id=event.approval_id)
                 )
             case ev.ApprovalDecided():
                 self.user_blocks.append(
-                    _tag("approval_decided", event.comment, decision=event.decision, by=event.actor)
+                    _tag("approval_decided", event.comment, decision=event.decision, by=self.person(event.actor))
                 )
             case ev.HumanAnswer() if self.open_call is not None and self.open_call.tool == "ask_human":
-                self.result(f"answer from {event.actor}: {event.text}")
+                chose = f" (chose the option {event.choice!r})" if event.choice and event.choice != event.text else ""
+                self.result(f"answer from {self.person(event.actor)}{chose}: {event.text}")
             case ev.HumanAnswer():
-                self.user_blocks.append(_tag("human_answer", event.text, sender=event.actor))
+                self.user_blocks.append(_tag("human_answer", event.text, sender=self.person(event.actor)))
             case ev.AgentReply():
                 self.result("delivered to the requester")
             case ev.Escalated():
-                self.user_blocks.append(_tag("escalated", event.reason))
+                self.user_blocks.append(_tag("escalated", self.words(event.reason)))
             case ev.Failed():
-                self.user_blocks.append(_tag("error", event.error))
+                self.user_blocks.append(_tag("error", self.words(event.error)))
             case ev.DeliveryFailed():
                 note = f"the {event.outbound_kind} could not be delivered on {event.channel}: {event.error}"
                 self.user_blocks.append(_tag("delivery_failed", note))

@@ -7,11 +7,12 @@ stored with the approval, checked against its argument hash, never anything from
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from core.domain import events as ev
 from core.domain.errors import ApprovalError
 from core.domain.ids import new_approval_id, new_id
+from core.domain.people import when, who
 from core.domain.ports import Clock
 from core.obs import failpoints
 from core.redis.store import ApprovalRecord, Store
@@ -22,10 +23,11 @@ REQUESTED_FIELDS = {"approval_id", "call_id", "tool", "args", "args_hash", "appr
 
 
 class Approvals:
-    def __init__(self, store: Store, tools: ToolRegistry, clock: Clock) -> None:
+    def __init__(self, store: Store, tools: ToolRegistry, clock: Clock, console_url: str = "") -> None:
         self.store = store
         self.tools = tools
         self.clock = clock
+        self.console_url = console_url.rstrip("/")  # BOT_PUBLIC_URL: cards link to the thread in the console
 
     async def open(self, run: Run, call: ev.ToolCall, spec: ToolSpec) -> None:
         """Store the approval record, then record the call and the request in the thread; the thread waits."""
@@ -37,7 +39,7 @@ class Approvals:
             tool=spec.name,
             args=call.args,
             args_hash=args_hash(spec.name, call.args),
-            reason=call.reason,
+            reason=stated_reason(call, run.state.last_user_text),
             requester=run.state.last_actor or run.state.requester,
             approvers=spec.approval.approvers,
             allow_self=spec.approval.allow_self,
@@ -58,10 +60,11 @@ class Approvals:
             approval_id=record.approval_id,
             tool=spec.name,
             args=call.args,
-            reason=call.reason,
+            reason=record.reason,
             requester=record.requester,
             approvers=self.tools.shown_approvers(record.approvers, record.requester, record.allow_self),
             expires_at=record.expires_at,
+            thread_url=f"{self.console_url}/#thread/{run.state.thread_id}" if self.console_url else "",
         )
         run.outbox.append(request)
         for channel in spec.approval.notify:
@@ -108,14 +111,12 @@ class Approvals:
         else:
             why = "you are not one of its allowed approvers"
         return (
-            f"{trigger.sender} may not decide approval {record.approval_id}: {why}; "
+            f"{who(trigger.sender)} may not decide approval {record.approval_id}: {why}; "
             f"allowed approvers: {self.tools.describe(record.allowed)}. Nothing changed."
         )
 
     def expired(self, record: ApprovalRecord) -> str:
-        return (
-            f"approval {record.approval_id} expired at {record.expires_at:%Y-%m-%d %H:%M} UTC; ask for the action again"
-        )
+        return f"approval {record.approval_id} expired at {when(record.expires_at)}; ask for the action again"
 
     async def _still_awaited(self, record: ApprovalRecord) -> bool:
         pending = (await self.store.load_state(record.thread_id)).pending_approval
@@ -132,8 +133,17 @@ class Approvals:
         # Permission again, at execution time, against the configuration now in force.
         approvers = [*spec.approval.approvers, *(spec.approval.escalate_to if record.escalated else [])]
         if not self.tools.may_approve(record.decided_by, approvers, record.requester, spec.approval.allow_self):
-            return f"{record.decided_by} is no longer an allowed approver for {record.tool}; the call did not run"
+            return f"{who(record.decided_by)} is no longer an allowed approver for {record.tool}; the call did not run"
         return None
+
+
+def stated_reason(call: ev.ToolCall, asked: str) -> str:
+    """Why the call is made, for the card: the model's own words, else the request that asked for it."""
+    reason = call.reason.strip() or str(call.args.get("reason") or "").strip()
+    if reason:
+        return reason
+    asked = " ".join(asked.split())
+    return f"asked: {asked[:300]}" if asked else ""
 
 
 def unknown(approval_id: str) -> str:
@@ -141,4 +151,6 @@ def unknown(approval_id: str) -> str:
 
 
 def already_decided(record: ApprovalRecord) -> str:
-    return f"approval {record.approval_id} was already {record.status} by {record.decided_by} at {record.decided_at}; nothing changed"
+    by = f" by {who(record.decided_by)}" if record.decided_by else ""
+    at = f" at {when(datetime.fromisoformat(record.decided_at))}" if record.decided_at else ""
+    return f"approval {record.approval_id} was already {record.status}{by}{at}; nothing changed"

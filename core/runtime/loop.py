@@ -139,13 +139,16 @@ class Loop:
             await run.commit(*run.usage(exc.usage), run.error(new_id(), "", str(exc), "invalid"))
             return None
         except BudgetSpent as exc:
-            await self.escalate(run, f"{exc}. Your request is saved; answer here then to go on.")
+            await self.escalate(run, f"{exc}. Your request is saved; answer here then to go on.", level="warning")
             return None
         except LLMError as exc:  # the detail is for operators: the log has it under a reference the user sees
             reference = new_id()[:8]
             log.warning("thread %s: the model call failed (reference %s): %s", run.state.thread_id, reference, exc)
             await self.escalate(
-                run, f"the model is unavailable (reference {reference}). Your request is saved; answer here to retry."
+                run,
+                f"I could not reach the language model (reference {reference}), so I stopped here. Your "
+                "request is saved: answer here to retry, or use a /command, which needs no model.",
+                level="error",
             )
             return None
         if choice.usage is not None:
@@ -168,8 +171,10 @@ class Loop:
                 await run.commit(call, ev.AgentReply(**run.meta(), text=args["message"]))
                 return "replied"
             case "ask_human":
-                run.send(ev.Question, question=args["question"])
-                await run.commit(call, ev.HumanQuestion(**run.meta(), call_id=call_id, question=args["question"]))
+                options = list(args.get("options") or [])
+                run.send(ev.Question, question=args["question"], options=options, call_id=call_id)
+                asked = ev.HumanQuestion(**run.meta(), call_id=call_id, question=args["question"], options=options)
+                await run.commit(call, asked)
                 return "asked"
             case "hand_off":
                 to = profile.handoffs[spec.name]
@@ -257,6 +262,11 @@ class Loop:
         await run.commit(run.error(running.call_id, running.tool, msg, "interrupted"))
         await self.escalate(run, f"{msg}. Check its effect, then tell me whether to run it again.")
 
-    async def escalate(self, run: Run, reason: str) -> None:
-        run.send(ev.Question, question=reason)
+    async def escalate(self, run: Run, reason: str, level: ev.NoticeLevel | None = None) -> None:
+        """The thread stops and waits for a person: asked as a question, or told as a notice at `level`
+        (a failure of ours is not a question the person could answer)."""
+        if level is None:
+            run.send(ev.Question, question=reason)
+        else:
+            run.send(ev.Notice, text=reason, level=level)
         await run.commit(ev.Escalated(**run.meta(), reason=reason))

@@ -227,4 +227,4 @@ def load_roster(
         model = _workflow(path, name, flow, launchers[name], tools)
         profiles[name] = _profile(name, "workflow", flow, spec, tools, model, step_limit)
     commands = {name: tools.get(name) for name in tools.names() if name not in BUILTIN_TOOLS} | launchers
-    return Roster(profiles, default, ToolRegistry(commands, tools.groups, tools.access))
+    return Roster(profiles, default, ToolRegistry(commands, tools.groups, tools.access, mcp=tools.mcp))

@@ -12,8 +12,10 @@ the thread's lease, and every write is checked against the sequence number it re
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from core.domain import events as ev
+from core.domain import people
 from core.domain.ids import new_id, thread_id_for
 from core.domain.ports import Clock, Publisher
 from core.domain.reducer import ThreadState
@@ -47,6 +49,7 @@ class Threads:
         clock: Clock,
         redactor: Redactor,
         metrics: Metrics | None = None,
+        answerers: Callable[[ThreadState, str], bool] | None = None,
     ) -> None:
         self.store = store
         self.publisher = publisher
@@ -57,6 +60,8 @@ class Threads:
         self.clock = clock
         self.redactor = redactor
         self.metrics = metrics
+        # Who else may answer a thread's question (the MCP server's questions: `core.runtime.external`).
+        self.answerers = answerers
 
     # --- the operations (factor 6) ----------------------------------------------------------
 
@@ -92,10 +97,12 @@ class Threads:
         async with self.store.lock(thread_id) as leased:
             run = self._run(leased.state)
             if trigger.id not in run.state.recent_triggers:
+                if trigger.answers and (refusal := self._refusal_to_answer(run.state, trigger)):
+                    return await self._refuse(trigger, refusal)
                 if run.state.seq == 0 and not self.tools.may_start(trigger.sender, trigger.channel):
                     return await self._refuse(
                         trigger,
-                        f"{trigger.sender} may not start threads on {trigger.channel}: that needs "
+                        f"{people.who(trigger.sender)} may not start threads on {trigger.channel}: that needs "
                         f"[access].start.{trigger.channel}. Nothing was done; ask someone on that list",
                     )
                 if trigger.agent and trigger.agent not in self.roster:
@@ -114,7 +121,9 @@ class Threads:
                 if trigger.id in run.state.recent_triggers:  # stored by a worker that died before the ack
                     return None
                 return await self._refuse(trigger, f"thread {trigger.thread_id} is already paused; nothing changed")
-            run.say(f"thread paused by {trigger.sender}; resume it with `bot thread resume {trigger.thread_id}`")
+            run.say(
+                f"thread paused by {people.who(trigger.sender)}; resume it with `bot thread resume {trigger.thread_id}`"
+            )
             await run.commit(ev.Paused(**run.meta(trigger.sender), reason=trigger.reason, trigger_id=trigger.id))
 
     async def resume(self, trigger: ev.ControlTrigger) -> None:
@@ -131,7 +140,7 @@ class Threads:
                 return await self._refuse(trigger, f"thread {trigger.thread_id} is not paused; nothing changed")
             if trigger.action == "redrive":
                 return None  # a paused thread waits for a person to resume it
-            run.say(f"thread resumed by {trigger.sender}")
+            run.say(f"thread resumed by {people.who(trigger.sender)}")
             await run.commit(ev.Resumed(**run.meta(trigger.sender), trigger_id=trigger.id))
             await self._apply_held_verdict(run, trigger)
             await self.loop.advance(run)
@@ -276,9 +285,14 @@ class Threads:
             trigger_id=trigger_id,
         )
         who = self.tools.describe(record.allowed)
-        text = f"approval {record.approval_id} expired at {record.expires_at:%Y-%m-%d %H:%M} UTC with no decision from {who}"
+        text = f"approval {record.approval_id} expired at {people.when(record.expires_at)} with no decision from {who}"
         receipt = run.out(
-            ev.DecisionReceipt, approval_id=record.approval_id, decision="expire", by="system", at=expired.at
+            ev.DecisionReceipt,
+            approval_id=record.approval_id,
+            decision="expire",
+            by="system",
+            at=expired.at,
+            tool=record.tool,
         )
         run.outbox.append(receipt)
         _notify_copies(run, record, receipt)
@@ -306,6 +320,7 @@ class Threads:
             by=record.decided_by,
             comment=record.comment,
             at=decided.at,
+            tool=record.tool,
         )
         run.outbox.append(receipt)
         if (trigger.channel, trigger.conversation) != (receipt.channel, receipt.conversation):
@@ -315,7 +330,7 @@ class Threads:
         _notify_copies(run, record, receipt, skip={trigger.channel})
         started, outcome = time.perf_counter(), "rejected"
         if decided.decision == "reject":
-            reason = f"rejected by {record.decided_by}: {record.comment or 'no reason given'}"
+            reason = f"rejected by {people.who(record.decided_by)}: {record.comment or 'no reason given'}"
             await run.commit(decided, run.error(record.call_id, record.tool, reason, "rejected"), decision=write)
         elif refusal := self.approvals.refusal_to_run(run, record):
             await run.commit(decided, run.error(record.call_id, record.tool, refusal, "rejected"), decision=write)
@@ -346,8 +361,13 @@ class Threads:
             new.append(
                 ev.HandedOff(**run.meta(trigger.sender), from_agent=state.agent, to_agent=chosen.agent, note=chosen.why)
             )
-        kind = ev.HumanAnswer if state.status == "awaiting_human" else ev.UserMessage
-        new.append(kind(**run.meta(trigger.sender), text=trigger.text, trigger_id=trigger.id))
+        if state.status == "awaiting_human" and self._may_answer(state, trigger.sender):
+            choice = chosen_option(state.question_options, trigger.text)
+            new.append(
+                ev.HumanAnswer(**run.meta(trigger.sender), text=trigger.text, trigger_id=trigger.id, choice=choice)
+            )
+        else:  # a new turn, or a remark while someone else's question is open (recorded for the model)
+            new.append(ev.UserMessage(**run.meta(trigger.sender), text=trigger.text, trigger_id=trigger.id))
         await run.commit(*new)
         if run.state.paused:
             run.say(f"thread {state.thread_id} is paused; your message is saved and will be read on resume")
@@ -356,6 +376,24 @@ class Threads:
                 f"still waiting for approval {pending.approval_id} ({pending.tool}); "
                 "your message is saved and will be read after the decision"
             )
+
+    def _may_answer(self, state: ThreadState, sender: str) -> bool:
+        """The model's question is the requester's to answer (or the turn's author's, or whom it names);
+        an escalation (a stop of ours) anyone in the conversation may answer."""
+        if not state.question_call:
+            return True
+        if sender in (state.requester, state.last_actor, state.question_asks):
+            return True
+        return self.answerers is not None and self.answerers(state, sender)
+
+    def _refusal_to_answer(self, state: ThreadState, trigger: ev.MessageTrigger) -> str | None:
+        """Why a choice button's click may not answer: its question is answered already, or not theirs."""
+        if state.status != "awaiting_human" or state.question_call != trigger.answers:
+            return "that question was already answered; nothing changed. Write here to go on"
+        if not self._may_answer(state, trigger.sender):
+            asked = state.question_asks or state.last_actor or state.requester
+            return f"this question is for {people.who(asked)} to answer; nothing changed"
+        return None
 
     def _run(self, state: ThreadState) -> Run:
         logs.bind(thread_id=state.thread_id, agent=state.agent)
@@ -370,6 +408,14 @@ class Threads:
 
     async def _refuse(self, trigger: ev.Trigger, text: str) -> None:
         await self.publisher.send(notice_to(trigger, text))
+
+
+def chosen_option(options: tuple[str, ...], text: str) -> str:
+    """The option an answer picks: by its number (`2`) or its text, case aside; "" for a free answer."""
+    answer = text.strip().rstrip(".").strip()
+    if answer.isdigit() and 1 <= int(answer) <= len(options):
+        return options[int(answer) - 1]
+    return next((option for option in options if option.casefold() == answer.casefold()), "")
 
 
 def held(record: ApprovalRecord) -> str:

@@ -1,4 +1,5 @@
-"""Run a validated tool call: an argv command (never a shell), an HTTP request, or a Python callable."""
+"""Run a validated tool call: an argv command (never a shell), an HTTP request, a Python callable, or a
+tool of an MCP server (`core.tools.mcp.client`)."""
 
 from __future__ import annotations
 
@@ -11,14 +12,17 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import aiohttp
 
 from core.domain.errors import ConfigError, ToolFailed
 from core.tools.redact import Redactor
-from core.tools.registry import PLACEHOLDER, CommandExecutor, HttpExecutor, PythonExecutor, ToolSpec
+from core.tools.registry import PLACEHOLDER, CommandExecutor, HttpExecutor, McpExecutor, PythonExecutor, ToolSpec
+
+if TYPE_CHECKING:  # the MCP SDK is imported only where MCP servers are declared
+    from core.tools.mcp.client import McpClients
 
 
 @dataclass(frozen=True)
@@ -65,12 +69,17 @@ class ToolRunner:
         env: Mapping[str, str],
         redactor: Redactor,
         http: aiohttp.ClientSession | None = None,
+        mcp: McpClients | None = None,
     ) -> None:
         self._workdir = workdir
         self._data_dir = data_dir
         self._env = dict(env)
         self._redactor = redactor
         self._http = http
+        self._mcp = mcp
+        # The variables an MCP server's env and headers name are secrets whatever they are called.
+        names = mcp.catalog.secret_names() if mcp is not None else set()
+        self._mcp_secrets = Redactor({name: self._env[name] for name in names if name in self._env})
 
     async def run(self, spec: ToolSpec, args: Mapping[str, Any], ctx: CallContext) -> ToolOutput:
         values = {
@@ -87,7 +96,8 @@ class ToolRunner:
                 text = await self._dispatch(spec, args, values)
         except TimeoutError:
             raise ToolFailed(f"{spec.name} timed out after {spec.timeout:g}s") from None
-        return ToolOutput(_cap(self._redactor.text(text), spec.max_output), (time.perf_counter() - started) * 1000)
+        text = self._mcp_secrets.text(self._redactor.text(text))
+        return ToolOutput(_cap(text, spec.max_output), (time.perf_counter() - started) * 1000)
 
     async def _dispatch(self, spec: ToolSpec, args: Mapping[str, Any], values: Mapping[str, Any]) -> str:
         match spec.executor:
@@ -97,6 +107,13 @@ class ToolRunner:
                 return await self._request(spec.name, executor, args, values)
             case PythonExecutor() as executor:
                 return await self._call(spec.name, executor, args)
+            case McpExecutor() as executor:
+                if self._mcp is None:
+                    raise ConfigError(f"tool {spec.name!r} is an MCP server's but the runner has no MCP clients")
+                try:
+                    return await self._mcp.call(spec.name, executor, args)
+                except ToolFailed as exc:  # a server's error text can quote what it was given
+                    raise ToolFailed(self._mcp_secrets.text(self._redactor.text(str(exc)))) from None
         raise ConfigError(f"tool {spec.name!r} has no executor")
 
     async def _command(self, name: str, executor: CommandExecutor, values: Mapping[str, Any]) -> str:

@@ -10,6 +10,7 @@ import importlib.util
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 from core.tools.registry import CommandExecutor, PythonExecutor, ToolRegistry
 
@@ -39,6 +40,22 @@ def missing_programs(tools: ToolRegistry, workdir: Path, path: str | None) -> li
                 found.append(f"tool {name!r} runs {where}, which is not an executable file; fix its argv")
         elif shutil.which(program, path=path) is None:
             found.append(f"tool {name!r} runs {program!r}, which is not on PATH; install it or fix its argv")
+    return found + _missing_mcp_commands(tools, workdir, path)
+
+
+def _missing_mcp_commands(tools: ToolRegistry, workdir: Path, path: str | None) -> list[str]:
+    """A stdio MCP server's command that is not there (`[mcp.servers.<name>].command`)."""
+    servers: dict[str, Any] = getattr(tools.mcp, "servers", {})
+    found = []
+    for name, server in servers.items():
+        program = server.command
+        if program is None:
+            continue
+        where = Path(server.cwd or workdir) / program  # an absolute command stays itself
+        if "/" in program and not (where.is_file() and os.access(where, os.X_OK)):
+            found.append(f"MCP server {name!r} runs {where}, which is not an executable file; fix its command")
+        elif "/" not in program and shutil.which(program, path=path) is None:
+            found.append(f"MCP server {name!r} runs {program!r}, which is not on PATH; install it or fix its command")
     return found
 
 

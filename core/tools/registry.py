@@ -11,17 +11,19 @@ import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 import jsonschema
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from core.domain.errors import ConfigError, InvalidToolCall
+from core.domain.people import who
 from core.domain.toml_file import load_toml
 
 ASK_HUMAN = "ask_human"
 REPLY = "reply"
 BUILTIN_TOOLS = (ASK_HUMAN, REPLY)
+MAX_OPTIONS = 10  # choices on one question: what a Slack or Discord select shows comfortably
 PLACEHOLDER = re.compile(r"\{([a-zA-Z_][a-zA-Z0-9_:]*)\}")
 CONTEXT_PLACEHOLDERS = {"python", "requester", "thread_id", "data_dir", "call_id"}
 
@@ -48,7 +50,44 @@ class PythonExecutor(_Spec):
     target: str = Field(pattern=r"^[\w.]+:\w+$")
 
 
-Executor = Annotated[CommandExecutor | HttpExecutor | PythonExecutor, Field(discriminator="kind")]
+class LiveTools(Protocol):
+    """Tools that come and go while the bot runs: the MCP servers' (`core.tools.mcp.catalog.McpCatalog`)."""
+
+    def names(self) -> list[str]: ...  # listed now
+
+    def declares(self, name: str) -> bool: ...  # in a source's namespace, listed or not
+
+    def spec(self, name: str) -> ToolSpec | None: ...  # as listed now (a stand-in when declared, not listed)
+
+
+class McpExecutor(_Spec):
+    """A tool an MCP server lists (`[mcp.servers.<server>]`); never declared under [tools]."""
+
+    kind: Literal["mcp"]
+    server: str
+    tool: str  # the server's own name for it
+    # The catalog that keeps the tool's current spec: a registry holding an older copy of this spec
+    # (an agent's, built at start) still sees what the server lists now.
+    _live: LiveTools | None = PrivateAttr(default=None)
+
+
+Executor = Annotated[CommandExecutor | HttpExecutor | PythonExecutor | McpExecutor, Field(discriminator="kind")]
+
+
+class ToolHints(_Spec):
+    """What a tool's source says of it (an MCP server's annotations): shown on cards and in help, never
+    trusted to relax a policy (the spec: clients must not rely on them from untrusted servers)."""
+
+    title: str = ""
+    read_only: bool | None = None
+    destructive: bool | None = None
+    idempotent: bool | None = None
+    open_world: bool | None = None
+
+    def words(self) -> list[str]:
+        """`["read-only"]`, `["destructive", "idempotent"]`...: what a card can show beside the tool."""
+        found = [("read-only", self.read_only), ("destructive", self.destructive), ("idempotent", self.idempotent)]
+        return [word for word, said in found if said] + (["open world"] if self.open_world else [])
 
 
 class ApprovalPolicy(_Spec):
@@ -78,6 +117,8 @@ class ToolSpec(_Spec):
     idempotent: bool = False
     timeout: float = Field(default=60, gt=0)
     max_output: int = Field(default=8000, gt=0)
+    hints: ToolHints = ToolHints()  # the source's own description of the tool, for display only
+    source: str = ""  # where the tool comes from when not this file: "mcp:k8s"
 
     @property
     def param_names(self) -> list[str]:
@@ -91,10 +132,22 @@ class ToolSpec(_Spec):
 _BUILTINS = {
     ASK_HUMAN: ToolSpec(
         name=ASK_HUMAN,
-        description="Ask the requester a question and wait for their answer. Use when the request is ambiguous.",
+        description=(
+            "Ask the requester a question and wait for their answer. Use when the request is ambiguous. "
+            "Give `options` when the answer is one of a few choices: they are shown as buttons "
+            "(a free-text answer is still accepted)."
+        ),
         parameters={
             "type": "object",
-            "properties": {"question": {"type": "string", "minLength": 1}},
+            "properties": {
+                "question": {"type": "string", "minLength": 1},
+                "options": {
+                    "type": "array",
+                    "items": {"type": "string", "minLength": 1, "maxLength": 75},
+                    "maxItems": MAX_OPTIONS,
+                    "uniqueItems": True,
+                },
+            },
             "required": ["question"],
             "additionalProperties": False,
         },
@@ -140,40 +193,60 @@ class AccessRules(BaseModel):
 
 
 class ToolRegistry:
-    """The tools one agent may call, with the groups their approval policies name."""
+    """The tools one agent may call, with the groups their approval policies name.
+
+    `mcp`: the MCP servers' tools, as they list them now, are this registry's too (the whole file's
+    registry, and the catalog of every command). A registry built from some of those specs (an
+    agent's) has only those, each looked up live, so a re-listed schema or description takes effect.
+    """
 
     def __init__(
-        self, tools: Mapping[str, ToolSpec], groups: Mapping[str, list[str]], access: AccessRules | None = None
+        self,
+        tools: Mapping[str, ToolSpec],
+        groups: Mapping[str, list[str]],
+        access: AccessRules | None = None,
+        mcp: LiveTools | None = None,
     ) -> None:
         self._tools = {**tools, **_BUILTINS}
-        self._validators: dict[str, Any] = {}  # compiled once per tool: building one costs more than validating
+        # compiled once per tool and schema: building one costs more than validating
+        self._validators: dict[str, tuple[dict[str, Any], Any]] = {}
         self.groups = {name: list(members) for name, members in groups.items()}
         self.access = access or AccessRules()
+        self.mcp = mcp
+        self._live = mcp or next(
+            (s.executor._live for s in tools.values() if isinstance(s.executor, McpExecutor) and s.executor._live),
+            None,
+        )
 
     def __contains__(self, name: object) -> bool:
-        return name in self._tools
+        return name in self._tools or (self.mcp is not None and isinstance(name, str) and self.mcp.declares(name))
 
     def names(self) -> list[str]:
-        return list(self._tools)
+        if self.mcp is None:
+            return list(self._tools)
+        return [*self._tools, *(name for name in self.mcp.names() if name not in self._tools)]
 
     def get(self, name: str) -> ToolSpec:
-        try:
-            return self._tools[name]
-        except KeyError:
-            known = ", ".join(sorted(self._tools))
-            raise InvalidToolCall(f"unknown tool {name!r}; known tools: {known}") from None
+        spec = self._tools.get(name)
+        if self._live is not None and (spec is None and self.mcp is not None or _from_mcp(spec)):
+            spec = self._live.spec(name) or spec
+        if spec is None:
+            known = ", ".join(sorted(self.names()))
+            raise InvalidToolCall(f"unknown tool {name!r}; known tools: {known}")
+        return spec
 
     def definitions(self) -> list[dict[str, Any]]:
-        return [spec.definition() for spec in self._tools.values()]
+        return [self.get(name).definition() for name in self.names()]
 
     def validate(self, name: str, args: Any) -> dict[str, Any]:
         """Check a call against the tool's JSON schema; raise InvalidToolCall with one line saying why."""
         spec = self.get(name)
         if not isinstance(args, dict):
             raise InvalidToolCall(f"{name}: arguments must be an object, got {type(args).__name__}")
-        validator = self._validators.get(name)
-        if validator is None:
-            validator = self._validators[name] = jsonschema.Draft202012Validator(spec.parameters)
+        schema, validator = self._validators.get(name, (None, None))
+        if validator is None or schema is not spec.parameters:  # first use, or its source listed a new schema
+            validator = jsonschema.Draft202012Validator(spec.parameters)
+            self._validators[name] = (spec.parameters, validator)
         error = jsonschema.exceptions.best_match(validator.iter_errors(args))
         if error is not None:
             where = "/".join(str(part) for part in error.absolute_path) or "arguments"
@@ -216,12 +289,20 @@ class ToolRegistry:
         return found
 
     def describe(self, entries: list[str]) -> str:
-        """`group:oncall (cli:operator, slack:T1:U2)` for people reading an approval request."""
+        """`the oncall group (<who:cli:operator>, <who:slack:T1:U2>)` for people reading an approval request
+        (the identities as `core.domain.people` markers, rendered by each channel)."""
         parts = []
         for entry in entries:
-            members = self.groups.get(entry.removeprefix("group:"), []) if entry.startswith("group:") else []
-            parts.append(f"{entry} ({', '.join(members) or 'no members'})" if entry.startswith("group:") else entry)
+            if not entry.startswith("group:"):
+                parts.append(who(entry))
+                continue
+            members = self.groups.get(entry.removeprefix("group:"), [])
+            parts.append(f"the {entry.removeprefix('group:')} group ({', '.join(map(who, members)) or 'no members'})")
         return ", ".join(parts)
+
+
+def _from_mcp(spec: ToolSpec | None) -> bool:
+    return spec is not None and isinstance(spec.executor, McpExecutor)
 
 
 def _check_placeholders(spec: ToolSpec) -> None:
@@ -267,6 +348,8 @@ def load_tools(path: Path, extra_members: Mapping[str, list[str]] | None = None)
             raise ConfigError(f"tool {name!r} in {path}: {where}: {first['msg']}") from exc
         if spec.executor is None:
             raise ConfigError(f"tool {name!r} in {path} has no executor; add [tools.{name}.executor]")
+        if isinstance(spec.executor, McpExecutor):
+            raise ConfigError(f"tool {name!r} in {path}: MCP tools are listed by their server; declare it in [mcp]")
         _check_schema(spec)
         _check_placeholders(spec)
         for entry in [*spec.approval.approvers, *spec.approval.escalate_to, *spec.callers]:
@@ -275,7 +358,14 @@ def load_tools(path: Path, extra_members: Mapping[str, list[str]] | None = None)
         if spec.approval.required and not spec.approval.approvers:
             raise ConfigError(f"tool {name!r} requires approval but lists no approvers; set approval.approvers")
         tools[name] = spec
-    return ToolRegistry(tools, groups, _access(path, raw.get("access", {}), groups))
+    mcp = None
+    if "mcp" in raw:  # imported only for a file that declares MCP servers
+        from core.tools.mcp.catalog import McpCatalog
+
+        mcp = McpCatalog.from_config(path, raw["mcp"], groups)
+        if clash := sorted(name for name in tools if mcp.declares(name)):
+            raise ConfigError(f"tools {clash} in {path} are named like an MCP server's tools (<server>__); rename them")
+    return ToolRegistry(tools, groups, _access(path, raw.get("access", {}), groups), mcp=mcp)
 
 
 def _access(path: Path, raw: Any, groups: Mapping[str, list[str]]) -> AccessRules:

@@ -223,7 +223,10 @@ async def test_help_lists_the_commands_without_the_router_or_any_model(
     await h.say(text)
 
     [answer] = await replies(h)
-    assert answer.startswith("Commands you can use (as cli:operator):") and "/status <service> <environment>" in answer
+    assert (
+        answer.startswith("Commands you can use (as <who:cli:operator>):")
+        and "/status <service> <environment>" in answer
+    )
     assert router.requests == [] and deploybot.requests == []
 
 

@@ -103,7 +103,7 @@ async def test_a_rejected_deploy_ends_the_release_with_the_reason(
     await h.say(f"reject {(await approval(h)).approval_id} not during the freeze", sender=APPROVER)
     assert calls(await thread_events(h)) == ["run_tests", "deploy", "reply"]
     assert await replies(h) == [
-        "release of api 1.4.3 to production stopped before the deploy: rejected by cli:dana: not during the freeze"
+        "release of api 1.4.3 to production stopped before the deploy: rejected by <who:cli:dana>: not during the freeze"
     ]
 
 

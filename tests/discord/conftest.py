@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from adapters.discord.channel import DiscordChannel
 from config.channels import DiscordSettings
 from core import Event, ThreadState
-from tests.conftest import Harness
+from tests.conftest import Harness, ScriptedModel
 from tests.discord.fake_discord import FakeDiscord, user
 from tests.eventually import eventually
 
@@ -104,11 +104,12 @@ async def fake_discord(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeDis
 async def make_scene(
     fake_discord: FakeDiscord, fake_redis: aioredis.Redis, make_harness: Callable[..., Harness]
 ) -> AsyncIterator[Callable[..., Awaitable[Scene]]]:
-    """`await make_scene(**env)`: a core configured by `env` and one logged-in channel."""
+    """`await make_scene(model, **env)`: a core configured by `env` (with `model` as its language model,
+    if given) and one logged-in channel."""
     scenes: list[Scene] = []
 
-    async def factory(**env: str) -> Scene:
-        harness = make_harness(fake_redis, **{"BOT_GROUP_ONCALL": f"discord:{APPROVER['id']}", **env})
+    async def factory(model: ScriptedModel | None = None, **env: str) -> Scene:
+        harness = make_harness(fake_redis, model, **{"BOT_GROUP_ONCALL": f"discord:{APPROVER['id']}", **env})
         values = {"DISCORD_TOKEN": "fake-token", "DISCORD_API_BASE": fake_discord.base, **env}
         scene = Scene(fake_discord, harness, DiscordSettings.model_validate(values))
         scenes.append(scene)

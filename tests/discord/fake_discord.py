@@ -132,7 +132,7 @@ class FakeDiscord:
             "id": snowflake(),
             "channel_id": channel_id,
             "author": BOT_USER,
-            "content": body.get("content", ""),
+            "content": body.get("content") or "",
             "timestamp": TIMESTAMP,
             "edited_timestamp": None,
             "tts": False,
@@ -140,7 +140,7 @@ class FakeDiscord:
             "mentions": [],
             "mention_roles": [],
             "attachments": [],
-            "embeds": [],
+            "embeds": body.get("embeds", []),
             "pinned": False,
             "type": 0,
             "components": body.get("components", []),
@@ -371,3 +371,11 @@ def modal_submit(
     field = {"type": 4, "custom_id": "reason", "value": reason}
     data = {"custom_id": custom_id, "components": [{"type": 1, "components": [field]}]}
     return _interaction(5, who, data, channel) | {"message": card}
+
+
+def select(
+    card: dict[str, Any], custom_id: str, values: list[str], *, who: dict[str, Any], channel: dict[str, Any]
+) -> dict[str, Any]:
+    """A choice from a select menu on `card`."""
+    data = {"custom_id": custom_id, "component_type": 3, "values": values}
+    return _interaction(3, who, data, channel) | {"message": card}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,20 @@ async def tool_calls(scene: Scene) -> dict[str, list[tuple[str, dict[str, Any]]]
         thread.conversation: [(e.tool, e.args) for e in await scene.events(thread) if isinstance(e, ev.ToolCall)]
         for thread in await scene.threads()
     }
+
+
+def embed(message: dict[str, Any]) -> dict[str, Any]:
+    [card] = message["embeds"]
+    return card
+
+
+def fields(card: dict[str, Any]) -> dict[str, str]:
+    return {field["name"]: field["value"] for field in card.get("fields", [])}
+
+
+def no_raw_identities(text: str) -> bool:
+    """Nothing core writes for people shows raw: no markers, no `discord:123`, no ISO time."""
+    return not re.search(r"<who:|<when:|discord:\d|\d{4}-\d\d-\d\dT\d\d", text)
 
 
 async def request_card(scene: Scene) -> tuple[str, dict[str, Any]]:
@@ -70,10 +85,25 @@ async def test_a_gated_tool_posts_an_approval_card_with_two_buttons(scene: Scene
         ("Approve", f"appr:{approval_id}:approve"),
         ("Reject", f"appr:{approval_id}:reject"),
     ]
-    content = card["content"]
-    assert "`deploy`" in content and '"environment": "production"' in content and '"version": "1.4.2"' in content
-    assert "**Requested by:** <@222>" in content and "**Who may approve:** `cli:operator`, <@111>" in content
-    assert "command: /deploy service=api" in content and "**Expires:** <t:" in content
+    shown = embed(card)
+    got = fields(shown)
+    assert shown["title"] == "Approval needed: deploy"
+    assert shown["description"] == "command: /deploy service=api version=1.4.2 environment=production"
+    assert '"environment": "production"' in got["Arguments"] and '"version": "1.4.2"' in got["Arguments"]
+    assert got["Arguments"].startswith("```json\n")
+    assert got["Requested by"] == "<@222>"
+    # cli:operator is on call too, but Discord cannot show them: counted, not listed.
+    assert got["Who may approve"] == "<@111> and 1 on another channel"
+    assert re.fullmatch(r"<t:(\d+):R> \(<t:\1:f>\)", got["Expires"])
+    [echo] = scene.fake.find("PATCH", r"/webhooks/999/[^/]+/messages/@original")
+    request_link = f"https://discord.com/channels/500/{CHANNEL}/{echo.response['id']}"
+    assert shown["url"] == request_link and got["Request"] == f"[Jump to the request]({request_link})"
+    assert f"approval {approval_id}" in shown["footer"]["text"]
+    # The approvers Discord can reach are pinged by the content line; nobody else may be.
+    assert card["content"] == "<@111>: your approval is needed"
+    [post] = [c for c in scene.fake.find("POST", r"/channels/\d+/messages") if c.body.get("components")]
+    assert post.body["allowed_mentions"] == {"parse": [], "users": [111]}
+    assert no_raw_identities(json.dumps(shown))
 
 
 async def test_approve_click_edits_the_card_and_runs_the_tool_once(scene: Scene, tmp_path: Path) -> None:
@@ -83,8 +113,12 @@ async def test_approve_click_edits_the_card_and_runs_the_tool_once(scene: Scene,
     [ack] = scene.fake.find("POST", rf"/interactions/{press['id']}/[^/]+/callback")
     assert ack.body["type"] == 6  # deferred update: no visible "thinking"
     [edit] = scene.fake.find("PATCH", rf"/channels/{card['channel_id']}/messages/{card['id']}")
-    assert edit.body["components"] == []
-    assert edit.body["content"].startswith(card["content"]) and "✅ **Approved** by <@111>" in edit.body["content"]
+    assert edit.body["components"] == [] and edit.body["content"] is None  # no buttons, no pings left
+    record = embed(edit.body)
+    assert record["title"] == "Approved: deploy" and record["url"] == embed(card)["url"]
+    assert re.fullmatch(r"✅ <@111> approved `deploy` <t:(\d+):f> \(<t:\1:R>\)", record["description"])
+    assert fields(record) == {"Arguments": "`environment=production service=api version=1.4.2`"}
+    assert "Expires" not in json.dumps(record) and "may approve" not in json.dumps(record)
     assert [(d["service"], d["version"], d["by"]) for d in deploys(tmp_path)] == [("api", "1.4.2", "discord:222")]
 
 
@@ -96,7 +130,9 @@ async def test_a_double_click_decides_once(scene: Scene, tmp_path: Path) -> None
     assert len(deploys(tmp_path)) == 1
     assert len(scene.fake.find("PATCH", rf"/channels/\d+/messages/{card['id']}")) == 1
     [note] = scene.fake.find("POST", r"/webhooks/999/[^/]+")
-    assert note.body["flags"] == 64 and "already approved by discord:111" in note.body["content"]
+    assert note.body["flags"] == 64  # ephemeral
+    assert re.search(r"already approved by <@111> at <t:\d+:f>; nothing changed", note.body["content"])
+    assert no_raw_identities(note.body["content"])
 
 
 async def test_an_unauthorised_click_gets_an_ephemeral_refusal(scene: Scene, tmp_path: Path) -> None:
@@ -105,7 +141,9 @@ async def test_an_unauthorised_click_gets_an_ephemeral_refusal(scene: Scene, tmp
     await scene.feed(press)
     [note] = scene.fake.find("POST", rf"/webhooks/999/{press['token']}")
     assert note.body["flags"] == 64  # ephemeral: only the clicker sees it
-    assert "discord:333 may not decide approval" in note.body["content"]
+    assert note.body["content"].startswith(f"⚠️ <@333> may not decide approval {approval_id}")
+    assert "allowed approvers: the oncall group (operator, <@111>)" in note.body["content"]
+    assert no_raw_identities(note.body["content"])
     assert not scene.fake.find("PATCH", rf"/channels/\d+/messages/{card['id']}")
     record = await scene.harness.wiring.store.get_approval(approval_id)
     assert record is not None and record.status == "pending"
@@ -150,7 +188,11 @@ async def test_reject_asks_for_a_reason_that_reaches_the_agent(scene: Scene, tmp
     [error] = [e for e in await scene.events(thread) if isinstance(e, ev.ToolErrorEvent)]
     assert error.kind == "rejected" and "not during the freeze" in error.error
     [edit] = scene.fake.find("PATCH", rf"/channels/\d+/messages/{card['id']}")
-    assert "❌ **Rejected** by <@111>" in edit.body["content"] and "not during the freeze" in edit.body["content"]
+    record = embed(edit.body)
+    assert record["title"] == "Rejected: deploy"
+    assert re.fullmatch(
+        r"❌ <@111> rejected `deploy` <t:\d+:f> \(<t:\d+:R>\): not during the freeze", record["description"]
+    )
     assert not (tmp_path / "data" / "deployments.json").exists() or deploys(tmp_path) == []
 
 
@@ -162,7 +204,7 @@ async def test_a_click_on_another_process_resolves_the_approval(scene: Scene, tm
     press = click(card, f"appr:{approval_id}:approve", who=APPROVER, channel=thread_channel(card["channel_id"]))
     await scene.feed(press, via=other)
     [edit] = scene.fake.find("PATCH", rf"/channels/{card['channel_id']}/messages/{card['id']}")
-    assert "Approved" in edit.body["content"] and edit.body["components"] == []
+    assert embed(edit.body)["title"] == "Approved: deploy" and edit.body["components"] == []
     assert len(deploys(tmp_path)) == 1
 
 
@@ -183,7 +225,42 @@ async def test_a_text_decision_elsewhere_edits_the_card_and_answers_there(scene:
     approval_id, card = await request_card(scene)
     await scene.feed(message_create(f"approve {approval_id}", author=APPROVER, channel_id="4343", guild=False))
     [edit] = scene.fake.find("PATCH", rf"/channels/\d+/messages/{card['id']}")
-    assert "✅ **Approved** by <@111>" in edit.body["content"]
+    assert embed(edit.body)["description"].startswith("✅ <@111> approved `deploy` <t:")
     [line] = scene.fake.find("POST", r"/channels/4343/messages")
-    assert "✅ **Approved** by <@111>" in line.body["content"]
+    assert line.body["content"].startswith("✅ <@111> approved `deploy` <t:")
     assert len(deploys(tmp_path)) == 1
+
+
+async def test_a_rejection_is_not_reported_as_a_failure(scene: Scene) -> None:
+    approval_id, card = await request_card(scene)
+    where = thread_channel(card["channel_id"])
+    await scene.feed(click(card, f"appr:{approval_id}:reject", who=APPROVER, channel=where), enqueues=False)
+    await scene.feed(modal_submit(card, f"apprr:{approval_id}", "not now", who=APPROVER, channel=where))
+    answers = [c.body["content"] or "" for c in scene.fake.find("POST", r"/channels/\d+/messages")]
+    assert any("rejected" in answer for answer in answers)
+    assert not any("failed:" in answer for answer in answers)  # a rejection is a decision, not a failure
+
+
+async def test_a_card_for_a_thread_elsewhere_links_to_the_console_and_lists_whom_discord_can_reach(
+    make_scene: MakeScene, tmp_path: Path
+) -> None:
+    """A terminal thread's approval notified to Discord: the link is the console's, the approvers Discord's."""
+    tools = tmp_path / "tools.toml"
+    tools.write_text(
+        "[groups]\noncall = ['cli:operator', 'discord:111', 'email:erin@example.com']\n"
+        "[tools.wipe]\ndescription = 'Wipe a cache.'\nexecutor = {kind='command', argv=['echo', 'wiped']}\n"
+        "approval = {required=true, approvers=['group:oncall'], notify=['discord']}\n"
+    )
+    scene = await make_scene(
+        DISCORD_APPROVAL_CHANNEL_ID="88", BOT_TOOLS_FILE=str(tools), BOT_PUBLIC_URL="https://ops.example.com"
+    )
+    await scene.harness.wiring.bus.publish(scene.harness.trigger("/wipe", sender="cli:sam"))
+    await scene.harness.drain()
+    await scene.render()
+    [card] = scene.fake.find("POST", r"/channels/88/messages")
+    shown = embed(card.response)
+    [thread] = await scene.threads()
+    assert shown["url"] == f"https://ops.example.com/#thread/{thread.thread_id}"
+    assert fields(shown)["Requested by"] == "sam"
+    assert fields(shown)["Who may approve"] == "<@111> and 2 on other channels"
+    assert card.body["content"] == "<@111>: your approval is needed"

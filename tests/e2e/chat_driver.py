@@ -277,5 +277,5 @@ async def approve(requester: Chat, approval_id: str, by: Chat) -> None:
     """`by` approves at her terminal; the receipt and the deploy's result print at the requester's, where the
     thread is. (The approver's terminal prints no receipt: see `test_the_approver_sees_the_receipt`.)"""
     await by.say(f"approve {approval_id}")
-    await requester.expect(rf"^bot> approval {approval_id} approved by {APPROVER} at ")
+    await requester.expect(rf"^bot> approval {approval_id} approved by {APPROVER.removeprefix('cli:')} at ")
     await requester.expect(DEPLOYED)

@@ -22,6 +22,7 @@ from tests.fake_anthropic import FakeAnthropic, tool_use
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 REASON = "not during the freeze"
+NAME = APPROVER.partition(":")[2]  # how the terminal shows the approver: dana, not cli:dana
 
 
 @pytest.fixture
@@ -92,14 +93,14 @@ async def test_the_requester_may_not_approve_their_own_deploy(bots: BotProcesses
     approval_id = await request_deploy(chat)
     await chat.say(f"approve {approval_id}")
     await chat.expect(
-        rf"^bot> \[warning\] cli:operator may not decide approval {approval_id}: you requested it, and this tool "
+        rf"^bot> \[warning\] operator may not decide approval {approval_id}: you requested it, and this tool "
         r"needs an approver other than the requester; "
     )
     pending = await pending_approvals(bots)
     transcript = await chat.quit()
 
     assert list(pending) == [approval_id]
-    assert count(transcript, rf"^bot>   who may approve: {APPROVER}$") == 1
+    assert count(transcript, rf"^bot>   who may approve: {NAME}$") == 1
     assert await bots.deploys() == []
 
 
@@ -108,8 +109,8 @@ async def test_rejected_deploy_does_not_run_and_says_why(bots: BotProcesses) -> 
     approval_id = await request_deploy(chat)
     dana = await on_call(bots)
     await dana.say(f"reject {approval_id} {REASON}")
-    await chat.expect(rf"^bot> approval {approval_id} rejected by {APPROVER} at .*: {REASON}$")
-    await chat.expect(rf"^bot> failed: rejected by {APPROVER}: {REASON}$")
+    await chat.expect(rf"^bot> approval {approval_id} rejected by {NAME} at .*: {REASON}$")
+    await chat.expect(rf"^bot> rejected by {NAME}: {REASON}$")
     transcript = await chat.quit()
     await dana.quit()
 
@@ -149,7 +150,7 @@ async def test_rejection_reason_reaches_the_model(bots: BotProcesses) -> None:
         if block["type"] == "tool_result" and block["tool_use_id"] == deploy_call["id"]
     ]
     assert len(results) == 1 and results[0].get("is_error") is True
-    assert f"rejected by {APPROVER}: {REASON}" in str(results[0]["content"])
+    assert f"rejected by {NAME}: {REASON}" in str(results[0]["content"])
 
 
 async def test_pending_approval_survives_killing_the_bot_and_redis(bots: BotProcesses) -> None:
@@ -184,7 +185,7 @@ async def test_second_approval_of_the_same_id_is_refused(bots: BotProcesses) -> 
     await approve(chat, approval_id, by=dana)
     await dana.say(f"approve {approval_id}")
     await dana.expect(
-        rf"^bot> \[warning\] approval {approval_id} was already approved by {APPROVER} at .*; nothing changed$"
+        rf"^bot> \[warning\] approval {approval_id} was already approved by {NAME} at .*; nothing changed$"
     )
     await dana.quit()
     transcript = await chat.quit()
@@ -199,9 +200,9 @@ async def test_approver_outside_the_group_is_refused(bots: BotProcesses) -> None
     mallory = await bots.chat("--user", "mallory")
     await mallory.say(f"approve {approval_id}")
     await mallory.expect(
-        rf"^bot> \[warning\] cli:mallory may not decide approval {approval_id}: you are not one of its allowed "
+        rf"^bot> \[warning\] mallory may not decide approval {approval_id}: you are not one of its allowed "
         r"approvers; "
-        rf"allowed approvers: group:oncall \({APPROVER}, cli:operator\)\. Nothing changed\.$"
+        rf"allowed approvers: the oncall group \({NAME}, operator\)\. Nothing changed\.$"
     )
     pending = await pending_approvals(bots)
     assert await bots.deploys() == []
@@ -262,4 +263,4 @@ async def test_the_approver_sees_the_receipt(bots: BotProcesses) -> None:
     await chat.quit()
     dana_saw = await dana.quit()  # prints what is left in the outbox before it exits
 
-    assert count(dana_saw, rf"^bot> approval {approval_id} approved by {APPROVER} at ") == 1
+    assert count(dana_saw, rf"^bot> approval {approval_id} approved by {NAME} at ") == 1

@@ -16,6 +16,7 @@ from tests.conftest import ScriptedModel, call
 from tests.email.conftest import BOT, SECRET, MailWorld
 from tests.email.mails import DANA, ERIN, MALLORY, SAM, new_mail, own_id, reply, text, thread_ids
 
+WHEN = r"\d{4}-\d\d-\d\d \d\d:\d\d UTC"  # a readable time: minutes, the zone named, never ISO
 TOKEN = re.compile(r"^bot\+appr-([0-9a-z]+)\.([0-9a-f]{20})@example\.com$")
 
 
@@ -82,12 +83,14 @@ async def test_a_gated_tool_mails_each_approver_a_signed_request(make_world) -> 
         for expected in (
             '"version": "1.4.2"',
             '"environment": "production"',
-            f"email:{SAM}",
+            f"{SAM} needs your approval to run deploy.",
             "UTC",
             "APPROVE",
             "REJECT",
         ):
             assert expected in body
+        assert re.search(rf"Requested by:\s+{SAM}\s", body) and re.search(rf"Expires:\s+{WHEN}\s", body)
+        assert "<who:" not in body and "email:" not in body
         html = mail.get_body(preferencelist=("html",))
         assert html is not None and "&quot;version&quot;: &quot;1.4.2&quot;" in html.get_content()
     note = (await w.until(lambda: w.smtp.to(SAM)))[0]
@@ -104,9 +107,11 @@ async def test_approve_runs_the_tool_once_and_the_requester_hears_in_their_threa
     outcome = await w.until(lambda: [m for m in w.smtp.to(SAM) if "deployed api 1.4.2" in text(m)])
     assert deploys(tmp_path) == [("api", "1.4.2", f"email:{SAM}")]
     assert thread_ids(outcome[0])[1][0] == own_id(request)
-    assert any("approved by email:dana@example.com" in text(m) for m in w.smtp.to(SAM))
+    assert any(re.match(rf"{DANA} approved deploy at {WHEN}\.", text(m)) for m in w.smtp.to(SAM))
     receipt = (await w.until(lambda: others(w, DANA)))[0]
-    assert "approved by email:dana@example.com" in text(receipt) and own_id(approval) in thread_ids(receipt)[1]
+    assert (
+        re.match(rf"{DANA} approved deploy at {WHEN}\.", text(receipt)) and own_id(approval) in thread_ids(receipt)[1]
+    )
 
     # A second APPROVE (another mail, from the other approver too) changes nothing.
     erin_approval = approvals(w, ERIN)[0]
@@ -114,7 +119,7 @@ async def test_approve_runs_the_tool_once_and_the_requester_hears_in_their_threa
     await w.deliver(reply(erin_approval, ERIN, "APPROVED"))
     await w.until(lambda: len(others(w, DANA)) == 2 and others(w, ERIN))
     for mail in (others(w, DANA)[1], others(w, ERIN)[0]):
-        assert "already approved by email:dana@example.com" in text(mail)
+        assert re.search(rf"already approved by {DANA} at {WHEN};", text(mail))
     await w.settle()
     assert deploys(tmp_path) == [("api", "1.4.2", f"email:{SAM}")]
 
@@ -212,7 +217,7 @@ async def test_a_policy_can_send_a_chat_approval_by_email(make_world, tmp_path) 
     await w.deliver(reply(approval, DANA, "APPROVE"))
     await w.until(lambda: wiped(w))
     receipt = (await w.until(lambda: others(w, DANA)))[0]
-    assert "approved by email:dana@example.com" in text(receipt)
+    assert re.match(rf"{DANA} approved wipe at {WHEN}\.", text(receipt))
 
 
 async def wiped(w: MailWorld) -> bool:
@@ -224,7 +229,7 @@ async def test_the_token_is_read_from_the_subject_or_the_delivered_to_address(ma
     _, approval = await requested(w)
     # Dana's client replied to From and kept the subject: the subject's token counts.
     await w.deliver(reply(approval, DANA, "REJECT wrong version", to=BOT))
-    await w.until(lambda: [m for m in w.smtp.to(SAM) if "rejected by email:dana@example.com" in text(m)])
+    await w.until(lambda: [m for m in w.smtp.to(SAM) if text(m).startswith(f"{DANA} rejected deploy at ")])
     await w.deliver(new_mail(SAM, "/deploy web 2.0.0 production"))
     second = (await w.until(lambda: approvals(w, DANA)[1:]))[0]
     # Subject rewritten, but the MTA recorded the plus address it delivered to.

@@ -8,6 +8,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from core.domain import events as ev
+from core.domain import people
 from core.domain.ids import thread_id_for
 from core.redis import keys
 from core.redis.bus import Bus
@@ -68,7 +69,7 @@ async def test_two_approvers_deciding_at_the_same_instant_decide_once(start_clus
             return [o for o in outbox if isinstance(o, ev.Notice) and o.to == loser and approval_id in o.text]
 
         [notice] = await eventually(told, f"{loser} told that {approval_id} was decided")
-        assert f"was already approved by {record.decided_by}" in notice.text
+        assert f"was already approved by {people.who(record.decided_by)}" in notice.text
         [shipped] = [e for e in await cluster.effects() if e.thread_id == thread_id]
         assert shipped.label == f"ship:v{n}"
     await eventually(cluster.inbox_settled, "every inbox entry acknowledged")

@@ -93,11 +93,14 @@ class SlackKit:
             command_form(self.fake, command, text, user, channel), "application/x-www-form-urlencoded"
         )
 
-    async def click(self, card: Call, action_id: str, user: str = "U1", action_ts: str | None = None) -> int:
-        """Click a button of the card the fake recorded; the same `action_ts` replays a click."""
+    async def click(
+        self, card: Call, action_id: str, user: str = "U1", action_ts: str | None = None, selected: str | None = None
+    ) -> int:
+        """Click a button of the card the fake recorded (or choose `selected` in its select menu); the same
+        `action_ts` replays a click."""
         self.clicks += 1
         status, _ = await self.post(
-            block_actions(card, action_id, user, action_ts or f"1700000500.{self.clicks:06d}"),
+            block_actions(card, action_id, user, action_ts or f"1700000500.{self.clicks:06d}", selected),
             "application/x-www-form-urlencoded",
         )
         return status
@@ -165,14 +168,19 @@ def event_envelope(event: dict[str, Any], event_id: str | None = None) -> dict[s
     }
 
 
-def block_actions(card: Call, action_id: str, user: str, action_ts: str) -> str:
-    button = next(
-        element
+def block_actions(card: Call, action_id: str, user: str, action_ts: str, selected: str | None = None) -> str:
+    """The block_actions payload of a click on `action_id` of the card (a select: choosing `selected`)."""
+    block, element = next(
+        (block, element)
         for block in card.args["blocks"]
         if block["type"] == "actions"
         for element in block["elements"]
         if element["action_id"] == action_id
     )
+    action = {**element, "block_id": block.get("block_id", "approval"), "action_ts": action_ts}
+    if selected is not None:
+        action["selected_option"] = next(option for option in element["options"] if option["value"] == selected)
+        del action["options"]
     message = {"type": "message", "ts": card.result["ts"], "text": card.args["text"], "blocks": card.args["blocks"]}
     if card.args.get("thread_ts"):
         message["thread_ts"] = card.args["thread_ts"]
@@ -186,7 +194,7 @@ def block_actions(card: Call, action_id: str, user: str, action_ts: str) -> str:
         "container": {"type": "message", "message_ts": card.result["ts"], "channel_id": card.args["channel"]},
         "channel": {"id": card.args["channel"], "name": "ops"},
         "message": message,
-        "actions": [{**button, "block_id": "approval", "action_ts": action_ts}],
+        "actions": [action],
     }
     return "payload=" + quote(json.dumps(payload))
 

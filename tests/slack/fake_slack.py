@@ -3,7 +3,10 @@
 It answers like Slack (`{"ok": true, ...}`), can answer the next call of a method with a 429
 and `Retry-After`, and serves a Socket Mode WebSocket that sends envelopes and records acks.
 Posted messages are kept, with their metadata, for `conversations.history` and
-`conversations.replies` (metadata only with `include_all_metadata`, as Slack does).
+`conversations.replies` (metadata only with `include_all_metadata`, as Slack does); streamed
+messages too (`chat.startStream` / `appendStream` / `stopStream`: text and chunks accumulate, and
+a stream that stopped cannot be appended to), and `chat.update` changes what is kept. `refuse()`
+answers a method's next call with an error, as a workspace without the feature or the scope does.
 """
 
 from __future__ import annotations
@@ -21,6 +24,10 @@ from aiohttp.test_utils import TestServer
 TEAM = "T1"
 BOT_USER = "UBOT"
 STATUS = ":hourglass_flowing_sand: "  # how the renderer marks the one progress message of a thread
+
+
+def permalink(channel: str, ts: str) -> str:
+    return f"https://ops.slack.test/archives/{channel}/p{ts.replace('.', '')}"
 
 
 @dataclass
@@ -78,6 +85,21 @@ class FakeSlack:
         """The progress (status) messages posted, each with its text and where it went."""
         return [c for c in self.called("chat.postMessage", **match) if c.args["text"].startswith(STATUS)]
 
+    def said(self, **match: Any) -> list[dict[str, Any]]:
+        """The messages kept (posted or streamed, as edited, not deleted) whose fields include `match`."""
+        return [m for m in self.messages if all(m.get(k) == v for k, v in match.items())]
+
+    def answers(self, **match: Any) -> list[dict[str, Any]]:
+        """What stays in Slack but the bot's progress messages: what a person reads afterwards."""
+        return [m for m in self.said(**match) if not m["text"].startswith(STATUS)]
+
+    def status_calls(self) -> list[tuple[str, str, str]]:
+        """Each `assistant.threads.setStatus`: (channel, thread_ts, status); "" clears it."""
+        return [
+            (c.args["channel_id"], c.args["thread_ts"], c.args["status"])
+            for c in self.called("assistant.threads.setStatus")
+        ]
+
     def deleted(self) -> list[tuple[str, str]]:
         """The (channel, ts) of every message deleted, in order."""
         return [(c.args["channel"], c.args["ts"]) for c in self.called("chat.delete")]
@@ -126,11 +148,17 @@ class FakeSlack:
             case "conversations.history" | "conversations.replies":
                 return {"ok": True, "messages": self._history(method, args), "has_more": False}
             case "chat.update":
-                return {"ok": True, "channel": args["channel"], "ts": args["ts"], "text": args.get("text", "")}
-            case "chat.postEphemeral":
-                return {"ok": True, "message_ts": self._next_ts()}
-            case "views.open":
-                return {"ok": True, "view": {"id": "V1"}}
+                return self._update(args)
+            case "chat.startStream" | "chat.appendStream" | "chat.stopStream":
+                return self._stream(method, args)
+            case "chat.postEphemeral" | "views.open":
+                return {"ok": True, "message_ts": self._next_ts(), "view": {"id": "V1"}}
+            case "chat.getPermalink":
+                return {
+                    "ok": True,
+                    "channel": args["channel"],
+                    "permalink": permalink(args["channel"], args["message_ts"]),
+                }
             case "files.getUploadURLExternal":
                 return {"ok": True, "upload_url": str(self.server.make_url("/upload/F1")), "file_id": "F1"}
             case "files.completeUploadExternal":
@@ -138,6 +166,38 @@ class FakeSlack:
             case "apps.connections.open":
                 return {"ok": True, "url": str(self.server.make_url("/socket")).replace("http", "ws", 1)}
         return {"ok": True}
+
+    def _update(self, args: dict[str, Any]) -> dict[str, Any]:
+        for message in self.said(channel=args["channel"], ts=args["ts"]):
+            message["text"] = args.get("text", message["text"])
+            if isinstance(metadata := args.get("metadata"), dict):
+                message["metadata"] = metadata
+        return {"ok": True, "channel": args["channel"], "ts": args["ts"], "text": args.get("text", "")}
+
+    def _stream(self, method: str, args: dict[str, Any]) -> dict[str, Any]:
+        """A streamed message: started in a thread, appended to while it streams, stopped once (with metadata)."""
+        chunks = list(args.get("chunks") or [])
+        text = "".join(
+            [str(args.get("markdown_text") or "")] + [c["text"] for c in chunks if c.get("type") == "markdown_text"]
+        )
+        if method == "chat.startStream":
+            ts = self._next_ts()
+            message = {"channel": args["channel"], "ts": ts, "text": text, "thread_ts": args["thread_ts"]}
+            self.messages.append(message | {"chunks": chunks, "streaming": True})
+            return {"ok": True, "channel": args["channel"], "ts": ts}
+        found = self.said(channel=args["channel"], ts=args["ts"])
+        if not found:
+            return {"ok": False, "error": "message_not_found"}
+        message = found[0]
+        if not message.get("streaming"):
+            return {"ok": False, "error": "message_not_in_streaming_state"}
+        message["text"] += text
+        message["chunks"] += chunks
+        if method == "chat.stopStream":
+            message["streaming"] = False
+            if isinstance(metadata := args.get("metadata"), dict):
+                message["metadata"] = metadata
+        return {"ok": True, "channel": args["channel"], "ts": args["ts"]}
 
     def _history(self, method: str, args: dict[str, Any]) -> list[dict[str, Any]]:
         """A channel's top-level messages newest first, or a thread's root and replies oldest first."""

@@ -12,7 +12,7 @@ from adapters.slack.blocks import APPROVE, REJECT
 from adapters.slack.channel import SlackChannel
 from core.domain import events as ev
 from tests.slack.conftest import APPROVER, MakeSlack, SlackKit
-from tests.slack.fake_slack import Call
+from tests.slack.fake_slack import Call, permalink
 
 DEPLOY_ARGS = {"service": "api", "version": "1.4.2", "environment": "production"}
 
@@ -47,6 +47,13 @@ async def test_gated_command_posts_an_approval_card_with_id_only_buttons(slack: 
     assert json.dumps(json.dumps(DEPLOY_ARGS, indent=2, sort_keys=True))[1:-1] in shown  # the exact arguments
     assert "`deploy`" in shown and "<@U1>" in shown and "command: /deploy api 1.4.2 production" in shown
     assert "<!date^" in shown  # the expiry, in each reader's time zone
+    # Only the approvers Slack can show (not the requester: no self-approval); the operator is counted, not named.
+    assert f"*Who may approve*\\n<@{APPROVER}> and 1 approver on another channel" in shown and "operator" not in shown
+    # The fallback text (notifications, screen readers) is a sentence, not a JSON dump.
+    assert card.args["text"] == (
+        "<@U1> asks to run deploy (service=api, version=1.4.2, environment=production) "
+        f"and needs an approval ({approval_id})."
+    )
 
 
 async def test_approve_click_edits_the_card_and_runs_the_tool_once(
@@ -58,10 +65,13 @@ async def test_approve_click_edits_the_card_and_runs_the_tool_once(
     await slack.settle(lambda: bool(slack.fake.called("chat.update")))
     edit = slack.fake.called("chat.update")[0]
     assert edit.args["channel"] == card.args["channel"] and edit.args["ts"] == card.result["ts"]
-    assert buttons(edit.args["blocks"]) == [] and f"Approved by <@{APPROVER}> at 14:00 UTC" in edit.args["text"]
-    await slack.settle(
-        lambda: any("deployed api 1.4.2" in c.args["text"] for c in slack.fake.called("chat.postMessage"))
-    )
+    assert buttons(edit.args["blocks"]) == []
+    assert edit.args["text"].startswith(f":white_check_mark: Approved by <@{APPROVER}>, <!date^")
+    assert "|2026-11-23 14:00 UTC>" in edit.args["text"] and "{" not in edit.args["text"].split(">", 2)[-1]
+    record_shown = json.dumps(edit.args["blocks"])
+    assert "Expires" not in record_shown and "Who may approve" not in record_shown, "a compact record"
+    assert "service=api, version=1.4.2, environment=production" in record_shown and "requested by <@U1>" in record_shown
+    await slack.settle(lambda: any("deployed api 1.4.2" in m["text"] for m in slack.fake.answers()))
     # A double click (a new action_ts) and a replayed request (the same one): still one deploy.
     await slack.click(card, APPROVE, user=APPROVER, action_ts="1700000600.000002")
     await slack.click(card, APPROVE, user=APPROVER, action_ts="1700000600.000001")
@@ -81,7 +91,8 @@ async def test_unauthorised_click_gets_an_ephemeral_refusal_and_stays_pending(sl
     await slack.settle(lambda: bool(slack.fake.called("chat.postEphemeral")))
     (refusal,) = slack.fake.called("chat.postEphemeral")
     assert refusal.args["user"] == "U2" and refusal.args["channel"] == "C1"
-    assert f"slack:T1:U2 may not decide approval {approval_id}" in refusal.args["text"]
+    assert f"<@U2> may not decide approval {approval_id}" in refusal.args["text"]
+    assert "slack:T1" not in refusal.args["text"] and "&lt;who" not in refusal.args["text"]
     assert refusal.args["thread_ts"] == card.args["thread_ts"]  # where the card is
     await slack.click(card, REJECT, user="U2")  # no dialog for someone who may not decide
     await slack.settle(lambda: len(slack.fake.called("chat.postEphemeral")) == 2)
@@ -101,14 +112,14 @@ async def test_reject_reason_from_the_dialog_reaches_the_agent(slack: SlackKit, 
     assert await slack.submit_reason(dialog, "not during the freeze", user=APPROVER) == 200
     await slack.settle(lambda: bool(slack.fake.called("chat.update")))
     errors = [e for e in await slack.events() if isinstance(e, ev.ToolErrorEvent)]
-    assert (
-        errors[-1].kind == "rejected" and f"rejected by slack:T1:{APPROVER}: not during the freeze" in errors[-1].error
-    )
+    assert errors[-1].kind == "rejected" and "not during the freeze" in errors[-1].error
     edit = slack.fake.called("chat.update")[0]
-    assert (
-        buttons(edit.args["blocks"]) == []
-        and f"Rejected by <@{APPROVER}> at 14:00 UTC: not during the freeze" in edit.args["text"]
+    assert buttons(edit.args["blocks"]) == [] and edit.args["text"].startswith(
+        f":no_entry: Rejected by <@{APPROVER}>, "
     )
+    assert "UTC>: not during the freeze" in edit.args["text"] and "failed" not in edit.args["text"]
+    answer = slack.fake.answers()[-1]["text"]
+    assert f"rejected by <@{APPROVER}>: not during the freeze" in answer and "&lt;who" not in answer
     assert not (tmp_path / "data" / "deployments.json").exists() or deploys(tmp_path) == []
 
 
@@ -119,12 +130,16 @@ async def test_cards_go_to_the_approval_channel_and_the_thread_is_told(make_slac
     opener = slack.fake.called("chat.postMessage", channel="C1")[0]
     pointer = slack.fake.called("chat.postMessage", thread_ts=opener.result["ts"])[0]
     assert f"waiting for approval `{approval_id}` in <#CAPPROVE>" in pointer.args["text"]
+    link = permalink("C1", opener.result["ts"])
+    assert f"<{link}|the request thread>" in json.dumps(card.args["blocks"]), "the card links to the request"
     await slack.click(card, APPROVE, user=APPROVER)
-    await slack.settle(lambda: any("deployed api" in c.args["text"] for c in slack.fake.called("chat.postMessage")))
+    await slack.settle(lambda: any("deployed api" in m["text"] for m in slack.fake.answers()))
     (edit,) = slack.fake.called("chat.update")
     assert edit.args["channel"] == "CAPPROVE" and edit.args["ts"] == card.result["ts"]
-    in_thread = [c.args["text"] for c in slack.fake.called("chat.postMessage", thread_ts=opener.result["ts"])]
+    assert f"<{link}|the request thread>" in json.dumps(edit.args["blocks"]), "and so does its record"
+    in_thread = [m["text"] for m in slack.fake.answers(thread_ts=opener.result["ts"])]
     assert any(text.startswith(f":white_check_mark: Approved by <@{APPROVER}>") for text in in_thread)
+    assert any("(`deploy` approval" in text for text in in_thread)
 
 
 async def until_called(slack: SlackKit, method: str) -> None:

@@ -22,7 +22,7 @@ async def test_ops_help_answers_the_command_list_without_the_model(
     assert status == 200
     await slack.settle(lambda: len(slack.fake.posts()) == 2)
     answer = slack.fake.posts()[-1].args["text"]
-    assert "Commands you can use (as slack:T1:U1)" in answer and "/status &lt;service&gt; &lt;environment&gt;" in answer
+    assert "Commands you can use (as <@U1>)" in answer and "/status &lt;service&gt; &lt;environment&gt;" in answer
     assert model.requests == []
 
 
@@ -45,9 +45,9 @@ async def test_ops_with_a_command_without_its_slash_runs_it_and_free_text_reache
     slack = await make_slack(model=model)
 
     await slack.command("/ops", "status api staging")
-    await slack.settle(lambda: len(slack.fake.posts()) == 2)
-    assert "api in staging" in slack.fake.posts()[-1].args["text"] and model.requests == []
+    await slack.settle(lambda: len(slack.fake.answers()) == 2)
+    assert "api in staging" in slack.fake.answers()[-1]["text"] and model.requests == []
 
     await slack.command("/ops", "status of api, please")
-    await slack.settle(lambda: len(slack.fake.posts()) == 4)
-    assert slack.fake.posts()[-1].args["text"] == "which environment?" and len(model.requests) == 1
+    await slack.settle(lambda: len(slack.fake.answers()) == 4)
+    assert slack.fake.answers()[-1]["text"] == "which environment?" and len(model.requests) == 1

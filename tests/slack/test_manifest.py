@@ -21,11 +21,20 @@ def test_manifest_lists_scopes_events_commands_and_urls(slack_tools: ToolRegistr
     assert all(c["url"] == url for c in commands.values())
     assert app["settings"]["event_subscriptions"] == {
         "request_url": url,
-        "bot_events": ["app_mention", "message.channels", "message.groups", "message.im"],
+        "bot_events": [
+            "app_mention",
+            "message.channels",
+            "message.groups",
+            "message.im",
+            "assistant_thread_started",
+            "assistant_thread_context_changed",
+        ],
     }
+    assert "assistant_description" in app["features"]["assistant_view"]
     assert app["settings"]["interactivity"] == {"is_enabled": True, "request_url": url}
     assert app["settings"]["socket_mode_enabled"] is False
-    assert {"app_mentions:read", "chat:write", "commands", "im:history"} <= set(app["oauth_config"]["scopes"]["bot"])
+    scopes = set(app["oauth_config"]["scopes"]["bot"])
+    assert {"app_mentions:read", "chat:write", "commands", "im:history", "assistant:write"} <= scopes
 
 
 def test_manifest_without_a_public_url_is_for_socket_mode(slack_tools: ToolRegistry) -> None:

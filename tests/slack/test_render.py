@@ -52,7 +52,10 @@ def test_split_text_never_cuts_an_escape_in_two() -> None:
     assert all(not p.endswith(("&", "&l", "&lt")) for p in pieces)
 
 
-async def test_progress_edits_one_status_message(slack: SlackKit) -> None:
+async def test_progress_without_slacks_status_edits_one_message(slack: SlackKit) -> None:
+    """Where Slack refuses the assistant status, the progress is one message, edited, removed at the end."""
+    slack.fake.refuse("assistant.threads.setStatus", "missing_scope")
+    slack.fake.refuse("chat.startStream", "missing_scope")
     for step in ("checking api", "running tests", "deploying"):
         await slack.channel.render(outbound(Reply, text=step, final=False))
     (status,) = slack.fake.called("chat.postMessage")

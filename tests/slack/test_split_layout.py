@@ -1,14 +1,16 @@
 """The README's production layout as real processes: `bot serve` (web), `bot channels` and `bot worker`
 on one embedded Redis, with Slack in HTTP mode talking to `FakeSlack`.
 
-Slack posts to serve's /slack/events, which acknowledges and enqueues; a worker answers; the `channels`
-process's renderer posts the answer: serve runs no renderer, and the worker renders nothing.
+Slack posts to serve's /slack/events (a slash command, an Events API mention, a button), which
+acknowledges and enqueues; a worker answers; the `channels` process's renderer posts the answer and
+the card, and edits the card: serve runs no renderer, and the worker renders nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import signal
 import sys
@@ -18,11 +20,13 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from adapters.slack.blocks import APPROVE
 from tests.e2e.chat_driver import DEADLINE_SECONDS, REPO_ROOT, BotProcesses, Chat, bot_env
 from tests.eventually import eventually
-from tests.slack.conftest import APPROVER, SECRET, command_form, signed_headers
-from tests.slack.fake_slack import TEAM, FakeSlack
+from tests.slack.conftest import APPROVER, SECRET, block_actions, command_form, event_envelope, signed_headers
+from tests.slack.fake_slack import BOT_USER, TEAM, Call, FakeSlack
 
+ROOT = "1700000001.000100"
 # Every bot start imports the SDKs and joins or starts a redis-server: seconds, not milliseconds.
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -83,6 +87,10 @@ async def layout(tmp_path: Path, fake_slack: FakeSlack) -> AsyncIterator[Layout]
         await started.close()
 
 
+def cards(fake: FakeSlack) -> list[Call]:
+    return [c for c in fake.called("chat.postMessage") if "blocks" in c.args]
+
+
 def logged(process: Chat, text: str) -> bool:
     return any(text in line for line in process.errors)
 
@@ -106,10 +114,48 @@ async def test_web_receives_slack_and_channels_renders_the_answer(layout: Layout
             readiness = await ready.json()
     assert ready.status == 200 and "slack" not in readiness["checks"], "serve does not run the channel"
 
-    await eventually(lambda: len(fake_slack.posts()) == 2, "the opener and the answer posted to Slack")
-    opener, answer = fake_slack.posts()
+    def answered() -> bool:  # a streamed answer's message exists before its text is appended: wait for the text
+        said = fake_slack.answers()
+        return len(said) == 2 and "api in staging" in said[-1]["text"]
+
+    await eventually(answered, "the opener and the answer's text shown in Slack")
+    (opener,) = fake_slack.posts()
     assert (opener.args["channel"], opener.args["text"]) == ("C1", "<@U1> used `/ops status api staging`")
-    assert answer.args["thread_ts"] == opener.result["ts"] and "api in staging" in answer.args["text"]
+    answer = fake_slack.answers()[-1]
+    assert answer["thread_ts"] == opener.result["ts"] and "api in staging" in answer["text"]
+
+    # An Events API mention asks for a gated deploy: serve acks, the worker asks, channels posts the card.
+    mention = {
+        "type": "app_mention",
+        "user": "U1",
+        "text": f"<@{BOT_USER}> /deploy api 1.4.2 production",
+        "ts": ROOT,
+        "channel": "C1",
+    }
+    body = json.dumps(event_envelope(mention))
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{base}/slack/events", data=body.encode(), headers=signed_headers(body, "application/json")
+        ) as response,
+    ):
+        assert response.status == 200, await response.text()
+    await eventually(lambda: bool(cards(fake_slack)), "the approval card posted in the mention's thread")
+    (card,) = cards(fake_slack)
+    assert card.args["thread_ts"] == ROOT
+
+    # The approver's click goes to serve too; the card becomes a record and the deploy's answer comes.
+    click = block_actions(card, APPROVE, APPROVER, "1700000600.000001")
+    async with aiohttp.ClientSession() as session:
+        headers = signed_headers(click, "application/x-www-form-urlencoded")
+        async with session.post(f"{base}/slack/events", data=click.encode(), headers=headers) as response:
+            assert response.status == 200, await response.text()
+    await eventually(
+        lambda: any("deployed api 1.4.2" in m["text"] for m in fake_slack.answers(thread_ts=ROOT)),
+        "the approved deploy's answer in the thread",
+    )
+    (edit,) = fake_slack.called("chat.update")
+    assert edit.args["ts"] == card.result["ts"] and f"Approved by <@{APPROVER}>" in edit.args["text"]
 
     for process in (web, channels, worker):
         await layout.stop(process)

@@ -81,7 +81,7 @@ async def test_a_token_without_approval_rights_cannot_approve(server: Server, tm
     )
 
     assert refused.status == 403 and refused.code == "not_an_approver"
-    assert "web:bob may not decide approval" in refused.message and "group:oncall" in refused.message
+    assert "web:bob may not decide approval" in refused.message and "the oncall group" in refused.message
     assert await snapshot(server, thread_id) == before
     await server.drain()
     assert deploys(tmp_path) == []

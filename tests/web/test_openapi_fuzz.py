@@ -23,6 +23,8 @@ from tests.web.conftest import ALICE, server_in_thread
 EXAMPLES = {GenerationMode.POSITIVE: 25, GenerationMode.NEGATIVE: 15}
 # A long-poll waits up to `wait` seconds by design; its inputs are covered in test_web_channel.py.
 SKIPPED = {("GET", "/web/updates")}
+# The console's event streams never end by design; their inputs are covered in test_live.py.
+SKIPPED |= {("GET", "/web/live"), ("GET", "/web/live/threads/{thread_id}")}
 # Not checked: "schema-valid input is accepted". Some refusals are rules JSON Schema cannot state (an
 # agent name this bot does not run, launch text that reads as `approve <id>`, a hook payload missing a
 # field its template uses); they are 422s with a message, tested in test_api.py and test_hooks.py.
@@ -62,7 +64,8 @@ def test_no_generated_request_gets_a_server_error(tmp_path: Path, mode: Generati
 
             call()
             checked.append(operation.label)
-        assert len(checked) >= 14 and len(operations) == 19  # with /metrics and the two dead-letter routes
+        # with /metrics, the two dead-letter routes, /web/commands and the console's two event streams
+        assert len(checked) >= 14 and len(operations) == 22
         assert statuses[500] == 0 and statuses[400] > 0
         if mode is GenerationMode.POSITIVE:
             assert statuses[200] > 0  # the token was sent and accepted
