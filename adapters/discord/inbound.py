@@ -144,16 +144,9 @@ class Inbound:
         self, interaction: discord.Interaction[Any], approval_id: str, approve: bool, comment: str
     ) -> None:
         """A button click or a reject reason, already acknowledged; the core checks who may decide."""
-        origin = interaction.message.id if interaction.message else interaction.id
-        place = await self._interaction_place(interaction, origin, None, message=interaction.message is not None)
         await self.bus.publish(
             DecisionTrigger(
-                id=new_id(),
-                channel=CHANNEL,
-                conversation=place.conversation,
-                sender=identity(interaction.user),
-                dedup_key=f"discord:interaction:{interaction.id}",
-                reply_to=place.reply_to | _token(interaction),
+                **await self._clicked(interaction),
                 approval_id=approval_id,
                 decision="approve" if approve else "reject",
                 comment=comment,
@@ -166,20 +159,26 @@ class Inbound:
         Core checks that the question is still open and that the clicker may answer it."""
         options = await self.book.options(call_id)
         text = options[index] if index < len(options) else str(index + 1)  # core reads a number as the option
-        origin = interaction.message.id if interaction.message else interaction.id
-        place = await self._interaction_place(interaction, origin, None, message=interaction.message is not None)
         await self.bus.publish(
             MessageTrigger(
-                id=new_id(),
-                channel=CHANNEL,
-                conversation=place.conversation,
-                sender=identity(interaction.user),
-                dedup_key=f"discord:interaction:{interaction.id}",
-                reply_to=place.reply_to | _token(interaction),
+                **await self._clicked(interaction),
                 text=text,
                 answers=call_id,
             )
         )
+
+    async def _clicked(self, interaction: discord.Interaction[Any]) -> dict[str, Any]:
+        """A component click's trigger fields: who, in which conversation, deduplicated by the interaction."""
+        origin = interaction.message.id if interaction.message else interaction.id
+        place = await self._interaction_place(interaction, origin, None, message=interaction.message is not None)
+        return {
+            "id": new_id(),
+            "channel": CHANNEL,
+            "conversation": place.conversation,
+            "sender": identity(interaction.user),
+            "dedup_key": f"discord:interaction:{interaction.id}",
+            "reply_to": place.reply_to | _token(interaction),
+        }
 
     async def _interaction_place(
         self, interaction: discord.Interaction[Any], origin: int, name: str | None, message: bool = True
