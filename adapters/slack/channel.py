@@ -198,6 +198,7 @@ class SlackChannel:
         text = inbound.plain_text(event.get("text", ""), bot_user)
         thread_ts = event.get("thread_ts") or event["ts"]
         top_level = thread_ts == event["ts"]
+        context: dict[str, str] = {}
         if event.get("channel_type") == "im" and top_level:  # a DM is one conversation, answered inline
             conversation, origin = dm_key(team, event["channel"]), Origin(team, event["channel"], "", user)
         else:
@@ -209,6 +210,8 @@ class SlackChannel:
             if mentioned and top_level and owner is None:  # a mention on its own: the bot owns the thread it starts
                 await self.state.own_thread(key, conversation)
             assistant = {"viewing": viewing, "title": text} if viewing is not None else {}
+            if viewing:  # the model reads the channel open beside the assistant thread, as Slack renders it
+                context["viewing"] = f"<#{viewing}>"
             origin = Origin(team, event["channel"], thread_ts, user, **assistant)
         return MessageTrigger(
             id=new_id(),
@@ -218,6 +221,7 @@ class SlackChannel:
             text=text,
             dedup_key=f"slack:message:{team}/{event['channel']}/{event['ts']}",  # app_mention + message: once
             reply_to=origin.reply_to(),
+            context=context,
         )
 
     async def _on_assistant_thread(self, body: dict[str, Any], event: dict[str, Any]) -> None:

@@ -42,6 +42,7 @@ class UserMessage(_Event):
     type: Literal["user_message"] = "user_message"
     text: str
     trigger_id: str
+    context: dict[str, str] = {}  # where the person was, as the channel knows it (MessageTrigger.context)
 
 
 class Usage(_Frozen):
@@ -242,6 +243,9 @@ class MessageTrigger(_Trigger):
     text: str
     agent: str = ""
     answers: str = ""  # a choice button's click: the call id of the question it answers (`text` is the option)
+    # Where the person is as the channel knows it, for the model to read beside the text: e.g. Slack's
+    # assistant thread gives {"viewing": "<#C123>"}, the channel open beside it. Keys are lowercase words.
+    context: dict[str, Annotated[str, Field(max_length=200)]] = Field(default={}, max_length=8)
 
 
 class DecisionTrigger(_Trigger):

@@ -54,6 +54,10 @@ class _Builder:
     def person(self, identity: str) -> str:
         return people.mention(identity, self.channel)
 
+    def said(self, event: ev.UserMessage) -> dict[str, Any]:
+        """A person's message, with where they were (`context`) as attributes beside who they are."""
+        return _tag("user_message", event.text, **{**event.context, "sender": self.person(event.actor)})
+
     def words(self, text: str) -> str:
         """Core's text for people (errors, notices) with its identity and time markers as names."""
         return people.render(text, self.person, people.plain_time)
@@ -116,12 +120,12 @@ class _Builder:
                 self.hand_off(event)
             case ev.UserMessage() if self.open_call is not None:
                 # Written while the call awaited approval: it follows the call's result, which comes first.
-                self.user_blocks.append(_tag("user_message", event.text, sender=self.person(event.actor)))
+                self.user_blocks.append(self.said(event))
             case ev.UserMessage():
                 self.close_foreign()
                 self.flush()
                 self.turns.append([])
-                self.user_blocks.append(_tag("user_message", event.text, sender=self.person(event.actor)))
+                self.user_blocks.append(self.said(event))
             case ev.ToolCall() if event.tool in self.known:
                 self.close_dangling()
                 self.flush()

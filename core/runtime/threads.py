@@ -11,6 +11,7 @@ the thread's lease, and every write is checked against the sequence number it re
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 
@@ -30,6 +31,8 @@ from core.runtime.router import route, starts_turn
 from core.runtime.run import Run, notice_to
 from core.tools.redact import Redactor
 from core.tools.registry import ToolRegistry
+
+CONTEXT_KEY = re.compile(r"^[a-z][a-z_]{0,31}$")  # a trigger's context keys become attributes the model reads
 
 
 class Threads:
@@ -367,7 +370,10 @@ class Threads:
                 ev.HumanAnswer(**run.meta(trigger.sender), text=trigger.text, trigger_id=trigger.id, choice=choice)
             )
         else:  # a new turn, or a remark while someone else's question is open (recorded for the model)
-            new.append(ev.UserMessage(**run.meta(trigger.sender), text=trigger.text, trigger_id=trigger.id))
+            context = {key: value for key, value in trigger.context.items() if CONTEXT_KEY.match(key)}
+            new.append(
+                ev.UserMessage(**run.meta(trigger.sender), text=trigger.text, trigger_id=trigger.id, context=context)
+            )
         await run.commit(*new)
         if run.state.paused:
             run.say(f"thread {state.thread_id} is paused; your message is saved and will be read on resume")

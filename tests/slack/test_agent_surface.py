@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from core import ChannelError, Reply, new_id
+from core.model.context import render
 from tests.slack.conftest import MakeSlack, SlackKit
 from tests.slack.fake_slack import BOT_USER, STATUS, TEAM
 from tests.slack.test_messages import ROOT, mention
@@ -146,6 +147,11 @@ async def test_assistant_thread_prompts_title_and_viewed_channel(slack: SlackKit
 
     (started,) = [e for e in await slack.events() if e.type == "thread_started"]
     assert started.reply_to["slack_viewing"] == "CVIEW2", "the channel viewed goes with the request"
+    said = [e for e in await slack.events() if e.type == "user_message"]
+    assert [e.context for e in said] == [{"viewing": "<#CVIEW2>"}] * 2, "each message says what was open beside it"
+    messages = render(await slack.events(), set(), 10_000)
+    model_sees = [b["text"] for m in messages for b in m["content"] if b.get("text", "").startswith("<user_message")]
+    assert model_sees[-1].startswith('<user_message viewing="&lt;#CVIEW2&gt;" sender="&lt;@U1&gt;">')
     (title,) = slack.fake.called("assistant.threads.setTitle")
     assert (title.args["channel_id"], title.args["thread_ts"], title.args["title"]) == (
         "D1",
