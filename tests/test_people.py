@@ -10,7 +10,8 @@ import redis.asyncio as aioredis
 from adapters.terminal import render
 from core import people
 from core.domain import events as ev
-from tests.conftest import Harness
+from core.model.llm import Choice
+from tests.conftest import Harness, ScriptedModel
 
 AT = datetime(2026, 12, 2, 15, 49, 11, 189419, tzinfo=UTC)
 
@@ -62,3 +63,20 @@ async def test_the_card_says_why_and_links_to_the_thread_and_the_terminal_shows_
     shown = render(refusal)
     assert shown.startswith("bot> [warning] mallory may not decide approval")
     assert "<who:" not in shown and "cli:" not in shown
+
+
+async def test_a_card_without_a_stated_reason_quotes_the_request_with_secrets_redacted(
+    fake_redis: aioredis.Redis, make_harness: Callable[..., Harness]
+) -> None:
+    secret = "hunter2-deploy-token"
+    deploy = Choice(tool="deploy", args={"service": "api", "version": "1.4.2", "environment": "production"})
+    h = make_harness(fake_redis, ScriptedModel([deploy]), DEPLOY_TOKEN=secret)  # the model gives no reason
+    await h.say(f"ship api 1.4.2 to production, the token is {secret}")
+
+    shown = await h.outbox()
+    card = next((o for o in shown if isinstance(o, ev.ApprovalRequest)), None)
+    assert card is not None, shown
+    record = await h.wiring.store.get_approval(card.approval_id)
+    assert record is not None
+    assert card.reason.startswith("asked: ship api 1.4.2 to production") and record.reason == card.reason
+    assert secret not in card.reason and "DEPLOY_TOKEN" in card.reason, card.reason

@@ -39,7 +39,9 @@ class Approvals:
             tool=spec.name,
             args=call.args,
             args_hash=args_hash(spec.name, call.args),
-            reason=stated_reason(call, run.state.last_user_text),
+            # The record is stored apart from the thread's events, which are redacted as they are
+            # committed: the request text comes from them already; the model's words do not yet.
+            reason=run.redactor.text(stated_reason(call, run.state.last_user_text)),
             requester=run.state.last_actor or run.state.requester,
             approvers=spec.approval.approvers,
             allow_self=spec.approval.allow_self,
