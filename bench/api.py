@@ -62,7 +62,7 @@ if str(ROOT) not in sys.path:
 import aiohttp
 import redis.asyncio as aioredis
 
-from bench.load import RedisProcess, cpu_seconds, machine_busy_seconds, own_cpu_seconds
+from bench.load import RedisProcess, cpu_seconds, machine_busy_seconds, own_cpu_seconds, stop_process
 from bot.main import build_wiring
 from config.settings import Settings
 from core.domain.events import MessageTrigger
@@ -209,17 +209,7 @@ class Server:
             await asyncio.sleep(0.05)
 
     async def stop(self) -> None:
-        if self.process is None or self.process.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            async with asyncio.timeout(10):
-                await self.process.wait()
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            await self.process.wait()
+        await stop_process(self.process)
 
 
 async def seed(url: str, count: int, data_dir: Path) -> None:

@@ -161,16 +161,23 @@ class Workers:
         return sum(cpu_seconds(p.pid) for p in self.processes)
 
     async def stop(self) -> None:
-        for process in self.processes:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes:
-            try:
-                async with asyncio.timeout(10):
-                    await process.wait()
-            except TimeoutError:
-                os.killpg(process.pid, signal.SIGKILL)
-                await process.wait()
+        await asyncio.gather(*(stop_process(process) for process in self.processes))
+
+
+async def stop_process(process: asyncio.subprocess.Process | None, grace: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL to its process group after `grace` seconds; nothing if it has ended.
+    Every bench's server and worker processes stop this way."""
+    if process is None or process.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        process.send_signal(signal.SIGTERM)
+    try:
+        async with asyncio.timeout(grace):
+            await process.wait()
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        await process.wait()
 
 
 # --- one round ------------------------------------------------------------------------------

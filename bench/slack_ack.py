@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import os
 import pstats
-import signal
 import statistics
 import sys
 import tempfile
@@ -42,7 +41,7 @@ if str(ROOT) not in sys.path:
 import aiohttp
 import redis.asyncio as aioredis
 
-from bench.load import RedisProcess
+from bench.load import RedisProcess, stop_process
 from tests.slack.conftest import SECRET, command_form, signed_headers
 from tests.slack.fake_slack import FakeSlack
 
@@ -114,17 +113,7 @@ class Server:
             await asyncio.sleep(0.05)
 
     async def stop(self) -> None:
-        if self.process is None or self.process.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            async with asyncio.timeout(20):
-                await self.process.wait()
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            await self.process.wait()
+        await stop_process(self.process, grace=20)
 
 
 async def command_calls(client: aioredis.Redis) -> dict[str, int]:

@@ -35,7 +35,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Header, Request
 from fastapi import Path as PathParam
 from prometheus_client import Counter
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from bot.http.errors import ApiError, responses
@@ -44,7 +44,7 @@ from bot.http.schemas import MAX_TEXT, NAME_PATTERN, Accepted
 from core.domain import events as ev
 from core.domain.errors import ConfigError
 from core.domain.ids import new_id, thread_id_for
-from core.domain.toml_file import load_toml
+from core.domain.toml_file import load_toml, validated
 from core.model.commands import parse_decision
 
 log = logging.getLogger(__name__)
@@ -89,12 +89,8 @@ def load_hooks(path: Path, env: Mapping[str, str]) -> HookConfig:
         secret_name = SECRET_PREFIX + str(name).upper()
         if "secret" in body:
             raise ConfigError(f"hook {name!r} in {path} has a secret in the file; remove it and set {secret_name}")
-        try:
-            hook = Hook.model_validate({"name": name, **body, "secret": env.get(secret_name) or None})
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(part) for part in first["loc"])
-            raise ConfigError(f"hook {name!r} in {path}: {where}: {first['msg']}; fix [hooks.{name}]") from exc
+        fields = {"name": name, **body, "secret": env.get(secret_name) or None}
+        hook = validated(Hook, fields, f"hook {name!r} in {path}", fix=f"fix [hooks.{name}]")
         if hook.secret is None:
             log.warning("hook %s is disabled: set %s to enable it", name, secret_name)
         elif hook.scheme == "standard":

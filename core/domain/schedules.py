@@ -22,12 +22,12 @@ from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.domain.errors import ConfigError
 from core.domain.events import MessageTrigger
 from core.domain.ids import new_id
-from core.domain.toml_file import load_toml
+from core.domain.toml_file import load_toml, validated
 
 CatchUp = Literal["skip", "once"]
 MISSED_COUNT_CAP = 1000  # past this, "1000+ missed": the count is for the log, not for arithmetic
@@ -101,13 +101,7 @@ def load_schedules(path: Path, agents: Collection[str]) -> list[Schedule]:
     raw = load_toml(path, "schedules file", missing="set BOT_SCHEDULES_FILE to a schedules.toml")
     schedules = []
     for name, body in raw.get("schedules", {}).items():
-        try:
-            schedule = Schedule.model_validate({"name": name, **body})
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(part) for part in first["loc"])
-            message = first["msg"].removeprefix("Value error, ")
-            raise ConfigError(f"schedule {name!r} in {path}: {where}: {message}") from exc
+        schedule = validated(Schedule, {"name": name, **body}, f"schedule {name!r} in {path}")
         if schedule.agent not in agents:
             raise ConfigError(
                 f"schedule {name!r} in {path} launches {schedule.agent!r}, which is not an agent or workflow; "

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from core.domain.errors import ConfigError
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def load_toml(path: Path, what: str, missing: str | None = None) -> dict[str, Any]:
@@ -23,3 +27,15 @@ def load_toml(path: Path, what: str, missing: str | None = None) -> dict[str, An
         raise ConfigError(f"{what} {path} does not exist; {missing}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{what} {path} is not valid TOML: {exc}") from exc
+
+
+def validated(model: type[M], raw: Any, where: str, fix: str = "") -> M:
+    """`raw` (a table of one of those files) as `model`. The first problem is a `ConfigError` that says where
+    (`where`: "tool 'deploy' in tools.toml"), which field, what is wrong, and `fix` when given."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"])
+        message = first["msg"].removeprefix("Value error, ")  # a validator's own words, without pydantic's prefix
+        raise ConfigError(f"{where}: {field}: {message}{f'; {fix}' if fix else ''}") from exc

@@ -13,11 +13,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from core.domain import events as ev
 from core.domain.errors import ConfigError, IllegalEvent
 from core.domain.reducer import replay
+from core.domain.toml_file import validated
 from core.model.llm import ModelRequest
 from core.runtime.roster import Roster
 from core.tools.handoffs import handoff_tool
@@ -83,12 +84,8 @@ def load_scenarios(path: Path, roster: Roster) -> list[Scenario]:
     found = []
     for index, body in enumerate(raw.get("scenario", [])):
         body = {"agent": raw.get("agent", ""), **body}
-        try:
-            scenario = Scenario.model_validate({**body, "id": f"{path.stem}/{body.get('id', index)}"})
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(part) for part in first["loc"])
-            raise ConfigError(f"{path}: scenario {body.get('id', index)!r}: {where}: {first['msg']}") from exc
+        fields = {**body, "id": f"{path.stem}/{body.get('id', index)}"}
+        scenario = validated(Scenario, fields, f"{path}: scenario {body.get('id', index)!r}")
         if scenario.agent not in roster or roster.get(scenario.agent).kind == "workflow":
             raise ConfigError(f"{path}: scenario {scenario.id!r} names {scenario.agent!r}, which is not an agent")
         try:

@@ -28,7 +28,7 @@ from core.domain import events as ev
 from core.domain.errors import ConfigError
 from core.domain.people import who
 from core.domain.reducer import ThreadState
-from core.domain.toml_file import load_toml
+from core.domain.toml_file import load_toml, validated
 from core.model.llm import Choice, ModelRequest
 from core.redis.store import ApprovalRecord, Store
 from core.runtime.roster import Profile, Roster
@@ -191,12 +191,7 @@ def load_actions(path: Path, tools: ToolRegistry) -> ExternalActions | None:
     raw = load_toml(path, "tools file", missing="set BOT_TOOLS_FILE to a tools.toml").get("mcp_server")
     if raw is None and DEFAULT_GROUP not in tools.groups:
         return None  # nobody to approve by default: the MCP server says how to configure it
-    try:
-        config = ServerConfig.model_validate(raw or {})
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise ConfigError(f"[mcp_server] in {path}: {where}: {first['msg']}") from exc
+    config = validated(ServerConfig, raw or {}, f"[mcp_server] in {path}")
     entries = [*config.callers, *config.answerers, *config.approvers]
     entries += [e for p in config.policies for e in (*p.approvers, *p.escalate_to)]
     for entry in entries:

@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import jsonschema
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from core.domain.errors import ConfigError
-from core.domain.toml_file import load_toml
+from core.domain.toml_file import load_toml, validated
 from core.model.llm import Model
 from core.model.prompts import PromptLibrary
 from core.runtime.workflows.engine import WorkflowModel
@@ -132,12 +132,7 @@ class Roster:
 
 def _read(path: Path) -> AgentsFile:
     raw = load_toml(path, "agents file", missing="set BOT_AGENTS_FILE to an agents.toml")
-    try:
-        return AgentsFile.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise ConfigError(f"agents file {path}: {where}: {first['msg']}") from exc
+    return validated(AgentsFile, raw, f"agents file {path}")
 
 
 def _check_names(path: Path, spec: AgentsFile, tools: ToolRegistry) -> None:

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
 
 import jsonschema
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from core.domain.errors import ConfigError, InvalidToolCall
 from core.domain.people import who
-from core.domain.toml_file import load_toml
+from core.domain.toml_file import load_toml, validated
 
 ASK_HUMAN = "ask_human"
 REPLY = "reply"
@@ -340,12 +340,7 @@ def load_tools(path: Path, extra_members: Mapping[str, list[str]] | None = None)
     for name, body in raw.get("tools", {}).items():
         if name in BUILTIN_TOOLS:
             raise ConfigError(f"tool {name!r} in {path} shadows a built-in tool; rename it")
-        try:
-            spec = ToolSpec.model_validate({"name": name, **body})
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(part) for part in first["loc"])
-            raise ConfigError(f"tool {name!r} in {path}: {where}: {first['msg']}") from exc
+        spec = validated(ToolSpec, {"name": name, **body}, f"tool {name!r} in {path}")
         if spec.executor is None:
             raise ConfigError(f"tool {name!r} in {path} has no executor; add [tools.{name}.executor]")
         if isinstance(spec.executor, McpExecutor):
@@ -369,12 +364,7 @@ def load_tools(path: Path, extra_members: Mapping[str, list[str]] | None = None)
 
 
 def _access(path: Path, raw: Any, groups: Mapping[str, list[str]]) -> AccessRules:
-    try:
-        access = AccessRules.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise ConfigError(f"[access] in {path}: {where}: {first['msg']}; see config/tools.toml's comments") from exc
+    access = validated(AccessRules, raw, f"[access] in {path}", fix="see config/tools.toml's comments")
     for entry in [*access.admins, *(e for entries in access.speak.values() for e in entries)]:
         if entry.startswith("group:") and entry.removeprefix("group:") not in groups:
             raise ConfigError(f"[access] in {path} names unknown group {entry!r}; add it under [groups]")

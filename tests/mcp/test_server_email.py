@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ from adapters.email.imap import ImapClient
 from adapters.email.security import Token, Tokens
 from core.domain.ids import new_id
 from tests.conftest import Harness
-from tests.email.conftest import BOT, FAST, SECRET, email_settings, need_dovecot
+from tests.email.conftest import BOT, FAST, SECRET, email_settings
 from tests.email.mails import DANA, own_id, reply, text
 from tests.email.servers import Dovecot, SmtpSink
 from tests.eventually import eventually
@@ -28,25 +28,6 @@ from tests.mcp.test_server_http import structured
 TOKEN = re.compile(r"^bot\+appr-([0-9a-z]+)\.([0-9a-f]{20})@example\.com$")
 WHEN = r"\d{4}-\d\d-\d\d \d\d:\d\d UTC"
 DEPLOY = {"service": "api", "version": "1.4.3", "environment": "production"}
-
-
-@pytest.fixture(scope="module")
-def dovecot() -> Iterator[Dovecot]:
-    need_dovecot()  # skips, saying how to install it, as the email tests do
-    server = Dovecot()
-    server.start()
-    yield server
-    server.stop()
-    server.cleanup()
-
-
-@pytest.fixture
-async def smtp() -> AsyncIterator[SmtpSink]:
-    sink = SmtpSink()
-    server = await sink.serve()
-    yield sink
-    server.close()
-    await server.wait_closed()
 
 
 class MailedBot:

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from core.domain.errors import ConfigError
+from core.domain.toml_file import validated
 from core.tools.registry import PLACEHOLDER, ApprovalPolicy, McpExecutor, ToolHints, ToolSpec
 
 SEPARATOR = "__"
@@ -118,12 +119,7 @@ class McpCatalog:
 
     @classmethod
     def from_config(cls, path: Path, raw: Any, groups: Mapping[str, list[str]]) -> McpCatalog:
-        try:
-            section = McpSection.model_validate(raw)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(part) for part in first["loc"])
-            raise ConfigError(f"[mcp] in {path}: {where}: {first['msg']}") from exc
+        section = validated(McpSection, raw, f"[mcp] in {path}")
         for name in section.servers:
             if not SERVER_NAME.match(name):
                 raise ConfigError(
