@@ -152,7 +152,7 @@ class ExternalActions:
 
     def registry(self, base: ToolRegistry) -> ToolRegistry:
         """`base` that also knows the actions, so a decision applied by any worker finds its spec."""
-        return _WithActions(base, self)
+        return base.with_named(self)
 
     def may_call(self, tools: ToolRegistry, identity: str) -> bool:
         return not self.config.callers or tools.is_member(identity, self.config.callers)
@@ -171,19 +171,6 @@ class ExternalActions:
         own = self.registry(ToolRegistry({}, tools.groups, tools.access))
         model = ExternalModel(self, tools)
         roster.profiles[AGENT] = Profile(AGENT, "workflow", "requests from MCP clients", own, model, step_limit=4)
-
-
-class _WithActions(ToolRegistry):
-    def __init__(self, base: ToolRegistry, actions: ExternalActions) -> None:
-        # A view of `base`, not a copy: the same tools, groups, access rules and live sources.
-        self.__dict__.update(base.__dict__)
-        self._actions = actions
-
-    def __contains__(self, name: object) -> bool:
-        return (isinstance(name, str) and self._actions.spec(name) is not None) or super().__contains__(name)
-
-    def get(self, name: str) -> ToolSpec:
-        return self._actions.spec(name) or super().get(name)
 
 
 def load_actions(path: Path, tools: ToolRegistry) -> ExternalActions | None:

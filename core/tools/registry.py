@@ -60,6 +60,13 @@ class LiveTools(Protocol):
     def spec(self, name: str) -> ToolSpec | None: ...  # as listed now (a stand-in when declared, not listed)
 
 
+class NamedTools(Protocol):
+    """Tools known by the shape of their name rather than listed: the actions MCP callers ask approval
+    for (`core.runtime.external`, `mcp:<action>`)."""
+
+    def spec(self, name: str) -> ToolSpec | None: ...  # the tool `name` is, or None for a name not of its shape
+
+
 class McpExecutor(_Spec):
     """A tool an MCP server lists (`[mcp.servers.<server>]`); never declared under [tools]."""
 
@@ -206,8 +213,10 @@ class ToolRegistry:
         groups: Mapping[str, list[str]],
         access: AccessRules | None = None,
         mcp: LiveTools | None = None,
+        named: NamedTools | None = None,
     ) -> None:
         self._tools = {**tools, **_BUILTINS}
+        self.named = named
         # compiled once per tool and schema: building one costs more than validating
         self._validators: dict[str, tuple[dict[str, Any], Any]] = {}
         self.groups = {name: list(members) for name, members in groups.items()}
@@ -219,7 +228,18 @@ class ToolRegistry:
         )
 
     def __contains__(self, name: object) -> bool:
-        return name in self._tools or (self.mcp is not None and isinstance(name, str) and self.mcp.declares(name))
+        if name in self._tools:
+            return True
+        if not isinstance(name, str):
+            return False
+        return (self.mcp is not None and self.mcp.declares(name)) or (
+            self.named is not None and self.named.spec(name) is not None
+        )
+
+    def with_named(self, named: NamedTools) -> ToolRegistry:
+        """This registry, also knowing the tools `named` recognises by their names."""
+        tools = {name: spec for name, spec in self._tools.items() if name not in _BUILTINS}
+        return ToolRegistry(tools, self.groups, self.access, mcp=self.mcp, named=named)
 
     def names(self) -> list[str]:
         if self.mcp is None:
@@ -230,6 +250,8 @@ class ToolRegistry:
         spec = self._tools.get(name)
         if self._live is not None and (spec is None and self.mcp is not None or _from_mcp(spec)):
             spec = self._live.spec(name) or spec
+        if spec is None and self.named is not None:
+            spec = self.named.spec(name)
         if spec is None:
             known = ", ".join(sorted(self.names()))
             raise InvalidToolCall(f"unknown tool {name!r}; known tools: {known}")
