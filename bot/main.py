@@ -26,12 +26,14 @@ from core.model.llm import Model
 from core.model.prompts import PromptLibrary
 from core.obs import failpoints, logs, tracing
 from core.obs.metrics import Metrics
+from core.redis.asking import Askings
 from core.redis.bus import Bus
 from core.redis.limits import RateLimits
 from core.redis.scheduler import Scheduler
 from core.redis.store import Store
 from core.redis.sweeper import Sweeper
 from core.runtime.approvals import Approvals
+from core.runtime.asking import ServerQuestions
 from core.runtime.budget import budgeted, model_limit
 from core.runtime.external import ExternalActions, load_actions
 from core.runtime.loop import Loop
@@ -197,6 +199,7 @@ def thread_service(
     metrics: Metrics | None,
     error_limit: int,
     console_url: str = "",
+    questions: ServerQuestions | None = None,
 ) -> Threads:
     """The thread service and what it works with: approvals for every tool (a stored call runs whoever
     holds the thread), and the loop over the roster's agents with the slash-command model."""
@@ -209,6 +212,7 @@ def thread_service(
         command=command,
         approvals=approvals,
         error_limit=error_limit,
+        questions=questions,
     )
     return Threads(
         store=store,
@@ -220,6 +224,7 @@ def thread_service(
         clock=clock,
         redactor=redactor,
         metrics=metrics,
+        questions=questions,
     )
 
 
@@ -269,6 +274,8 @@ def build_wiring(
         metrics=metrics,
         error_limit=settings.error_limit,
         console_url=settings.http.public_url or "",
+        # Only MCP servers ask questions during a call; without them no message pays the look before the lease.
+        questions=ServerQuestions(Askings(client), bus) if mcp is not None else None,
     )
     if actions is not None:  # the `mcp` agent runs the MCP server's requests; its questions have their answerers
         actions.join(threads.roster, tools)

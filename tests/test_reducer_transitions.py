@@ -44,6 +44,9 @@ def expected(state: ThreadState, event: ev.Event) -> Status | None:
         and (last is None or last.call_id != event.call_id),
         isinstance(event, ev.ToolResult) and (running is None or running.call_id != event.call_id),
         isinstance(event, ev.ApprovalDecided) and asked != (event.approval_id, event.call_id),
+        # A server asks, and is answered, only during its tool's call; an answer is for the question asked.
+        isinstance(event, ev.ServerAsked | ev.ServerAnswered) and (running is None or running.call_id != event.call_id),
+        isinstance(event, ev.ServerAnswered) and state.asking != event.ask_id,
     ]
     return None if any(misfits) else row[kind]
 
@@ -52,7 +55,7 @@ def _call_id(state: ThreadState, kind: type[ev.Event], n: int) -> str:
     """The call id a runtime would give an event of `kind` now."""
     if kind is ev.ToolCall:
         return f"c{n}"
-    if kind is ev.ToolResult and state.running is not None:
+    if kind in (ev.ToolResult, ev.ServerAsked, ev.ServerAnswered) and state.running is not None:
         return state.running.call_id
     if kind is ev.ApprovalDecided and state.pending_approval is not None:
         return state.pending_approval.call_id
@@ -124,6 +127,12 @@ def event_of(draw: st.DrawFn, kind: type[ev.Event], n: int, state: ThreadState, 
             return ev.HandedOff(**meta, from_agent=state.agent, to_agent=to, call_id=call_id if fit else "")
         case ev.Failed:
             return ev.Failed(**meta, error=draw(texts))
+        case ev.ServerAsked:
+            return ev.ServerAsked(**meta, call_id=call_id, ask_id=f"q{n}", server="k8s", message=draw(texts))
+        case ev.ServerAnswered:
+            ask_id = state.asking if fit and state.asking else "q0"
+            action = draw(st.sampled_from(["accept", "decline", "cancel"]))
+            return ev.ServerAnswered(**meta, call_id=call_id, ask_id=ask_id, action=action, trigger_id=trigger_id)
     raise AssertionError(f"no example for {kind.__name__}")
 
 
@@ -158,6 +167,7 @@ def check_invariants(state: ThreadState) -> None:
     assert (state.pending_approval is not None) == (state.status == "awaiting_approval")
     assert (state.pending_question is not None) == (state.status == "awaiting_human")
     assert state.running is None or state.status == "running", "a started tool ends before the thread waits"
+    assert not state.asking or state.running is not None, "a server's question lives only as long as its call"
 
 
 def fold_checked(events: list[ev.Event]) -> tuple[ThreadState, int | None]:

@@ -177,6 +177,36 @@ class Failed(_Event):
     error: str
 
 
+ElicitAction = Literal["accept", "decline", "cancel"]
+
+
+class ServerAsked(_Event):
+    """An MCP server asked the thread's person something during a running tool's call (`elicitation/create`).
+
+    `fields` are the form's field names (form mode); `url` the page to open (URL mode). The answer comes
+    back as a `ServerAnswered` while the tool is still running (`core.runtime.asking`)."""
+
+    type: Literal["server_asked"] = "server_asked"
+    call_id: str
+    ask_id: str
+    server: str
+    message: str
+    fields: list[str] = []
+    url: str = ""
+    asks: str = ""
+
+
+class ServerAnswered(_Event):
+    """How the person answered a `ServerAsked`: accept with `content`, decline, or cancel (a timeout too)."""
+
+    type: Literal["server_answered"] = "server_answered"
+    call_id: str
+    ask_id: str
+    action: ElicitAction
+    content: dict[str, Any] = {}
+    trigger_id: str = ""
+
+
 class HandedOff(_Event):
     """The thread moves to another agent (factor 10), keeping its id and everything said so far.
 
@@ -209,7 +239,9 @@ Event = Annotated[
     | Escalated
     | Failed
     | HandedOff
-    | DeliveryFailed,
+    | DeliveryFailed
+    | ServerAsked
+    | ServerAnswered,
     Field(discriminator="type"),
 ]
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
@@ -307,6 +339,8 @@ class Question(_Outbound):
     options: list[str] = []  # render as buttons or numbered choices; a free-text answer is accepted too
     asks: str = ""  # who may answer; empty: the thread's requester
     call_id: str = ""  # the ask_human call: a choice's click carries it back as MessageTrigger.answers
+    form: dict[str, Any] = {}  # an MCP server's form (a flat JSON schema): channels that can show fields do
+    link: str = ""  # an MCP server's page to open (URL mode); the question names its domain
 
 
 class DecisionReceipt(_Outbound):

@@ -14,6 +14,8 @@ Rules:
 - The error streak counts consecutive tool errors; any successful result or human input resets it.
 - Turn steps count tool calls since the last human message or answer (an approval does not start a
   new turn); the agent compares it with its step limit.
+- An MCP server may ask a question while its tool runs (`server_asked`), answered by `server_answered`
+  before the tool's result; the thread stays running, holding the question's id in `asking`.
 - A hand-off changes the thread's agent and nothing else that was said: the turn goes on under the
   new agent, which reads the thread in its own words (`turn_mode` "model"); a message that follows
   in the same append (a slash command routed to its tool's agent) sets the mode as usual.
@@ -56,6 +58,8 @@ TRANSITIONS: Final[Mapping[Status, Mapping[EventClass, Status]]] = {
         # a tool error is also what an invalid model answer, with no call, becomes.
         **_stay("running", ev.UserMessage, ev.HandedOff, ev.ModelCall, ev.ToolCall, ev.ToolStarted),
         **_stay("running", ev.ToolResult, ev.ToolErrorEvent, *_ANY_TIME),
+        # An MCP server's question during a running tool's call, and its answer: the tool is still running.
+        **_stay("running", ev.ServerAsked, ev.ServerAnswered),
         ev.ApprovalRequested: "awaiting_approval",
         ev.HumanQuestion: "awaiting_human",
         ev.Escalated: "awaiting_human",  # error or step limit, an interrupted tool, no model, no budget
@@ -101,6 +105,7 @@ class ThreadState(BaseModel):
     question_options: tuple[str, ...] = ()
     question_asks: str = ""  # who may answer it, besides the requester and the turn's author
     running: RunningTool | None = None
+    asking: str = ""  # the running tool's server asked a question (its ask id) that is not answered yet
     last_call: ev.ToolCall | None = None
     last_outcome: str = ""
     last_outcome_ok: bool = True
@@ -149,6 +154,10 @@ def _misfit(state: ThreadState, event: ev.Event) -> str | None:
             last.call_id != event.call_id
         ):
             return f"call {event.call_id} is not the thread's last call ({last.call_id if last else 'none yet'})"
+        case ev.ServerAsked() | ev.ServerAnswered() if running is None or running.call_id != event.call_id:
+            return f"call {event.call_id} is not running; a server asks only during its tool's call"
+        case ev.ServerAnswered() if state.asking != event.ask_id:
+            return f"question {event.ask_id} is not the one asked ({state.asking or 'none'})"
         case ev.ToolResult() if running is None or running.call_id != event.call_id:
             now = f"{running.tool} (call {running.call_id}) is running" if running else "no tool is running"
             return f"no tool was started for call {event.call_id}; {now}"
@@ -220,10 +229,11 @@ def _changes(state: ThreadState, event: ev.Event) -> dict[str, Any]:  # noqa: C9
         case ev.ToolCall():
             return {"last_call": event, "steps": state.steps + 1, "turn_steps": state.turn_steps + 1}
         case ev.ToolStarted():
-            return {"running": RunningTool(call_id=event.call_id, tool=event.tool)}
+            return {"running": RunningTool(call_id=event.call_id, tool=event.tool), "asking": ""}
         case ev.ToolResult():
             return {
                 "running": None,
+                "asking": "",
                 "consecutive_errors": 0,
                 "last_outcome": _outcome(event.output),
                 "last_outcome_ok": True,
@@ -231,6 +241,7 @@ def _changes(state: ThreadState, event: ev.Event) -> dict[str, Any]:  # noqa: C9
         case ev.ToolErrorEvent():
             return {
                 "running": None,
+                "asking": "",
                 "consecutive_errors": state.consecutive_errors + 1,
                 "last_outcome": _outcome(event.error),
                 "last_outcome_ok": False,
@@ -264,11 +275,15 @@ def _changes(state: ThreadState, event: ev.Event) -> dict[str, Any]:  # noqa: C9
         case ev.Escalated():
             return {**_NO_QUESTION, "pending_question": event.reason}
         case ev.Failed():
-            return {"running": None}
+            return {"running": None, "asking": ""}
         case ev.HandedOff():
             return {"agent": event.to_agent, "turn_mode": "model"}
         case ev.ModelCall():
             return {}
+        case ev.ServerAsked():
+            return {"asking": event.ask_id}
+        case ev.ServerAnswered():
+            return {"asking": "", "recent_triggers": _remember(state, event.trigger_id)}
         case _:
             assert_never(event)  # a new event type needs its case here and its rows in TRANSITIONS
 

@@ -58,6 +58,19 @@ def thread_lock(thread_id: str) -> str:
     return f"thread:{{{thread_id}}}:lock"
 
 
+def thread_asking(thread_id: str) -> str:
+    """The question a running MCP tool's server asks now (a hash), in the thread's slot next to its lease."""
+    return f"thread:{{{thread_id}}}:asking"
+
+
+def thread_answer(thread_id: str, ask_id: str) -> str:
+    """The answer to question `ask_id` (a list the asking worker pops), in the thread's slot."""
+    return f"thread:{{{thread_id}}}:answer:{ask_id}"
+
+
+ASK_LINGER_SECONDS = 60  # an answer nobody popped, or a question nobody closed (a dead worker), is kept this long
+
+
 def approval(approval_id: str) -> str:
     return f"{{approvals}}:approval:{approval_id}"
 

@@ -140,3 +140,22 @@ if ARGV[1] == 'count-only' then return {0, waiting} end
 if everything then return {redis.call('XTRIM', KEYS[1], 'MAXLEN', 0), 0} end
 return {redis.call('XTRIM', KEYS[1], 'MINID', floor or ARGV[1]), waiting}
 """
+
+# An answer to the server question a running tool's worker waits for: taken once, only for the question
+# asked now. KEYS: 1 the thread's asking hash, 2 the answer list. ARGV: 1 ask id, 2 answer JSON, 3 linger
+# seconds. Returns 1 when taken, 0 when that question is not (or no longer) asked.
+ANSWER = """
+if redis.call('HGET', KEYS[1], 'ask_id') ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('RPUSH', KEYS[2], ARGV[2])
+redis.call('EXPIRE', KEYS[2], tonumber(ARGV[3]))
+return 1
+"""
+
+# Forget a question its worker no longer waits for (answered, timed out, the call ended), unless another
+# has replaced it. KEYS: 1 the asking hash, 2 the answer list. ARGV: 1 ask id.
+FORGET_ASK = """
+if redis.call('HGET', KEYS[1], 'ask_id') == ARGV[1] then redis.call('DEL', KEYS[1]) end
+redis.call('DEL', KEYS[2])
+return 1
+"""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from core.domain import events as ev
 from core.domain.errors import InvalidToolCall, LLMBadResponse, LLMError, ToolError
@@ -31,6 +32,7 @@ from core.runtime.budget import BudgetSpent
 from core.runtime.roster import Profile, Roster
 from core.runtime.run import Run
 from core.tools.executors import CallContext, ToolOutput, ToolRunner
+from core.tools.mcp.forms import Asker
 from core.tools.registry import ToolRegistry, ToolSpec
 
 
@@ -41,6 +43,12 @@ def checked_call(tools: ToolRegistry, caller: str, choice: Choice) -> ToolSpec:
     if not tools.may_call(caller, spec):
         raise InvalidToolCall(f"{caller} may not use {spec.name}; allowed: {tools.describe(spec.callers)}")
     return spec
+
+
+class Asking(Protocol):
+    """Gives each call whom to ask what its MCP server asks (`core.runtime.asking.ServerQuestions`)."""
+
+    def asker(self, run: Run, call_id: str) -> Asker: ...
 
 
 log = logging.getLogger(__name__)
@@ -80,6 +88,7 @@ class Loop:
         command: Model,
         approvals: Approvals,
         error_limit: int,
+        questions: Asking | None = None,
     ) -> None:
         self.store = store
         self.tools = tools  # every tool: an interrupted call is recovered whoever holds the thread
@@ -88,6 +97,7 @@ class Loop:
         self.command = command
         self.approvals = approvals
         self.error_limit = error_limit
+        self.questions = questions  # an MCP server's questions during a call go to the thread's person
 
     async def advance(self, run: Run) -> None:
         """Take steps while the thread is running and not paused, each as the agent that holds it then."""
@@ -209,7 +219,8 @@ class Loop:
         if decision is not None:
             await failpoints.hit("after-decision")
         run.progress(f"running {spec.name}…")
-        ctx = CallContext(thread_id=run.state.thread_id, call_id=call_id, requester=run.state.requester)
+        asker = self.questions.asker(run, call_id) if self.questions is not None else None
+        ctx = CallContext(thread_id=run.state.thread_id, call_id=call_id, requester=run.state.requester, asker=asker)
         try:
             output = await self._run_tool(spec, args, ctx)
         except ToolError as exc:

@@ -25,6 +25,7 @@ from core.obs import logs
 from core.obs.metrics import Metrics
 from core.redis.store import ApprovalRecord, DecisionWrite, Store
 from core.runtime.approvals import Approvals, already_decided, unknown
+from core.runtime.asking import ServerQuestions
 from core.runtime.loop import Loop, log_step
 from core.runtime.roster import Roster
 from core.runtime.router import route, starts_turn
@@ -53,6 +54,7 @@ class Threads:
         redactor: Redactor,
         metrics: Metrics | None = None,
         answerers: Callable[[ThreadState, str], bool] | None = None,
+        questions: ServerQuestions | None = None,
     ) -> None:
         self.store = store
         self.publisher = publisher
@@ -65,6 +67,8 @@ class Threads:
         self.metrics = metrics
         # Who else may answer a thread's question (the MCP server's questions: `core.runtime.external`).
         self.answerers = answerers
+        # The questions MCP servers ask while their tool runs: answered before the lease, which the call holds.
+        self.questions = questions
 
     # --- the operations (factor 6) ----------------------------------------------------------
 
@@ -97,6 +101,8 @@ class Threads:
     async def launch(self, trigger: ev.MessageTrigger) -> None:
         """Start a thread, or add the message to the conversation's thread, and advance it."""
         thread_id = trigger.thread_id or thread_id_for(trigger.channel, trigger.conversation)
+        if self.questions is not None and await self.questions.take(thread_id, trigger):
+            return
         async with self.store.lock(thread_id) as leased:
             run = self._run(leased.state)
             if trigger.id not in run.state.recent_triggers:

@@ -23,6 +23,7 @@ from core.tools.registry import PLACEHOLDER, CommandExecutor, HttpExecutor, McpE
 
 if TYPE_CHECKING:  # the MCP SDK is imported only where MCP servers are declared
     from core.tools.mcp.client import McpClients
+    from core.tools.mcp.forms import Asker
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class CallContext:
     thread_id: str
     call_id: str
     requester: str
+    asker: Asker | None = None  # asks the thread's person what an MCP server asks during the call
 
 
 @dataclass(frozen=True)
@@ -91,15 +93,19 @@ class ToolRunner:
             "data_dir": str(self._data_dir),
         }
         started = time.perf_counter()
+        # An MCP call keeps its own clock: the time a person takes to answer its server's question is not the tool's.
+        timeout = None if isinstance(spec.executor, McpExecutor) else spec.timeout
         try:
-            async with asyncio.timeout(spec.timeout):
-                text = await self._dispatch(spec, args, values)
+            async with asyncio.timeout(timeout):
+                text = await self._dispatch(spec, args, values, ctx)
         except TimeoutError:
             raise ToolFailed(f"{spec.name} timed out after {spec.timeout:g}s") from None
         text = self._mcp_secrets.text(self._redactor.text(text))
         return ToolOutput(_cap(text, spec.max_output), (time.perf_counter() - started) * 1000)
 
-    async def _dispatch(self, spec: ToolSpec, args: Mapping[str, Any], values: Mapping[str, Any]) -> str:
+    async def _dispatch(
+        self, spec: ToolSpec, args: Mapping[str, Any], values: Mapping[str, Any], ctx: CallContext
+    ) -> str:
         match spec.executor:
             case CommandExecutor() as executor:
                 return await self._command(spec.name, executor, values)
@@ -111,7 +117,7 @@ class ToolRunner:
                 if self._mcp is None:
                     raise ConfigError(f"tool {spec.name!r} is an MCP server's but the runner has no MCP clients")
                 try:
-                    return await self._mcp.call(spec.name, executor, args)
+                    return await self._mcp.call(spec.name, executor, args, spec.timeout, ctx.asker)
                 except ToolFailed as exc:  # a server's error text can quote what it was given
                     raise ToolFailed(self._mcp_secrets.text(self._redactor.text(str(exc)))) from None
         raise ConfigError(f"tool {spec.name!r} has no executor")

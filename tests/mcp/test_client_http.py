@@ -100,9 +100,9 @@ async def test_check_config_reports_each_server_tools_or_why_not(
     out = capsys.readouterr().out
     lines = {line.split(":")[0]: line for line in out.splitlines() if line[4:].startswith("mcp ")}
     assert code == 1
-    listed = "ops__get_pods, ops__scale_deployment, ops__fail, ops__stall, ops__crash, ops__add_tool"
-    assert lines["ok  mcp ops"] == f"ok  mcp ops: 6 tools over stdio (1 gated): {listed}"
-    assert lines["ok  mcp k8s"].startswith("ok  mcp k8s: 6 tools over http (1 gated): k8s__get_pods")
+    listed = "ops__get_pods, ops__scale_deployment, ops__fail, ops__stall, ops__crash, ops__add_tool, ops__rollout"
+    assert lines["ok  mcp ops"] == f"ok  mcp ops: 9 tools over stdio (1 gated): {listed}, ops__rotate_key, ops__login"
+    assert lines["ok  mcp k8s"].startswith("ok  mcp k8s: 9 tools over http (1 gated): k8s__get_pods")
     assert lines["ERR mcp gone"].startswith("ERR mcp gone: not reachable: http://127.0.0.1:")
     assert "timed out after 1s" in lines["ERR mcp silent"]
     assert "not an MCP server" in lines["ERR mcp chatty"] or "closed" in lines["ERR mcp chatty"], lines

@@ -46,6 +46,7 @@ class ServerConfig(_Config):
     headers: dict[str, str] = {}  # e.g. Authorization = "Bearer {env:GRAFANA_MCP_TOKEN}"
     connect_timeout: float = Field(default=15, gt=0)  # seconds to start (or reach) it and list its tools
     timeout: float = Field(default=60, gt=0)  # a call's default; a policy may set its own
+    ask_timeout: float = Field(default=900, gt=0)  # how long a person has to answer the server's question in a call
 
     @model_validator(mode="after")
     def _one_transport(self) -> ServerConfig:

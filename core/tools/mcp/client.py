@@ -8,28 +8,38 @@ the server says they changed: a `subscriptions/listen` stream on a 2026-07-28 co
 
 A server that dies is noticed (its stream ends); a call in flight then fails with a clear tool error
 ("may or may not have run": the loop's interrupted-tool rule decides about a re-run), and the next call
-connects again. The bot advertises no client capability (no sampling, no elicitation, no roots): it
-handles none of those requests yet.
+connects again.
+
+The bot advertises one client capability, elicitation (form and URL mode): a server's question during a
+call goes to the thread's person through the call's `Asker` (`core.runtime.asking`), whether it comes as a
+2026-07-28 `InputRequiredResult` (the SDK drives the rounds, inside the call's task) or as a 2025-era
+`elicitation/create` request (read by the connection's task: it is the call's when only one call is in
+flight on that connection). The call's timeout stops while a question waits; the question has its own
+(`ask_timeout`). No sampling and no roots.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx2
 from mcp import Client, MCPError, StdioServerParameters, types
 from mcp.client import Transport
+from mcp.client.session import ClientRequestContext
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.client.subscriptions import ListenNotSupportedError, SubscriptionLost
 from pydantic import ValidationError
 
 from core.domain.errors import ToolFailed
+from core.tools.mcp import forms
 from core.tools.mcp.catalog import ListedTool, McpCatalog, McpSection, ServerConfig
 from core.tools.registry import PLACEHOLDER, McpExecutor
 
@@ -37,6 +47,22 @@ log = logging.getLogger(__name__)
 CLIENT_INFO = types.Implementation(name="opsbot", version="0.1.0")
 HTTP_TIMEOUT = httpx2.Timeout(30, read=300)  # the SDK's own defaults: a server may hold a stream open
 CONNECTION_ERRORS = (OSError, httpx2.HTTPError, EOFError)
+
+
+@dataclass(eq=False)
+class Call:
+    """One call in flight: whom to ask its server's questions, and its clock (stopped while a question waits)."""
+
+    tool: str
+    asker: forms.Asker | None
+    timer: asyncio.Timeout | None = None
+    unanswered: str = ""  # a question that timed out: the call fails saying so
+    asking: asyncio.Lock = field(default_factory=asyncio.Lock)  # one question at a time in a thread
+    waiting: int = 0  # questions open now; the clock stops at the first and goes on after the last
+    left: float = 0.0  # the call's time left when its clock stopped
+
+
+CURRENT: contextvars.ContextVar[Call | None] = contextvars.ContextVar("mcp_call", default=None)
 
 
 class Unreachable(Exception):
@@ -125,6 +151,7 @@ class Connection:
         self._stop = asyncio.Event()
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[list[str]]] = set()
+        self.calls: set[Call] = set()  # in flight: a 2025-era server's question is the only one's
         self.dead = False  # the server's stream ended: the next call connects again
         self.last_error = ""
 
@@ -155,7 +182,8 @@ class Connection:
             await self._close()
             ready: asyncio.Future[Client] = asyncio.get_running_loop().create_future()
             self._stop, self.dead = asyncio.Event(), False
-            self._owner = asyncio.create_task(self._own(ready), name=f"mcp:{self.name}")
+            # A context of its own: the connection outlives the call that opened it (CURRENT must not leak).
+            self._owner = asyncio.create_task(self._own(ready), name=f"mcp:{self.name}", context=contextvars.Context())
             try:
                 async with asyncio.timeout(self.config.connect_timeout):
                     self._client = await asyncio.shield(ready)
@@ -171,7 +199,13 @@ class Connection:
     async def _own(self, ready: asyncio.Future[Client]) -> None:
         """Enter the SDK client, list the tools, follow changes, and leave it in this same task."""
         try:
-            client = Client(self.transport(), cache=None, client_info=CLIENT_INFO, message_handler=self._on_message)
+            client = Client(
+                self.transport(),
+                cache=None,
+                client_info=CLIENT_INFO,
+                message_handler=self._on_message,
+                elicitation_callback=self._on_elicit,
+            )
             async with client:
                 await self.relist(client)
                 ready.set_result(client)
@@ -207,6 +241,35 @@ class Connection:
             task = asyncio.create_task(self.relist(self._client))  # not inline: the SDK's reader is waiting
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    async def _on_elicit(
+        self, context: ClientRequestContext, params: types.ElicitRequestParams
+    ) -> types.ElicitResult | types.ErrorData:
+        """The server asks a person something during a call: the call's asker puts it to the thread."""
+        call = CURRENT.get() or (next(iter(self.calls)) if len(self.calls) == 1 else None)
+        if call is None or call.asker is None:
+            why = "several calls are in flight" if len(self.calls) > 1 else "no call of a thread is in flight"
+            return types.ErrorData(code=types.INVALID_REQUEST, message=f"opsbot cannot tell whom to ask: {why}")
+        if isinstance(params, types.ElicitRequestURLParams):
+            ask = forms.Ask(self.name, call.tool, params.message, url=params.url)
+        else:
+            ask = forms.Ask(self.name, call.tool, params.message, schema=dict(params.requested_schema))
+        loop = asyncio.get_running_loop()
+        if call.timer is not None and call.waiting == 0 and (when := call.timer.when()) is not None:
+            call.left = max(when - loop.time(), 0.0)
+            call.timer.reschedule(None)  # a person's time is not the tool's
+        call.waiting += 1
+        try:
+            async with call.asking:
+                answer = await call.asker.ask(ask, self.config.ask_timeout)
+        finally:
+            call.waiting -= 1
+            if call.timer is not None and call.waiting == 0:
+                call.timer.reschedule(loop.time() + call.left)
+        if answer.timed_out:
+            call.unanswered = f"nobody answered its question within {self.config.ask_timeout:g}s (ask_timeout)"
+        content = answer.content if answer.action == "accept" and ask.mode == "form" else None
+        return types.ElicitResult(action=answer.action, content=content)
 
     async def relist(self, client: Client) -> list[str]:
         tools: list[types.Tool] = []
@@ -259,15 +322,44 @@ class McpClients:
         await asyncio.gather(*(connect(c) for c in self.connections.values()))
         return failed
 
-    async def call(self, tool: str, executor: McpExecutor, args: Mapping[str, Any]) -> str:
-        """Call the tool; every failure is a one-line ToolFailed the model and the thread can read."""
+    async def call(
+        self,
+        tool: str,
+        executor: McpExecutor,
+        args: Mapping[str, Any],
+        limit: float | None = None,
+        asker: forms.Asker | None = None,
+    ) -> str:
+        """Call the tool within `limit` seconds (not counting the time its server's questions wait for a person);
+        every failure is a one-line ToolFailed the model and the thread can read."""
         connection = self.connections[executor.server]
+        call = Call(tool, asker)
         try:
-            client = await connection.client()
+            async with asyncio.timeout(limit) as call.timer:
+                client = await connection.client()
+                result = await self._called(connection, client, call, executor, args)
+        except TimeoutError:
+            raise ToolFailed(f"{tool} timed out after {limit:g}s") from None
         except Unreachable as exc:
             raise ToolFailed(f"{tool}: MCP server {executor.server} is unavailable: {exc}") from None
+        text = result_text(result)
+        if call.unanswered:
+            said = f"; the server answered: {one_line(text)}" if text else ""
+            raise ToolFailed(
+                f"{tool}: MCP server {executor.server} asked a question and {call.unanswered}, so it was cancelled{said}"
+            )
+        if result.is_error:
+            raise ToolFailed(f"{tool} failed: {one_line(text)}")
+        return text or "(no output)"
+
+    async def _called(
+        self, connection: Connection, client: Client, call: Call, executor: McpExecutor, args: Mapping[str, Any]
+    ) -> types.CallToolResult:
+        tool = call.tool
+        token = CURRENT.set(call)
+        connection.calls.add(call)
         try:
-            result = await client.call_tool(executor.tool, dict(args))
+            return await client.call_tool(executor.tool, dict(args))
         except MCPError as exc:
             if exc.error.code == types.CONNECTION_CLOSED or connection.dead:
                 connection.dead = True
@@ -286,10 +378,9 @@ class McpClients:
             ) from None
         except ValidationError as exc:
             raise ToolFailed(f"{tool}: MCP server {executor.server} answered with an invalid result: {exc}") from None
-        text = result_text(result)
-        if result.is_error:
-            raise ToolFailed(f"{tool} failed: {one_line(text)}")
-        return text or "(no output)"
+        finally:
+            connection.calls.discard(call)
+            CURRENT.reset(token)
 
     async def aclose(self) -> None:
         await asyncio.gather(*(c.aclose() for c in self.connections.values()))

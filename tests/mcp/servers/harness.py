@@ -43,6 +43,18 @@ approval = { required = false }
 match = "*__add_tool"
 approval = { required = false }
 
+[[mcp.policies]]
+match = "*__rollout"
+approval = { required = false }
+
+[[mcp.policies]]
+match = "*__rotate_key"
+approval = { required = false }
+
+[[mcp.policies]]
+match = "*__login"
+approval = { required = false }
+
 # No policy names scale_deployment (or drain_node): they are gated, by [mcp].approvers.
 """
 
