@@ -11,6 +11,9 @@ looks first, before the lease: a message from the person asked, or a click on th
 answers it; a reply that does not fit the form is sent back saying what to fix, and the question stays
 open. A question nobody answers within the server's `ask_timeout` is cancelled and the call fails saying
 so. A worker that dies while asking leaves the tool interrupted, as any tool (`Loop._recover_interrupted`).
+
+While a call waits, its worker takes further triggers in a second lane (`Worker.meanwhile`): a process with
+one worker must still read the answer, which may be the inbox's next trigger.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+from collections.abc import Callable
 
 from core.domain import events as ev
 from core.domain import people
@@ -31,11 +35,15 @@ from core.tools.mcp import forms
 log = logging.getLogger(__name__)
 
 
+Meanwhile = Callable[[], contextlib.AbstractAsyncContextManager[None]]
+
+
 class ThreadAsker:
     """Asks the thread's person the questions of one running call (`core.tools.mcp.forms.Asker`)."""
 
-    def __init__(self, askings: Askings, run: Run, call_id: str) -> None:
-        self.askings = askings
+    def __init__(self, questions: ServerQuestions, run: Run, call_id: str) -> None:
+        self.askings = questions.askings
+        self.questions = questions
         self.run = run
         self.call_id = call_id
 
@@ -70,9 +78,11 @@ class ThreadAsker:
             url=ask.url,
             asks=asks,
         )
+        meanwhile = self.questions.meanwhile() if self.questions.meanwhile else contextlib.nullcontext()
         try:
             await run.commit(asked)
-            got = await self.askings.wait(thread_id, ask_id, seconds)
+            async with meanwhile:
+                got = await self.askings.wait(thread_id, ask_id, seconds)
         finally:
             with contextlib.suppress(StoreUnavailable):
                 await self.askings.forget(thread_id, ask_id)
@@ -103,9 +113,11 @@ class ServerQuestions:
     def __init__(self, askings: Askings, publisher: Publisher) -> None:
         self.askings = askings
         self.publisher = publisher
+        # Set by this process's worker: while a call waits for a person, the worker keeps taking triggers.
+        self.meanwhile: Meanwhile | None = None
 
     def asker(self, run: Run, call_id: str) -> ThreadAsker:
-        return ThreadAsker(self.askings, run, call_id)
+        return ThreadAsker(self, run, call_id)
 
     async def take(self, thread_id: str, trigger: ev.MessageTrigger) -> bool:
         """Answer the thread's open question with `trigger`, if it is an answer; True when it was taken

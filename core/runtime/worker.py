@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import AsyncIterator
 
 from core.domain import events as ev
 from core.domain.backoff import Backoff
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 CONFLICT_RETRIES = 3
 ACK_ATTEMPTS = 5
 MAX_BACKOFF_SECONDS = 30.0
+LANE_BLOCK_MS = 200  # a lane's wait for the next trigger: how soon it notices it is no longer needed
 SWEEP_EVERY_SECONDS = 1.0  # deadlines are minutes long; not a Redis read per trigger
 
 
@@ -37,13 +39,34 @@ def consumer_name() -> str:
 
 
 class Worker:
-    def __init__(self, threads: Threads, bus: Bus, name: str | None = None, sweeper: Sweeper | None = None) -> None:
+    def __init__(
+        self, threads: Threads, bus: Bus, name: str | None = None, sweeper: Sweeper | None = None, lane: bool = False
+    ) -> None:
         self.threads = threads
         self.metrics = threads.metrics or Metrics()
         self.bus = bus
         self.name = name or consumer_name()
         self.sweeper = sweeper
         self._stopping = asyncio.Event()
+        self._lanes: dict[str, asyncio.Task[None]] = {}  # by name: the lowest free number, so names are reused
+        if not lane and threads.questions is not None and threads.questions.meanwhile is None:
+            threads.questions.meanwhile = self.meanwhile
+
+    @contextlib.asynccontextmanager
+    async def meanwhile(self) -> AsyncIterator[None]:
+        """While a call waits for a person (an MCP server's question), another lane takes the inbox: the
+        answer may be the next trigger, and a bot with one worker would otherwise never read it."""
+        name = next(
+            f"{self.name}-lane{n}" for n in range(1, len(self._lanes) + 2) if f"{self.name}-lane{n}" not in self._lanes
+        )
+        lane = Worker(self.threads, self.bus, name, lane=True)
+        task = asyncio.create_task(lane.run(block_ms=LANE_BLOCK_MS), name=name)
+        self._lanes[name] = task
+        task.add_done_callback(lambda _: self._lanes.pop(name, None))
+        try:
+            yield
+        finally:
+            lane.stop()  # it finishes the trigger it holds, if any, on its own; the call goes on now
 
     def stop(self) -> None:
         """Finish the current trigger, then return from `run`."""

@@ -1,8 +1,8 @@
 """An MCP server's question during a call (elicitation) asked in the thread and answered from the channel.
 
 The test server asks through the SDK's 2026-07-28 rounds (`InputRequiredResult`); the call waits in its
-worker, which holds the thread, while the answer comes through another worker, as it would on another
-process.
+worker, which holds the thread, while the answer is taken by that worker's second lane (one worker is
+all these tests run, as `bot run` has).
 """
 
 from __future__ import annotations
@@ -64,17 +64,26 @@ async def question(h: Harness) -> ev.Question:
 
 
 async def answer(h: Harness, text: str, sender: str = "cli:operator", answers: str = "") -> None:
-    """The person's reply, through a second worker (the first holds the thread for the call)."""
+    """The person's reply, into the inbox (the worker's second lane takes it while the call waits)."""
     trigger = MessageTrigger(
         id=new_id(), channel="cli", conversation=h.conversation, sender=sender, text=text, answers=answers
     )
     await h.wiring.bus.publish(trigger)
-    worker = h.wiring.worker("answering-worker")
-    assert await worker.run_once(), "the answer was taken from the inbox"
 
 
 async def notices(h: Harness, to: str) -> list[str]:
     return [o.text for o in await h.outbox() if isinstance(o, ev.Notice) and o.to == to]
+
+
+async def told(h: Harness, to: str, count: int) -> str:
+    """The `count`th notice to `to`, once it is there."""
+    seen = await eventually(lambda: _nth(h, to, count), f"notice {count} to {to}")
+    return seen
+
+
+async def _nth(h: Harness, to: str, count: int) -> str:
+    said = await notices(h, to)
+    return said[count - 1] if len(said) >= count else ""
 
 
 async def events(h: Harness) -> list[ev.Event]:
@@ -109,12 +118,12 @@ async def test_an_answer_that_does_not_fit_is_sent_back_and_the_question_stays_o
     async with asking(h, "roll out api") as work:
         await question(h)
         await answer(h, "canary: maybe")
-        assert (await notices(h, "cli:operator"))[-1] == (
+        assert await told(h, "cli:operator", 1) == (
             "that answer does not fit MCP server ops's form: canary: answer yes or no, not 'maybe'. "
             "Nothing was sent; answer again"
         )
         await answer(h, "canary: no")
-        assert (await notices(h, "cli:operator"))[-1].startswith(
+        assert (await told(h, "cli:operator", 2)).startswith(
             "that answer does not fit MCP server ops's form: missing version"
         )
         await answer(h, "version: 2.5.0")
@@ -130,18 +139,20 @@ async def test_only_the_person_asked_answers_and_a_decline_click_reaches_the_ser
     async with asking(h, "roll out api") as work:
         asked = await question(h)
         await answer(h, "Decline", sender="cli:mallory", answers=asked.call_id)
-        assert (await notices(h, "cli:mallory"))[
-            -1
-        ] == f"this question is for {people.who('cli:operator')} to answer; nothing changed"
+        assert (
+            await told(h, "cli:mallory", 1)
+            == f"this question is for {people.who('cli:operator')} to answer; nothing changed"
+        )
         await answer(h, "Decline", answers=asked.call_id)
         await work
     assert [e for e in await events(h) if isinstance(e, ev.ToolResult)][-1].output == (
         "rollout of api not done: the person chose decline"
     )
     await answer(h, "Decline", answers=asked.call_id)  # a second click, after the call ended
-    assert (await notices(h, "cli:operator"))[
-        -1
-    ] == "that question was already answered; nothing changed. Write here to go on"
+    await h.drain()
+    assert (
+        await told(h, "cli:operator", 1) == "that question was already answered; nothing changed. Write here to go on"
+    )
 
 
 async def test_a_form_asking_for_a_secret_is_declined_without_asking(started) -> None:
