@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import urlsplit
 
 import discord
 
@@ -136,7 +137,10 @@ def choices_view(question: Question) -> discord.ui.View | None:
     if not choosable(question):
         return None
     view = discord.ui.View(timeout=None)
-    if len(question.options) <= MAX_BUTTONS:
+    if len(question.options) + bool(question.link) <= MAX_BUTTONS:
+        if question.link:  # an MCP server's page (URL mode): a link button, its domain on it
+            label = clip(f"Open {urlsplit(question.link).hostname}", BUTTON_LABEL_CHARS)
+            view.add_item(discord.ui.Button(style=discord.ButtonStyle.link, url=question.link, label=label))
         for index, option in enumerate(question.options):
             view.add_item(ChoiceButton(question.call_id, index, clip(option, BUTTON_LABEL_CHARS)))
         return view

@@ -387,6 +387,53 @@
     return box;
   }
 
+  // An MCP server's form (a flat JSON schema): a field per property; sent as the `name: value` lines every
+  // channel answers with (core.tools.mcp.forms), so the server gets the same answer whichever way it came.
+  function questionForm(item) {
+    const properties = (item.form && item.form.properties) || {};
+    const names = Object.keys(properties);
+    if (!names.length) return null;
+    const required = new Set(item.form.required || []);
+    const form = el("form", { class: "elicit", "aria-label": "answer the form" });
+    const inputs = names.map((name) => {
+      const spec = properties[name] || {};
+      const id = `f-${item.call_id}-${name}`;
+      const choices = spec.enum || (spec.oneOf || []).map((option) => option.const);
+      let input;
+      if (spec.type === "boolean" || choices.length) {
+        const values = spec.type === "boolean" ? ["yes", "no"] : choices.map(String);
+        const fallback = spec.type === "boolean" && "default" in spec ? (spec.default ? "yes" : "no") : spec.default;
+        input = el("select", { id, name }, required.has(name) ? null : el("option", { value: "", text: "(default)" }),
+          values.map((value) => el("option", { value, text: value })));
+        if (fallback !== undefined) input.value = String(fallback);
+      } else {
+        const type = spec.type === "integer" || spec.type === "number" ? "number" : "text";
+        input = el("input", { id, name, type, step: spec.type === "number" ? "any" : null, placeholder: spec.default ?? "" });
+        if (required.has(name)) input.required = true;
+      }
+      const label = `${spec.title || name}${required.has(name) ? " *" : ""}`;
+      form.append(el("label", { for: id, text: label }), input,
+        spec.description ? el("span", { class: "meta", text: spec.description }) : null);
+      return input;
+    });
+    const submit = el("button", { type: "submit", text: "Send answer" });
+    form.append(submit);
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const lines = inputs.filter((input) => input.value !== "").map((input) => `${input.name}: ${input.value}`);
+      for (const input of [...inputs, submit]) input.disabled = true;
+      send(lines.join("\n"), item.call_id);
+    });
+    return form;
+  }
+
+  function questionLink(item) {
+    if (!item.link) return null;
+    let host = "";
+    try { host = new URL(item.link).host; } catch { return null; }
+    return el("a", { class: "elicit-link", href: item.link, target: "_blank", rel: "noopener noreferrer", text: `Open ${host}` });
+  }
+
   function receiptSentence(item) {
     const tool = item.tool ? ` ${item.tool}` : "";
     const at = localTime(item.at);
@@ -412,7 +459,8 @@
         say("bot", "bot", el("pre", { class: "text", text: renderText(item.text) }), link);
         break;
       case "question":
-        say("bot", "bot question", el("pre", { class: "text", text: renderText(item.question) }), questionOptions(item), link);
+        say("bot", "bot question", el("pre", { class: "text", text: renderText(item.question) }),
+          questionForm(item), questionLink(item), questionOptions(item), link);
         break;
       case "notice":
         say(item.to ? "bot (only you)" : "bot", `notice ${item.level}`, el("pre", { class: "text", text: renderText(item.text) }), link);

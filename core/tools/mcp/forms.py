@@ -147,6 +147,9 @@ def about(spec: Mapping[str, Any]) -> str:
 def answer_to(ask: Ask, text: str) -> Answer:
     """The person's reply as the server's answer; raises FormError saying what to fix."""
     said = text.strip()
+    offered = options(ask)
+    if said.isdigit() and 1 <= int(said) <= len(offered) and not _takes_number(ask):
+        said = offered[int(said) - 1]  # "reply with 1, 2 or 3", as channels without buttons say
     for word, action in ((DECLINE, "decline"), (CANCEL, "cancel")):
         if said.casefold() == word.casefold():
             return Answer(action)  # type: ignore[arg-type]  # the two literals above
@@ -211,6 +214,12 @@ def coerce(name: str, spec: Mapping[str, Any], value: str) -> Any:
             except ValueError:
                 raise FormError(f"{name}: {value!r} is not a number") from None
     return value
+
+
+def _takes_number(ask: Ask) -> bool:
+    """A one-field form for a number: a digit is its value, not an option's number."""
+    properties = list(ask.schema.get("properties", {}).values())
+    return len(properties) == 1 and properties[0].get("type") in ("integer", "number") and not choices(properties[0])
 
 
 def _split(line: str) -> tuple[str, str, str]:
