@@ -195,3 +195,18 @@ async def test_an_unanswered_question_times_out_into_a_clear_tool_error(started)
     )
     answered = [e for e in await events(h) if isinstance(e, ev.ServerAnswered)][-1]
     assert answered.action == "cancel" and answered.actor == "system"
+
+
+async def test_a_2025_era_connection_asks_by_elicitation_create_during_the_call(started) -> None:
+    """`protocol = "legacy"`: the server's question is a request of its own, read by the connection's task."""
+    model = ScriptedModel([call("ops__rollout", service="web"), call("reply", message="done")])
+    h = await started(model, extra='protocol = "legacy"\n')
+    async with asking(h, "roll out web") as work:
+        await question(h)
+        await answer(h, "version: 1.0.0")
+        await work
+    assert h.wiring.mcp is not None
+    session = h.wiring.mcp.connections["ops"]._client
+    assert session is not None and session.protocol_version == "2025-11-25"
+    result = [e for e in await events(h) if isinstance(e, ev.ToolResult)][-1]
+    assert result.output == "rolled out web 1.0.0 (canary: False)"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.tools.mcp.forms import Ask, Answer, FormError, answer_to, options, question, refusal
+from core.tools.mcp.forms import Answer, Ask, FormError, answer_to, options, question, refusal
 
 SCALE = {
     "type": "object",

@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -46,6 +46,9 @@ class ServerConfig(_Config):
     headers: dict[str, str] = {}  # e.g. Authorization = "Bearer {env:GRAFANA_MCP_TOKEN}"
     connect_timeout: float = Field(default=15, gt=0)  # seconds to start (or reach) it and list its tools
     timeout: float = Field(default=60, gt=0)  # a call's default; a policy may set its own
+    # "legacy": the 2025 initialize handshake without the 2026-07-28 `server/discover` probe, for a server
+    # that mishandles the probe; questions then come as `elicitation/create` requests during the call.
+    protocol: Literal["auto", "legacy"] = "auto"
     ask_timeout: float = Field(default=900, gt=0)  # how long a person has to answer the server's question in a call
 
     @model_validator(mode="after")

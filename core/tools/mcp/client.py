@@ -205,6 +205,7 @@ class Connection:
                 client_info=CLIENT_INFO,
                 message_handler=self._on_message,
                 elicitation_callback=self._on_elicit,
+                mode=self.config.protocol,
             )
             async with client:
                 await self.relist(client)
