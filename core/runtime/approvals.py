@@ -131,6 +131,8 @@ class Approvals:
             pending is not None and pending.args_hash != record.args_hash
         ):
             return "the approval record does not match the call that was requested; it did not run"
+        if record.tool not in self.tools:  # the configuration changed, or its MCP server no longer lists it
+            return f"{record.tool} is no longer one of the bot's tools, so the approved call did not run"
         spec = self.tools.get(record.tool)
         # Permission again, at execution time, against the configuration now in force.
         approvers = [*spec.approval.approvers, *(spec.approval.escalate_to if record.escalated else [])]

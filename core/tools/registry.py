@@ -57,7 +57,7 @@ class LiveTools(Protocol):
 
     def declares(self, name: str) -> bool: ...  # in a source's namespace, listed or not
 
-    def spec(self, name: str) -> ToolSpec | None: ...  # as listed now (a stand-in when declared, not listed)
+    def spec(self, name: str) -> ToolSpec | None: ...  # as listed now (a stand-in while its source lists none)
 
 
 class NamedTools(Protocol):
@@ -232,7 +232,7 @@ class ToolRegistry:
             return True
         if not isinstance(name, str):
             return False
-        return (self.mcp is not None and self.mcp.declares(name)) or (
+        return (self.mcp is not None and self.mcp.spec(name) is not None) or (
             self.named is not None and self.named.spec(name) is not None
         )
 

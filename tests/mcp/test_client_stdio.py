@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from core.domain import events as ev
+from core.tools.mcp.catalog import ListedTool, McpCatalog
 from core.tools.registry import McpExecutor
 from tests.conftest import APPROVER, Harness, ScriptedModel, call
 from tests.eventually import eventually
@@ -192,3 +193,26 @@ async def test_an_interrupted_call_is_rerun_only_when_its_policy_says_idempotent
         assert not interrupted and results[0].startswith("pods in re:")
     else:
         assert interrupted == ["cx"] and not results, "recorded as interrupted, not run again"
+
+
+async def test_a_mistyped_tool_of_a_listing_server_is_an_unknown_command(started) -> None:
+    h = await started()
+    await h.say("/ops__get_pod staging")
+    said = (await h.outbox())[-1].text
+    assert "unknown command /ops__get_pod;" in said and "/ops__get_pods <namespace>" in said
+    assert "MCP server" not in said, "answered by the bot, not by asking the server"
+
+
+async def test_an_approved_call_to_a_tool_the_server_stopped_listing_does_not_run(started) -> None:
+    model = ScriptedModel([call("ops__scale_deployment", name="api", replicas=2), call("reply", message="gone")])
+    h = await started(model)
+    await h.say("scale api to 2")
+    request = next(o for o in await h.outbox() if isinstance(o, ev.ApprovalRequest))
+    catalog = h.wiring.tools.mcp
+    assert isinstance(catalog, McpCatalog)
+    kept = [ListedTool(name, "", {"type": "object"}) for name in ("get_pods", "fail")]
+    catalog.replace("ops", kept)  # as a tools/list_changed listing without scale_deployment would
+    await h.say(f"approve {request.approval_id}", sender=APPROVER)
+    error = events_of(await thread_events(h), ev.ToolErrorEvent)[-1]
+    assert error.error == "ops__scale_deployment is no longer one of the bot's tools, so the approved call did not run"
+    assert not events_of(await thread_events(h), ev.ToolStarted)

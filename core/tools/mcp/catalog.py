@@ -158,13 +158,14 @@ class McpCatalog:
         return self.server_of(name) is not None
 
     def spec(self, name: str) -> ToolSpec | None:
-        """The tool as listed now; for a name in a server's namespace that it does not list (the server is
-        down, or has not listed it yet), a stand-in that any call would refuse cleanly."""
+        """The tool as listed now. While a server lists nothing (down, or not listed yet), any name in its
+        namespace gets a stand-in that a call refuses cleanly; once it lists, a name it does not list is
+        unknown (a typo is "unknown command", not the server's error)."""
         server = self.server_of(name)
         if server is None:
             return None
         listed = self._listed[server].get(name)
-        if listed is not None:
+        if listed is not None or self._listed[server]:
             return listed
         description = f"A tool of MCP server {server} that it does not list now (not connected, or removed)."
         return self._spec(server, name, name.partition(SEPARATOR)[2], description, {"type": "object"}, ToolHints())
