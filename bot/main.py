@@ -258,7 +258,7 @@ def build_wiring(
     schedules = load_schedules(schedules_file, agents) if schedules_file is not None else []
     store = Store(client, lock_ttl_ms=settings.lock_ttl_ms)
     bus = Bus(client, store, claim_idle_ms=settings.claim_idle_ms, redactor=redactor)
-    mcp = mcp_tools.clients(tools, env)
+    mcp = mcp_tools.clients(tools, env, logs=settings.data_dir / "mcp")  # stdio servers' stderr, one file each
     runner = ToolRunner(
         workdir=settings.workdir, data_dir=settings.data_dir.resolve(), env=env, redactor=redactor, http=http, mcp=mcp
     )

@@ -216,3 +216,9 @@ async def test_an_approved_call_to_a_tool_the_server_stopped_listing_does_not_ru
     error = events_of(await thread_events(h), ev.ToolErrorEvent)[-1]
     assert error.error == "ops__scale_deployment is no longer one of the bot's tools, so the approved call did not run"
     assert not events_of(await thread_events(h), ev.ToolStarted)
+
+
+async def test_a_stdio_servers_stderr_goes_to_its_own_log_file(started, tmp_path: Path) -> None:
+    await started()
+    log = tmp_path / "data" / "mcp" / "ops.log"
+    await eventually(lambda: log.exists() and "ops-test MCP server starting (stdio)" in log.read_text(), f"{log}")

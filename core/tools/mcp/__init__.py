@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.tools.mcp.catalog import McpCatalog
@@ -17,10 +18,11 @@ if TYPE_CHECKING:
 __all__ = ["McpCatalog", "clients"]
 
 
-def clients(tools: ToolRegistry, env: Mapping[str, str]) -> McpClients | None:
-    """This process's connections to the servers the tools file declares; None (and no SDK import) without any."""
+def clients(tools: ToolRegistry, env: Mapping[str, str], logs: Path | None = None) -> McpClients | None:
+    """This process's connections to the servers the tools file declares; None (and no SDK import) without any.
+    With `logs`, a stdio server's stderr goes to `<logs>/<server>.log` instead of the bot's own."""
     if not isinstance(tools.mcp, McpCatalog) or not tools.mcp.servers:
         return None
     from core.tools.mcp.client import McpClients
 
-    return McpClients(tools.mcp, env)
+    return McpClients(tools.mcp, env, logs)

@@ -27,6 +27,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -141,8 +142,11 @@ def one_line(text: str, limit: int = 300) -> str:
 class Connection:
     """One server's connection: opened on first need, owned by one task, reopened after it dies."""
 
-    def __init__(self, name: str, config: ServerConfig, env: Mapping[str, str], catalog: McpCatalog) -> None:
+    def __init__(
+        self, name: str, config: ServerConfig, env: Mapping[str, str], catalog: McpCatalog, logs: Path | None = None
+    ) -> None:
         self.name = name
+        self.logs = logs  # where a stdio server's stderr goes (`<server>.log`); None: the bot's own stderr
         self.config = config
         self._env = env
         self._catalog = catalog
@@ -161,10 +165,21 @@ class Connection:
             params = StdioServerParameters(
                 command=self.config.command, args=self.config.args, env=env or None, cwd=self.config.cwd
             )
-            return stdio_client(params)
+            return self._stdio(params)
         assert self.config.url is not None
         headers = {k: fill(v, self._env, f"MCP server {self.name}") for k, v in self.config.headers.items()}
         return self._http(self.config.url, headers)
+
+    @contextlib.asynccontextmanager
+    async def _stdio(self, params: StdioServerParameters) -> AsyncIterator[Any]:
+        if self.logs is None:
+            async with stdio_client(params) as streams:
+                yield streams
+            return
+        self.logs.mkdir(parents=True, exist_ok=True)
+        with (self.logs / f"{self.name}.log").open("a", encoding="utf-8") as errlog:
+            async with stdio_client(params, errlog=errlog) as streams:
+                yield streams
 
     @contextlib.asynccontextmanager
     async def _http(self, url: str, headers: dict[str, str]) -> AsyncIterator[Any]:
@@ -304,9 +319,9 @@ class Connection:
 class McpClients:
     """Every declared server's connection, for this process; calls, start and stop."""
 
-    def __init__(self, catalog: McpCatalog, env: Mapping[str, str]) -> None:
+    def __init__(self, catalog: McpCatalog, env: Mapping[str, str], logs: Path | None = None) -> None:
         self.catalog = catalog
-        self.connections = {name: Connection(name, cfg, env, catalog) for name, cfg in catalog.servers.items()}
+        self.connections = {name: Connection(name, cfg, env, catalog, logs) for name, cfg in catalog.servers.items()}
 
     async def start(self) -> dict[str, str]:
         """Connect to every server and list its tools; a server that fails is logged, not fatal: its tools

@@ -134,6 +134,7 @@ def serve_http() -> None:
 
 
 if __name__ == "__main__":
+    print(f"ops-test MCP server starting ({sys.argv[1]})", file=sys.stderr, flush=True)  # a client logs it apart
     if sys.argv[1:] == ["http"]:
         serve_http()
     else:
