@@ -107,3 +107,11 @@ async def test_check_config_reports_each_server_tools_or_why_not(
     assert "timed out after 1s" in lines["ERR mcp silent"]
     assert "not an MCP server" in lines["ERR mcp chatty"] or "closed" in lines["ERR mcp chatty"], lines
     assert SECRET not in out
+
+
+async def test_a_server_restarted_between_calls_answers_the_very_next_call(harness: Harness, http: HttpServer) -> None:
+    await harness.say("/k8s__get_pods before")
+    http.kill()
+    http.start()  # a redeploy: same address, a new process that knows no session of ours
+    await harness.say("/k8s__get_pods after")
+    assert (await harness.outbox())[-1].text == "pods in after: api-1 Running, api-2 Running"
