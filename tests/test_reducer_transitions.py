@@ -43,7 +43,7 @@ def expected(state: ThreadState, event: ev.Event) -> Status | None:
         isinstance(event, ev.ToolStarted | ev.ApprovalRequested | ev.HumanQuestion)
         and (last is None or last.call_id != event.call_id),
         isinstance(event, ev.ToolResult) and (running is None or running.call_id != event.call_id),
-        isinstance(event, ev.ApprovalDecided) and asked != (event.approval_id, event.call_id),
+        isinstance(event, ev.ApprovalDecided | ev.ApprovalVoted) and asked != (event.approval_id, event.call_id),
         # A server asks, and is answered, only during its tool's call; an answer is for the question asked.
         isinstance(event, ev.ServerAsked | ev.ServerAnswered) and (running is None or running.call_id != event.call_id),
         isinstance(event, ev.ServerAnswered) and state.asking != event.ask_id,
@@ -57,7 +57,7 @@ def _call_id(state: ThreadState, kind: type[ev.Event], n: int) -> str:
         return f"c{n}"
     if kind in (ev.ToolResult, ev.ServerAsked, ev.ServerAnswered) and state.running is not None:
         return state.running.call_id
-    if kind is ev.ApprovalDecided and state.pending_approval is not None:
+    if kind in (ev.ApprovalDecided, ev.ApprovalVoted) and state.pending_approval is not None:
         return state.pending_approval.call_id
     return state.last_call.call_id if state.last_call is not None else "c0"
 
@@ -108,6 +108,11 @@ def event_of(draw: st.DrawFn, kind: type[ev.Event], n: int, state: ThreadState, 
         case ev.ApprovalDecided:
             decision = draw(st.sampled_from(["approve", "reject", "expire"]))
             return ev.ApprovalDecided(**meta, approval_id=approval_id, call_id=call_id, decision=decision)
+        case ev.ApprovalVoted:
+            by = draw(st.sampled_from(["cli:dana", "cli:eve"]))
+            return ev.ApprovalVoted(
+                **meta, approval_id=approval_id, call_id=call_id, by=by, count=1, needed=2, trigger_id=trigger_id
+            )
         case ev.HumanQuestion:
             return ev.HumanQuestion(**meta, call_id=call_id, question=draw(texts))
         case ev.HumanAnswer:
@@ -168,6 +173,7 @@ def check_invariants(state: ThreadState) -> None:
     assert (state.pending_question is not None) == (state.status == "awaiting_human")
     assert state.running is None or state.status == "running", "a started tool ends before the thread waits"
     assert not state.asking or state.running is not None, "a server's question lives only as long as its call"
+    assert not state.approval_votes or state.pending_approval is not None, "votes count only towards a pending approval"
 
 
 def fold_checked(events: list[ev.Event]) -> tuple[ThreadState, int | None]:

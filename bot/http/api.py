@@ -258,6 +258,7 @@ def api_router(ops: Operations, auth: TokenAuth) -> APIRouter:
             approval_id=approval_id.lower(),
             decision=body.decision,
             comment=body.comment,
+            digest=body.digest or "",
         )
         return await ops.decide(trigger)
 

@@ -175,10 +175,17 @@ class Operations:
             lapsed = current.status == "expired" or (
                 current.status == "pending" and current.expires_at <= self.wiring.threads.clock.now()
             )  # past its deadline, before a sweeper marked it
-            code = "approval_expired" if lapsed else "approval_decided"
+            code = (
+                "approval_expired"
+                if lapsed
+                else "approval_decided"
+                if current.status != "pending"
+                else "approval_refused"
+            )
             raise ApiError(409, code, api_text(str(exc))) from exc
         wanted = "approved" if trigger.decision == "approve" else "rejected"
-        if decided.status != wanted:  # the same person decided the other way a moment ago
+        counted = decided.status == "pending" and wanted == "approved"  # one approval of a quorum: it waits for more
+        if decided.status != wanted and not counted:  # the same person decided the other way a moment ago
             raise ApiError(
                 409,
                 "approval_decided",
@@ -187,7 +194,11 @@ class Operations:
             )
         trigger = trigger.model_copy(update={"thread_id": record.thread_id})
         try:
-            return await self._publish(trigger)
+            accepted = await self._publish(trigger)
+            if counted:
+                progress = api_text(self.wiring.threads.approvals.progress(decided))
+                return accepted.model_copy(update={"message": f"your approval counts: {progress}"})
+            return accepted
         except StoreUnavailable as exc:
             # The compare-and-set stored the decision; a worker's sweeper applies what was decided but not
             # applied. Answering 503 would invite a second decision that can only be refused.

@@ -61,9 +61,20 @@ class ControlRequest(_Request):
     reason: Comment = ""
 
 
+Digest = Annotated[
+    str,
+    Field(
+        pattern=r"^[0-9a-fA-F]{8,64}$",
+        description="the approval's digest as its card shows it (at least 8 hex characters): the decision is "
+        "refused when the call's arguments changed since",
+    ),
+]
+
+
 class Approve(_Request):
     decision: Literal["approve"]
     comment: Comment = ""
+    digest: Digest | None = None
 
 
 class Reject(_Request):
@@ -71,6 +82,7 @@ class Reject(_Request):
 
     decision: Literal["reject"]
     comment: Reason
+    digest: Digest | None = None
 
 
 DecisionRequest = Annotated[Approve | Reject, Field(discriminator="decision")]

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 SCHEMA_VERSION = 1
+SHORT_DIGEST = 12  # hex characters of an approval's digest shown on cards and accepted in decisions
 
 ApprovalDecision = Literal["approve", "reject"]
 Verdict = Literal["approve", "reject", "expire"]  # "expire": the deadline passed without a decision
@@ -69,6 +70,10 @@ class ToolCall(_Event):
     tool: str
     args: dict[str, Any]
     reason: str = ""
+    # A gated call made during a change freeze (or outside every allowed window) under `freeze = "override"`:
+    # the freeze's name and when it ends; its approval also needs the policy's `freeze_override`.
+    freeze: str = ""
+    freeze_until: datetime | None = None
 
 
 class ToolStarted(_Event):
@@ -110,10 +115,25 @@ class ApprovalTerms(_Frozen):
     requester: str
     allow_self: bool
     expires_at: datetime
+    digest: str = ""  # of (tool, arguments, thread): a decision for any other digest is refused
+    needed: int = 1  # approvals the quorum needs
 
 
 class ApprovalRequested(ApprovalTerms, _Event):
     type: Literal["approval_requested"] = "approval_requested"
+
+
+class ApprovalVoted(_Event):
+    """One approval towards a quorum that is not complete yet: the thread keeps waiting."""
+
+    type: Literal["approval_voted"] = "approval_voted"
+    approval_id: str
+    call_id: str
+    by: str
+    channel: str = ""
+    count: int  # approvals that count so far, this one included
+    needed: int
+    trigger_id: str = ""
 
 
 class ApprovalDecided(_Event):
@@ -123,6 +143,8 @@ class ApprovalDecided(_Event):
     decision: Verdict
     comment: str = ""
     trigger_id: str = ""
+    channel: str = ""  # where the deciding answer came from
+    approved_by: list[str] = []  # a quorum's approvers, in the order they approved
 
 
 class HumanQuestion(_Event):
@@ -230,6 +252,7 @@ Event = Annotated[
     | ToolResult
     | ToolErrorEvent
     | ApprovalRequested
+    | ApprovalVoted
     | ApprovalDecided
     | HumanQuestion
     | HumanAnswer
@@ -287,6 +310,7 @@ class DecisionTrigger(_Trigger):
     approval_id: str
     decision: ApprovalDecision
     comment: str = ""
+    digest: str = ""  # the digest the card showed (its first characters will do); empty: not checked
 
 
 class ControlTrigger(_Trigger):
@@ -331,6 +355,15 @@ class ApprovalRequest(_Outbound):
     approvers: list[str]
     expires_at: datetime
     thread_url: str = ""  # the thread in the web console, when BOT_PUBLIC_URL is set
+    digest: str = ""  # what an approval covers; cards show its first characters (`short`)
+    needed: int = 1  # a quorum: sent again as approvals arrive, and channels update the card in place
+    approved_by: list[str] = []
+    open_groups: list[str] = []  # groups of `from_groups` still without an approver
+    wait_until: datetime | None = None  # no approval before this (the card counts down)
+
+    @property
+    def short(self) -> str:
+        return self.digest[:SHORT_DIGEST]
 
 
 class Question(_Outbound):

@@ -67,7 +67,11 @@ TRANSITIONS: Final[Mapping[Status, Mapping[EventClass, Status]]] = {
         ev.Failed: "failed",  # nothing writes it today; the event type is kept for the logs that have one
     },
     # Decided (approve, reject or expire) only by its own decision; a message meanwhile is only recorded.
-    "awaiting_approval": {**_stay("awaiting_approval", ev.UserMessage, *_ANY_TIME), ev.ApprovalDecided: "running"},
+    # A quorum's approvals before the last are recorded as they arrive (also while paused).
+    "awaiting_approval": {
+        **_stay("awaiting_approval", ev.UserMessage, ev.ApprovalVoted, *_ANY_TIME),
+        ev.ApprovalDecided: "running",
+    },
     "awaiting_human": {**_stay("awaiting_human", ev.UserMessage, *_ANY_TIME), ev.HumanAnswer: "running"},
     # A new message starts a new turn, after the router's hand-off if it picks another agent.
     "done": {**_stay("done", ev.HandedOff, *_ANY_TIME), ev.UserMessage: "running"},
@@ -75,7 +79,9 @@ TRANSITIONS: Final[Mapping[Status, Mapping[EventClass, Status]]] = {
 }
 # A paused thread takes no step: it records what people say and what channels report, until resumed;
 # a decision that arrives meanwhile waits in its approval record (`Threads.resume` applies it).
-WHILE_PAUSED: Final[frozenset[EventClass]] = frozenset({ev.UserMessage, ev.HumanAnswer, ev.Resumed, ev.DeliveryFailed})
+WHILE_PAUSED: Final[frozenset[EventClass]] = frozenset(
+    {ev.UserMessage, ev.HumanAnswer, ev.Resumed, ev.DeliveryFailed, ev.ApprovalVoted}
+)
 
 
 class RunningTool(BaseModel):
@@ -100,6 +106,7 @@ class ThreadState(BaseModel):
     last_user_text: str = ""
     last_actor: str = ""
     pending_approval: ev.ApprovalTerms | None = None
+    approval_votes: tuple[str, ...] = ()  # who approved the pending approval so far (a quorum not complete)
     pending_question: str | None = None
     question_call: str = ""  # the ask_human call the pending question asks for (empty for an escalation)
     question_options: tuple[str, ...] = ()
@@ -161,7 +168,7 @@ def _misfit(state: ThreadState, event: ev.Event) -> str | None:
         case ev.ToolResult() if running is None or running.call_id != event.call_id:
             now = f"{running.tool} (call {running.call_id}) is running" if running else "no tool is running"
             return f"no tool was started for call {event.call_id}; {now}"
-        case ev.ApprovalDecided() if asked != (event.approval_id, event.call_id):
+        case ev.ApprovalDecided() | ev.ApprovalVoted() if asked != (event.approval_id, event.call_id):
             awaited = f"approval {asked[0]} (call {asked[1]})" if asked else "no approval"
             return f"approval {event.approval_id} (call {event.call_id}) is not awaited; the thread awaits {awaited}"
     return None
@@ -250,11 +257,18 @@ def _changes(state: ThreadState, event: ev.Event) -> dict[str, Any]:  # noqa: C9
         case ev.ApprovalRequested():
             # The terms alone, not the event: the snapshot keeps the same shape as the request asked.
             terms = ev.ApprovalTerms(**event.model_dump(include=set(ev.ApprovalTerms.model_fields)))
-            return {"pending_approval": terms}
+            return {"pending_approval": terms, "approval_votes": ()}
+        case ev.ApprovalVoted():
+            votes = (*state.approval_votes, event.by) if event.by not in state.approval_votes else state.approval_votes
+            return {"approval_votes": votes, "recent_triggers": _remember(state, event.trigger_id)}
         case ev.ApprovalDecided():
             # Not the last actor: an approver consents to one call; the thread goes on for whoever asked,
             # with their permissions, and its next approval is still theirs to request.
-            return {"pending_approval": None, "recent_triggers": _remember(state, event.trigger_id)}
+            return {
+                "pending_approval": None,
+                "approval_votes": (),
+                "recent_triggers": _remember(state, event.trigger_id),
+            }
         case ev.HumanQuestion():
             return {
                 "pending_question": event.question,

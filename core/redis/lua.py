@@ -76,6 +76,19 @@ if ARGV[1] ~= 'expired' then redis.call('ZADD', KEYS[7], ARGV[5], ARGV[6]) end
 return {'ok'}
 """
 
+# Record a quorum's votes: replace them only if they are still what the caller read (else 'changed', and
+# it reads again), while the approval is pending and in time. KEYS: the approval. ARGV: 1 the votes read
+# ('' for none), 2 the new votes, 3 now.
+VOTE = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return 'missing' end
+if status ~= 'pending' then return status end
+if tonumber(redis.call('HGET', KEYS[1], 'expires') or '0') <= tonumber(ARGV[3]) then return 'late' end
+if (redis.call('HGET', KEYS[1], 'votes') or '') ~= ARGV[1] then return 'changed' end
+redis.call('HSET', KEYS[1], 'votes', ARGV[2])
+return 'ok'
+"""
+
 ESCALATE = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'pending' then return 0 end
 return redis.call('HSETNX', KEYS[1], 'escalated', '1')

@@ -22,12 +22,13 @@ from typing import Any, Literal
 
 import redis.asyncio as aioredis
 import redis.exceptions
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from redis.asyncio.lock import Lock
 
 from core.domain.backoff import Backoff
 from core.domain.errors import ConflictError, StoreUnavailable, ThreadBusy
 from core.domain.events import Event, Outbound, parse_event
+from core.domain.quorum import Vote
 from core.domain.reducer import ThreadState, replay
 from core.obs import failpoints
 from core.redis import keys, lua, paging
@@ -36,6 +37,7 @@ from core.redis.paging import Cursor
 log = logging.getLogger(__name__)
 
 ApprovalStatus = Literal["pending", "approved", "rejected", "expired"]
+VOTES: TypeAdapter[list[Vote]] = TypeAdapter(list[Vote])
 
 
 class ApprovalRecord(BaseModel):
@@ -67,6 +69,14 @@ class ApprovalRecord(BaseModel):
     decided_at: str = ""
     comment: str = ""
     escalated: bool = False
+    # Quorum (`core.domain.quorum`): how many approvals, from which groups; the votes so far live in
+    # the record's `votes` field, written by `Store.vote` only while the request is pending.
+    needed: int = 1
+    from_groups: list[str] = []
+    votes: list[Vote] = []
+    digest: str = ""  # of (tool, arguments, thread): what an approval covers (`core.runtime.approvals.digest`)
+    wait_until: datetime | None = None  # no approval before this
+    valid_for: int | None = None  # seconds an approval stays good for when not acted on
 
     @property
     def allowed(self) -> list[str]:
@@ -133,6 +143,7 @@ def _record(raw: dict[Any, Any]) -> ApprovalRecord:
             "decided_at": fields.get("decided_at", ""),
             "comment": fields.get("comment", ""),
             "escalated": fields.get("escalated") == "1",
+            "votes": VOTES.validate_json(fields.get("votes") or "[]"),
         }
     )
 
@@ -180,6 +191,7 @@ class Store:
         self._lease = client.register_script(lua.LEASE)
         self._decide = client.register_script(lua.DECIDE)
         self._escalate = client.register_script(lua.ESCALATE)
+        self._vote = client.register_script(lua.VOTE)
 
     # --- threads -------------------------------------------------------------------------
 
@@ -386,6 +398,17 @@ class Store:
         if outcome == "ok":  # what the script just wrote
             return Decided(outcome="ok", decided_by=by, decided_at=args[2])
         return Decided(outcome=outcome, decided_by=rest[0] if rest else "", decided_at=rest[1] if rest else "")  # type: ignore[arg-type]
+
+    async def vote(self, record: ApprovalRecord, votes: list[Vote], now: datetime) -> str:
+        """Replace the record's votes with `votes` if they are still the ones `record` holds and the request
+        is pending and in time: "ok", else what changed ("changed", a status, "late", "missing")."""
+        expected = VOTES.dump_json(record.votes).decode() if record.votes else ""
+        with redis_errors():
+            result = await self._vote(
+                keys=[keys.approval(record.approval_id)],
+                args=[expected, VOTES.dump_json(votes).decode(), str(now.timestamp())],
+            )
+        return _s(result)
 
     async def mark_escalated(self, approval_id: str) -> bool:
         """True once, when a still pending approval is escalated to its second group."""

@@ -7,10 +7,17 @@ stored with the approval, checked against its argument hash, never anything from
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Mapping
 from datetime import datetime, timedelta
+from typing import Any
 
 from core.domain import events as ev
+from core.domain import quorum
+from core.domain.durations import words
 from core.domain.errors import ApprovalError
+from core.domain.events import SHORT_DIGEST
 from core.domain.ids import new_approval_id, new_id
 from core.domain.people import when, who
 from core.domain.ports import Clock
@@ -19,7 +26,11 @@ from core.redis.store import ApprovalRecord, Store
 from core.runtime.run import Run
 from core.tools.registry import ToolRegistry, ToolSpec, args_hash
 
-REQUESTED_FIELDS = {"approval_id", "call_id", "tool", "args", "args_hash", "approvers", "requester", "allow_self"}
+REQUESTED_FIELDS = {
+    *("approval_id", "call_id", "tool", "args", "args_hash", "approvers", "requester", "allow_self"),
+    *("digest", "needed"),
+}
+VOTE_ATTEMPTS = 20  # approvers answering at the very same moment: each reads the votes again and retries
 
 
 class Approvals:
@@ -43,8 +54,8 @@ class Approvals:
             # committed: the request text comes from them already; the model's words do not yet.
             reason=run.redactor.text(stated_reason(call, run.state.last_user_text)),
             requester=run.state.last_actor or run.state.requester,
-            approvers=spec.approval.approvers,
-            allow_self=spec.approval.allow_self,
+            approvers=policy.deciders,
+            allow_self=policy.allow_self,
             channel=run.state.channel,
             conversation=run.state.conversation,
             reply_to=run.state.reply_to,
@@ -56,35 +67,115 @@ class Approvals:
             escalate_at=now + timedelta(seconds=policy.escalate_after) if policy.escalate_after else None,
             escalate_to=policy.escalate_to,
             notify=policy.notify,
+            needed=policy.needed,
+            from_groups=policy.from_groups,
+            digest=digest(spec.name, call.args, run.state.thread_id),
+            wait_until=now + timedelta(seconds=policy.wait) if policy.wait else None,
+            valid_for=policy.valid_for,
         )
-        request = run.out(
-            ev.ApprovalRequest,
-            approval_id=record.approval_id,
-            tool=spec.name,
-            args=call.args,
-            reason=record.reason,
-            requester=record.requester,
-            approvers=self.tools.shown_approvers(record.approvers, record.requester, record.allow_self),
-            expires_at=record.expires_at,
-            thread_url=f"{self.console_url}/#thread/{run.state.thread_id}" if self.console_url else "",
-        )
-        run.outbox.append(request)
-        for channel in spec.approval.notify:
-            if channel != request.channel:  # the policy asks for the request there too, e.g. by email
-                run.outbox.append(request.model_copy(update={"id": new_id(), "channel": channel}))
+        run.outbox += self.cards(run, record)
         # The record first: a crash before the commit leaves an approval no thread waits for, which
         # expires unseen (its card was never stored); the other order could show a card with no record.
         await self.store.create_approval(record)
         fields = record.model_dump(include=REQUESTED_FIELDS)
         await run.commit(call, ev.ApprovalRequested(**run.meta(), **fields, expires_at=record.expires_at))
 
+    def cards(self, run: Run, record: ApprovalRecord) -> list[ev.ApprovalRequest]:
+        """The request's card for the thread's channel and each channel the policy notifies; sent again
+        with each approval towards a quorum, so channels update the card they show."""
+        counted = self.counted(record)
+        request = run.out(
+            ev.ApprovalRequest,
+            approval_id=record.approval_id,
+            tool=record.tool,
+            args=record.args,
+            reason=record.reason,
+            requester=record.requester,
+            approvers=self.tools.shown_approvers(record.approvers, record.requester, record.allow_self),
+            expires_at=record.expires_at,
+            thread_url=f"{self.console_url}/#thread/{record.thread_id}" if self.console_url else "",
+            digest=record.digest,
+            needed=record.needed,
+            approved_by=[vote.by for vote in counted],
+            open_groups=quorum.open_groups(counted, record.from_groups, self._member),
+            wait_until=record.wait_until,
+        )
+        copies = [request.model_copy(update={"id": new_id(), "channel": channel}) for channel in record.notify]
+        return [request, *(copy for copy in copies if copy.channel != request.channel)]
+
+    # --- quorum ------------------------------------------------------------------------------
+
+    def counted(self, record: ApprovalRecord) -> list[quorum.Vote]:
+        """The record's approvals that count now: still valid, and filling a group when groups are named."""
+        votes = quorum.fresh(record.votes, self.clock.now(), record.valid_for)
+        if not record.from_groups:
+            return votes
+        filling = quorum.assigned(votes, record.from_groups, self._member)
+        return [vote for vote in votes if vote.by in filling]
+
+    def complete(self, record: ApprovalRecord) -> bool:
+        return len(self.counted(record)) >= record.needed
+
+    def progress(self, record: ApprovalRecord) -> str:
+        """`1 of 2 approvals (<who:…>); waiting for one more`, for the people who approved and the thread."""
+        counted = self.counted(record)
+        names = ", ".join(who(vote.by) for vote in counted)
+        text = f"{len(counted)} of {record.needed} approvals for {record.tool} ({names})"
+        if groups := quorum.open_groups(counted, record.from_groups, self._member):
+            return f"{text}; still needs an approver from {', '.join(f'the {group} group' for group in groups)}"
+        left = record.needed - len(counted)
+        return f"{text}; waiting for {left} more" if left > 0 else text
+
+    async def vote(self, trigger: ev.DecisionTrigger, record: ApprovalRecord) -> ApprovalRecord:
+        """Count the sender's approval towards the record's quorum; returns the record with its votes.
+
+        Already counted (a redelivery, or a vote the API stored first) returns the record unchanged.
+        Raises ApprovalError when the approval cannot count: the quorum is complete already, or the
+        sender fills none of the groups still open, or the request ended meanwhile."""
+        for _ in range(VOTE_ATTEMPTS):
+            now = self.clock.now()
+            votes = quorum.fresh(record.votes, now, record.valid_for)
+            current = record.model_copy(update={"votes": votes})
+            if any(vote.by == trigger.sender for vote in votes):
+                return current
+            if self.complete(current):
+                raise ApprovalError(f"approval {record.approval_id} has its approvals already; nothing changed")
+            if not quorum.adds(self.counted(current), trigger.sender, record.from_groups, self._member):
+                raise ApprovalError(f"{who(trigger.sender)} fills no group still open: {self.progress(current)}")
+            voted = quorum.Vote(by=trigger.sender, at=now, channel=trigger.channel, digest=record.digest)
+            outcome = await self.store.vote(record, [*votes, voted], now)
+            if outcome == "ok":
+                return record.model_copy(update={"votes": [*votes, voted]})
+            found = await self.store.get_approval(record.approval_id)
+            if found is None:
+                raise ApprovalError(unknown(record.approval_id))
+            if outcome in ("late", "expired"):
+                raise ApprovalError(self.expired(record))
+            if outcome != "changed":
+                raise ApprovalError(already_decided(found))
+            record = found  # another approver's vote came first: count again
+        raise ApprovalError(
+            f"too many approvers answered approval {record.approval_id} at once; nothing changed, answer again"
+        )
+
+    def _member(self, identity: str, group: str) -> bool:
+        return identity in self.tools.groups.get(group, [])
+
+    # --- deciding ----------------------------------------------------------------------------
+
     async def decide(self, trigger: ev.DecisionTrigger) -> ApprovalRecord:
-        """Check the decider's permission, then compare-and-set; return the decided record or raise ApprovalError."""
+        """Check the decider's permission, then compare-and-set; return the decided record or raise ApprovalError.
+
+        An approval towards a quorum that it does not complete returns the record still pending, with its vote."""
         record = await self.store.get_approval(trigger.approval_id)
         if record is None:
             raise ApprovalError(unknown(trigger.approval_id))
         if refusal := self.refusal_to_decide(trigger, record):
             raise ApprovalError(refusal)
+        if trigger.decision == "approve" and record.status == "pending" and record.needed > 1:
+            record = await self.vote(trigger, record)
+            if not self.complete(record):
+                return record
         outcome = await self.store.decide(
             record.approval_id, trigger.decision == "approve", trigger.sender, trigger.comment, self.clock.now()
         )
@@ -105,17 +196,31 @@ class Approvals:
         raise ApprovalError(already_decided(decided))
 
     def refusal_to_decide(self, trigger: ev.DecisionTrigger, record: ApprovalRecord) -> str | None:
-        """Why `trigger.sender` may not decide `record`, or None."""
-        if self.tools.may_approve(trigger.sender, record.allowed, record.requester, record.allow_self):
-            return None
-        if trigger.sender == record.requester and self.tools.is_member(trigger.sender, record.allowed):
-            why = "you requested it, and this tool needs an approver other than the requester"
-        else:
-            why = "you are not one of its allowed approvers"
-        return (
-            f"{who(trigger.sender)} may not decide approval {record.approval_id}: {why}; "
-            f"allowed approvers: {self.tools.describe(record.allowed)}. Nothing changed."
-        )
+        """Why `trigger.sender` may not decide `record` (now, with this answer), or None."""
+        if not self.tools.may_approve(trigger.sender, record.allowed, record.requester, record.allow_self):
+            if trigger.sender == record.requester and self.tools.is_member(trigger.sender, record.allowed):
+                why = "you requested it, and this tool needs an approver other than the requester"
+            else:
+                why = "you are not one of its allowed approvers"
+            return (
+                f"{who(trigger.sender)} may not decide approval {record.approval_id}: {why}; "
+                f"allowed approvers: {self.tools.describe(record.allowed)}. Nothing changed."
+            )
+        answered = trigger.digest.strip().lower()
+        if answered and record.digest and not record.digest.startswith(answered):
+            return (
+                f"your answer was for another version of this call (digest {answered[:SHORT_DIGEST]}); approval "
+                f"{record.approval_id} covers {record.tool} with digest {record.digest[:SHORT_DIGEST]}. Check the "
+                "arguments on its card and answer again. Nothing changed."
+            )
+        now = self.clock.now()
+        if trigger.decision == "approve" and record.wait_until is not None and now < record.wait_until:
+            return (
+                f"approval {record.approval_id} can be given from {when(record.wait_until)} (its policy waits "
+                f"{words(int((record.wait_until - record.created_at).total_seconds()))} after the request); "
+                "a rejection is possible now. Nothing changed."
+            )
+        return None
 
     def expired(self, record: ApprovalRecord) -> str:
         return f"approval {record.approval_id} expired at {when(record.expires_at)}; ask for the action again"
@@ -133,12 +238,34 @@ class Approvals:
             return "the approval record does not match the call that was requested; it did not run"
         if record.tool not in self.tools:  # the configuration changed, or its MCP server no longer lists it
             return f"{record.tool} is no longer one of the bot's tools, so the approved call did not run"
+        if lapsed := self.lapsed(record):
+            return lapsed
         spec = self.tools.get(record.tool)
         # Permission again, at execution time, against the configuration now in force.
-        approvers = [*spec.approval.approvers, *(spec.approval.escalate_to if record.escalated else [])]
-        if not self.tools.may_approve(record.decided_by, approvers, record.requester, spec.approval.allow_self):
-            return f"{who(record.decided_by)} is no longer an allowed approver for {record.tool}; the call did not run"
+        approvers = [*spec.approval.deciders, *(spec.approval.escalate_to if record.escalated else [])]
+        deciders = [vote.by for vote in record.votes] if record.needed > 1 else [record.decided_by]
+        for decider in deciders:
+            if not self.tools.may_approve(decider, approvers, record.requester, spec.approval.allow_self):
+                return f"{who(decider)} is no longer an allowed approver for {record.tool}; the call did not run"
         return None
+
+    def lapsed(self, record: ApprovalRecord) -> str | None:
+        """Why an approval given too long ago no longer holds (`valid_for`: a thread paused meanwhile), or None."""
+        if record.valid_for is None or not record.decided_at:
+            return None
+        decided = datetime.fromisoformat(record.decided_at)
+        if self.clock.now() - decided < timedelta(seconds=record.valid_for):
+            return None
+        return (
+            f"approval {record.approval_id} was given at {when(decided)} but lapsed before the call could run "
+            f"(it is valid for {words(record.valid_for)}), so it did not run; ask for it again"
+        )
+
+
+def digest(tool: str, args: Mapping[str, Any], thread_id: str) -> str:
+    """What an approval covers: one canonical hash of the tool, its arguments and the thread asking."""
+    canonical = json.dumps({"tool": tool, "args": args, "thread": thread_id}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def stated_reason(call: ev.ToolCall, asked: str) -> str:

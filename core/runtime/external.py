@@ -25,6 +25,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.domain import events as ev
+from core.domain.durations import Seconds
 from core.domain.errors import ConfigError
 from core.domain.people import who
 from core.domain.reducer import ThreadState
@@ -56,6 +57,10 @@ class ActionPolicy(_Config):
     remind_before: int | None = Field(default=None, gt=0)
     escalate_to: list[str] = []
     escalate_after: int | None = Field(default=None, gt=0)
+    approvals: int = Field(default=1, ge=1, le=10)  # quorum, as in a tool's approval policy
+    from_groups: list[str] = []
+    wait: Seconds = Field(default=0, ge=0)
+    valid_for: Seconds | None = Field(default=None, gt=0)
 
 
 class ServerConfig(_Config):
@@ -133,6 +138,10 @@ class ExternalActions:
             remind_before=getattr(source, "remind_before", None),
             escalate_to=getattr(source, "escalate_to", []),
             escalate_after=getattr(source, "escalate_after", None),
+            approvals=getattr(source, "approvals", 1),
+            from_groups=getattr(source, "from_groups", []),
+            wait=getattr(source, "wait", 0),
+            valid_for=getattr(source, "valid_for", None),
         )
 
     def spec(self, name: str) -> ToolSpec | None:
@@ -180,7 +189,9 @@ def load_actions(path: Path, tools: ToolRegistry) -> ExternalActions | None:
         return None  # nobody to approve by default: the MCP server says how to configure it
     config = validated(ServerConfig, raw or {}, f"[mcp_server] in {path}")
     entries = [*config.callers, *config.answerers, *config.approvers]
-    entries += [e for p in config.policies for e in (*p.approvers, *p.escalate_to)]
+    entries += [
+        e for p in config.policies for e in (*p.approvers, *p.escalate_to, *(f"group:{g}" for g in p.from_groups))
+    ]
     for entry in entries:
         if entry.startswith("group:") and entry.removeprefix("group:") not in tools.groups:
             raise ConfigError(f"[mcp_server] in {path} names unknown group {entry!r}; add it under [groups]")

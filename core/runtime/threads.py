@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from core.domain import events as ev
 from core.domain import people
+from core.domain.errors import ApprovalError
 from core.domain.ids import new_id, thread_id_for
 from core.domain.ports import Clock, Publisher
 from core.domain.reducer import ThreadState
@@ -216,22 +217,8 @@ class Threads:
                     return await run.finish()
                 return await self._refuse(trigger, self._not_awaited(record))
             if record.status == "pending":
-                if record.expires_at <= self.clock.now():
-                    return await self._refuse(trigger, self.approvals.expired(record))
-                if run.state.paused:  # recorded now; it takes effect when the thread is resumed
-                    return await self._decide_while_paused(run, trigger, record)
-                write = DecisionWrite(
-                    record.approval_id, trigger.decision == "approve", trigger.sender, trigger.comment, self.clock.now()
-                )
-                decided = record.model_copy(
-                    update={
-                        "status": "approved" if write.approved else "rejected",
-                        "decided_by": write.by,
-                        "decided_at": write.args()[2],
-                        "comment": write.comment,
-                    }
-                )
-                await self._apply_decision(run, trigger, decided, write)
+                if not await self._decide_pending(run, trigger, record):
+                    return None
             elif record.status == "expired":
                 return await self._refuse(trigger, self.approvals.expired(record))
             elif record.decided_by != trigger.sender:
@@ -251,12 +238,66 @@ class Threads:
             await self.loop.advance(run)
             await run.finish()
 
+    async def _decide_pending(self, run: Run, trigger: ev.DecisionTrigger, record: ApprovalRecord) -> bool:
+        """Decide a pending approval with this answer; False when the thread does not move on (refused,
+        held while paused, or one approval of a quorum that is not complete)."""
+        if record.expires_at <= self.clock.now():
+            await self._refuse(trigger, self.approvals.expired(record))
+            return False
+        if trigger.decision == "approve" and record.needed > 1:
+            try:
+                record = await self.approvals.vote(trigger, record)
+            except ApprovalError as exc:
+                await self._refuse(trigger, str(exc))
+                return False
+            if not self.approvals.complete(record):
+                await self._record_vote(run, trigger, record)
+                return False
+        if run.state.paused:  # recorded now; it takes effect when the thread is resumed
+            await self._decide_while_paused(run, trigger, record)
+            return False
+        write = DecisionWrite(
+            record.approval_id, trigger.decision == "approve", trigger.sender, trigger.comment, self.clock.now()
+        )
+        decided = record.model_copy(
+            update={
+                "status": "approved" if write.approved else "rejected",
+                "decided_by": write.by,
+                "decided_at": write.args()[2],
+                "comment": write.comment,
+            }
+        )
+        await self._apply_decision(run, trigger, decided, write)
+        return True
+
     def _not_awaited(self, record: ApprovalRecord) -> str:
         if record.status == "expired":
             return self.approvals.expired(record)
         if record.status == "pending":
             return f"approval {record.approval_id} is no longer awaited by its thread; nothing changed"
         return already_decided(record)
+
+    async def _record_vote(self, run: Run, trigger: ev.DecisionTrigger, record: ApprovalRecord) -> None:
+        """An approval towards a quorum it does not complete: recorded in the thread, the cards updated."""
+        progress = self.approvals.progress(record)
+        if trigger.id in run.state.recent_triggers:  # a redelivery of a vote recorded already
+            return None
+        if trigger.sender in run.state.approval_votes:
+            return await self._refuse(trigger, f"you approved {record.approval_id} already: {progress}")
+        voted = ev.ApprovalVoted(
+            **run.meta(trigger.sender),
+            approval_id=record.approval_id,
+            call_id=record.call_id,
+            by=trigger.sender,
+            channel=trigger.channel,
+            count=len(self.approvals.counted(record)),
+            needed=record.needed,
+            trigger_id=trigger.id,
+        )
+        run.outbox += self.approvals.cards(run, record)
+        run.outbox.append(notice_to(trigger, f"your approval counts: {progress}", level="info"))
+        await run.commit(voted)
+        await run.finish()
 
     async def _decide_while_paused(self, run: Run, trigger: ev.DecisionTrigger, record: ApprovalRecord) -> None:
         outcome = await self.store.decide(
@@ -321,6 +362,8 @@ class Threads:
             decision="approve" if record.status == "approved" else "reject",
             comment=record.comment,
             trigger_id=trigger.id,
+            channel=trigger.channel,
+            approved_by=[vote.by for vote in self.approvals.counted(record)] if record.status == "approved" else [],
         )
         receipt = run.out(
             ev.DecisionReceipt,

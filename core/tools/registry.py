@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
 
 import jsonschema
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
+from core.domain.durations import Seconds
 from core.domain.errors import ConfigError, InvalidToolCall
 from core.domain.people import who
 from core.domain.toml_file import load_toml, validated
@@ -107,11 +108,56 @@ class ApprovalPolicy(_Spec):
     remind_before: int | None = Field(default=None, gt=0)  # seconds before the deadline to remind approvers
     escalate_to: list[str] = []  # a second approver group, asked after `escalate_after` seconds
     escalate_after: int | None = Field(default=None, gt=0)
+    # Quorum: this many distinct approvers, or with `from_groups` one approver from each named group;
+    # the first rejection ends the request either way.
+    approvals: int = Field(default=1, ge=1, le=10)
+    from_groups: list[str] = Field(default=[], max_length=10)
+    wait: Seconds = Field(default=0, ge=0)  # no approval before this long after the request ("5m")
+    valid_for: Seconds | None = Field(default=None, gt=0)  # an approval not acted on within this lapses
+    # Change freezes and windows (config/calendar.toml): a gated call while frozen is refused, or with
+    # "override" asks for approval and then also needs one from `freeze_override`.
+    freeze: Literal["refuse", "override"] = "refuse"
+    freeze_override: list[str] = []  # identities or group:NAME
+    lock: str = ""  # a target lock from the arguments, "{service}/{environment}": one gated call per target
+
+    @model_validator(mode="after")
+    def _quorum(self) -> ApprovalPolicy:
+        if self.from_groups and self.approvals not in (1, len(self.from_groups)):
+            raise ValueError(
+                f"approvals = {self.approvals} but from_groups names {len(self.from_groups)} groups; "
+                "from_groups asks for one approver from each, so leave approvals out"
+            )
+        if self.wait >= self.expires_in:
+            raise ValueError(f"wait ({self.wait}s) must be shorter than expires_in ({self.expires_in}s)")
+        return self
+
+    @property
+    def needed(self) -> int:
+        """How many approvals the request needs."""
+        return len(self.from_groups) or self.approvals
+
+    @property
+    def deciders(self) -> list[str]:
+        """Who may decide: the approvers, and the members of every group `from_groups` names."""
+        groups = [f"group:{group}" for group in self.from_groups]
+        return [*self.approvers, *(entry for entry in groups if entry not in self.approvers)]
 
     def applies(self, args: Mapping[str, Any]) -> bool:
         if not self.required:
             return False
         return all(args.get(name) in values for name, values in self.when.items())
+
+    @model_validator(mode="after")
+    def _freeze_override(self) -> ApprovalPolicy:
+        if self.freeze == "override" and not self.freeze_override:
+            raise ValueError('freeze = "override" needs freeze_override, e.g. freeze_override = ["group:sre-leads"]')
+        if self.freeze_override and self.freeze != "override":
+            raise ValueError('freeze_override is set but freeze is "refuse"; set freeze = "override" or remove it')
+        return self
+
+    def lock_key(self, args: Mapping[str, Any]) -> str:
+        """The target this call locks ("api/production"), or "" when the policy names no lock."""
+        return PLACEHOLDER.sub(lambda found: str(args.get(found.group(1), "")), self.lock)
 
 
 class ToolSpec(_Spec):
@@ -343,6 +389,15 @@ def _check_placeholders(spec: ToolSpec) -> None:
                 )
 
 
+def _check_lock(spec: ToolSpec) -> None:
+    for name in PLACEHOLDER.findall(spec.approval.lock):
+        if name not in spec.param_names:
+            raise ConfigError(
+                f"tool {spec.name!r}: approval.lock names {{{name}}}, which is not one of its parameters "
+                f"{spec.param_names}; name the arguments that identify the target"
+            )
+
+
 def _check_schema(spec: ToolSpec) -> None:
     try:
         jsonschema.Draft202012Validator.check_schema(spec.parameters)
@@ -369,10 +424,16 @@ def load_tools(path: Path, extra_members: Mapping[str, list[str]] | None = None)
             raise ConfigError(f"tool {name!r} in {path}: MCP tools are listed by their server; declare it in [mcp]")
         _check_schema(spec)
         _check_placeholders(spec)
-        for entry in [*spec.approval.approvers, *spec.approval.escalate_to, *spec.callers]:
+        _check_lock(spec)
+        for entry in [
+            *spec.approval.deciders,
+            *spec.approval.escalate_to,
+            *spec.approval.freeze_override,
+            *spec.callers,
+        ]:
             if entry.startswith("group:") and entry.removeprefix("group:") not in groups:
                 raise ConfigError(f"tool {name!r} names unknown approver group {entry!r}; add it under [groups]")
-        if spec.approval.required and not spec.approval.approvers:
+        if spec.approval.required and not spec.approval.deciders:
             raise ConfigError(f"tool {name!r} requires approval but lists no approvers; set approval.approvers")
         tools[name] = spec
     mcp = None
