@@ -147,3 +147,13 @@ def make_harness(tmp_path: Path, clock: FakeClock) -> Callable[..., Harness]:
         return Harness(wiring=wiring, clock=clock)
 
     return factory
+
+
+def quorum_tools(tmp_path: Path, approvals: int) -> str:
+    """The default tools file with production deploys needing `approvals` approvers; its path."""
+    text = (Path(__file__).parent.parent / "config" / "tools.toml").read_text()
+    gate = 'approvers = ["group:oncall"], allow_self = false, expires_in = 3600 }'
+    assert gate in text, "config/tools.toml's deploy policy changed; update this helper"
+    path = tmp_path / "tools.toml"
+    path.write_text(text.replace(gate, gate.replace(" }", f", approvals = {approvals} }}"), 1))
+    return str(path)

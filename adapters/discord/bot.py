@@ -15,13 +15,16 @@ from discord.ext import commands
 
 from core import ApprovalRequest
 
-APPROVAL_TEMPLATE = r"appr:(?P<id>[0-9a-z]{4,40}):(?P<decision>approve|reject)"
+# The digest the card showed rides along (cards from before digests have none): a click on a card of an
+# older version of the call is refused by the core.
+DIGEST = r"(?::(?P<digest>[0-9a-f]{8,16}))?"
+APPROVAL_TEMPLATE = rf"appr:(?P<id>[0-9a-z]{{4,40}}):(?P<decision>approve|reject){DIGEST}"
 # A question's choices: the ask_human call id (custom_ids are at most 100 characters) and the option's index.
 CALL_ID = r"(?P<call>[A-Za-z0-9_-]{1,80})"
 CHOICE_TEMPLATE = rf"ask:{CALL_ID}:(?P<n>\d{{1,2}})"
 SELECT_TEMPLATE = rf"asksel:{CALL_ID}"
 CALL_ID_CHARS = 80
-REASON_MODAL = re.compile(r"^apprr:(?P<id>[0-9a-z]{4,40})$")
+REASON_MODAL = re.compile(rf"^apprr:(?P<id>[0-9a-z]{{4,40}}){DIGEST}$")
 REASON_FIELD = "reason"
 MODAL_TIMEOUT_SECONDS = 600
 
@@ -37,7 +40,7 @@ class Sink(Protocol):
     async def request(self, interaction: discord.Interaction[Any], text: str) -> None: ...
 
     async def decision(
-        self, interaction: discord.Interaction[Any], approval_id: str, approve: bool, comment: str
+        self, interaction: discord.Interaction[Any], approval_id: str, approve: bool, comment: str, digest: str = ""
     ) -> None: ...
 
     async def answer(self, interaction: discord.Interaction[Any], call_id: str, index: int) -> None: ...
@@ -91,7 +94,7 @@ class OpsBot(commands.Bot):
             return
         await interaction.response.defer()
         reason = modal_value(interaction.data, REASON_FIELD)
-        await sink_of(interaction).decision(interaction, match["id"], False, reason)
+        await sink_of(interaction).decision(interaction, match["id"], False, reason, match["digest"] or "")
 
 
 def sink_of(interaction: discord.Interaction[Any]) -> Sink:
@@ -117,42 +120,45 @@ class RejectModal(discord.ui.Modal):
         label="Why reject it?", style=discord.TextStyle.paragraph, max_length=1000, custom_id=REASON_FIELD
     )
 
-    def __init__(self, approval_id: str) -> None:
-        super().__init__(title=f"Reject {approval_id}", custom_id=f"apprr:{approval_id}", timeout=MODAL_TIMEOUT_SECONDS)
+    def __init__(self, approval_id: str, digest: str = "") -> None:
+        custom_id = f"apprr:{approval_id}" + (f":{digest}" if digest else "")
+        super().__init__(title=f"Reject {approval_id}", custom_id=custom_id, timeout=MODAL_TIMEOUT_SECONDS)
 
 
 class ApprovalButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=APPROVAL_TEMPLATE):
-    """Approve / Reject on an approval card; the custom_id carries only the approval id and decision."""
+    """Approve / Reject on an approval card; the custom_id carries only the approval id, the decision and
+    the digest the card showed."""
 
-    def __init__(self, approval_id: str, approve: bool) -> None:
+    def __init__(self, approval_id: str, approve: bool, digest: str = "") -> None:
         decision = "approve" if approve else "reject"
         button: discord.ui.Button[discord.ui.View] = discord.ui.Button(
             label=decision.title(),
             style=discord.ButtonStyle.success if approve else discord.ButtonStyle.danger,
-            custom_id=f"appr:{approval_id}:{decision}",
+            custom_id=f"appr:{approval_id}:{decision}" + (f":{digest}" if digest else ""),
         )
         super().__init__(button)
         self.approval_id = approval_id
         self.approve = approve
+        self.digest = digest
 
     @classmethod
     async def from_custom_id(
         cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
     ) -> ApprovalButton:
-        return cls(match["id"], match["decision"] == "approve")
+        return cls(match["id"], match["decision"] == "approve", match["digest"] or "")
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
         if not self.approve:
-            await interaction.response.send_modal(RejectModal(self.approval_id))  # the modal is the answer
+            await interaction.response.send_modal(RejectModal(self.approval_id, self.digest))  # the modal answers
             return
         await interaction.response.defer()
-        await sink_of(interaction).decision(interaction, self.approval_id, True, "")
+        await sink_of(interaction).decision(interaction, self.approval_id, True, "", self.digest)
 
 
 def approval_view(request: ApprovalRequest) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
-    view.add_item(ApprovalButton(request.approval_id, True))
-    view.add_item(ApprovalButton(request.approval_id, False))
+    view.add_item(ApprovalButton(request.approval_id, True, request.short))
+    view.add_item(ApprovalButton(request.approval_id, False, request.short))
     return view
 
 

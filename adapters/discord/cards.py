@@ -78,10 +78,22 @@ def approval_embed(request: ApprovalRequest) -> discord.Embed:
     embed.add_field(name="Requested by", value=person(request.requester), inline=True)
     embed.add_field(name="Who may approve", value=clip(approvers_line(request.approvers), FIELD_LIMIT), inline=True)
     embed.add_field(name="Expires", value=f"{relative(request.expires_at)} ({stamp(request.expires_at)})", inline=True)
+    if request.needed > 1:
+        embed.add_field(name="Approvals", value=clip(quorum_line(request), FIELD_LIMIT), inline=True)
+    if request.wait_until is not None:
+        embed.add_field(name="Can be approved", value=relative(request.wait_until), inline=True)
     if link:
         embed.add_field(name="Request", value=f"[Jump to the request]({link})", inline=False)
-    embed.set_footer(text=f"approval {request.approval_id} · or type: approve {request.approval_id}")
+    digest = f" · digest {request.short}" if request.digest else ""
+    embed.set_footer(text=f"approval {request.approval_id}{digest} · or type: approve {request.approval_id}")
     return embed
+
+
+def quorum_line(request: ApprovalRequest) -> str:
+    """`1 of 2: @alice` and, with groups, which are still open."""
+    names = ", ".join(person(identity) for identity in request.approved_by)
+    line = f"{len(request.approved_by)} of {request.needed}" + (f": {names}" if names else "")
+    return line + (f" (still needs {', '.join(request.open_groups)})" if request.open_groups else "")
 
 
 def approval_content(request: ApprovalRequest) -> str | None:

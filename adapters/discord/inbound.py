@@ -141,7 +141,7 @@ class Inbound:
         )
 
     async def decision(
-        self, interaction: discord.Interaction[Any], approval_id: str, approve: bool, comment: str
+        self, interaction: discord.Interaction[Any], approval_id: str, approve: bool, comment: str, digest: str = ""
     ) -> None:
         """A button click or a reject reason, already acknowledged; the core checks who may decide."""
         await self.bus.publish(
@@ -150,6 +150,7 @@ class Inbound:
                 approval_id=approval_id,
                 decision="approve" if approve else "reject",
                 comment=comment,
+                digest=digest,
             )
         )
 

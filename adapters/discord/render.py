@@ -195,8 +195,12 @@ class Renderer:
         await self._send(dm.id, text, notice.id)
 
     async def _approval(self, request: ApprovalRequest) -> None:
-        if await self.book.card(request.approval_id) is not None:
-            return  # already posted: this is a retry of a render that failed after sending
+        if (shown := await self.book.card(request.approval_id)) is not None:
+            # Posted already: the request again as approvals of a quorum arrive (or a retry): edit the card.
+            if not shown.decided:
+                message = self.client.get_partial_messageable(shown.channel_id).get_partial_message(shown.message_id)
+                await message.edit(embed=approval_embed(request), view=approval_view(request))
+            return
         home = await self._target(request)
         where = self.approval_channel_id or home
         if where is None:

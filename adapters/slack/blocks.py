@@ -139,7 +139,8 @@ def _section(text: str) -> Block:
 
 
 def _context(*parts: str) -> Block:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": clip(" · ".join(parts), ARGS_CHARS)}]}
+    shown = " · ".join(part for part in parts if part)
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": clip(shown, ARGS_CHARS)}]}
 
 
 def _header(text: str) -> Block:
@@ -168,23 +169,46 @@ def approval_card(request: ApprovalRequest, team: str = "", link: str = "") -> t
         f"*Who may approve*\n{clip(approvers_text(request, team), FIELD_CHARS)}",
         f"*Expires*\n{when(request.expires_at)}",
     ]
+    if request.needed > 1:
+        fields.append(f"*Approvals*\n{quorum_text(request, team)}")
+    if request.wait_until is not None:
+        fields.append(f"*Can be approved from*\n{when(request.wait_until)}")
     if link:
         fields.append(f"*Asked in*\n{_thread_link(link)}")
-    buttons = [
-        _button("Approve", APPROVE, request.approval_id, "primary"),
-        _button("Reject", REJECT, request.approval_id, "danger"),
-    ]
+    value = decision_value(request)
+    buttons = [_button("Approve", APPROVE, value, "primary"), _button("Reject", REJECT, value, "danger")]
     block_list = [
         _header(f"Approval needed: {request.tool}"),
         _section(f"{requester} asks to run `{escape(request.tool)}`\n*Why:* {reason}"),
         _section(f"*Arguments*\n```{escape(args)}```"),
         {"type": "section", "fields": [{"type": "mrkdwn", "text": field} for field in fields]},
-        _context(f"approval `{request.approval_id}`"),
+        _context(f"approval `{request.approval_id}`", f"digest `{request.short}`" if request.digest else ""),
         {"type": "actions", "block_id": "approval", "elements": buttons},
     ]
     call = f"{escape(request.tool)} ({escape(arguments(request.args))})" if request.args else escape(request.tool)
     text = f"{requester} asks to run {call} and needs an approval ({request.approval_id})."
     return text, block_list
+
+
+def quorum_text(request: ApprovalRequest, team: str = "") -> str:
+    """`1 of 2: <@U1>` and, with groups, which are still open."""
+    names = ", ".join(person(identity, team) for identity in request.approved_by)
+    text = f"{len(request.approved_by)} of {request.needed}" + (f": {names}" if names else "")
+    if request.open_groups:
+        text += f" (still needs {', '.join(request.open_groups)})"
+    return text
+
+
+def decision_value(request: ApprovalRequest) -> str:
+    """A decision button's value: the approval id and the digest its card shows, so a button of an older
+    version of the call is refused by the core."""
+    return f"{request.approval_id} {request.short}".strip()
+
+
+def decided_value(value: str) -> tuple[str, str]:
+    """A decision button's value read back: (approval id, digest); cards from before digests hold the id only."""
+    approval_id, _, digest = value.partition(" ")
+    return approval_id, digest
 
 
 def decision_line(receipt: DecisionReceipt, team: str = "") -> str:

@@ -292,21 +292,23 @@ class SlackChannel:
 
     async def _on_approve(self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
         await ack()
-        await self._decide(inbound.click(body, action), action["value"], "approve")
+        approval_id, digest = blocks.decided_value(action["value"])
+        await self._decide(inbound.click(body, action), approval_id, "approve", digest=digest)
 
     async def _on_reject(self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
         """An approver is asked for the reason in a dialog; anyone else hears from the core why not."""
         await ack()
         clicked = inbound.click(body, action)
-        approval_id = action["value"]
+        approval_id, digest = blocks.decided_value(action["value"])
         if not await self._may_decide(approval_id, inbound.identity(clicked["team"], clicked["user"])):
-            await self._decide(clicked, approval_id, "reject")
+            await self._decide(clicked, approval_id, "reject", digest=digest)
             return
         if not await self.store.claim(clicked["dedup"]):
             self.stats["duplicate"] += 1
             return
         where = {"team": clicked["team"], "channel": clicked["place"].channel, "message_ts": clicked["message_ts"]}
         where["thread_ts"] = clicked["place"].thread_ts
+        where["digest"] = digest
         await self.client.views_open(trigger_id=body["trigger_id"], view=blocks.reject_dialog(approval_id, where))
         self.stats["dialog"] += 1
 
@@ -322,7 +324,7 @@ class SlackChannel:
             message_ts=meta["message_ts"],
             dedup=f"slack:view:{view['id']}:{user}",
         )
-        await self._decide(clicked, meta["approval_id"], "reject", reason.strip())
+        await self._decide(clicked, meta["approval_id"], "reject", reason.strip(), digest=meta.get("digest", ""))
 
     async def _on_choice(self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
         """A choice of a question: its text (or number) as the answer to that question's call."""
@@ -356,7 +358,12 @@ class SlackChannel:
         )
 
     async def _decide(
-        self, clicked: inbound.Click, approval_id: str, decision: Literal["approve", "reject"], comment: str = ""
+        self,
+        clicked: inbound.Click,
+        approval_id: str,
+        decision: Literal["approve", "reject"],
+        comment: str = "",
+        digest: str = "",
     ) -> None:
         """A decision in the approval's own conversation, so its receipt edits the card once;
         a refusal goes to the person who clicked, where they clicked."""
@@ -372,6 +379,7 @@ class SlackChannel:
                 approval_id=approval_id,
                 decision=decision,
                 comment=comment,
+                digest=digest,
                 dedup_key=clicked["dedup"],
                 reply_to=Origin(clicked["team"], place.channel, place.thread_ts, clicked["user"]).reply_to(),
             )

@@ -404,6 +404,9 @@ class SlackRenderer:
             return request.thread_url
 
     async def _approval(self, request: ApprovalRequest) -> None:
+        shown = await self.state.card(request.approval_id)
+        if shown is not None:  # the same request again, as approvals of a quorum arrive: update the card
+            return await self._update_card(shown, request)
         thread = await self._thread(request)
         team = _team(request)
         if self.approval_channel:
@@ -430,6 +433,13 @@ class SlackRenderer:
             )
             return
         await self.state.set_card(card)
+
+    async def _update_card(self, card: Card, request: ApprovalRequest) -> None:
+        link = card.request.thread_url if card.channel == self.approval_channel else ""
+        request = request.model_copy(update={"thread_url": card.request.thread_url})
+        text, block_list = blocks.approval_card(request, _team(request), link)
+        await self.client.chat_update(channel=card.channel, ts=card.ts, text=text, blocks=block_list)
+        await self.state.set_card(Card(card.channel, card.ts, card.thread_ts, request))
 
     async def _receipt(self, receipt: DecisionReceipt) -> None:
         """Edit the card into a record of the decision; say it in the thread when the card is elsewhere."""

@@ -12,6 +12,7 @@ import pytest
 
 from adapters.discord import render as discord_render
 from core.domain import events as ev
+from tests.conftest import quorum_tools
 from tests.discord.conftest import APPROVER, OUTSIDER, REQUESTER, MakeScene, Scene
 from tests.discord.fake_discord import (
     CHANNEL,
@@ -60,6 +61,16 @@ async def request_card(scene: Scene) -> tuple[str, dict[str, Any]]:
     return approval_id, card.response
 
 
+def button_id(card: dict[str, Any], decision: str) -> str:
+    """The custom_id of the card's Approve or Reject button: what a click on it sends."""
+    buttons = card["components"][0]["components"]
+    return str(next(b["custom_id"] for b in buttons if b["custom_id"].split(":")[2] == decision))
+
+
+def digest_of(card: dict[str, Any]) -> str:
+    return button_id(card, "approve").split(":")[3]
+
+
 async def test_a_typed_slash_command_makes_the_same_tool_call_as_the_text_command(scene: Scene) -> None:
     text = message_create("<@999> /deploy api 1.4.2 staging", author=REQUESTER, mention=True)
     await scene.feed(text)
@@ -81,9 +92,12 @@ async def test_a_typed_slash_command_makes_the_same_tool_call_as_the_text_comman
 async def test_a_gated_tool_posts_an_approval_card_with_two_buttons(scene: Scene) -> None:
     approval_id, card = await request_card(scene)
     buttons = card["components"][0]["components"]
+    record = await scene.harness.wiring.store.get_approval(approval_id)
+    assert record is not None
+    digest = record.digest[:12]  # the card's version of the call: a click on an older one is refused
     assert [(b["label"], b["custom_id"]) for b in buttons] == [
-        ("Approve", f"appr:{approval_id}:approve"),
-        ("Reject", f"appr:{approval_id}:reject"),
+        ("Approve", f"appr:{approval_id}:approve:{digest}"),
+        ("Reject", f"appr:{approval_id}:reject:{digest}"),
     ]
     shown = embed(card)
     got = fields(shown)
@@ -107,8 +121,8 @@ async def test_a_gated_tool_posts_an_approval_card_with_two_buttons(scene: Scene
 
 
 async def test_approve_click_edits_the_card_and_runs_the_tool_once(scene: Scene, tmp_path: Path) -> None:
-    approval_id, card = await request_card(scene)
-    press = click(card, f"appr:{approval_id}:approve", who=APPROVER, channel=thread_channel(card["channel_id"]))
+    _, card = await request_card(scene)
+    press = click(card, button_id(card, "approve"), who=APPROVER, channel=thread_channel(card["channel_id"]))
     await scene.feed(press)
     [ack] = scene.fake.find("POST", rf"/interactions/{press['id']}/[^/]+/callback")
     assert ack.body["type"] == 6  # deferred update: no visible "thinking"
@@ -123,10 +137,10 @@ async def test_approve_click_edits_the_card_and_runs_the_tool_once(scene: Scene,
 
 
 async def test_a_double_click_decides_once(scene: Scene, tmp_path: Path) -> None:
-    approval_id, card = await request_card(scene)
+    _, card = await request_card(scene)
     where = thread_channel(card["channel_id"])
-    await scene.feed(click(card, f"appr:{approval_id}:approve", who=APPROVER, channel=where))
-    await scene.feed(click(card, f"appr:{approval_id}:approve", who=APPROVER, channel=where))
+    await scene.feed(click(card, button_id(card, "approve"), who=APPROVER, channel=where))
+    await scene.feed(click(card, button_id(card, "approve"), who=APPROVER, channel=where))
     assert len(deploys(tmp_path)) == 1
     assert len(scene.fake.find("PATCH", rf"/channels/\d+/messages/{card['id']}")) == 1
     [note] = scene.fake.find("POST", r"/webhooks/999/[^/]+")
@@ -137,7 +151,7 @@ async def test_a_double_click_decides_once(scene: Scene, tmp_path: Path) -> None
 
 async def test_an_unauthorised_click_gets_an_ephemeral_refusal(scene: Scene, tmp_path: Path) -> None:
     approval_id, card = await request_card(scene)
-    press = click(card, f"appr:{approval_id}:approve", who=OUTSIDER, channel=thread_channel(card["channel_id"]))
+    press = click(card, button_id(card, "approve"), who=OUTSIDER, channel=thread_channel(card["channel_id"]))
     await scene.feed(press)
     [note] = scene.fake.find("POST", rf"/webhooks/999/{press['token']}")
     assert note.body["flags"] == 64  # ephemeral: only the clicker sees it
@@ -151,9 +165,9 @@ async def test_an_unauthorised_click_gets_an_ephemeral_refusal(scene: Scene, tmp
 
 
 async def test_a_refusal_after_the_token_expired_arrives_as_a_dm(scene: Scene) -> None:
-    approval_id, card = await request_card(scene)
+    _, card = await request_card(scene)
     where = thread_channel(card["channel_id"])
-    stale = click(card, f"appr:{approval_id}:approve", who=OUTSIDER, channel=where, age=timedelta(minutes=20))
+    stale = click(card, button_id(card, "approve"), who=OUTSIDER, channel=where, age=timedelta(minutes=20))
     await scene.feed(stale)
     assert not scene.fake.find("POST", r"/webhooks/999/[^/]+")
     [opened] = scene.fake.find("POST", r"/users/@me/channels")
@@ -167,10 +181,10 @@ async def test_a_refusal_whose_followup_is_rate_limited_arrives_as_a_dm(
 ) -> None:
     """discord.py sleeps out a webhook's 429 whatever its length; the renderer stops waiting and sends a DM."""
     monkeypatch.setattr(discord_render, "RATE_LIMIT_WAIT_SECONDS", 0.01)  # the SDK would sleep 600 s
-    approval_id, card = await request_card(scene)
+    _, card = await request_card(scene)
     scene.fake.followups_limited.append(600.0)
     where = thread_channel(card["channel_id"])
-    await scene.feed(click(card, f"appr:{approval_id}:approve", who=OUTSIDER, channel=where))
+    await scene.feed(click(card, button_id(card, "approve"), who=OUTSIDER, channel=where))
     [opened] = scene.fake.find("POST", r"/users/@me/channels")
     [dm] = scene.fake.find("POST", rf"/channels/{opened.response['id']}/messages")
     assert "may not decide approval" in dm.body["content"]
@@ -179,11 +193,15 @@ async def test_a_refusal_whose_followup_is_rate_limited_arrives_as_a_dm(
 async def test_reject_asks_for_a_reason_that_reaches_the_agent(scene: Scene, tmp_path: Path) -> None:
     approval_id, card = await request_card(scene)
     where = thread_channel(card["channel_id"])
-    press = click(card, f"appr:{approval_id}:reject", who=APPROVER, channel=where)
+    press = click(card, button_id(card, "reject"), who=APPROVER, channel=where)
     await scene.feed(press, enqueues=False)
     [modal] = scene.fake.find("POST", rf"/interactions/{press['id']}/[^/]+/callback")
-    assert modal.body["type"] == 9 and modal.body["data"]["custom_id"] == f"apprr:{approval_id}"
-    await scene.feed(modal_submit(card, f"apprr:{approval_id}", "not during the freeze", who=APPROVER, channel=where))
+    assert modal.body["type"] == 9 and modal.body["data"]["custom_id"] == f"apprr:{approval_id}:{digest_of(card)}"
+    await scene.feed(
+        modal_submit(
+            card, f"apprr:{approval_id}:{digest_of(card)}", "not during the freeze", who=APPROVER, channel=where
+        )
+    )
     [thread] = await scene.threads()
     [error] = [e for e in await scene.events(thread) if isinstance(e, ev.ToolErrorEvent)]
     assert error.kind == "rejected" and "not during the freeze" in error.error
@@ -198,10 +216,10 @@ async def test_reject_asks_for_a_reason_that_reaches_the_agent(scene: Scene, tmp
 
 async def test_a_click_on_another_process_resolves_the_approval(scene: Scene, tmp_path: Path) -> None:
     """The process that posted the card is gone; a fresh client takes the click and edits over REST."""
-    approval_id, card = await request_card(scene)
+    _, card = await request_card(scene)
     await scene.channel.close()
     other = await scene.new_channel()
-    press = click(card, f"appr:{approval_id}:approve", who=APPROVER, channel=thread_channel(card["channel_id"]))
+    press = click(card, button_id(card, "approve"), who=APPROVER, channel=thread_channel(card["channel_id"]))
     await scene.feed(press, via=other)
     [edit] = scene.fake.find("PATCH", rf"/channels/{card['channel_id']}/messages/{card['id']}")
     assert embed(edit.body)["title"] == "Approved: deploy" and edit.body["components"] == []
@@ -215,7 +233,7 @@ async def test_cards_go_to_the_approval_channel_when_one_is_set(make_scene: Make
     [echo] = scene.fake.find("PATCH", r"/webhooks/999/[^/]+/messages/@original")
     [pointer] = scene.fake.find("POST", rf"/channels/{echo.response['id']}/messages")
     assert f"Approval `{approval_id}` for `deploy` is waiting in <#88>" in pointer.body["content"]
-    await scene.feed(click(card, f"appr:{approval_id}:approve", who=APPROVER, channel=text_channel("88")))
+    await scene.feed(click(card, button_id(card, "approve"), who=APPROVER, channel=text_channel("88")))
     assert len(scene.fake.find("PATCH", rf"/channels/88/messages/{card['id']}")) == 1
     assert len(scene.fake.find("POST", r"/channels/88/messages")) == 1  # the card; no second receipt line
     assert len(deploys(tmp_path)) == 1
@@ -234,8 +252,10 @@ async def test_a_text_decision_elsewhere_edits_the_card_and_answers_there(scene:
 async def test_a_rejection_is_not_reported_as_a_failure(scene: Scene) -> None:
     approval_id, card = await request_card(scene)
     where = thread_channel(card["channel_id"])
-    await scene.feed(click(card, f"appr:{approval_id}:reject", who=APPROVER, channel=where), enqueues=False)
-    await scene.feed(modal_submit(card, f"apprr:{approval_id}", "not now", who=APPROVER, channel=where))
+    await scene.feed(click(card, button_id(card, "reject"), who=APPROVER, channel=where), enqueues=False)
+    await scene.feed(
+        modal_submit(card, f"apprr:{approval_id}:{digest_of(card)}", "not now", who=APPROVER, channel=where)
+    )
     answers = [c.body["content"] or "" for c in scene.fake.find("POST", r"/channels/\d+/messages")]
     assert any("rejected" in answer for answer in answers)
     assert not any("failed:" in answer for answer in answers)  # a rejection is a decision, not a failure
@@ -264,3 +284,20 @@ async def test_a_card_for_a_thread_elsewhere_links_to_the_console_and_lists_whom
     assert fields(shown)["Requested by"] == "sam"
     assert fields(shown)["Who may approve"] == "<@111> and 2 on other channels"
     assert card.body["content"] == "<@111>: your approval is needed"
+
+
+async def test_a_quorum_of_two_edits_the_card_in_place(make_scene: MakeScene, tmp_path: Path) -> None:
+    """olga's approval edits the card to "1 of 2" with its buttons; mallory's (on call too) completes it."""
+    oncall = f"discord:{APPROVER['id']},discord:{OUTSIDER['id']}"
+    scene = await make_scene(BOT_TOOLS_FILE=quorum_tools(tmp_path, 2), BOT_GROUP_ONCALL=oncall)
+    _, card = await request_card(scene)
+    assert fields(embed(card))["Approvals"] == "0 of 2"
+    where = thread_channel(card["channel_id"])
+    await scene.feed(click(card, button_id(card, "approve"), who=APPROVER, channel=where))
+    [edit] = scene.fake.find("PATCH", rf"/channels/\d+/messages/{card['id']}")
+    assert fields(embed(edit.body))["Approvals"] == "1 of 2: <@111>" and edit.body["components"], "buttons kept"
+    assert not (tmp_path / "data" / "deployments.json").exists()
+    await scene.feed(click(card, button_id(card, "approve"), who=OUTSIDER, channel=where))
+    assert [(d["service"], d["by"]) for d in deploys(tmp_path)] == [("api", "discord:222")]
+    decided = scene.fake.find("PATCH", rf"/channels/\d+/messages/{card['id']}")[-1]
+    assert embed(decided.body)["title"] == "Approved: deploy" and not decided.body.get("components")

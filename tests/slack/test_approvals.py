@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,8 @@ import redis.asyncio as aioredis
 from adapters.slack.blocks import APPROVE, REJECT
 from adapters.slack.channel import SlackChannel
 from core.domain import events as ev
-from tests.slack.conftest import APPROVER, MakeSlack, SlackKit
+from tests.conftest import quorum_tools
+from tests.slack.conftest import APPROVER, TEAM, MakeSlack, SlackKit
 from tests.slack.fake_slack import Call, permalink
 
 DEPLOY_ARGS = {"service": "api", "version": "1.4.2", "environment": "production"}
@@ -35,14 +37,15 @@ def deploys(tmp_path: Path) -> list[dict[str, str]]:
     return [entry for entry in state["history"] if entry["action"] == "deploy"]
 
 
-async def test_gated_command_posts_an_approval_card_with_id_only_buttons(slack: SlackKit) -> None:
+async def test_gated_command_posts_an_approval_card_whose_buttons_hold_the_id_and_digest(slack: SlackKit) -> None:
     card, approval_id = await request_deploy(slack)
     opener = slack.fake.called("chat.postMessage")[0]
     assert card.args["channel"] == "C1" and card.args["thread_ts"] == opener.result["ts"]
-    assert [(b["action_id"], b["value"]) for b in buttons(card.args["blocks"])] == [
-        (APPROVE, approval_id),
-        (REJECT, approval_id),
-    ]
+    record = await slack.harness.wiring.store.get_approval(approval_id)
+    assert record is not None
+    value = f"{approval_id} {record.digest[:12]}"  # nothing else: the call itself is read from Redis
+    assert [(b["action_id"], b["value"]) for b in buttons(card.args["blocks"])] == [(APPROVE, value), (REJECT, value)]
+    assert f"digest `{record.digest[:12]}`" in json.dumps(card.args["blocks"])
     shown = json.dumps(card.args["blocks"])
     assert json.dumps(json.dumps(DEPLOY_ARGS, indent=2, sort_keys=True))[1:-1] in shown  # the exact arguments
     assert "`deploy`" in shown and "<@U1>" in shown and "command: /deploy api 1.4.2 production" in shown
@@ -159,3 +162,44 @@ async def test_the_card_is_edited_by_whichever_process_renders_the_decision(slac
     await slack.deliver(by=other)
     (edit,) = slack.fake.called("chat.update")
     assert edit.args["ts"] == card.result["ts"] and f"Approved by <@{APPROVER}>" in edit.args["text"]
+
+
+async def test_a_quorum_of_two_updates_the_card_in_place_and_runs_once(make_slack: MakeSlack, tmp_path: Path) -> None:
+    """U3's approval edits the card to "1 of 2" (buttons kept); the requester cannot count; U4's completes it."""
+    oncall = f"slack:{TEAM}:U1,slack:{TEAM}:{APPROVER},slack:{TEAM}:U4"
+    slack = await make_slack(BOT_TOOLS_FILE=quorum_tools(tmp_path, 2), BOT_GROUP_ONCALL=oncall)
+    card, approval_id = await request_deploy(slack)
+    assert "*Approvals*\\n0 of 2" in json.dumps(card.args["blocks"])
+    await slack.click(card, APPROVE, user="U1")
+    await slack.click(card, APPROVE, user=APPROVER)
+    await slack.settle(lambda: bool(slack.fake.called("chat.update")))
+    update = slack.fake.called("chat.update")[0]
+    assert update.args["ts"] == card.result["ts"] and len(buttons(update.args["blocks"])) == 2, "still open"
+    assert f"*Approvals*\\n1 of 2: <@{APPROVER}>" in json.dumps(update.args["blocks"])
+    await slack.settle(lambda: len(slack.fake.called("chat.postEphemeral")) == 2)
+    told = [c.args["text"] for c in slack.fake.called("chat.postEphemeral")]
+    assert "you requested it" in told[0] and "your approval counts: 1 of 2 approvals" in told[1]
+    assert not (tmp_path / "data" / "deployments.json").exists(), "nothing deployed yet"
+
+    await slack.click(card, APPROVE, user="U4")
+    await slack.settle(lambda: any("deployed api 1.4.2" in m["text"] for m in slack.fake.answers()))
+    decided = slack.fake.called("chat.update")[-1]
+    assert buttons(decided.args["blocks"]) == [] and decided.args["text"].startswith(
+        ":white_check_mark: Approved by <@U4>"
+    )
+    assert len(deploys(tmp_path)) == 1
+    record = await slack.harness.wiring.store.get_approval(approval_id)
+    assert record is not None and [v.by for v in record.votes] == [f"slack:{TEAM}:{APPROVER}", f"slack:{TEAM}:U4"]
+
+
+async def test_a_button_for_another_digest_is_refused(slack: SlackKit) -> None:
+    card, approval_id = await request_deploy(slack)
+    stale = json.loads(json.dumps(card.args))
+    for element in buttons(stale["blocks"]):
+        element["value"] = f"{approval_id} 0123456789ab"
+    await slack.click(dataclasses.replace(card, args=stale), APPROVE, user=APPROVER)
+    await slack.settle(lambda: bool(slack.fake.called("chat.postEphemeral")))
+    (told,) = slack.fake.called("chat.postEphemeral")
+    assert "another version of this call (digest 0123456789ab)" in told.args["text"]
+    record = await slack.harness.wiring.store.get_approval(approval_id)
+    assert record is not None and record.status == "pending"
