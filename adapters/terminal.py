@@ -37,18 +37,30 @@ def render(outbound: Outbound) -> str:
             body = f"… {people.plain(outbound.text)}"
         case Reply():
             body = people.plain(outbound.text)
+        case ApprovalRequest() if outbound.approved_by:  # the request again: a quorum's approval arrived
+            names = ", ".join(map(people.display, outbound.approved_by))
+            body = (
+                f"approval {outbound.approval_id}: {len(outbound.approved_by)} of {outbound.needed} approvals ({names})"
+            )
         case ApprovalRequest():
             args = json.dumps(outbound.args, sort_keys=True)
-            body = "\n".join(
-                [
-                    f"approval needed [{outbound.approval_id}]: {outbound.tool} {args}",
-                    f"  why: {outbound.reason or '(no reason given)'}",
-                    f"  requested by: {people.display(outbound.requester)}",
-                    f"  who may approve: {', '.join(map(people.display, outbound.approvers))}",
-                    f"  expires: {people.plain_time(outbound.expires_at)}",
-                    f"  answer: approve {outbound.approval_id}  |  reject {outbound.approval_id} <reason>",
-                ]
-            )
+            lines = [
+                f"approval needed [{outbound.approval_id}]: {outbound.tool} {args}",
+                f"  why: {outbound.reason or '(no reason given)'}",
+                f"  requested by: {people.display(outbound.requester)}",
+                f"  who may approve: {', '.join(map(people.display, outbound.approvers))}",
+            ]
+            if outbound.needed > 1:
+                groups = f", one from each of {', '.join(outbound.open_groups)}" if outbound.open_groups else ""
+                lines.append(f"  needs: {outbound.needed} approvals{groups}")
+            if outbound.wait_until is not None:
+                lines.append(f"  can be approved from: {people.plain_time(outbound.wait_until)}")
+            lines += [
+                f"  expires: {people.plain_time(outbound.expires_at)}"
+                + (f"  digest: {outbound.short}" if outbound.digest else ""),
+                f"  answer: approve {outbound.approval_id}  |  reject {outbound.approval_id} <reason>",
+            ]
+            body = "\n".join(lines)
         case Question() if outbound.options:
             choices = [f"  {number}. {option}" for number, option in enumerate(outbound.options, 1)]
             last = len(outbound.options)

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from bot.audit import since
 from config.settings import Settings
 from core.domain.errors import BotError
 
@@ -49,6 +50,12 @@ def _parser() -> argparse.ArgumentParser:
         control.add_argument("id")
         control.add_argument("--reason", default="")
     sub.add_parser("approvals", help="pending approvals across all channels")
+    audit = sub.add_parser("audit", help="the approvals' hash-chained audit trail: export it, verify it")
+    asub = audit.add_subparsers(dest="action", required=True)
+    export = asub.add_parser("export", help="the records as JSON lines on stdout, oldest first")
+    export.add_argument("--since", type=since, default=None, help="a duration (24h, 7d) or an ISO time")
+    export.add_argument("--format", choices=["jsonl"], default="jsonl")
+    asub.add_parser("verify", help="check the hash chain; exit 1 naming the first changed, removed or reordered record")
     mcp = sub.add_parser("mcp", help="the bot's approvals as an MCP server on stdio (Claude Code, any MCP client)")
     mcp.add_argument("--worker", action="store_true", help="also run a worker here (when no bot process runs one)")
     slack = sub.add_parser("slack", help="Slack app helpers")
@@ -129,6 +136,10 @@ async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
             return await commands.mcp(settings, stop, worker=args.worker)
         case "thread":
             return await commands.thread(settings, args)
+        case "audit":
+            from bot.audit import audit
+
+            return await audit(settings, args)
         case "discord":
             return await commands.discord_sync(settings, args.guild, args.everywhere)
     return 2

@@ -66,20 +66,31 @@ def waiting_for(approvers: list[str]) -> str:
 
 
 def pending_note(request: ApprovalRequest, readable: Readable) -> Body:
-    """To the requester, in their thread: what waits for whom, until when."""
-    plain = (
-        f"{request.tool} needs approval before it runs. You will hear the outcome in this thread.\n\n"
-        f"Waiting for: {waiting_for(request.approvers)}\n"
-        f"Expires: {readable.time(request.expires_at)}\n"
-        f"Approval id: {request.approval_id}"
-    )
-    rows = [
-        ("Waiting for", waiting_for(request.approvers)),
-        ("Expires", readable.time(request.expires_at)),
-        ("Approval id", request.approval_id),
-    ]
+    """To the requester, in their thread: what waits for whom, until when (sent again as a quorum's
+    approvals arrive, saying how many it has)."""
+    rows = [("Waiting for", waiting_for(request.approvers)), *quorum_rows(request, readable)]
+    rows += [("Expires", readable.time(request.expires_at)), ("Approval id", request.approval_id)]
     intro = f"{request.tool} needs approval before it runs. You will hear the outcome in this thread."
+    if request.approved_by:
+        intro = f"{request.tool} has {len(request.approved_by)} of the {request.needed} approvals it needs."
+    plain = intro + "\n\n" + "\n".join(f"{label}: {value}" for label, value in rows)
     return Body(plain, f'<p style="margin:0 0 12px">{html.escape(intro)}</p>{html_table(rows)}')
+
+
+def quorum_rows(request: ApprovalRequest, readable: Readable) -> list[tuple[str, str]]:
+    """The quorum, the wait and the digest, where the request has them."""
+    rows = []
+    if request.needed > 1:
+        names = ", ".join(person(identity) for identity in request.approved_by)
+        text = f"{len(request.approved_by)} of {request.needed}" + (f" ({names})" if names else "")
+        if request.open_groups:
+            text += f"; still needs one from {', '.join(request.open_groups)}"
+        rows.append(("Approvals", text))
+    if request.wait_until is not None:
+        rows.append(("Can be approved from", readable.time(request.wait_until)))
+    if request.digest:
+        rows.append(("Digest", request.short))
+    return rows
 
 
 def body_for(outbound: Outbound, readable: Readable) -> Body:

@@ -11,6 +11,7 @@ from typing import Protocol
 
 import aiosmtplib
 
+from adapters.email.bodies import quorum_rows
 from adapters.email.parse import bare_subject
 from adapters.email.readable import Readable, html_blocks, html_document, html_table, person
 from config.channels import EmailSettings
@@ -92,6 +93,7 @@ def approval_rows(request: ApprovalRequest, readable: Readable) -> list[tuple[st
         ("Why", readable.text(request.reason) or "(no reason given)"),
         ("Requested by", person(request.requester)),
         ("Expires", readable.time(request.expires_at)),
+        *quorum_rows(request, readable),
         ("Approval id", request.approval_id),
         *([("Thread", request.thread_url)] if request.thread_url else []),
     ]

@@ -466,8 +466,10 @@
         say(item.to ? "bot (only you)" : "bot", `notice ${item.level}`, el("pre", { class: "text", text: renderText(item.text) }), link);
         break;
       case "approval_request": {
+        const shown = state.cards.get(item.approval_id);
+        if (shown) { showQuorum(shown, item.approved_by || [], item.needed, item.open_groups); break; }  // a quorum's progress
         const card = approvalCard(item, (decision, comment) => api("POST", "/web/decisions", {
-          conversation: state.conversation, approval_id: item.approval_id, decision, comment,
+          conversation: state.conversation, approval_id: item.approval_id, decision, comment, digest: item.digest || undefined,
         }));
         state.cards.set(item.approval_id, card);
         say("bot", "bot approval", card, link);
@@ -501,16 +503,23 @@
       el("table", { class: "args" }, args.map(([name, value]) => el("tr", {}, el("th", { text: name }), el("td", {}, el("code", { text: argValue(value) }))))),
       el("p", { text: `why: ${renderText(request.reason) || "(no reason given)"}` }),
       el("p", { class: "meta terms" }, "requested by ", person(request.requester),
-        ` · approvers: ${approvers} · expires ${localTime(request.expires_at)} · id ${request.approval_id}`),
+        ` · approvers: ${approvers} · expires ${localTime(request.expires_at)} · id ${request.approval_id}`
+        + (request.digest ? ` · digest ${request.digest.slice(0, 12)}` : "")),
+      request.wait_until ? el("p", { class: "meta wait", text: `can be approved from ${localTime(request.wait_until)}` }) : null,
+      el("p", { class: "quorum", hidden: "" }),
       buttons, rejectForm, status);
+    const approved = request.approved_by || (request.votes || []).map((vote) => vote.by);
+    showQuorum(card, approved, request.needed || 1, request.open_groups || []);
 
     async function submit(decision, comment) {
       if (decision === "reject" && !comment) { status.textContent = "a rejection needs a reason"; reason.focus(); return; }
       for (const button of card.querySelectorAll("button")) button.disabled = true;
       status.textContent = "sending…";
       try {
-        await decide(decision, comment);
-        if (!card.classList.contains("decided")) {
+        const accepted = await decide(decision, comment);
+        if (accepted && accepted.message && accepted.message.startsWith("your approval counts")) {
+          status.textContent = renderText(accepted.message);  // one of a quorum: the card stays open for the others
+        } else if (!card.classList.contains("decided")) {
           status.textContent = `${decision === "approve" ? "Approval" : "Rejection"} sent; waiting for the bot`;
         }
       } catch (error) {
@@ -520,6 +529,16 @@
       }
     }
     return card;
+  }
+
+  // "1 of 2 approvals: alice": a quorum's progress on a card, updated as approvals arrive on any channel.
+  function showQuorum(card, approved, needed, openGroups) {
+    const line = card.querySelector(".quorum");
+    if (!line || !needed || needed < 2) return;
+    const names = approved.map(display).join(", ");
+    const groups = openGroups && openGroups.length ? ` (still needs ${openGroups.join(", ")})` : "";
+    line.textContent = `${approved.length} of ${needed} approvals${names ? `: ${names}` : ""}${groups}`;
+    line.hidden = false;
   }
 
   function markDecided(card, decision, by, at, comment) {
@@ -538,11 +557,14 @@
 
   function approvalItem(record) {
     const card = approvalCard(record, async (decision, comment) => {
-      await api("POST", `/v1/approvals/${encodeURIComponent(record.approval_id)}/decision`, { decision, comment });
+      const body = { decision, comment, digest: record.digest || undefined };
+      const accepted = await api("POST", `/v1/approvals/${encodeURIComponent(record.approval_id)}/decision`, body);
+      if (accepted && accepted.message && accepted.message.startsWith("your approval counts")) return accepted;
       // Confirmed at once, and kept in the list until the next refresh: the decider sees what happened.
       markDecided(card, decision, state.identity, new Date().toISOString(), comment);
       state.pending.delete(record.approval_id);
       badge();
+      return accepted;
     });
     const extra = [threadLink(record.thread_id)];
     if (record.status !== "pending") markDecided(card, DECISION[record.status], record.decided_by, record.decided_at, record.comment);
@@ -575,8 +597,11 @@
     const chatCard = state.cards.get(id);
     if (chatCard && decided) markDecided(chatCard, DECISION[record.status], record.decided_by, record.decided_at, record.comment);
     const card = state.inbox.get(id);
+    const approved = (record.votes || []).map((vote) => vote.by);
+    if (chatCard && !decided) showQuorum(chatCard, approved, record.needed, []);
     if (card) {
       if (decided) markDecided(card, DECISION[record.status], record.decided_by, record.decided_at, record.comment);
+      else showQuorum(card, approved, record.needed, []);
     } else if (record.status === $("#approval-status").value) {
       const fresh = approvalItem(record);
       state.inbox.set(id, fresh);
@@ -803,6 +828,7 @@
     showSummary(data.thread);
     renderTimeline();
     showState(data);
+    showAudit(threadId);
     if (other || !state.threadLive) {
       state.threadLive?.stop();
       state.threadLive = follow(`/web/live/threads/${encodeURIComponent(threadId)}?after=${data.events.length}`, { event: onThreadEvent });
@@ -826,6 +852,7 @@
     if (following) state.at = state.thread.events.length;
     clearTimeout(onThreadEvent.timer);
     onThreadEvent.timer = setTimeout(() => refreshThreadState(following), 100);
+    if (AUDITED.has(e.type)) { clearTimeout(showAudit.timer); showAudit.timer = setTimeout(() => showAudit(state.thread.thread.thread_id), 300); }
     showState(state.thread);
   }
 
@@ -863,6 +890,22 @@
     ];
     $("#state").replaceChildren(el("h3", { text: `State as of event ${data.at}` }),
       el("dl", {}, rows.map(([name, value]) => [el("dt", { text: name }), el("dd", { class: `state-${name.replace(/ /g, "-")}`, text: value })])));
+  }
+
+  // The thread's audit trail (GET /v1/threads/{id}/audit): each approval fact with its time, who and channel.
+  const AUDITED = new Set(["approval_requested", "approval_voted", "approval_decided", "tool_started", "tool_result", "tool_error"]);
+  async function showAudit(threadId) {
+    const box = $("#audit");
+    const data = await api("GET", `/v1/threads/${encodeURIComponent(threadId)}/audit`).catch(() => null);
+    if (!data || !state.thread || state.thread.thread.thread_id !== threadId) return;
+    box.hidden = data.records.length === 0;
+    const fact = (r) => r.fact === "result" ? `result: ${r.detail.outcome}` : r.fact;
+    const rows = data.records.map((r) => el("tr", { title: `record ${r.n}, ${r.tool} ${r.approval_id}, hash ${r.hash.slice(0, 12)}` },
+      el("td", { text: localTime(r.at, "seconds"), title: localTime(r.at) }), el("td", { class: "audit-fact", text: fact(r) }),
+      el("td", { text: r.who ? display(r.who) : "-" }), el("td", { text: r.channel || "-" })));
+    box.replaceChildren(el("h3", { text: "Audit trail" }),
+      el("table", {}, el("thead", {}, el("tr", {}, ...["time", "fact", "who", "channel"].map((name) => el("th", { text: name })))),
+        el("tbody", {}, ...rows)));
   }
 
   async function step(to) {

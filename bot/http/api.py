@@ -16,6 +16,7 @@ from bot.http.ops import API_CHANNEL, Operations
 from bot.http.schemas import (
     Accepted,
     ApprovalList,
+    AuditTrail,
     ControlRequest,
     DecisionRequest,
     EventPage,
@@ -30,6 +31,7 @@ from core.domain import events as ev
 from core.domain.ids import new_id, thread_id_for
 from core.domain.reducer import replay
 from core.redis import keys
+from core.redis.audit import AuditLog
 from core.redis.paging import Cursor
 
 ThreadId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
@@ -53,9 +55,25 @@ async def _event_page(ops: Operations, identity: str, thread_id: str, after: int
     return EventPage(events=events[:limit], next_after=after + limit if more else None)
 
 
+def _audit_route(router: APIRouter, ops: Operations, auth: TokenAuth) -> None:
+    Identity = Annotated[str, Depends(auth)]
+
+    @router.get(
+        "/threads/{thread_id}/audit",
+        response_model=AuditTrail,
+        responses=responses(*AUTH, 404),
+        tags=["threads"],
+        summary="A thread's audit trail: its approval facts, hash-chained",
+    )
+    async def thread_audit(thread_id: ThreadId, identity: Identity) -> AuditTrail:
+        await ops.thread(thread_id, identity)  # 404, or 403 for a thread the identity may not read
+        return AuditTrail(thread_id=thread_id, records=await AuditLog(ops.wiring.store).thread_records(thread_id))
+
+
 def api_router(ops: Operations, auth: TokenAuth) -> APIRouter:
     router = APIRouter(prefix="/v1")
     Identity = Annotated[str, Depends(auth)]
+    _audit_route(router, ops, auth)
 
     @router.get(
         "/me",

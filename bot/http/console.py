@@ -108,9 +108,8 @@ def web_router(ops: Operations, auth: TokenAuth, web: WebChannel, draining: asyn
     )
     async def decision(body: Annotated[WebDecision, Body()], identity: Identity) -> Accepted:
         approve = body.decision == "approve"
-        return await ops.decide(
-            web.decision(identity, body.conversation, body.approval_id.lower(), approve, body.comment)
-        )
+        decided = web.decision(identity, body.conversation, body.approval_id.lower(), approve, body.comment)
+        return await ops.decide(decided.model_copy(update={"digest": body.digest or ""}))
 
     @router.get(
         "/updates",

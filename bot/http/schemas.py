@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from core.domain import events as ev
+from core.domain.audit import AuditRecord
 from core.domain.reducer import Status, ThreadState
 from core.redis.store import ApprovalRecord
 
@@ -189,3 +190,11 @@ class DeadLetterView(BaseModel):
 class DeadLetterList(BaseModel):
     letters: list[DeadLetterView]
     next_before: str | None = Field(None, description="pass as `before` for the next page; null at the end")
+
+
+class AuditTrail(BaseModel):
+    thread_id: str
+    records: list[AuditRecord] = Field(
+        description="the thread's approval facts in chain order: requested, voted, approved / rejected / expired, "
+        "started, result; each with its position `n` in the whole chain, `prev` and `hash`"
+    )

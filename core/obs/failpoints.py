@@ -26,6 +26,7 @@ POINTS = {
     "channels); nothing was rendered or acknowledged",
     "after-decision": "an approval decision is stored with its events; the approved tool has not started",
     "after-tool": "a tool finished; its result is not stored yet",
+    "before-audit": "a commit with approval facts is stored; its audit records are not appended yet",
     "before-render": "a renderer took an outbound message; the platform was not called",
     "after-render": "the platform call was made; the renderer has not recorded it",
     "before-ack": "a trigger was handled; its inbox entry is not acknowledged yet",

@@ -91,3 +91,37 @@ def outbox(channel: str) -> str:
 def rendered(channel: str, outbound_id: str) -> str:
     """Set once a renderer of `channel` showed the outbound message (same slot as the channel's outbox)."""
     return f"rendered:{{{outbox(channel)}}}:{outbound_id}"
+
+
+# --- the audit trail (`core/redis/audit.py`) --------------------------------------------------------------
+# All in one slot, `{audit}`: the append script moves the chain head, a thread's cursor and the due set together.
+AUDIT_LOG = "{audit}:log"  # stream: the hash-chained records, in chain order
+AUDIT_HEAD = "{audit}:head"  # hash: `n` and `hash` of the chain's last record
+AUDIT_DUE = "{audit}:due"  # sorted set: thread id -> when a commit with audit facts was announced (µs), until audited
+
+
+def audit_cursor(thread_id: str) -> str:
+    """Hash: how far the thread was audited (`seq`) and its open gated calls (`open`, JSON)."""
+    return f"{{audit}}:cursor:{thread_id}"
+
+
+def audit_records(thread_id: str) -> str:
+    """List: the stream ids of the thread's records, in order (a thread's trail without a scan)."""
+    return f"{{audit}}:records:{thread_id}"
+
+
+# --- target locks (core/redis/locks.py) ------------------------------------------------------------------
+# One gated call per target ("api/production"): a lease naming the thread and the call that hold it, and per
+# thread the targets it holds. They share `{locks}`, so one script takes or releases them (one Cluster slot).
+TARGET_LOCK_PREFIX = "{locks}:target:"
+TARGET_LOCK_MARGIN_SECONDS = 300  # a lock outlives its approval's deadline plus the tool's timeout by this
+
+
+def target_lock(target: str) -> str:
+    """String: who holds `target` ("<thread id>\\t<call id>\\t<tool>\\t<since>"), with a TTL."""
+    return f"{TARGET_LOCK_PREFIX}{target}"
+
+
+def target_locks_held(thread_id: str) -> str:
+    """Hash: target -> call id, the target locks `thread_id` holds."""
+    return f"{{locks}}:thread:{thread_id}"

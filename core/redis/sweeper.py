@@ -28,6 +28,7 @@ from core.domain import events as ev
 from core.domain.ids import new_id
 from core.domain.ports import Clock
 from core.redis import keys
+from core.redis.audit import AuditLog
 from core.redis.bus import Bus
 from core.redis.store import ApprovalRecord, Store
 from core.tools.registry import ToolRegistry
@@ -43,6 +44,7 @@ class Sweeper:
         self.tools = tools
         self.clock = clock
         self._redriven_at = float("-inf")
+        self.audit = AuditLog(store)
 
     @property
     def quiet(self) -> timedelta:
@@ -91,6 +93,7 @@ class Sweeper:
             done += int(await self.bus.publish(trigger))
         for approval_id in await self.store.decided_unapplied(now - self.quiet / 2):
             done += await self._apply_decided(approval_id)
+        done += await self.audit.catch_up_due(now - self.quiet / 2)  # facts a dead worker committed, unaudited
         return done
 
     async def _apply_decided(self, approval_id: str) -> int:

@@ -23,6 +23,7 @@ from core.domain.ids import new_id
 from core.domain.ports import Clock, Publisher
 from core.domain.reducer import ThreadState, replay
 from core.obs.metrics import Metrics
+from core.redis.audit import AuditLog, CommitAudit
 from core.redis.store import DecisionWrite, Store
 from core.tools.redact import Redactor
 
@@ -51,6 +52,14 @@ class Run:
     outbox: list[ev.Outbound] = field(default_factory=list)
     progressed: bool = False
     _sending: asyncio.Task[None] | None = None
+    audit: CommitAudit = field(init=False)
+    # What the thread held when this run took it, and the calls that took target locks since (`core.runtime.holds`).
+    began: ThreadState = field(init=False)
+    locked: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.audit = CommitAudit(AuditLog(self.store), self.state)
+        self.began = self.state
 
     def meta(self, actor: str = AGENT_ACTOR) -> Meta:
         return {"id": new_id(), "at": self.clock.now(), "actor": actor}
@@ -62,15 +71,16 @@ class Run:
         clean = [event for event, _ in encoded]
         outbound = [self.redactor.encode(item) for item in self.outbox]
         new_state = replay(clean, state=self.state)
-        await self.store.append(
-            self.state,
-            clean,
-            new_state,
-            [item for item, _ in outbound],
-            decision,
-            encoded=[raw for _, raw in encoded],
-            encoded_outbound=[raw for _, raw in outbound],
-        )
+        async with self.audit.commit(self.state, new_state, clean):  # approval facts reach the audit trail
+            await self.store.append(
+                self.state,
+                clean,
+                new_state,
+                [item for item, _ in outbound],
+                decision,
+                encoded=[raw for _, raw in encoded],
+                encoded_outbound=[raw for _, raw in outbound],
+            )
         self.outbox = []
         self.state = new_state
         if self.metrics is not None:
