@@ -14,9 +14,11 @@ from pathlib import Path
 
 from config.resources import redis_server_binary
 from config.settings import Settings
+from core.domain.calendar import load_calendar
 from core.domain.errors import BotError
 from core.domain.schedules import load_schedules
 from core.model.prompts import PromptLibrary
+from core.runtime.holds import calendar_for
 from core.runtime.roster import load_roster
 from core.tools.mcp import McpCatalog
 from core.tools.preflight import missing_programs
@@ -61,6 +63,7 @@ async def check_config(settings: Settings, env: Mapping[str, str]) -> int:
                 report(True, f"schedules: {names} from {schedules_file}")
             except BotError as exc:
                 report(False, str(exc))
+    _check_calendar(settings, tools, report)
     await _check_redis(settings, report)
     _check_data_dir(settings.data_dir, report)
     if (email := settings.email) is not None:
@@ -177,6 +180,22 @@ def _check_agents(settings: Settings, tools: ToolRegistry | None, report: Report
         return None
     report(True, f"agents: {', '.join(roster.names())} from {path}, prompts from {settings.prompts_dir}")
     return roster.names()
+
+
+def _check_calendar(settings: Settings, tools: ToolRegistry | None, report: Report) -> None:
+    """The change freezes and allowed windows load: zones, crons and dates, and the tools they name."""
+    path = settings.calendar_file
+    if not path.exists():
+        report.note(f"calendar: {path} does not exist, so no change freezes or windows (BOT_CALENDAR_FILE)")
+        return
+    try:
+        calendar = calendar_for(path, tools) if tools is not None else load_calendar(path)
+    except BotError as exc:
+        report(False, str(exc))
+        return
+    freezes = ", ".join(p.name for p in calendar.freezes) or "none"
+    windows = ", ".join(p.name for p in calendar.windows) or "none"
+    report(True, f"calendar: freezes {freezes}; windows {windows} from {path}")
 
 
 async def _check_redis(settings: Settings, report: Report) -> None:

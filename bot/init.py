@@ -19,6 +19,7 @@ VARIABLES = {
     "tools.toml": "BOT_TOOLS_FILE",
     "agents.toml": "BOT_AGENTS_FILE",
     "schedules.toml": "BOT_SCHEDULES_FILE",
+    "calendar.toml": "BOT_CALENDAR_FILE",
     "hooks.toml": "BOT_HOOKS_FILE",
     "prompts": "BOT_PROMPTS_DIR",
     "evals": "BOT_EVALS_DIR",
@@ -46,7 +47,9 @@ def init(directory: Path, *, force: bool) -> int:
         (directory / target).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, directory / target)
     root = directory.resolve()
-    print(f"wrote {len(sources)} files to {root}: the tools, agents, schedules and hooks, the prompts and the evals.")
+    print(
+        f"wrote {len(sources)} files to {root}: the tools, agents, schedules, calendar and hooks, the prompts and the evals."
+    )
     print("Point the bot at them (in your shell profile, .env or the service's environment):")
     for name, variable in VARIABLES.items():
         print(f"  export {variable}={shlex.quote(str(root / name))}")

@@ -29,6 +29,7 @@ from core.obs.metrics import Metrics
 from core.redis.asking import Askings
 from core.redis.bus import Bus
 from core.redis.limits import RateLimits
+from core.redis.locks import Locks
 from core.redis.scheduler import Scheduler
 from core.redis.store import Store
 from core.redis.sweeper import Sweeper
@@ -36,6 +37,7 @@ from core.runtime.approvals import Approvals
 from core.runtime.asking import ServerQuestions
 from core.runtime.budget import budgeted, model_limit
 from core.runtime.external import ExternalActions, load_actions
+from core.runtime.holds import Holds, calendar_for
 from core.runtime.loop import Loop
 from core.runtime.roster import ROUTER, Roster, load_roster
 from core.runtime.threads import Threads
@@ -200,6 +202,7 @@ def thread_service(
     error_limit: int,
     console_url: str = "",
     questions: ServerQuestions | None = None,
+    holds: Holds | None = None,
 ) -> Threads:
     """The thread service and what it works with: approvals for every tool (a stored call runs whoever
     holds the thread), and the loop over the roster's agents with the slash-command model."""
@@ -213,6 +216,7 @@ def thread_service(
         approvals=approvals,
         error_limit=error_limit,
         questions=questions,
+        holds=holds,
     )
     return Threads(
         store=store,
@@ -276,6 +280,7 @@ def build_wiring(
         console_url=settings.http.public_url or "",
         # Only MCP servers ask questions during a call; without them no message pays the look before the lease.
         questions=ServerQuestions(Askings(client), bus) if mcp is not None else None,
+        holds=Holds(calendar_for(settings.calendar_file, tools), Locks(client), tools, settings.http.public_url or ""),
     )
     if actions is not None:  # the `mcp` agent runs the MCP server's requests; its questions have their answerers
         actions.join(threads.roster, tools)

@@ -11,7 +11,7 @@ import sysconfig
 from importlib.resources import files
 from pathlib import Path
 
-CONFIG_FILES = ("tools.toml", "agents.toml", "hooks.toml", "schedules.toml")
+CONFIG_FILES = ("tools.toml", "agents.toml", "hooks.toml", "schedules.toml", "calendar.toml")
 
 
 def shipped(package: str) -> Path:

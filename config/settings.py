@@ -33,6 +33,8 @@ class Settings(BaseModel):
     hooks_file: Path = Field(CONFIG_DIR / "hooks.toml", alias="BOT_HOOKS_FILE")
     agents_file: Path | None = Field(None, alias="BOT_AGENTS_FILE")
     schedules_file: Path | None = Field(None, alias="BOT_SCHEDULES_FILE")
+    # Change freezes and allowed windows for gated tools; a missing file declares none.
+    calendar_file: Path = Field(CONFIG_DIR / "calendar.toml", alias="BOT_CALENDAR_FILE")
     evals_dir: Path = Field(default_factory=resources.evals_dir, alias="BOT_EVALS_DIR")
     schedule_every: float = Field(20.0, gt=0, alias="BOT_SCHEDULE_EVERY")
     prompts_dir: Path = Field(default_factory=resources.prompts_dir, alias="BOT_PROMPTS_DIR")

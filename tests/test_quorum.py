@@ -216,5 +216,5 @@ def test_a_maximum_matching_fills_groups_whatever_the_order() -> None:
     assert quorum.adds(bob_first, "carol", ["oncall", "leads"], member), "bob moves to leads, carol fills oncall"
     both = [*bob_first, quorum.Vote(by="carol", at=at)]
     assert quorum.counted(both, ["oncall", "leads"], member) == 2
-    assert quorum.open_groups(both, ["oncall", "leads"], member) == []
+    assert quorum.open_slots(both, ["oncall", "leads"], member) == []
     assert not quorum.adds([quorum.Vote(by="carol", at=at)], "alice", ["oncall", "leads"], member)

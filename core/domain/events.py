@@ -145,6 +145,7 @@ class ApprovalDecided(_Event):
     trigger_id: str = ""
     channel: str = ""  # where the deciding answer came from
     approved_by: list[str] = []  # a quorum's approvers, in the order they approved
+    override_by: str = ""  # who approved overriding a change freeze (`ToolCall.freeze`)
 
 
 class HumanQuestion(_Event):

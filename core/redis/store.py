@@ -77,6 +77,9 @@ class ApprovalRecord(BaseModel):
     digest: str = ""  # of (tool, arguments, thread): what an approval covers (`core.runtime.approvals.digest`)
     wait_until: datetime | None = None  # no approval before this
     valid_for: int | None = None  # seconds an approval stays good for when not acted on
+    freeze: str = ""  # the change freeze the call overrides: its quorum also needs one of `freeze_override`
+    freeze_until: datetime | None = None
+    freeze_override: list[str] = []
 
     @property
     def allowed(self) -> list[str]:

@@ -30,6 +30,8 @@ REQUESTED_FIELDS = {
     *("approval_id", "call_id", "tool", "args", "args_hash", "approvers", "requester", "allow_self"),
     *("digest", "needed"),
 }
+ANY = "*"  # a quorum's slot any of its approvers fills
+OVERRIDE = "freeze override"  # the slot the policy's `freeze_override` fills, when a call overrides a freeze
 VOTE_ATTEMPTS = 20  # approvers answering at the very same moment: each reads the votes again and retries
 
 
@@ -43,6 +45,11 @@ class Approvals:
     async def open(self, run: Run, call: ev.ToolCall, spec: ToolSpec) -> None:
         """Store the approval record, then record the call and the request in the thread; the thread waits."""
         now, policy = self.clock.now(), spec.approval
+        override = policy.freeze_override if call.freeze else []  # the call overrides a change freeze
+        reason = stated_reason(call, run.state.last_user_text)
+        if call.freeze:
+            until = f" until {when(call.freeze_until)}" if call.freeze_until else ""
+            reason = f"overrides the change freeze {call.freeze}{until}; {reason}"
         record = ApprovalRecord(
             approval_id=new_approval_id(),
             thread_id=run.state.thread_id,
@@ -52,9 +59,9 @@ class Approvals:
             args_hash=args_hash(spec.name, call.args),
             # The record is stored apart from the thread's events, which are redacted as they are
             # committed: the request text comes from them already; the model's words do not yet.
-            reason=run.redactor.text(stated_reason(call, run.state.last_user_text)),
+            reason=run.redactor.text(reason),
             requester=run.state.last_actor or run.state.requester,
-            approvers=policy.deciders,
+            approvers=[*policy.deciders, *(e for e in override if e not in policy.deciders)],
             allow_self=policy.allow_self,
             channel=run.state.channel,
             conversation=run.state.conversation,
@@ -67,8 +74,11 @@ class Approvals:
             escalate_at=now + timedelta(seconds=policy.escalate_after) if policy.escalate_after else None,
             escalate_to=policy.escalate_to,
             notify=policy.notify,
-            needed=policy.needed,
+            needed=policy.needed + (1 if call.freeze else 0),
             from_groups=policy.from_groups,
+            freeze=call.freeze,
+            freeze_until=call.freeze_until,
+            freeze_override=override,
             digest=digest(spec.name, call.args, run.state.thread_id),
             wait_until=now + timedelta(seconds=policy.wait) if policy.wait else None,
             valid_for=policy.valid_for,
@@ -97,7 +107,7 @@ class Approvals:
             digest=record.digest,
             needed=record.needed,
             approved_by=[vote.by for vote in counted],
-            open_groups=quorum.open_groups(counted, record.from_groups, self._member),
+            open_groups=self.open_groups(record),
             wait_until=record.wait_until,
         )
         copies = [request.model_copy(update={"id": new_id(), "channel": channel}) for channel in record.notify]
@@ -105,24 +115,47 @@ class Approvals:
 
     # --- quorum ------------------------------------------------------------------------------
 
+    def slots(self, record: ApprovalRecord) -> list[str]:
+        """What the quorum needs, a slot an approver each: any approver (`ANY`) or a named group's, and
+        the freeze override's when the call overrides a change freeze."""
+        override = [OVERRIDE] if record.freeze else []
+        return [*(record.from_groups or [ANY] * (record.needed - len(override))), *override]
+
     def counted(self, record: ApprovalRecord) -> list[quorum.Vote]:
-        """The record's approvals that count now: still valid, and filling a group when groups are named."""
+        """The record's approvals that count now: still valid, each filling a slot of the quorum."""
         votes = quorum.fresh(record.votes, self.clock.now(), record.valid_for)
-        if not record.from_groups:
-            return votes
-        filling = quorum.assigned(votes, record.from_groups, self._member)
+        filling = quorum.assigned(votes, self.slots(record), self._member(record))
         return [vote for vote in votes if vote.by in filling]
 
     def complete(self, record: ApprovalRecord) -> bool:
         return len(self.counted(record)) >= record.needed
+
+    def open_groups(self, record: ApprovalRecord) -> list[str]:
+        """The named slots still open: groups of `from_groups`, and the freeze override."""
+        still = quorum.open_slots(self.counted(record), self.slots(record), self._member(record))
+        return [slot for slot in still if slot != ANY]
+
+    def overridden_by(self, record: ApprovalRecord) -> str:
+        """Who filled the freeze override's slot ("" when the call overrides no freeze)."""
+        if not record.freeze:
+            return ""
+        filling = quorum.assigned(self.counted(record), self.slots(record), self._member(record))
+        override = len(self.slots(record)) - 1
+        return next((voter for voter, slot in filling.items() if slot == override), "")
 
     def progress(self, record: ApprovalRecord) -> str:
         """`1 of 2 approvals (<who:…>); waiting for one more`, for the people who approved and the thread."""
         counted = self.counted(record)
         names = ", ".join(who(vote.by) for vote in counted)
         text = f"{len(counted)} of {record.needed} approvals for {record.tool} ({names})"
-        if groups := quorum.open_groups(counted, record.from_groups, self._member):
-            return f"{text}; still needs an approver from {', '.join(f'the {group} group' for group in groups)}"
+        if groups := self.open_groups(record):
+            named = [
+                f"the freeze override ({self.tools.describe(record.freeze_override)})"
+                if group == OVERRIDE
+                else f"the {group} group"
+                for group in groups
+            ]
+            return f"{text}; still needs an approver from {', '.join(named)}"
         left = record.needed - len(counted)
         return f"{text}; waiting for {left} more" if left > 0 else text
 
@@ -140,7 +173,7 @@ class Approvals:
                 return current
             if self.complete(current):
                 raise ApprovalError(f"approval {record.approval_id} has its approvals already; nothing changed")
-            if not quorum.adds(self.counted(current), trigger.sender, record.from_groups, self._member):
+            if not quorum.adds(self.counted(current), trigger.sender, self.slots(record), self._member(record)):
                 raise ApprovalError(f"{who(trigger.sender)} fills no group still open: {self.progress(current)}")
             voted = quorum.Vote(by=trigger.sender, at=now, channel=trigger.channel, digest=record.digest)
             outcome = await self.store.vote(record, [*votes, voted], now)
@@ -158,8 +191,18 @@ class Approvals:
             f"too many approvers answered approval {record.approval_id} at once; nothing changed, answer again"
         )
 
-    def _member(self, identity: str, group: str) -> bool:
-        return identity in self.tools.groups.get(group, [])
+    def _member(self, record: ApprovalRecord) -> quorum.Member:
+        """Who may fill which slot of `record`'s quorum."""
+        anyone = [entry for entry in record.allowed if entry not in record.freeze_override]
+
+        def member(identity: str, slot: str) -> bool:
+            if slot == ANY:
+                return self.tools.is_member(identity, anyone)
+            if slot == OVERRIDE:
+                return self.tools.is_member(identity, record.freeze_override)
+            return identity in self.tools.groups.get(slot, [])
+
+        return member
 
     # --- deciding ----------------------------------------------------------------------------
 
@@ -243,6 +286,7 @@ class Approvals:
         spec = self.tools.get(record.tool)
         # Permission again, at execution time, against the configuration now in force.
         approvers = [*spec.approval.deciders, *(spec.approval.escalate_to if record.escalated else [])]
+        approvers += spec.approval.freeze_override if record.freeze else []
         deciders = [vote.by for vote in record.votes] if record.needed > 1 else [record.decided_by]
         for decider in deciders:
             if not self.tools.may_approve(decider, approvers, record.requester, spec.approval.allow_self):

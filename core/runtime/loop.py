@@ -29,6 +29,7 @@ from core.obs import failpoints, logs, tracing
 from core.redis.store import DecisionWrite, Store
 from core.runtime.approvals import Approvals
 from core.runtime.budget import BudgetSpent
+from core.runtime.holds import Holds
 from core.runtime.roster import Profile, Roster
 from core.runtime.run import Run
 from core.tools.executors import CallContext, ToolOutput, ToolRunner
@@ -89,6 +90,7 @@ class Loop:
         approvals: Approvals,
         error_limit: int,
         questions: Asking | None = None,
+        holds: Holds | None = None,
     ) -> None:
         self.store = store
         self.tools = tools  # every tool: an interrupted call is recovered whoever holds the thread
@@ -98,9 +100,15 @@ class Loop:
         self.approvals = approvals
         self.error_limit = error_limit
         self.questions = questions  # an MCP server's questions during a call go to the thread's person
+        self.holds = holds  # change freezes, allowed windows and target locks hold gated calls back
 
     async def advance(self, run: Run) -> None:
         """Take steps while the thread is running and not paused, each as the agent that holds it then."""
+        await self._advance(run)
+        if self.holds is not None:  # the target locks of calls the thread no longer holds are released
+            await self.holds.release(run)
+
+    async def _advance(self, run: Run) -> None:
         await self._recover_interrupted(run)
         logs.bind(agent=run.state.agent)  # known only now for a thread this trigger started
         while run.state.status == "running" and not run.state.paused:
@@ -195,6 +203,11 @@ class Loop:
                 logs.bind(agent=to)
                 return "handed_off"
             case "approval":
+                if self.holds is not None:  # a freeze, a closed window or another thread's lock refuses it
+                    admitted = await self.holds.admit(run, call, spec)
+                    if admitted is None:
+                        return "refused"
+                    call = admitted
                 await self.approvals.open(run, call, spec)
                 return "approval_requested"
             case "run":
@@ -214,7 +227,10 @@ class Loop:
         decision: DecisionWrite | None = None,
     ) -> str:
         """Run a tool; `before` (the call, or the approval and its `decision`) is stored with ToolStarted
-        in one round trip. Returns the outcome: "ok" or "failed"."""
+        in one round trip. Returns the outcome: "ok", "failed" or "refused" (a freeze or a lock holds it)."""
+        if self.holds is not None and (refusal := await self.holds.before_run(run, spec, call_id, args)):
+            await run.commit(*before, run.error(call_id, spec.name, refusal, "rejected"), decision=decision)
+            return "refused"
         await run.commit(*before, ev.ToolStarted(**run.meta(), call_id=call_id, tool=spec.name), decision=decision)
         if decision is not None:
             await failpoints.hit("after-decision")

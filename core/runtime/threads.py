@@ -364,6 +364,7 @@ class Threads:
             trigger_id=trigger.id,
             channel=trigger.channel,
             approved_by=[vote.by for vote in self.approvals.counted(record)] if record.status == "approved" else [],
+            override_by=self.approvals.overridden_by(record) if record.status == "approved" else "",
         )
         receipt = run.out(
             ev.DecisionReceipt,

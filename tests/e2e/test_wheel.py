@@ -198,6 +198,7 @@ def test_init_writes_a_copy_the_bot_then_uses(installed: Installed, place: Place
         "BOT_TOOLS_FILE",
         "BOT_AGENTS_FILE",
         "BOT_SCHEDULES_FILE",
+        "BOT_CALENDAR_FILE",
         "BOT_HOOKS_FILE",
         "BOT_PROMPTS_DIR",
         "BOT_EVALS_DIR",
