@@ -30,16 +30,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
-from cronsim import CronSim, CronSimError
+from cronsim import CronSim
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from core.domain.durations import Seconds
 from core.domain.errors import ConfigError
+from core.domain.schedules import checked_cron, checked_zone
 from core.domain.toml_file import load_toml, validated
 
-_SYNTAX_CHECK_START = datetime(2000, 1, 1, tzinfo=UTC)
 CHAIN_LIMIT = 64  # freezes and windows followed end to end when working out when calls may run again
 
 
@@ -60,23 +60,12 @@ class Period(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"{value!r} is not an IANA time zone; use a name like 'Europe/Berlin' or 'UTC'") from None
-        return value
+        return checked_zone(value, "Europe/Berlin")
 
     @field_validator("cron")
     @classmethod
     def _cron(cls, value: str) -> str:
-        if value:
-            try:
-                CronSim(value, _SYNTAX_CHECK_START)
-            except CronSimError as exc:
-                raise ValueError(
-                    f"{value!r} is not a cron expression ({exc}); use 5 fields like '0 16 * * 5'"
-                ) from None
-        return value
+        return checked_cron(value, "0 16 * * 5") if value else value
 
     @model_validator(mode="after")
     def _one_form(self) -> Period:

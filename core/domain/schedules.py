@@ -34,6 +34,24 @@ MISSED_COUNT_CAP = 1000  # past this, "1000+ missed": the count is for the log, 
 _SYNTAX_CHECK_START = datetime(2000, 1, 1, tzinfo=UTC)
 
 
+def checked_cron(value: str, example: str) -> str:
+    """`value` if it is a 5-field cron expression, else a ValueError that shows `example`."""
+    try:
+        CronSim(value, _SYNTAX_CHECK_START)
+    except CronSimError as exc:
+        raise ValueError(f"{value!r} is not a cron expression ({exc}); use 5 fields like {example!r}") from None
+    return value
+
+
+def checked_zone(value: str, example: str) -> str:
+    """`value` if it names an IANA time zone, else a ValueError that shows `example`."""
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{value!r} is not an IANA time zone; use a name like {example!r} or 'UTC'") from None
+    return value
+
+
 class Schedule(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -51,20 +69,12 @@ class Schedule(BaseModel):
     @field_validator("cron")
     @classmethod
     def _cron(cls, value: str) -> str:
-        try:
-            CronSim(value, _SYNTAX_CHECK_START)
-        except CronSimError as exc:
-            raise ValueError(f"{value!r} is not a cron expression ({exc}); use 5 fields like '0 9 * * 1-5'") from None
-        return value
+        return checked_cron(value, "0 9 * * 1-5")
 
     @field_validator("timezone")
     @classmethod
     def _zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"{value!r} is not an IANA time zone; use a name like 'Europe/London' or 'UTC'") from None
-        return value
+        return checked_zone(value, "Europe/London")
 
     def latest(self, now: datetime) -> datetime | None:
         """The last tick at or before `now`, in UTC."""
