@@ -1,6 +1,6 @@
 """The terminal channel (`bot chat`): lines typed become triggers; the `cli` outbox is printed.
 
-Approvals are answered inline with `approve <id>` or `reject <id> <reason>`.
+Approvals are answered inline with `approve <id>` or `reject <id> <reason>`, or put off with `snooze <id> 30m`.
 """
 
 from __future__ import annotations
@@ -37,6 +37,9 @@ def render(outbound: Outbound) -> str:
             body = f"… {people.plain(outbound.text)}"
         case Reply():
             body = people.plain(outbound.text)
+        case ApprovalRequest() if outbound.snoozed_until is not None:  # "not now": it is asked again later
+            by, until = people.display(outbound.snoozed_by), people.plain_time(outbound.snoozed_until)
+            body = f"approval {outbound.approval_id} snoozed by {by} until {until}; it will be asked again then"
         case ApprovalRequest() if outbound.approved_by:  # the request again: a quorum's approval arrived
             names = ", ".join(map(people.display, outbound.approved_by))
             body = (
@@ -55,10 +58,12 @@ def render(outbound: Outbound) -> str:
                 lines.append(f"  needs: {outbound.needed} approvals{groups}")
             if outbound.wait_until is not None:
                 lines.append(f"  can be approved from: {people.plain_time(outbound.wait_until)}")
+            lines += preview_lines(outbound)
             lines += [
                 f"  expires: {people.plain_time(outbound.expires_at)}"
                 + (f"  digest: {outbound.short}" if outbound.digest else ""),
                 f"  answer: approve {outbound.approval_id}  |  reject {outbound.approval_id} <reason>",
+                f"  not now: snooze {outbound.approval_id} 30m",
             ]
             body = "\n".join(lines)
         case Question() if outbound.options:
@@ -79,6 +84,23 @@ def render(outbound: Outbound) -> str:
         case Notice():
             return render_notice(people.plain(outbound.text), outbound.level)
     return "\n".join(f"bot> {line}" for line in body.splitlines() or [""])
+
+
+def preview_lines(request: ApprovalRequest) -> list[str]:
+    """The tool's preview on the card, indented; or the line saying it failed."""
+    if request.preview_failed:
+        return [f"  preview failed: {request.preview}"]
+    if not request.preview:
+        return []
+    lines = ["  preview:", *(f"    {line}" for line in request.preview.splitlines())]
+    if request.preview_more:
+        where = (
+            f" in the thread: {request.thread_url}"
+            if request.thread_url
+            else " in the thread (`bot thread show <id> --json`)"
+        )
+        lines.append(f"    … {request.preview_more} more characters; the whole preview is{where}")
+    return lines
 
 
 def unwrapped(text: str) -> str:

@@ -56,6 +56,12 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--since", type=since, default=None, help="a duration (24h, 7d) or an ISO time")
     export.add_argument("--format", choices=["jsonl"], default="jsonl")
     asub.add_parser("verify", help="check the hash chain; exit 1 naming the first changed, removed or reordered record")
+    grants = sub.add_parser("grants", help="standing grants: list them, revoke one")
+    gsub = grants.add_subparsers(dest="action", required=True)
+    gsub.add_parser("list", help="every grant kept: live ones first, then expired or revoked")
+    revoke = gsub.add_parser("revoke", help="revoke a grant now: its calls ask for approval again")
+    revoke.add_argument("id")
+    grants.add_argument("--user", help="who revokes (identity cli:<user>; default BOT_CLI_USER)")
     mcp = sub.add_parser("mcp", help="the bot's approvals as an MCP server on stdio (Claude Code, any MCP client)")
     mcp.add_argument("--worker", action="store_true", help="also run a worker here (when no bot process runs one)")
     slack = sub.add_parser("slack", help="Slack app helpers")
@@ -140,6 +146,10 @@ async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
             from bot.audit import audit
 
             return await audit(settings, args)
+        case "grants":
+            from bot.grants import grants
+
+            return await grants(settings, args)
         case "discord":
             return await commands.discord_sync(settings, args.guild, args.everywhere)
     return 2

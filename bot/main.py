@@ -28,6 +28,7 @@ from core.obs import failpoints, logs, tracing
 from core.obs.metrics import Metrics
 from core.redis.asking import Askings
 from core.redis.bus import Bus
+from core.redis.grants import StoredGrants
 from core.redis.limits import RateLimits
 from core.redis.locks import Locks
 from core.redis.scheduler import Scheduler
@@ -37,8 +38,10 @@ from core.runtime.approvals import Approvals
 from core.runtime.asking import ServerQuestions
 from core.runtime.budget import budgeted, model_limit
 from core.runtime.external import ExternalActions, load_actions
+from core.runtime.grants import Grants
 from core.runtime.holds import Holds, calendar_for
 from core.runtime.loop import Loop
+from core.runtime.previews import Previews
 from core.runtime.roster import ROUTER, Roster, load_roster
 from core.runtime.threads import Threads
 from core.runtime.worker import Worker
@@ -86,6 +89,14 @@ class Wiring:
             ["hook", "reason"],
             registry=self.metrics.registry,
         )
+
+    @property
+    def grants(self) -> Grants:
+        """Standing grants, as the threads' loop uses them (`bot grants`, the API, the console)."""
+        grants = self.threads.loop.grants
+        if grants is None:  # a loop built without them (never by `thread_service`)
+            grants = Grants(StoredGrants(self.redis), self.tools, self.threads.clock)
+        return grants
 
     def worker(self, name: str | None = None) -> Worker:
         sweeper = Sweeper(self.store, self.bus, self.tools, self.threads.clock)
@@ -206,7 +217,7 @@ def thread_service(
 ) -> Threads:
     """The thread service and what it works with: approvals for every tool (a stored call runs whoever
     holds the thread), and the loop over the roster's agents with the slash-command model."""
-    approvals = Approvals(store, tools, clock, console_url=console_url)
+    approvals = Approvals(store, tools, clock, console_url=console_url, previews=Previews(runner))
     loop = Loop(
         store=store,
         tools=tools,
@@ -217,6 +228,7 @@ def thread_service(
         error_limit=error_limit,
         questions=questions,
         holds=holds,
+        grants=Grants(StoredGrants(store.redis), tools, clock),
     )
     return Threads(
         store=store,

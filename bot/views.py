@@ -29,6 +29,8 @@ def event_line(seq: int, event: ev.Event) -> str:  # noqa: C901 - one flat case 
             what = f"{event.tool}: {event.output}"
         case ev.ToolErrorEvent():
             what = f"{event.tool or '-'} {event.kind}: {event.error}"
+        case ev.ToolPreviewed():
+            what = f"{event.tool} preview {'ok' if event.ok else 'failed'}: {event.output}"
         case ev.ApprovalRequested():
             what = f"{event.approval_id} for {event.tool} {json.dumps(event.args, sort_keys=True)}; approvers {event.approvers}"
         case ev.ApprovalDecided():

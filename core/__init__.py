@@ -39,13 +39,14 @@ if TYPE_CHECKING:
         Outbound,
         Question,
         Reply,
+        SnoozeTrigger,
         Trigger,
         Verdict,
     )
     from core.domain.ids import new_id, thread_id_for
     from core.domain.ports import ChannelAdapter, Clock, Publisher, SystemClock
     from core.domain.reducer import ThreadState, reduce, replay
-    from core.model.commands import CommandModel, as_command, parse_command, parse_decision
+    from core.model.commands import CommandModel, as_command, parse_command, parse_decision, snooze_seconds
     from core.model.function import FunctionModel
     from core.model.llm import Choice, Model, ModelRequest
     from core.redis.bus import Bus
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
     from core.runtime.delivery import deliver
     from core.runtime.threads import Threads
     from core.runtime.worker import Worker
+    from core.tools.edits import as_text, form_changes, form_fields
     from core.tools.registry import ToolRegistry, ToolSpec, load_tools
 
 _HOMES = {
@@ -65,6 +67,7 @@ _HOMES = {
     "FunctionModel": "core.model.function",
     "parse_command": "core.model.commands",
     "parse_decision": "core.model.commands",
+    "snooze_seconds": "core.model.commands",
     "ApprovalError": "core.domain.errors",
     "BotError": "core.domain.errors",
     "ChannelError": "core.domain.errors",
@@ -88,6 +91,7 @@ _HOMES = {
     "Outbound": "core.domain.events",
     "Question": "core.domain.events",
     "Reply": "core.domain.events",
+    "SnoozeTrigger": "core.domain.events",
     "Trigger": "core.domain.events",
     "Verdict": "core.domain.events",
     "new_id": "core.domain.ids",
@@ -105,6 +109,9 @@ _HOMES = {
     "ApprovalRecord": "core.redis.store",
     "Store": "core.redis.store",
     "ToolRegistry": "core.tools.registry",
+    "as_text": "core.tools.edits",
+    "form_changes": "core.tools.edits",
+    "form_fields": "core.tools.edits",
     "ToolSpec": "core.tools.registry",
     "load_tools": "core.tools.registry",
     "Worker": "core.runtime.worker",
@@ -141,6 +148,7 @@ __all__ = [
     "Publisher",
     "Question",
     "Reply",
+    "SnoozeTrigger",
     "Store",
     "StoreUnavailable",
     "SystemClock",
@@ -155,13 +163,17 @@ __all__ = [
     "Verdict",
     "Worker",
     "as_command",
+    "as_text",
     "deliver",
+    "form_changes",
+    "form_fields",
     "load_tools",
     "new_id",
     "parse_command",
     "parse_decision",
     "reduce",
     "replay",
+    "snooze_seconds",
     "thread_id_for",
 ]
 

@@ -167,15 +167,18 @@ async def test_a_gated_deploy_leaves_requested_approved_started_result_in_a_vali
     thread_id = await _approved_deploy(h)
     audit = AuditLog(h.wiring.store)
     records = await audit.thread_records(thread_id)
-    assert [r.fact for r in records] == ["requested", "approved", "started", "result"]
-    requested, approved, started, result = records
+    assert [r.fact for r in records] == ["previewed", "requested", "approved", "started", "result"]
+    previewed, requested, approved, started, result = records
+    # The deploy tool's dry run ran before the card: whether it worked and a hash of what it said, never the text.
+    assert (previewed.tool, previewed.call_id, previewed.detail["ok"]) == ("deploy", requested.call_id, True)
+    assert len(previewed.detail["output_sha256"]) == 64 and "output" not in previewed.detail
     assert requested.tool == "deploy" and requested.who == "cli:operator" and requested.channel == "cli"
     assert requested.detail["args_hash"] and requested.detail["approvers"] and requested.detail["expires_at"]
     assert (approved.who, approved.channel) == (APPROVER, "cli") and approved.source.startswith("trigger:")
     assert started.detail["args_hash"] == requested.detail["args_hash"] and started.who == APPROVER
     assert result.detail["outcome"] == "ok" and "duration_ms" in result.detail
     assert "output" not in json.dumps(result.detail) and "1.4.2" not in json.dumps([r.detail for r in records])
-    assert [r.n for r in records] == [1, 2, 3, 4]
+    assert [r.n for r in records] == [1, 2, 3, 4, 5]
     assert (await audit.verify()).intact
     assert not await h.wiring.redis.zrange(keys.AUDIT_DUE, 0, -1), "nothing left due"
 
@@ -194,7 +197,11 @@ async def test_a_rejection_is_one_record_and_nothing_runs(fake_redis, make_harne
     approval = next(o for o in await h.outbox() if isinstance(o, ev.ApprovalRequest))
     await h.say(f"reject {approval.approval_id} not now", sender=APPROVER)
     records = await AuditLog(h.wiring.store).thread_records(approval.thread_id)
-    assert [(r.fact, r.detail.get("comment")) for r in records] == [("requested", None), ("rejected", "not now")]
+    assert [(r.fact, r.detail.get("comment")) for r in records] == [
+        ("previewed", None),
+        ("requested", None),
+        ("rejected", "not now"),
+    ]
 
 
 async def test_an_expiry_is_a_record_of_the_deadline(fake_redis, make_harness) -> None:
@@ -218,7 +225,7 @@ async def test_a_thread_left_unaudited_is_caught_up_once_by_the_sweeper(fake_red
         await fake_redis.delete(key)  # as if no append had happened after any commit
     await fake_redis.zadd(keys.AUDIT_DUE, {thread_id: 1})
     sweepers = [Sweeper(h.wiring.store, h.wiring.bus, h.wiring.tools, h.clock) for _ in range(2)]
-    assert [await s.audit.catch_up_due(h.clock.now()) for s in sweepers] == [4, 0]
+    assert [await s.audit.catch_up_due(h.clock.now()) for s in sweepers] == [5, 0]
     assert [r.fact for r in await audit.thread_records(thread_id)] == expected
     assert (await audit.verify()).intact and not await fake_redis.zrange(keys.AUDIT_DUE, 0, -1)
 
@@ -231,7 +238,8 @@ async def test_the_trail_is_kept_on_a_redis_cluster(request: pytest.FixtureReque
         h = make_harness(client)
         thread_id = await _approved_deploy(h)
         audit = AuditLog(h.wiring.store)
-        assert [r.fact for r in await audit.thread_records(thread_id)] == ["requested", "approved", "started", "result"]
+        facts = [r.fact for r in await audit.thread_records(thread_id)]
+        assert facts == ["previewed", "requested", "approved", "started", "result"]
         assert (await audit.verify()).intact
     finally:
         await client.aclose()
@@ -285,7 +293,7 @@ async def _alter(client: aioredis.Redis, position: int, **change: Any) -> None:
 def test_audit_verify_passes_then_names_a_record_altered_in_redis(cli_redis, make_harness, clock, capsys) -> None:
     _deploys(cli_redis, make_harness, clock)
     assert cli.main(["audit", "verify"]) == 0
-    assert capsys.readouterr().out.strip() == "4 records, chain intact"
+    assert capsys.readouterr().out.strip() == "5 records, chain intact"
     asyncio.run(_on(cli_redis, lambda client: _alter(client, 2, who="cli:mallory")))
     assert cli.main(["audit", "verify"]) == 1
     out = capsys.readouterr().out
@@ -308,10 +316,10 @@ def test_audit_export_since_keeps_only_the_later_records(cli_redis, make_harness
     _deploys(cli_redis, make_harness, clock, days_apart=2, count=2)  # at 14:00 on the 23rd and on the 25th
     assert cli.main(["audit", "export", "--since", "2026-11-24T00:00:00Z", "--format", "jsonl"]) == 0
     later = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [r["n"] for r in later] == [5, 6, 7, 8] and {r["at"][:10] for r in later} == {"2026-11-25"}
+    assert [r["n"] for r in later] == [6, 7, 8, 9, 10] and {r["at"][:10] for r in later} == {"2026-11-25"}
     assert cli.main(["audit", "export"]) == 0
     everything = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert len(everything) == 8 and verify(everything).intact, "what is exported verifies on its own"
+    assert len(everything) == 10 and verify(everything).intact, "what is exported verifies on its own"
 
 
 def test_since_reads_durations_and_iso_times() -> None:

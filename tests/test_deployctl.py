@@ -194,3 +194,39 @@ def test_concurrent_deploys_lose_no_update(env: dict[str, str], state_file: Path
     assert len({e["id"] for e in state["history"]}) == 8
     for service, version, environment in targets:
         assert state["services"][service][environment]["version"] == version
+
+
+def test_deploy_dry_run_shows_the_plan_and_writes_nothing(run: Run, state_file: Path) -> None:
+    """`deploy --dry-run` (the deploy tool's preview): current -> new version, the last deploy, open incidents."""
+    assert run("deploy", "api", "1.4.2", "production", "--by", "alice").returncode == 0
+    state = json.loads(state_file.read_text())
+    state["incidents"] = [
+        {"id": "INC-7", "service": "api", "environment": "production", "title": "5xx spike", "opened_at": "T1"},
+        {"id": "INC-6", "service": "api", "title": "slow logins", "opened_at": "T0", "status": "resolved"},
+        {"id": "INC-5", "service": "web", "title": "not this service", "opened_at": "T0"},
+    ]
+    state_file.write_text(json.dumps(state))
+    before = state_file.read_text()
+
+    plan = run("deploy", "api", "1.5.0", "production", "--by", "bob", "--dry-run")
+
+    assert plan.returncode == 0, plan.stderr
+    lines = plan.stdout.splitlines()
+    assert lines[:2] == ["plan: deploy api 1.5.0 to production", "  version: 1.4.2 -> 1.5.0"]
+    assert (
+        lines[2].startswith("  last deploy: 1.0.0 -> 1.4.2 at ") and lines[2].endswith(")") and "by alice" in lines[2]
+    )
+    assert lines[3:] == ["  open incidents: 1", "    INC-7  5xx spike  (opened T1)"]
+    assert state_file.read_text() == before, "a dry run writes nothing"
+
+
+def test_deploy_dry_run_of_a_fresh_service_and_a_bad_version(run: Run, state_file: Path) -> None:
+    plan = run("deploy", "web", "2.0.0", "staging", "--dry-run")
+    assert plan.stdout.splitlines()[1:] == [
+        "  version: 1.0.0 -> 2.0.0",
+        "  last deploy: none recorded",
+        "  open incidents: none",
+    ]
+    assert not state_file.exists(), "a dry run does not even seed the state file"
+    bad = run("deploy", "web", "two", "staging", "--dry-run")
+    assert bad.returncode == 2 and "invalid version 'two'" in bad.stderr

@@ -40,10 +40,13 @@ def expected(state: ThreadState, event: ev.Event) -> Status | None:
     misfits = [
         # One tool at a time: a started tool needs its result (or "interrupted") before any other step.
         running is not None and isinstance(event, STEPS) and not rerun,
-        isinstance(event, ev.ToolStarted | ev.ApprovalRequested | ev.HumanQuestion)
+        isinstance(event, ev.ToolStarted | ev.ApprovalRequested | ev.HumanQuestion | ev.GrantUsed)
         and (last is None or last.call_id != event.call_id),
         isinstance(event, ev.ToolResult) and (running is None or running.call_id != event.call_id),
-        isinstance(event, ev.ApprovalDecided | ev.ApprovalVoted) and asked != (event.approval_id, event.call_id),
+        # A preview is of the gated call just made; its request follows in the same commit.
+        isinstance(event, ev.ToolPreviewed) and (last is None or last.call_id != event.call_id),
+        isinstance(event, ev.ApprovalDecided | ev.ApprovalVoted | ev.ApprovalSnoozed | ev.ArgumentsEdited)
+        and asked != (event.approval_id, event.call_id),
         # A server asks, and is answered, only during its tool's call; an answer is for the question asked.
         isinstance(event, ev.ServerAsked | ev.ServerAnswered) and (running is None or running.call_id != event.call_id),
         isinstance(event, ev.ServerAnswered) and state.asking != event.ask_id,
@@ -57,7 +60,10 @@ def _call_id(state: ThreadState, kind: type[ev.Event], n: int) -> str:
         return f"c{n}"
     if kind in (ev.ToolResult, ev.ServerAsked, ev.ServerAnswered) and state.running is not None:
         return state.running.call_id
-    if kind in (ev.ApprovalDecided, ev.ApprovalVoted) and state.pending_approval is not None:
+    if (
+        kind in (ev.ApprovalDecided, ev.ApprovalVoted, ev.ApprovalSnoozed, ev.ArgumentsEdited)
+        and state.pending_approval is not None
+    ):
         return state.pending_approval.call_id
     return state.last_call.call_id if state.last_call is not None else "c0"
 
@@ -89,6 +95,8 @@ def event_of(draw: st.DrawFn, kind: type[ev.Event], n: int, state: ThreadState, 
             return ev.ToolStarted(**meta, call_id=call_id, tool=tool)
         case ev.ToolResult:
             return ev.ToolResult(**meta, call_id=call_id, tool=tool, output=draw(texts))
+        case ev.ToolPreviewed:
+            return ev.ToolPreviewed(**meta, call_id=call_id, tool=tool, ok=draw(st.booleans()), output=draw(texts))
         case ev.ToolErrorEvent:
             error_kind = draw(st.sampled_from(["invalid", "failed", "rejected", "interrupted", "expired"]))
             return ev.ToolErrorEvent(**meta, call_id=call_id, tool=tool, error=draw(texts), kind=error_kind)
@@ -113,6 +121,35 @@ def event_of(draw: st.DrawFn, kind: type[ev.Event], n: int, state: ThreadState, 
             return ev.ApprovalVoted(
                 **meta, approval_id=approval_id, call_id=call_id, by=by, count=1, needed=2, trigger_id=trigger_id
             )
+        case ev.ApprovalSnoozed:
+            until = T0 + timedelta(minutes=30)
+            return ev.ApprovalSnoozed(
+                **meta, approval_id=approval_id, call_id=call_id, by="cli:dana", until=until, trigger_id=trigger_id
+            )
+        case ev.ArgumentsEdited:
+            before, after = draw(args), draw(args)
+            return ev.ArgumentsEdited(
+                **meta,
+                approval_id=approval_id,
+                call_id=call_id,
+                tool=tool,
+                before=before,
+                after=after,
+                by="cli:dana",
+                trigger_id=trigger_id,
+            )
+        case ev.GrantGiven:
+            expires = T0 + timedelta(hours=4)
+            return ev.GrantGiven(
+                **meta, grant_id="g1", approval_id=approval_id, call_id=call_id, tool=tool, requester="cli:op",
+                pattern="service=api", by="cli:dana", expires_at=expires, trigger_id=trigger_id,
+            )  # fmt: skip
+        case ev.GrantUsed:
+            expires = T0 + timedelta(hours=4)
+            return ev.GrantUsed(
+                **meta, grant_id="g1", call_id=call_id, tool=tool, granted_by="cli:dana", args_hash="h", digest="d",
+                expires_at=expires,
+            )  # fmt: skip
         case ev.HumanQuestion:
             return ev.HumanQuestion(**meta, call_id=call_id, question=draw(texts))
         case ev.HumanAnswer:

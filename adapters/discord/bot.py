@@ -1,4 +1,4 @@
-"""The discord.py client the Discord channel runs: intents, approval and choice buttons, the reject modal.
+"""The discord.py client the Discord channel runs: intents, approval and choice buttons, the reject and edit modals.
 
 Handlers here only acknowledge the interaction (within Discord's 3 s) and hand it to the
 channel's `Sink`, which enqueues a trigger; nothing waits on the agent.
@@ -19,6 +19,8 @@ from core import ApprovalRequest
 # older version of the call is refused by the core.
 DIGEST = r"(?::(?P<digest>[0-9a-f]{8,16}))?"
 APPROVAL_TEMPLATE = rf"appr:(?P<id>[0-9a-z]{{4,40}}):(?P<decision>approve|reject){DIGEST}"
+SNOOZE_TEMPLATE = rf"appr:(?P<id>[0-9a-z]{{4,40}}):snooze{DIGEST}"  # "Not now (30 min)": no decision
+EDIT_TEMPLATE = rf"appr:(?P<id>[0-9a-z]{{4,40}}):edit{DIGEST}"  # edit the arguments, then approve
 # A question's choices: the ask_human call id (custom_ids are at most 100 characters) and the option's index.
 CALL_ID = r"(?P<call>[A-Za-z0-9_-]{1,80})"
 CHOICE_TEMPLATE = rf"ask:{CALL_ID}:(?P<n>\d{{1,2}})"
@@ -26,6 +28,7 @@ SELECT_TEMPLATE = rf"asksel:{CALL_ID}"
 CALL_ID_CHARS = 80
 REASON_MODAL = re.compile(rf"^apprr:(?P<id>[0-9a-z]{{4,40}}){DIGEST}$")
 REASON_FIELD = "reason"
+EDIT_MODAL = re.compile(rf"^appre:(?P<id>[0-9a-z]{{4,40}}){DIGEST}$")  # `adapters.discord.edits.EditModal`
 MODAL_TIMEOUT_SECONDS = 600
 
 
@@ -44,6 +47,15 @@ class Sink(Protocol):
     ) -> None: ...
 
     async def answer(self, interaction: discord.Interaction[Any], call_id: str, index: int) -> None: ...
+
+    async def snooze(self, interaction: discord.Interaction[Any], approval_id: str, digest: str = "") -> None: ...
+
+    # These two answer the interaction themselves: with a modal, a refusal, or an acknowledgement.
+    async def edit(self, interaction: discord.Interaction[Any], approval_id: str, digest: str = "") -> None: ...
+
+    async def edited(
+        self, interaction: discord.Interaction[Any], approval_id: str, digest: str, values: Mapping[str, str]
+    ) -> None: ...
 
 
 class OpsBot(commands.Bot):
@@ -67,7 +79,7 @@ class OpsBot(commands.Bot):
         )
         self.sink: Sink | None = None
         self.gateway_ready = False
-        self.add_dynamic_items(ApprovalButton, ChoiceButton, ChoiceSelect)
+        self.add_dynamic_items(ApprovalButton, SnoozeButton, EditButton, ChoiceButton, ChoiceSelect)
 
     async def on_connect(self) -> None:  # the session is up (READY); events flow from now on
         self.gateway_ready = True
@@ -86,10 +98,15 @@ class OpsBot(commands.Bot):
             await self.sink.message(message)
 
     async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
-        """Reject reasons: read from the raw submission, so any process and any restart can take them."""
+        """Reject reasons and edits: read from the raw submission, so any process and any restart can take them."""
         if interaction.type is not discord.InteractionType.modal_submit or not interaction.data:
             return
-        match = REASON_MODAL.match(str(interaction.data.get("custom_id", "")))
+        custom_id = str(interaction.data.get("custom_id", ""))
+        if edit := EDIT_MODAL.match(custom_id):
+            values = modal_values(interaction.data)
+            await sink_of(interaction).edited(interaction, edit["id"], edit["digest"] or "", values)
+            return
+        match = REASON_MODAL.match(custom_id)
         if match is None:
             return
         await interaction.response.defer()
@@ -113,6 +130,18 @@ def modal_value(data: Mapping[str, Any], custom_id: str) -> str:
         if isinstance(child, Mapping) and (found := modal_value(child, custom_id)):
             return found
     return ""
+
+
+def modal_values(data: Mapping[str, Any]) -> dict[str, str]:
+    """Every text input's value in a modal submission, by custom_id, wherever Discord nested it."""
+    found: dict[str, str] = {}
+    if "custom_id" in data and "value" in data:
+        found[str(data["custom_id"])] = str(data["value"])
+    children = [*data.get("components", []), *([data["component"]] if "component" in data else [])]
+    for child in children:
+        if isinstance(child, Mapping):
+            found |= modal_values(child)
+    return found
 
 
 class RejectModal(discord.ui.Modal):
@@ -155,10 +184,59 @@ class ApprovalButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
         await sink_of(interaction).decision(interaction, self.approval_id, True, "", self.digest)
 
 
+class SnoozeButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=SNOOZE_TEMPLATE):
+    """Not now (30 min) on an approval card: the core asks again later; no decision is made."""
+
+    def __init__(self, approval_id: str, digest: str = "") -> None:
+        button: discord.ui.Button[discord.ui.View] = discord.ui.Button(
+            label="Not now (30 min)",
+            style=discord.ButtonStyle.secondary,
+            custom_id=f"appr:{approval_id}:snooze" + (f":{digest}" if digest else ""),
+        )
+        super().__init__(button)
+        self.approval_id = approval_id
+        self.digest = digest
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> SnoozeButton:
+        return cls(match["id"], match["digest"] or "")
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        await interaction.response.defer()
+        await sink_of(interaction).snooze(interaction, self.approval_id, self.digest)
+
+
+class EditButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=EDIT_TEMPLATE):
+    """Edit on an approval card: the call's arguments in a modal, to change, then approve."""
+
+    def __init__(self, approval_id: str, digest: str = "") -> None:
+        button: discord.ui.Button[discord.ui.View] = discord.ui.Button(
+            label="Edit",
+            style=discord.ButtonStyle.secondary,
+            custom_id=f"appr:{approval_id}:edit" + (f":{digest}" if digest else ""),
+        )
+        super().__init__(button)
+        self.approval_id = approval_id
+        self.digest = digest
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> EditButton:
+        return cls(match["id"], match["digest"] or "")
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        await sink_of(interaction).edit(interaction, self.approval_id, self.digest)  # the modal answers
+
+
 def approval_view(request: ApprovalRequest) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
     view.add_item(ApprovalButton(request.approval_id, True, request.short))
     view.add_item(ApprovalButton(request.approval_id, False, request.short))
+    view.add_item(SnoozeButton(request.approval_id, request.short))
+    view.add_item(EditButton(request.approval_id, request.short))
     return view
 
 

@@ -21,6 +21,7 @@ from core import ApprovalRequest, DecisionReceipt, Question, people
 
 FIELD_LIMIT = 1024
 REASON_CHARS = 600
+PREVIEW_NOTE_CHARS = 200  # room in the preview's field for what it leaves out, and the link to all of it
 ARGS_LINE_CHARS = 300
 BUTTON_LABEL_CHARS = 80
 SELECT_LABEL_CHARS = 100
@@ -75,6 +76,8 @@ def approval_embed(request: ApprovalRequest) -> discord.Embed:
         colour=PENDING,
     )
     embed.add_field(name="Arguments", value=args_block(request.args), inline=False)
+    if (preview := preview_field(request)) is not None:
+        embed.add_field(name=preview[0], value=preview[1], inline=False)
     embed.add_field(name="Requested by", value=person(request.requester), inline=True)
     embed.add_field(name="Who may approve", value=clip(approvers_line(request.approvers), FIELD_LIMIT), inline=True)
     embed.add_field(name="Expires", value=f"{relative(request.expires_at)} ({stamp(request.expires_at)})", inline=True)
@@ -82,11 +85,34 @@ def approval_embed(request: ApprovalRequest) -> discord.Embed:
         embed.add_field(name="Approvals", value=clip(quorum_line(request), FIELD_LIMIT), inline=True)
     if request.wait_until is not None:
         embed.add_field(name="Can be approved", value=relative(request.wait_until), inline=True)
+    if request.snoozed_until is not None:  # "not now": asked again then
+        snoozed = f"by {person(request.snoozed_by)} until {stamp(request.snoozed_until)}"
+        embed.add_field(name="Snoozed", value=clip(snoozed, FIELD_LIMIT), inline=True)
     if link:
         embed.add_field(name="Request", value=f"[Jump to the request]({link})", inline=False)
     digest = f" · digest {request.short}" if request.digest else ""
     embed.set_footer(text=f"approval {request.approval_id}{digest} · or type: approve {request.approval_id}")
     return embed
+
+
+def preview_field(request: ApprovalRequest) -> tuple[str, str] | None:
+    """The tool's preview as a field (name, value): a code block cut to fit, saying what it leaves out;
+    or the line saying the preview failed. None without a preview."""
+    if request.preview_failed:
+        return "⚠️ Preview failed", clip(request.preview, FIELD_LIMIT)
+    if not request.preview:
+        return None
+    room = FIELD_LIMIT - len("```\n\n```") - PREVIEW_NOTE_CHARS
+    text = request.preview.replace("```", "`\u200b``")
+    shown = clip(text, room)
+    value = f"```\n{shown}\n```"
+    more = request.preview_more + (len(text) - len(shown) + 1 if shown != text else 0)  # clip's "…"
+    if more > 0:
+        whole = (
+            f"[the whole preview]({request.thread_url})" if request.thread_url else "the whole preview is in the thread"
+        )
+        value += f"\n{more} more characters: {whole}"
+    return "Preview", value[:FIELD_LIMIT]
 
 
 def quorum_line(request: ApprovalRequest) -> str:

@@ -105,7 +105,7 @@ class DiscordChannel:
         self.bus = bus
         self.client = client or build_client(settings)
         book = DiscordStore(store.redis)
-        self.client.sink = Inbound(bus, book, self.client)
+        self.client.sink = Inbound(bus, book, self.client, store, tools)
         self.renderer = Renderer(self.client, book, settings.approval_channel_id)
         install_commands(self.client, tools)
         self.consumer = f"{CHANNEL}-{socket.gethostname()}-{os.getpid()}"

@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import discord
 
+from adapters.discord import edits
 from adapters.discord.state import DiscordStore
 from adapters.discord.text import MESSAGE_LIMIT, clip
-from core import Bus, DecisionTrigger, MessageTrigger, new_id
+from core import Bus, DecisionTrigger, MessageTrigger, SnoozeTrigger, Store, ToolRegistry, new_id
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +82,12 @@ def identity(user: discord.abc.User) -> str:
 class Inbound:
     """The client's handlers call these after acknowledging; each builds one trigger and publishes it."""
 
-    def __init__(self, bus: Bus, book: DiscordStore, client: discord.Client) -> None:
+    def __init__(self, bus: Bus, book: DiscordStore, client: discord.Client, store: Store, tools: ToolRegistry) -> None:
         self.bus = bus
         self.book = book
         self.client = client
+        self.store = store  # the approval records an Edit modal is filled from
+        self.tools = tools  # their tools' schemas
 
     async def message(self, message: discord.Message) -> None:
         """A DM, a message that mentions the bot, or a message in a thread the bot started."""
@@ -151,6 +155,53 @@ class Inbound:
                 decision="approve" if approve else "reject",
                 comment=comment,
                 digest=digest,
+            )
+        )
+
+    async def snooze(self, interaction: discord.Interaction[Any], approval_id: str, digest: str = "") -> None:
+        """Not now, already acknowledged: the core checks who may snooze and puts the request off 30 minutes."""
+        await self.bus.publish(
+            SnoozeTrigger(**await self._clicked(interaction), approval_id=approval_id, digest=digest)
+        )
+
+    async def edit(self, interaction: discord.Interaction[Any], approval_id: str, digest: str = "") -> None:
+        """The Edit button, not yet acknowledged: an approver gets the call's arguments in a modal; anyone
+        else (and a request no longer pending) hears from the core why not, as from the Approve button."""
+        record = await self.store.get_approval(approval_id)
+        sender = identity(interaction.user)
+        if (
+            record is None
+            or record.status != "pending"
+            or not self.tools.may_approve(sender, record.allowed, record.requester, record.allow_self)
+        ):
+            await interaction.response.defer()
+            await self.decision(interaction, approval_id, True, "", digest)  # refused by the core, as it checks
+            return
+        await interaction.response.send_modal(edits.EditModal(record, self.tools, digest))
+
+    async def edited(
+        self, interaction: discord.Interaction[Any], approval_id: str, digest: str, values: Mapping[str, str]
+    ) -> None:
+        """The Edit modal, not yet acknowledged: a value that does not fit the tool's schema is answered to
+        the editor alone and nothing is sent; otherwise an approval with the changes (none: a plain one)."""
+        texts, comment = edits.submitted(values)
+        record = await self.store.get_approval(approval_id)
+        changes: dict[str, Any] = {}
+        if record is not None:  # else the core says the approval is unknown
+            changes, errors = edits.changes(self.tools, record, texts)
+            if errors:
+                text = clip(edits.refusal(record, errors), MESSAGE_LIMIT)
+                await interaction.response.send_message(text, ephemeral=True)
+                return
+        await interaction.response.defer()
+        await self.bus.publish(
+            DecisionTrigger(
+                **await self._clicked(interaction),
+                approval_id=approval_id,
+                decision="approve",
+                comment=comment,
+                digest=digest,
+                args=changes or None,
             )
         )
 

@@ -23,6 +23,8 @@ INSTRUCTIONS = (
     "  APPROVE\n"
     "or\n"
     "  REJECT and a reason, e.g. REJECT not during the freeze\n"
+    "or, to be asked again later without deciding:\n"
+    "  SNOOZE 30m\n"
     "Only the first line counts; anything else there is not read as an answer and you will be asked again."
 )
 
@@ -91,12 +93,26 @@ def approval_rows(request: ApprovalRequest, readable: Readable) -> list[tuple[st
         ("Tool", request.tool),
         ("Arguments", json.dumps(request.args, indent=2, sort_keys=True, ensure_ascii=False)),
         ("Why", readable.text(request.reason) or "(no reason given)"),
+        *preview_rows(request),
         ("Requested by", person(request.requester)),
         ("Expires", readable.time(request.expires_at)),
         *quorum_rows(request, readable),
         ("Approval id", request.approval_id),
         *([("Thread", request.thread_url)] if request.thread_url else []),
     ]
+
+
+def preview_rows(request: ApprovalRequest) -> list[tuple[str, str]]:
+    """The tool's preview (its plan before apply), or the line saying it failed."""
+    if request.preview_failed:
+        return [("Preview failed", request.preview)]
+    if not request.preview:
+        return []
+    rows = [("Preview", request.preview)]
+    if request.preview_more:
+        where = f": {request.thread_url}" if request.thread_url else ""
+        rows.append(("Whole preview", f"{request.preview_more} more characters, in the request thread{where}"))
+    return rows
 
 
 def approval_mail(
@@ -118,7 +134,7 @@ def approval_mail(
     plain = [intro, ""] + [f"{label}:\n{value}\n" for label, value in rows] + [INSTRUCTIONS]
     msg.set_content("\n".join(plain))
     steps = "<br>".join(html.escape(line) for line in INSTRUCTIONS.splitlines())
-    table = html_table(rows, code=frozenset({"Arguments"}))
+    table = html_table(rows, code=frozenset({"Arguments", "Preview"}))
     msg.add_alternative(
         html_document(f'<p style="margin:0 0 12px">{html.escape(intro)}</p>{table}<p style="margin:0">{steps}</p>'),
         subtype="html",

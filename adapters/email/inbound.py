@@ -13,7 +13,7 @@ import logging
 from datetime import datetime
 
 from adapters.email.compose import INSTRUCTIONS, Thread
-from adapters.email.parse import InboundMail, parse_answer, parse_mail
+from adapters.email.parse import InboundMail, parse_answer, parse_mail, parse_snooze
 from adapters.email.readable import Readable, person
 from adapters.email.security import Token, Tokens, authentication_failure
 from adapters.email.state import EmailState, chain
@@ -24,10 +24,12 @@ from core import (
     DecisionTrigger,
     MessageTrigger,
     Notice,
+    SnoozeTrigger,
     Store,
     ToolRegistry,
     new_id,
     parse_decision,
+    snooze_seconds,
 )
 
 log = logging.getLogger(__name__)
@@ -135,6 +137,8 @@ class Inbound:
             record = await self._checked(mail, tokens)
         except Refused as refusal:
             return await self._tell(mail, root, reply_to, str(refusal))
+        if (later := parse_snooze(mail.text)) is not None:
+            return await self._snooze(mail, root, reply_to, record, later)
         answer = parse_answer(mail.text)
         if answer is None:
             first = next(iter(mail.text.splitlines()), "")
@@ -157,6 +161,28 @@ class Inbound:
         )
         if not await self.bus.publish(decision):
             log.info("approval reply %s was already enqueued; ignored", mail.message_id)
+
+    async def _snooze(
+        self, mail: InboundMail, root: str, reply_to: dict[str, str], record: ApprovalRecord, duration: str
+    ) -> None:
+        """`SNOOZE 30m`: the core puts the request off, tells the requester, and mails the card again then."""
+        try:
+            length = snooze_seconds(duration)
+        except ValueError as exc:
+            return await self._tell(mail, root, reply_to, f"{exc}. Approval {record.approval_id} is unchanged.")
+        await self.state.note_inbound(root, mail.message_id, mail.references, mail.subject)
+        snooze = SnoozeTrigger(
+            id=new_id(),
+            channel=CHANNEL,
+            conversation=root,
+            sender=identity(mail.sender),
+            dedup_key=dedup_key(mail),
+            reply_to=reply_to,
+            approval_id=record.approval_id,
+            seconds=length,
+        )
+        if not await self.bus.publish(snooze):
+            log.info("snooze reply %s was already enqueued; ignored", mail.message_id)
 
     async def _checked(self, mail: InboundMail, tokens: list[Token]) -> ApprovalRecord:
         """The pending approval this reply may decide, or Refused saying why not."""

@@ -20,6 +20,7 @@ MSGID = re.compile(r"<([^<>\s]+)>")
 SUBJECT_PREFIX = re.compile(r"^\s*((re|aw|sv|fw|fwd|wg)\s*(\[\d+\])?\s*:\s*)+", re.IGNORECASE)
 APPROVE_WORDS = {"approve", "approved", "yes"}
 REJECT = re.compile(r"^(reject|rejected|no)(?:[\s:;,.!-]+(.*))?$", re.IGNORECASE)
+SNOOZE = re.compile(r"^(?:snooze|not now|later)(?:[\s:;,-]+(?:for\s+)?(\S+))?$", re.IGNORECASE)  # "not now"
 COMMENT_CHARS = 500
 _BLOCK_TAGS = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "blockquote", "pre"}
 
@@ -131,6 +132,15 @@ def parse_answer(text: str) -> Answer | None:
         reason = (match.group(2) or "").strip() or rest
         return Answer(approve=False, comment=" ".join(reason.split())[:COMMENT_CHARS])
     return None
+
+
+def parse_snooze(text: str) -> str | None:
+    """SNOOZE / NOT NOW / LATER on the first line, with how long (`SNOOZE 30m`): that duration as written
+    ("" for the default); None when the first line is no snooze."""
+    lines = text.strip().splitlines()
+    first = lines[0].strip().rstrip(".!") if lines else ""
+    match = SNOOZE.match(first)
+    return None if match is None else (match.group(1) or "")
 
 
 def _is_automatic(msg: EmailMessage) -> bool:

@@ -27,7 +27,10 @@ OPTION_VALUE_CHARS = 150
 MAX_BUTTONS = 5  # more choices than this are a select menu
 APPROVE = "approval.approve"
 REJECT = "approval.reject"
+SNOOZE = "approval.snooze"  # "Not now (30 min)": asked again later, not decided (`core.runtime.snoozes`)
 REJECT_VIEW = "approval.reject_reason"
+EDIT = "approval.edit"  # edit the call's arguments in a modal, then approve them (`adapters.slack.edits`)
+EDIT_VIEW = "approval.edit_args"
 CHOICE = "question.choice"  # action ids `question.choice.<n>` (buttons) and `question.choice.select`
 CHOICE_BLOCK = "question:"  # block id prefix; the rest is the ask_human call id
 REASON = "reason"
@@ -175,12 +178,17 @@ def approval_card(request: ApprovalRequest, team: str = "", link: str = "") -> t
         fields.append(f"*Can be approved from*\n{when(request.wait_until)}")
     if link:
         fields.append(f"*Asked in*\n{_thread_link(link)}")
+    if request.snoozed_until is not None:
+        fields.append(f"*Snoozed*\nby {person(request.snoozed_by, team)} until {when(request.snoozed_until)}")
     value = decision_value(request)
     buttons = [_button("Approve", APPROVE, value, "primary"), _button("Reject", REJECT, value, "danger")]
+    buttons.append(_button("Not now (30 min)", SNOOZE, value))
+    buttons.append(_button("Edit", EDIT, value))
     block_list = [
         _header(f"Approval needed: {request.tool}"),
         _section(f"{requester} asks to run `{escape(request.tool)}`\n*Why:* {reason}"),
         _section(f"*Arguments*\n```{escape(args)}```"),
+        *preview_blocks(request, link),
         {"type": "section", "fields": [{"type": "mrkdwn", "text": field} for field in fields]},
         _context(f"approval `{request.approval_id}`", f"digest `{request.short}`" if request.digest else ""),
         {"type": "actions", "block_id": "approval", "elements": buttons},
@@ -188,6 +196,21 @@ def approval_card(request: ApprovalRequest, team: str = "", link: str = "") -> t
     call = f"{escape(request.tool)} ({escape(arguments(request.args))})" if request.args else escape(request.tool)
     text = f"{requester} asks to run {call} and needs an approval ({request.approval_id})."
     return text, block_list
+
+
+def preview_blocks(request: ApprovalRequest, link: str = "") -> list[Block]:
+    """The tool's preview (its plan before apply) as a code block, and what the card leaves out of it;
+    a failed preview as one line saying so."""
+    if request.preview_failed:
+        return [_section(f":warning: *Preview failed:* {escape(clip(request.preview, FIELD_CHARS))}")]
+    if not request.preview:
+        return []
+    blocks = [_section(f"*Preview*\n```{escape(clip(request.preview, ARGS_CHARS - 20))}```")]
+    if request.preview_more:
+        where = request.thread_url or link
+        whole = f"<{where}|the whole preview>" if where else "the whole preview is in the request thread"
+        blocks.append(_context(f"{request.preview_more} more characters: {whole}"))
+    return blocks
 
 
 def quorum_text(request: ApprovalRequest, team: str = "") -> str:

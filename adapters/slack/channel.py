@@ -46,12 +46,24 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from adapters.slack import blocks, inbound
+from adapters.slack import blocks, edits, inbound
 from adapters.slack.manifest import EVENTS_PATH, command_name, manifest, tool_commands
 from adapters.slack.render import SlackRenderer
 from adapters.slack.state import Origin, Place, SlackState, dm_key, thread_key
 from config.channels import SlackSettings
-from core import Bus, DecisionTrigger, MessageTrigger, Outbound, Store, ToolRegistry, Trigger, deliver, new_id
+from core import (
+    ApprovalRecord,
+    Bus,
+    DecisionTrigger,
+    MessageTrigger,
+    Outbound,
+    SnoozeTrigger,
+    Store,
+    ToolRegistry,
+    Trigger,
+    deliver,
+    new_id,
+)
 
 __all__ = ["SlackChannel", "manifest", "web_client"]
 
@@ -97,7 +109,8 @@ class SlackChannel:
             retry_handlers=[AsyncConnectionErrorRetryHandler()],
         )
         self.renderer = SlackRenderer(render_client, self.state, settings.approval_channel)
-        self.stats: Counter[str] = Counter()  # inbound deliveries: published, duplicate, ignored, dialog
+        # Inbound deliveries: published, duplicate, ignored, dialog, invalid (an edit refused in its dialog).
+        self.stats: Counter[str] = Counter()
         self.app = self._build_app()
 
     def _build_app(self) -> AsyncApp:
@@ -121,7 +134,10 @@ class SlackChannel:
         app.event("app_mention")(self._on_mention)
         app.action(blocks.APPROVE)(self._on_approve)
         app.action(blocks.REJECT)(self._on_reject)
+        app.action(blocks.SNOOZE)(self._on_snooze)
         app.view(blocks.REJECT_VIEW)(self._on_reject_reason)
+        app.action(blocks.EDIT)(self._on_edit)
+        app.view(blocks.EDIT_VIEW)(self._on_edit_submit)
         app.action(re.compile(rf"^{re.escape(blocks.CHOICE)}\."))(self._on_choice)
         app.event("assistant_thread_started")(self._on_assistant_thread)
         app.event("assistant_thread_context_changed")(self._on_assistant_thread)
@@ -312,6 +328,27 @@ class SlackChannel:
         await self.client.views_open(trigger_id=body["trigger_id"], view=blocks.reject_dialog(approval_id, where))
         self.stats["dialog"] += 1
 
+    async def _on_snooze(self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
+        """Not now: the core puts the request off for 30 minutes, or tells the person who clicked why not."""
+        await ack()
+        clicked = inbound.click(body, action)
+        approval_id, digest = blocks.decided_value(action["value"])
+        card = await self.state.card(approval_id)
+        place = clicked["place"]
+        fallback = thread_key(clicked["team"], place.channel, place.thread_ts or clicked["message_ts"])
+        await self._publish(
+            SnoozeTrigger(
+                id=new_id(),
+                channel=self.name,
+                conversation=card.request.conversation if card else fallback,
+                sender=inbound.identity(clicked["team"], clicked["user"]),
+                approval_id=approval_id,
+                digest=digest,
+                dedup_key=clicked["dedup"],
+                reply_to=Origin(clicked["team"], place.channel, place.thread_ts, clicked["user"]).reply_to(),
+            )
+        )
+
     async def _on_reject_reason(self, ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
         await ack()
         meta = json.loads(view["private_metadata"])
@@ -325,6 +362,50 @@ class SlackChannel:
             dedup=f"slack:view:{view['id']}:{user}",
         )
         await self._decide(clicked, meta["approval_id"], "reject", reason.strip(), digest=meta.get("digest", ""))
+
+    async def _on_edit(self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
+        """An approver gets the call's arguments in a dialog to change, then approve; anyone else (and a
+        request no longer pending) hears from the core why not, as from the Approve button."""
+        await ack()
+        clicked = inbound.click(body, action)
+        approval_id, digest = blocks.decided_value(action["value"])
+        record = await self.store.get_approval(approval_id)
+        sender = inbound.identity(clicked["team"], clicked["user"])
+        if record is None or record.status != "pending" or not self._may_approve(record, sender):
+            await self._decide(clicked, approval_id, "approve", digest=digest)  # refused by the core, as it checks
+            return
+        if not await self.store.claim(clicked["dedup"]):
+            self.stats["duplicate"] += 1
+            return
+        place = clicked["place"]
+        where = {"team": clicked["team"], "channel": place.channel, "message_ts": clicked["message_ts"]}
+        where |= {"thread_ts": place.thread_ts, "digest": digest}
+        await self.client.views_open(trigger_id=body["trigger_id"], view=edits.edit_dialog(record, self.tools, where))
+        self.stats["dialog"] += 1
+
+    async def _on_edit_submit(self, ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
+        """The edited arguments: a value that does not fit the tool's schema is shown under its field and
+        nothing is sent; otherwise an approval with the changes (none: a plain approval with the comment)."""
+        meta = json.loads(view["private_metadata"])
+        texts, comment = edits.submitted(view)
+        record = await self.store.get_approval(meta["approval_id"])
+        changes: dict[str, Any] = {}
+        if record is not None:  # else the core says the approval is unknown
+            changes, errors = edits.changes(self.tools, record, texts)
+            if errors:
+                await ack(response_action="errors", errors={f"{edits.FIELD}{k}": v for k, v in errors.items()})
+                self.stats["invalid"] += 1
+                return
+        await ack()
+        user = body["user"]["id"]
+        clicked = inbound.Click(
+            team=meta["team"],
+            user=user,
+            place=Place(meta["channel"], meta["thread_ts"]),
+            message_ts=meta["message_ts"],
+            dedup=f"slack:view:{view['id']}:{user}",
+        )
+        await self._decide(clicked, meta["approval_id"], "approve", comment, meta["digest"], changes or None)
 
     async def _on_choice(self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
         """A choice of a question: its text (or number) as the answer to that question's call."""
@@ -357,6 +438,10 @@ class SlackChannel:
             and self.tools.may_approve(sender, record.approvers, record.requester, record.allow_self)
         )
 
+    def _may_approve(self, record: ApprovalRecord, sender: str) -> bool:
+        """The core's own check (`Approvals.refusal_to_decide`): whoever may decide the request now."""
+        return self.tools.may_approve(sender, record.allowed, record.requester, record.allow_self)
+
     async def _decide(
         self,
         clicked: inbound.Click,
@@ -364,9 +449,10 @@ class SlackChannel:
         decision: Literal["approve", "reject"],
         comment: str = "",
         digest: str = "",
+        args: dict[str, Any] | None = None,
     ) -> None:
         """A decision in the approval's own conversation, so its receipt edits the card once;
-        a refusal goes to the person who clicked, where they clicked."""
+        a refusal goes to the person who clicked, where they clicked. `args`: an approval of edited arguments."""
         card = await self.state.card(approval_id)
         place = clicked["place"]
         fallback = thread_key(clicked["team"], place.channel, place.thread_ts or clicked["message_ts"])
@@ -380,6 +466,7 @@ class SlackChannel:
                 decision=decision,
                 comment=comment,
                 digest=digest,
+                args=args,
                 dedup_key=clicked["dedup"],
                 reply_to=Origin(clicked["team"], place.channel, place.thread_ts, clicked["user"]).reply_to(),
             )

@@ -308,6 +308,7 @@
     if (!state.token) return show("signin");
     const [name, arg] = location.hash.replace(/^#/, "").split("/");
     if (name === "approvals") { show("approvals"); refreshApprovals(); }
+    else if (name === "grants") { show("grants"); refreshGrants(); }
     else if (name === "threads") { show("threads"); refreshThreads(); }
     else if (name === "thread" && arg) { show("thread"); openThread(decodeURIComponent(arg)); }
     else show("chat");
@@ -468,8 +469,8 @@
       case "approval_request": {
         const shown = state.cards.get(item.approval_id);
         if (shown) { showQuorum(shown, item.approved_by || [], item.needed, item.open_groups); break; }  // a quorum's progress
-        const card = approvalCard(item, (decision, comment) => api("POST", "/web/decisions", {
-          conversation: state.conversation, approval_id: item.approval_id, decision, comment, digest: item.digest || undefined,
+        const card = approvalCard(item, (decision, comment, args) => api("POST", "/web/decisions", {
+          conversation: state.conversation, approval_id: item.approval_id, decision, comment, digest: item.digest || undefined, args,
         }));
         state.cards.set(item.approval_id, card);
         say("bot", "bot approval", card, link);
@@ -497,6 +498,15 @@
     const buttons = el("div", { class: "row buttons" },
       el("button", { type: "button", class: "approve", text: "Approve", onclick: () => submit("approve", "") }),
       el("button", { type: "button", class: "reject danger", text: "Reject", onclick: () => { rejectForm.hidden = false; reason.focus(); } }));
+    // "Grant": approve, with a standing grant where the tool's policy allows one; sent as `grant 4h` (empty: its longest).
+    const grantFor = el("input", { class: "grant-for", size: "4", placeholder: "4h", "aria-label": "standing grant for how long" });
+    buttons.append(el("span", { class: "grant" }, grantFor,
+      el("button", { type: "button", class: "quiet approve-grant", text: "Grant", title: "approve, and let the requester's same calls run without a card for this long (empty: the longest the policy allows)",
+        onclick: () => submit("approve", `grant ${grantFor.value.trim()}`.trim()) })));
+    // "Edit": approve with changed arguments, from a form built from the tool's JSON schema.
+    const editForm = el("form", { class: "edit-form", hidden: "", "aria-label": "edit the arguments, then approve" });
+    buttons.append(el("button", { type: "button", class: "quiet edit", text: "Edit…", title: "change the arguments, then approve: the edited call gets a new digest (and, under a stricter policy, asks for more approvals)",
+      onclick: () => openEdit() }));
     const approvers = request.approvers_described ? renderText(request.approvers_described) : (request.approvers || []).map(display).join(", ");
     const card = el("div", { class: "card approval-card", "data-approval-id": request.approval_id },
       el("h3", { text: `Approval needed: ${request.tool}` }),
@@ -506,19 +516,36 @@
         ` · approvers: ${approvers} · expires ${localTime(request.expires_at)} · id ${request.approval_id}`
         + (request.digest ? ` · digest ${request.digest.slice(0, 12)}` : "")),
       request.wait_until ? el("p", { class: "meta wait", text: `can be approved from ${localTime(request.wait_until)}` }) : null,
+      previewOf(request),
       el("p", { class: "quorum", hidden: "" }),
-      buttons, rejectForm, status);
+      buttons, rejectForm, editForm, status);
     const approved = request.approved_by || (request.votes || []).map((vote) => vote.by);
+
+    async function openEdit() {
+      if (!editForm.hidden) { editForm.hidden = true; return; }
+      try {
+        const tool = await api("GET", `/web/tools/${encodeURIComponent(request.tool)}`);
+        editForm.replaceChildren(...argumentsForm(request, tool.parameters || {}, (changes) => submit("approve", "", changes)));
+        editForm.hidden = false;
+        editForm.querySelector("input, select")?.focus();
+      } catch (error) {
+        status.textContent = error.message;
+        status.classList.add("error");
+      }
+    }
     showQuorum(card, approved, request.needed || 1, request.open_groups || []);
 
-    async function submit(decision, comment) {
+    async function submit(decision, comment, changes) {
       if (decision === "reject" && !comment) { status.textContent = "a rejection needs a reason"; reason.focus(); return; }
       for (const button of card.querySelectorAll("button")) button.disabled = true;
       status.textContent = "sending…";
+      status.classList.remove("error");
       try {
-        const accepted = await decide(decision, comment);
+        const accepted = await decide(decision, comment, changes);
         if (accepted && accepted.message && accepted.message.startsWith("your approval counts")) {
           status.textContent = renderText(accepted.message);  // one of a quorum: the card stays open for the others
+        } else if (accepted && accepted.message && accepted.message.startsWith("your edit")) {
+          markReplaced(card, renderText(accepted.message));  // the edited call is a new request, with its own card
         } else if (!card.classList.contains("decided")) {
           status.textContent = `${decision === "approve" ? "Approval" : "Rejection"} sent; waiting for the bot`;
         }
@@ -529,6 +556,77 @@
       }
     }
     return card;
+  }
+
+  // The Edit form: one field per parameter of the tool's schema, filled with the call's arguments; it sends
+  // only what changed, typed as the schema says (an emptied optional field removes the argument). The
+  // server checks the edit against the schema and the policy again: this form only helps.
+  function argumentsForm(request, schema, send) {
+    const properties = schema.properties || {};
+    const required = new Set(schema.required || []);
+    const current = request.args || {};
+    const fields = Object.keys(properties).map((name) => {
+      const spec = properties[name] || {};
+      const id = `e-${request.approval_id}-${name}`;
+      const choices = spec.type === "boolean" ? ["true", "false"] : (spec.enum || []).map(String);
+      const value = name in current ? argValue(current[name]) : "";
+      let input;
+      if (choices.length) {
+        input = el("select", { id, name }, required.has(name) ? null : el("option", { value: "", text: "(none)" }),
+          choices.map((choice) => el("option", { value: choice, text: choice })));
+      } else {
+        const numeric = spec.type === "integer" || spec.type === "number";
+        // No `pattern` attribute: HTML reads it with other regex rules than JSON Schema; the server checks it.
+        input = el("input", { id, name, type: numeric ? "number" : "text", step: spec.type === "number" ? "any" : null,
+          placeholder: spec.pattern || null, required: required.has(name) ? "" : null });
+      }
+      input.value = value;
+      return { name, spec, input, label: el("label", { for: id, text: `${spec.title || name}${required.has(name) ? " *" : ""}` }) };
+    });
+    const typed = (spec, text) => {
+      if (spec.type === "integer" || spec.type === "number") return Number(text);
+      if (spec.type === "boolean") return text === "true";
+      if (spec.type === "array" || spec.type === "object") { try { return JSON.parse(text); } catch { return text; } }
+      return text;
+    };
+    const changes = () => {
+      const changed = {};
+      for (const { name, spec, input } of fields) {
+        const before = name in current ? argValue(current[name]) : "";
+        if (input.value === before) continue;
+        changed[name] = input.value === "" ? null : typed(spec, input.value);
+      }
+      return changed;
+    };
+    const button = el("button", { type: "submit", class: "approve send-edit", text: "Approve with these arguments" });
+    const form = [...fields.flatMap(({ label, input, spec }) => [label, input, spec.description ? el("span", { class: "meta", text: spec.description }) : null]), button];
+    button.addEventListener("click", (event) => {
+      event.preventDefault();
+      const form = button.closest("form");
+      if (form && !form.reportValidity()) return;
+      const changed = changes();
+      if (!Object.keys(changed).length) { button.textContent = "nothing changed: use Approve"; return; }
+      send(changed);
+    });
+    return form.filter(Boolean);
+  }
+
+  function markReplaced(card, message) {
+    card.querySelector(".buttons")?.remove();
+    card.querySelector(".reject-form")?.remove();
+    card.querySelector(".edit-form")?.remove();
+    card.classList.add("decided", "edited");
+    card.querySelector(".card-status").textContent = message;
+  }
+
+  // The tool's preview (its plan before apply) on a card; a record's only for the arguments it previewed.
+  function previewOf(request) {
+    if (!request.preview || (request.preview_of !== undefined && request.preview_of !== request.args_hash)) return null;
+    if (request.preview_failed) return el("p", { class: "preview failed error", text: `preview failed: ${request.preview}` });
+    const more = request.preview_more
+      ? el("p", { class: "meta", text: `${request.preview_more} more characters: the whole preview is in the thread` }, " ", threadLink(request.thread_id))
+      : null;
+    return el("div", { class: "preview" }, el("p", { class: "meta", text: "preview" }), el("pre", { class: "output", text: request.preview }), more);
   }
 
   // "1 of 2 approvals: alice": a quorum's progress on a card, updated as approvals arrive on any channel.
@@ -556,10 +654,10 @@
   const DECISION = { approved: "approve", rejected: "reject", expired: "expire" };
 
   function approvalItem(record) {
-    const card = approvalCard(record, async (decision, comment) => {
-      const body = { decision, comment, digest: record.digest || undefined };
+    const card = approvalCard(record, async (decision, comment, args) => {
+      const body = { decision, comment, digest: record.digest || undefined, args };
       const accepted = await api("POST", `/v1/approvals/${encodeURIComponent(record.approval_id)}/decision`, body);
-      if (accepted && accepted.message && accepted.message.startsWith("your approval counts")) return accepted;
+      if (accepted && accepted.message && /^your (approval counts|edit)/.test(accepted.message)) return accepted;
       // Confirmed at once, and kept in the list until the next refresh: the decider sees what happened.
       markDecided(card, decision, state.identity, new Date().toISOString(), comment);
       state.pending.delete(record.approval_id);
@@ -567,6 +665,7 @@
       return accepted;
     });
     const extra = [threadLink(record.thread_id)];
+    inboxControls(card, record);  // the bulk checkbox, "Not now" and the snooze line
     if (record.status !== "pending") markDecided(card, DECISION[record.status], record.decided_by, record.decided_at, record.comment);
     else if (record.expired) extra.push(el("p", { class: "error", text: "expired: ask for the action again" }));
     else if (!record.may_decide) extra.push(el("p", { class: "meta not-approver", text: `you (${display(state.identity)}) are not an approver for this` }));
@@ -601,8 +700,8 @@
     if (chatCard && !decided) showQuorum(chatCard, approved, record.needed, []);
     if (card) {
       if (decided) markDecided(card, DECISION[record.status], record.decided_by, record.decided_at, record.comment);
-      else showQuorum(card, approved, record.needed, []);
-    } else if (record.status === $("#approval-status").value) {
+      else { showQuorum(card, approved, record.needed, []); showSnoozed(card, record); }
+    } else if (fits(record)) {
       const fresh = approvalItem(record);
       state.inbox.set(id, fresh);
       $("#approval-list").querySelector(".empty")?.remove();
@@ -611,7 +710,7 @@
   }
 
   const loadApprovals = pager($("#more-approvals"), (record) => record.approval_id, async (cursor) => {
-    const query = new URLSearchParams({ status: $("#approval-status").value, limit: String(PAGE) });
+    const query = inboxQuery();
     if (cursor) query.set("cursor", cursor);
     const data = await api("GET", `/v1/approvals?${query}`);
     return { items: data.approvals, next: data.next_cursor };
@@ -625,14 +724,111 @@
       list.append(card);
     }
     emptyInbox();
-    if (status === "pending") {
+    if (status === "pending" && !filtering()) {  // the badge counts everything pending, not a filtered view
       if (fresh) state.pending = new Set();
       records.filter((r) => r.status === "pending" && !r.expired).forEach((r) => state.pending.add(r.approval_id));
       state.pendingMore = more;
       badge();
     }
   });
-  const refreshApprovals = () => loadApprovals(true);
+  const refreshApprovals = () => { $("#bulk-outcomes").replaceChildren(); $("#pick-all").checked = false; return loadApprovals(true); };
+
+  // --- the inbox's filters, several decisions at once, and "not now" -----------------------------
+
+  const FILTERS = ["agent", "tool", "requester", "channel"];
+  const filterValue = (name) => $(`#inbox-${name}`).value.trim();
+  const filtering = () => FILTERS.some((name) => filterValue(name));
+
+  function inboxQuery() {
+    const query = new URLSearchParams({ status: $("#approval-status").value, limit: String(PAGE) });
+    for (const name of FILTERS) if (filterValue(name)) query.set(name, filterValue(name));
+    return query;
+  }
+
+  // Whether a record that changed elsewhere belongs in the inbox as filtered now.
+  function fits(record) {
+    const status = $("#approval-status").value;
+    const snoozed = record.status === "pending" && isSnoozed(record);
+    if (status === "snoozed" ? !snoozed : record.status !== status) return false;
+    return FILTERS.every((name) => !filterValue(name) || String(record[name] || "") === filterValue(name));
+  }
+
+  const isSnoozed = (record) => Boolean(record.snoozed);  // as the server's clock says
+
+  function showSnoozed(card, record) {
+    card.querySelector(".snoozed")?.remove();
+    if (!isSnoozed(record)) return;
+    card.querySelector(".buttons")?.before(el("p", { class: "meta snoozed",
+      text: `snoozed by ${byWhom(record.snoozed_by)} until ${localTime(record.snoozed_until)}: it is asked again then` }));
+  }
+
+  // A pending card this identity may decide gets a checkbox (several at once) and "Not now (30 min)".
+  function inboxControls(card, record) {
+    showSnoozed(card, record);
+    if (record.status !== "pending" || record.expired || !record.may_decide) return;
+    card.prepend(el("label", { class: "pick" }, el("input", { type: "checkbox", class: "pick-one", value: record.approval_id,
+      "aria-label": `select approval ${record.approval_id}` }), " select"));
+    const status = card.querySelector(".card-status");
+    card.querySelector(".buttons")?.append(el("button", { type: "button", class: "quiet snooze", text: "Not now (30 min)",
+      title: "ask again in 30 minutes, without deciding; its expiry stays", onclick: async () => {
+        try {
+          const body = { duration: "30m", digest: record.digest || undefined };
+          const accepted = await api("POST", `/v1/approvals/${encodeURIComponent(record.approval_id)}/snooze`, body);
+          status.textContent = renderText(accepted.message);
+          const until = (accepted.message.match(/asked again at (\S+ \S+)/) || [])[1];  // the server's time
+          showSnoozed(card, { ...record, snoozed: true, snoozed_by: state.identity, snoozed_until: until ? `${until.replace(" ", "T")}:00Z` : null });
+        } catch (error) { status.textContent = error.message; status.classList.add("error"); }
+      } }));
+  }
+
+  // Each selected approval is decided on its own (permission, digest, single use); each outcome is listed.
+  async function decideSelected(decision) {
+    const ids = [...document.querySelectorAll("#approval-list .pick-one:checked")].map((box) => box.value);
+    const comment = $("#bulk-comment").value.trim();
+    const told = $("#bulk-status");
+    if (!ids.length) { told.textContent = "select one or more approvals first"; return; }
+    if (decision === "reject" && !comment) { told.textContent = "a rejection needs a reason: write it in the comment"; $("#bulk-comment").focus(); return; }
+    told.textContent = "sending…";
+    try {
+      const data = await api("POST", "/v1/approvals/decisions", { approval_ids: ids, decision, comment });
+      told.textContent = `${data.accepted} of ${data.results.length} ${decision === "approve" ? "approvals" : "rejections"} accepted`;
+      $("#bulk-outcomes").replaceChildren(...data.results.map((r) => el("li", { class: r.status === 202 ? "ok" : "error", "data-approval-id": r.approval_id,
+        text: `${r.approval_id}: ${r.status === 202 ? (renderText(r.message) || "accepted") : renderText(r.message)}` })));
+      for (const result of data.results) {
+        const card = state.inbox.get(result.approval_id);
+        if (!card || result.status !== 202) continue;
+        card.querySelector(".pick")?.remove();
+        if (!(result.message || "").startsWith("your approval counts")) markDecided(card, decision, state.identity, new Date().toISOString(), comment);
+      }
+    } catch (error) { told.textContent = error.message; }
+  }
+
+  // --- standing grants ---------------------------------------------------------------------------
+
+  function grantRow(grant) {
+    const status = el("td", { class: `grant-status ${grant.status}`, text: grant.status === "revoked" ? `revoked by ${display(grant.revoked_by)}` : grant.status });
+    const revoke = el("button", { type: "button", class: "danger revoke-grant", text: "Revoke", hidden: grant.status !== "live" ? "" : null,
+      onclick: async () => {
+        revoke.disabled = true;
+        try {
+          const revoked = await api("DELETE", `/v1/grants/${encodeURIComponent(grant.grant_id)}`);
+          status.textContent = `revoked by ${display(revoked.revoked_by)}`;
+          revoke.hidden = true;
+        } catch (error) { toast(error.message); revoke.disabled = false; }
+      } });
+    return el("tr", { "data-grant-id": grant.grant_id },
+      el("td", {}, el("code", { text: grant.grant_id })), el("td", {}, el("code", { class: "tool", text: grant.tool }), " ", grant.pattern),
+      el("td", {}, person(grant.requester)), el("td", {}, person(grant.granted_by)),
+      el("td", { text: localTime(grant.expires_at) }), status, el("td", {}, revoke));
+  }
+
+  async function refreshGrants() {
+    try {
+      const data = await api("GET", "/v1/grants");
+      $("#grant-rows").replaceChildren(...data.grants.map(grantRow));
+      $("#grants-empty").hidden = data.grants.length > 0;
+    } catch (error) { toast(error.message); }
+  }
 
   // --- threads -------------------------------------------------------------------------------------
 
@@ -675,14 +871,17 @@
     thread_started: "human", user_message: "human", human_answer: "human", paused: "human", resumed: "human",
     model_call: "agent", handed_off: "agent", agent_reply: "agent", human_question: "agent", escalated: "agent",
     failed: "agent", delivery_failed: "agent",
-    tool_call: "tool", tool_started: "tool", tool_result: "tool", tool_error: "tool",
-    approval_requested: "approval", approval_decided: "approval",
+    tool_call: "tool", tool_started: "tool", tool_result: "tool", tool_error: "tool", tool_previewed: "tool",
+    approval_requested: "approval", approval_decided: "approval", approval_voted: "approval",
+    arguments_edited: "approval", approval_snoozed: "approval", grant_given: "approval", grant_used: "approval",
   };
   const TITLES = {
     thread_started: "Started", user_message: "Message", human_answer: "Answer", paused: "Paused", resumed: "Resumed",
     model_call: "Model call", handed_off: "Handed off", agent_reply: "Reply", human_question: "Question",
     escalated: "Escalated", failed: "Failed", delivery_failed: "Not delivered", tool_call: "Tool call",
     tool_started: "Tool running", tool_result: "Tool result", approval_requested: "Approval requested",
+    tool_previewed: "Preview", approval_voted: "Approval counted", arguments_edited: "Arguments edited",
+    approval_snoozed: "Snoozed", grant_given: "Grant given", grant_used: "Grant used",
   };
   const TOOL_ERRORS = { rejected: "Rejected", expired: "Expired", interrupted: "Interrupted", invalid: "Invalid call", failed: "Tool failed" };
   const BAD = new Set(["tool_error", "failed", "delivery_failed"]);
@@ -712,8 +911,13 @@
         return [el("code", { class: "tool", text: e.tool }), " ", kv(e.args), e.reason ? el("span", { class: "meta", text: ` ${renderText(e.reason)}` }) : null];
       case "tool_started": return [el("code", { class: "tool", text: e.tool })];
       case "tool_result": return [el("code", { class: "tool", text: e.tool }), output(e.output)];
+      case "tool_previewed": return [el("code", { class: "tool", text: e.tool }), e.ok ? output(e.output) : el("span", { class: "error", text: ` preview failed: ${renderText(e.output)}` })];
       case "tool_error": return [el("code", { class: "tool", text: e.tool || "-" }), " ", el("span", { class: "error", text: renderText(e.error) })];
       case "approval_requested": return [el("code", { class: "tool", text: e.tool }), " ", kv(e.args), el("span", { class: "meta", text: ` approvers: ${(e.approvers || []).map(display).join(", ")}` })];
+      case "arguments_edited": return [["by ", person(e.by)], " ", el("code", { class: "tool", text: e.tool }), " ",
+        Object.keys({ ...e.before, ...e.after }).filter((name) => argValue(e.before[name]) !== argValue(e.after[name])).sort()
+          .map((name) => el("code", { class: "kv", text: `${name}: ${renderText(argValue(e.before[name] ?? "-"))} → ${renderText(argValue(e.after[name] ?? "-"))}` }))];
+      case "approval_voted": return [["by ", person(e.by)], ` (${e.count} of ${e.needed})`];
       case "approval_decided": return [e.decision === "expire" ? "no one decided in time" : ["by ", person(e.actor)], e.comment ? `: ${e.comment}` : ""];
       case "human_question": return [quote(e.question), e.options && e.options.length ? el("span", { class: "meta", text: ` choices: ${e.options.join(" · ")}` }) : null];
       case "escalated": return [renderText(e.reason)];
@@ -893,7 +1097,7 @@
   }
 
   // The thread's audit trail (GET /v1/threads/{id}/audit): each approval fact with its time, who and channel.
-  const AUDITED = new Set(["approval_requested", "approval_voted", "approval_decided", "tool_started", "tool_result", "tool_error"]);
+  const AUDITED = new Set(["approval_requested", "approval_voted", "approval_snoozed", "approval_decided", "tool_started", "tool_result", "tool_error"]);
   async function showAudit(threadId) {
     const box = $("#audit");
     const data = await api("GET", `/v1/threads/${encodeURIComponent(threadId)}/audit`).catch(() => null);
@@ -940,7 +1144,14 @@
   });
   $("#new-conversation").addEventListener("click", () => startChat(null));
   $("#refresh-approvals").addEventListener("click", refreshApprovals);
+  $("#refresh-grants").addEventListener("click", refreshGrants);
   $("#approval-status").addEventListener("change", refreshApprovals);
+  $("#approval-filters").addEventListener("submit", (event) => { event.preventDefault(); refreshApprovals(); });
+  $("#pick-all").addEventListener("change", (event) => {
+    for (const box of document.querySelectorAll("#approval-list .pick-one")) box.checked = event.target.checked;
+  });
+  $("#bulk-approve").addEventListener("click", () => decideSelected("approve"));
+  $("#bulk-reject").addEventListener("click", () => decideSelected("reject"));
   $("#refresh-threads").addEventListener("click", refreshThreads);
   $("#thread-filters").addEventListener("change", refreshThreads);
   $("#thread-filters").addEventListener("submit", (event) => { event.preventDefault(); refreshThreads(); });

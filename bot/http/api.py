@@ -12,6 +12,7 @@ from fastapi import APIRouter, Body, Depends, Path, Query
 
 from bot.http.auth import TokenAuth
 from bot.http.errors import ApiError, responses
+from bot.http.inbox import NAME, Filters, inbox_routes
 from bot.http.ops import API_CHANNEL, Operations
 from bot.http.schemas import (
     Accepted,
@@ -74,6 +75,7 @@ def api_router(ops: Operations, auth: TokenAuth) -> APIRouter:
     router = APIRouter(prefix="/v1")
     Identity = Annotated[str, Depends(auth)]
     _audit_route(router, ops, auth)
+    inbox_routes(router, ops, auth)  # snooze, and several decisions at once: the console's approvals inbox
 
     @router.get(
         "/me",
@@ -225,16 +227,22 @@ def api_router(ops: Operations, auth: TokenAuth) -> APIRouter:
         responses=responses(*AUTH),
         tags=["approvals"],
         summary="Approvals across all channels: pending (soonest to expire first), ended, or by requester or decider "
-        "(most recent first)",
+        "(most recent first); filtered by agent, tool and channel too",
     )
     async def approvals(
         identity: Identity,
         status: Annotated[
-            Literal["pending", "approved", "rejected", "expired"] | None,
-            Query(description="default: pending, or any status with `requester` or `decided_by`"),
+            Literal["pending", "snoozed", "approved", "rejected", "expired"] | None,
+            Query(
+                description="default: pending, or any status with `requester` or `decided_by`; snoozed: pending "
+                "and put off by an approver (`POST /v1/approvals/{id}/snooze`)"
+            ),
         ] = None,
         requester: Annotated[str | None, Query(min_length=3, max_length=200, description="who asked")] = None,
         decided_by: Annotated[str | None, Query(min_length=3, max_length=200, description="who decided")] = None,
+        agent: Annotated[str | None, Query(pattern=NAME, description="the agent whose thread asked")] = None,
+        tool: Annotated[str | None, Query(min_length=1, max_length=200, description="the gated tool")] = None,
+        channel: Annotated[str | None, Query(pattern=NAME, description="the channel the request came from")] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
         cursor: Annotated[str | None, Query(max_length=400, description="`next_cursor` of the page before")] = None,
     ) -> ApprovalList:
@@ -242,17 +250,16 @@ def api_router(ops: Operations, auth: TokenAuth) -> APIRouter:
             index = keys.approvals_decided_by(decided_by) if decided_by else keys.approvals_requested_by(str(requester))
         else:
             status = status or "pending"
-            index = keys.APPROVAL_INDEX if status == "pending" else keys.approvals_ended(status)
+            index = keys.APPROVAL_INDEX if status in ("pending", "snoozed") else keys.approvals_ended(status)
         newest_first = index != keys.APPROVAL_INDEX
         records, following = await ops.wiring.store.page_approvals(
             index, limit, _cursor(cursor), newest_first=newest_first
         )
+        wanted = Filters(status=status, requester=requester, agent=agent, tool=tool, channel=channel)
         shown = [
             record
-            for record in records
-            if (status is None or record.status == status)
-            and (requester is None or record.requester == requester)
-            and ops.access.may_see(identity, record)
+            for record in await wanted.apply(records, ops.wiring.store, ops.wiring.threads.clock.now())
+            if ops.access.may_see(identity, record)
         ]
         return ApprovalList(
             approvals=[ops.view(record, identity) for record in shown],
@@ -277,6 +284,8 @@ def api_router(ops: Operations, auth: TokenAuth) -> APIRouter:
             decision=body.decision,
             comment=body.comment,
             digest=body.digest or "",
+            grant_for=getattr(body, "grant_for", None),  # an approval only
+            args=getattr(body, "args", None),
         )
         return await ops.decide(trigger)
 

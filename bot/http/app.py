@@ -32,6 +32,7 @@ from bot.http.admin import admin_router
 from bot.http.api import api_router
 from bot.http.auth import TokenAuth, local_token, parse_tokens
 from bot.http.console import console_routes, web_router
+from bot.http.grants import grants_router
 from bot.http.guard import Guard, h11_buffer_bytes, h11_protocol
 from bot.http.hooks import HookConfig, hooks_router
 from bot.http.limits import http_limits
@@ -107,6 +108,7 @@ def build_app(
     app.add_middleware(Guard, http=http, limits=limits, tokens=auth)
     app.include_router(api_router(ops, auth))
     app.include_router(admin_router(ops, auth))
+    app.include_router(grants_router(ops, auth))
     app.include_router(hooks_router(ops, hooks, wiring.webhook_refusals))
     app.include_router(web_router(ops, auth, web or WebChannel(wiring.bus), draining))
     app.include_router(live_router(ops, auth, draining))

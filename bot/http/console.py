@@ -9,9 +9,9 @@ server's tokens are configured, so a wrong token is explained for this setup.
 """
 
 import asyncio
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Query
+from fastapi import APIRouter, Body, Depends, Path, Query
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.routing import BaseRoute, Mount, Route
@@ -19,7 +19,7 @@ from starlette.staticfiles import StaticFiles
 
 from adapters.web import CONVERSATION, POSITION, WebChannel
 from bot.http.auth import TokenAuth
-from bot.http.errors import responses
+from bot.http.errors import ApiError, responses
 from bot.http.ops import Operations
 from bot.http.schemas import Accepted, Approve, Reject, Text
 from config import resources
@@ -56,6 +56,12 @@ class WebReject(Reject, _OnCard):
 
 
 WebDecision = Annotated[WebApprove | WebReject, Field(discriminator="decision")]
+
+
+class ToolParameters(BaseModel):
+    name: str
+    description: str
+    parameters: dict[str, Any] = Field(description="the tool's JSON schema for its arguments")
 
 
 class Command(BaseModel):
@@ -95,9 +101,7 @@ def web_router(ops: Operations, auth: TokenAuth, web: WebChannel, draining: asyn
     )
     async def commands(identity: Identity) -> Commands:
         specs = usable_tools(ops.wiring.tools, identity)
-        return Commands(
-            commands=[Command(usage=usage(s), description=s.description, approval=s.approval.required) for s in specs]
-        )
+        return Commands(commands=[Command(usage=usage(s), description=s.description, approval=s.gated) for s in specs])
 
     @router.post(
         "/decisions",
@@ -109,7 +113,20 @@ def web_router(ops: Operations, auth: TokenAuth, web: WebChannel, draining: asyn
     async def decision(body: Annotated[WebDecision, Body()], identity: Identity) -> Accepted:
         approve = body.decision == "approve"
         decided = web.decision(identity, body.conversation, body.approval_id.lower(), approve, body.comment)
-        return await ops.decide(decided.model_copy(update={"digest": body.digest or ""}))
+        edits = getattr(body, "args", None)  # an approval only: "Edit" on the card
+        return await ops.decide(decided.model_copy(update={"digest": body.digest or "", "args": edits}))
+
+    @router.get(
+        "/tools/{name}",
+        response_model=ToolParameters,
+        responses=responses(401, 404, 503),
+        summary="A tool's parameters (its JSON schema): what a card's Edit form is built from",
+    )
+    async def tool(name: Annotated[str, Path(pattern=r"^[A-Za-z0-9_:.-]{1,100}$")], identity: Identity) -> ToolParameters:
+        if name not in ops.wiring.tools:
+            raise ApiError(404, "tool_not_found", f"there is no tool {name!r}; the console lists them in its commands")
+        spec = ops.wiring.tools.get(name)
+        return ToolParameters(name=name, description=spec.description, parameters=spec.parameters)
 
     @router.get(
         "/updates",

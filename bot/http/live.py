@@ -85,7 +85,7 @@ def configured_channels(ops: Operations, extra: Iterable[str] = ()) -> list[str]
     wiring = ops.wiring
     named = [schedule.channel for schedule in wiring.schedules]
     for name in wiring.tools.names():
-        named += wiring.tools.get(name).approval.notify
+        named += [c for policy in wiring.tools.get(name).every_policy for c in policy.notify]
     return list(dict.fromkeys([*CHANNELS, *named, *extra]))
 
 
@@ -151,9 +151,11 @@ class Feed:
             shown.append(ServerSentEvent(data=outbound.model_dump_json(), event="outbound", id=self.position))
         if isinstance(outbound, ApprovalRequest | DecisionReceipt):
             record = await self.ops.wiring.store.get_approval(outbound.approval_id)
-            fresh = record is not None and self.shown.get(record.approval_id) != record.status
+            # A snooze is news too (the inbox marks the card), though the status stays "pending".
+            mark = f"{record.status} {record.snoozed_until}" if record is not None else ""
+            fresh = record is not None and self.shown.get(record.approval_id) != mark
             if record is not None and fresh and self.ops.access.may_see(self.identity, record):
-                self.shown[record.approval_id] = record.status
+                self.shown[record.approval_id] = mark
                 view = self.ops.view(record, self.identity)
                 shown.append(ServerSentEvent(data=view.model_dump_json(), event="approval", id=self.position))
         return shown

@@ -28,11 +28,14 @@ from bot.main import Wiring
 from core.domain import events as ev
 from core.domain import people
 from core.domain.errors import ApprovalError, StoreUnavailable
+from core.domain.events import SHORT_DIGEST
 from core.domain.ids import new_id
 from core.domain.reducer import ThreadState
 from core.model.commands import parse_decision
 from core.redis.limits import RateLimits
 from core.redis.store import ApprovalRecord
+from core.runtime.approvals import digest
+from core.runtime.grants import check_grant
 
 log = logging.getLogger(__name__)
 API_CHANNEL = "api"
@@ -154,10 +157,12 @@ class Operations:
         return record
 
     def view(self, record: ApprovalRecord, identity: str) -> ApprovalView:
-        tools = self.wiring.tools
+        tools, now = self.wiring.tools, self.wiring.threads.clock.now()
+        snoozed = record.status == "pending" and record.snoozed_until is not None and record.snoozed_until > now
         return ApprovalView(
             **record.model_dump(),
-            expired=record.expires_at <= self.wiring.threads.clock.now(),
+            snoozed=snoozed,
+            expired=record.expires_at <= now,
             may_decide=tools.may_approve(identity, record.approvers, record.requester, record.allow_self),
             approvers_described=api_text(tools.describe(record.approvers)),
         )
@@ -166,6 +171,13 @@ class Operations:
         """Permission check and compare-and-set now (the core's own), then the worker applies it."""
         record = await self.approval(trigger.approval_id)
         allowed = self.wiring.tools.may_approve(trigger.sender, record.approvers, record.requester, record.allow_self)
+        try:
+            if allowed and record.status == "pending":  # a standing grant asked for with it: refused before the CAS
+                check_grant(self.wiring.grants, trigger, record)
+        except ApprovalError as exc:
+            raise ApiError(409, "grant_refused", api_text(str(exc))) from exc
+        if allowed and record.status == "pending" and (edit := self._edit_of(trigger, record)) is not None:
+            return await self._edit(trigger, record, edit)
         try:
             decided = await self.wiring.threads.approvals.decide(trigger)
         except ApprovalError as exc:
@@ -216,6 +228,32 @@ class Operations:
                 "just now, so a worker applies it shortly. Do not decide again; follow "
                 f"GET /v1/threads/{record.thread_id}",
             )
+
+    def _edit_of(self, trigger: ev.DecisionTrigger, record: ApprovalRecord) -> dict[str, object] | None:
+        try:
+            found = self.wiring.threads.approvals.edit_of(trigger, record)
+        except ApprovalError as exc:
+            raise ApiError(422, "edit_refused", api_text(str(exc))) from exc
+        return found[0] if found is not None else None
+
+    async def _edit(self, trigger: ev.DecisionTrigger, record: ApprovalRecord, after: dict[str, object]) -> Accepted:
+        """An approval with edited arguments: no compare-and-set here, as the edit ends this request and opens
+        another (with its own digest and policy) in one commit, which a worker makes under the thread's lease;
+        it is checked now as the worker will check it, so a refusal is an answer, not a later notice."""
+        approvals = self.wiring.threads.approvals
+        if refusal := approvals.refusal_to_decide(trigger, record):
+            raise ApiError(409, "approval_refused", api_text(refusal))
+        if record.expires_at <= self.wiring.threads.clock.now():
+            raise ApiError(409, "approval_expired", api_text(approvals.expired(record)))
+        accepted = await self._publish(trigger.model_copy(update={"thread_id": record.thread_id}))
+        new = digest(record.tool, after, record.thread_id)
+        return accepted.model_copy(
+            update={
+                "message": f"your edit of {record.tool} is queued: approval {record.approval_id} ends and a new "
+                f"request for the edited call (digest {new[:SHORT_DIGEST]}) takes its place; your approval counts "
+                f"towards it where its policy lets you. Follow GET /v1/threads/{record.thread_id}"
+            }
+        )
 
     # --- plumbing ---------------------------------------------------------------------------
 

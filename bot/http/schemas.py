@@ -7,7 +7,7 @@ so the API shows exactly what the store holds.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
@@ -76,6 +76,20 @@ class Approve(_Request):
     decision: Literal["approve"]
     comment: Comment = ""
     digest: Digest | None = None
+    grant_for: int | None = Field(
+        None,
+        ge=0,
+        le=7 * 86400,
+        description="also give the requester a standing grant for this many seconds (0: the longest the tool's "
+        "policy allows): their later calls of the same tool with the same arguments run without a card",
+    )
+    args: dict[str, Any] | None = Field(
+        None,
+        max_length=50,
+        description="edit before approve: the arguments to change (name: value; null removes one), checked "
+        "against the tool's schema and policy again; an edit into a stricter policy asks for that policy's "
+        "approvals, and the new request has a new digest",
+    )
 
 
 class Reject(_Request):
@@ -156,6 +170,7 @@ class ApprovalView(ApprovalRecord):
     expired: bool = Field(description="past its deadline: it can no longer be decided")
     may_decide: bool = Field(description="whether the caller is an allowed approver")
     approvers_described: str = Field(description="the approver entries with their members")
+    snoozed: bool = Field(default=False, description="pending, and put off by an approver until `snoozed_until`")
 
 
 class ApprovalList(BaseModel):

@@ -172,6 +172,44 @@ def cmd_deploy(state: State, args: argparse.Namespace) -> str:
     return f"deployed {service} {e['version']} to {env} (was {e['previous']}), deployment {e['id']}"
 
 
+def open_incidents(state: State, service: str, env: str) -> list[dict[str, str]]:
+    """Incidents recorded under "incidents" in the state file, still open, for the service (in any
+    environment, or in `env`). Each: {"id", "service", "environment" (optional), "title", "opened_at", "status"}."""
+    return [
+        i
+        for i in state.get("incidents", [])
+        if i.get("status", "open") == "open" and i.get("service") == service and i.get("environment", env) == env
+    ]
+
+
+def cmd_plan(state: State, args: argparse.Namespace) -> str:
+    """`deploy --dry-run`: what the deploy would change, and what to know before approving it; writes nothing."""
+    service, env = check_service(args.service), check_environment(args.environment)
+    if not VERSION_RE.match(args.version):
+        raise UsageError(f"invalid version {args.version!r}; use semantic versioning like 1.4.2 or 1.4.2-rc.1")
+    live = state["services"][service][env]
+    lines = [f"plan: deploy {service} {args.version} to {env}"]
+    if live["version"] == args.version:
+        lines.append(f"  version: {live['version']} is already live; the deploy would change nothing")
+    else:
+        lines.append(f"  version: {live['version']} -> {args.version}")
+    here = [e for e in state["history"] if e["service"] == service and e["environment"] == env]
+    deploys = [e for e in here if e["action"] == "deploy"]
+    if deploys:
+        last = deploys[-1]
+        lines.append(
+            f"  last deploy: {last['previous']} -> {last['version']} at {last['at']} by {last['by']} ({last['id']})"
+        )
+    else:
+        lines.append("  last deploy: none recorded")
+    if here and here[-1]["action"] != "deploy":  # a rollback or restart since
+        lines.append(f"  since then: {format_entry(here[-1])}")
+    incidents = open_incidents(state, service, env)
+    lines.append(f"  open incidents: {len(incidents)}" if incidents else "  open incidents: none")
+    lines += [f"    {i.get('id', '?')}  {i.get('title', '')}  (opened {i.get('opened_at', '?')})" for i in incidents]
+    return "\n".join(lines)
+
+
 def cmd_rollback(state: State, args: argparse.Namespace) -> str:
     service, env = check_service(args.service), check_environment(args.environment)
     stack = _version_stack(state, service, env)
@@ -228,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(positional)
         if name in ID_PREFIX:
             p.add_argument("--by", default="unknown", help="identity recorded in history")
+        if name == "deploy":
+            p.add_argument("--dry-run", action="store_true", help="show what would change; write nothing")
     p = sub.add_parser("history", help="recent entries, newest first")
     p.add_argument("service", nargs="?")
     p.add_argument("--limit", type=int, default=10)
@@ -251,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
             code, output = run_tests(check_service(args.service))
             print(output)
             return code
+        if getattr(args, "dry_run", False):  # read only: writes replace the file whole, so no lock is needed
+            print(cmd_plan(_load(state_path()), args))
+            return 0
         with locked_state(state_path()) as state:
             print(COMMANDS[args.command](state, args))
     except UsageError as exc:

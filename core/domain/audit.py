@@ -26,7 +26,21 @@ from core.domain import events as ev
 
 GENESIS = "0" * 64  # the `prev` of the first record
 
-Fact = Literal["freeze_override", "requested", "voted", "approved", "rejected", "expired", "started", "result"]
+Fact = Literal[
+    "freeze_override",
+    "requested",
+    "edited",
+    "voted",
+    "snoozed",
+    "approved",
+    "rejected",
+    "expired",
+    "started",
+    "result",
+    "grant_given",
+    "grant_used",
+    "previewed",
+]
 Problem = Literal["changed", "removed", "reordered"]
 
 
@@ -129,7 +143,18 @@ def _requested(event: ev.ApprovalRequested, ctx: _Context) -> AuditFact:
     )
 
 
-def _decision_fields(event: ev.ApprovalDecided | ev.ApprovalVoted, who: str, ctx: _Context) -> dict[str, Any]:
+def _previewed(event: ev.ToolPreviewed, ctx: _Context) -> AuditFact:
+    """A gated call's preview, run before its card was posted: whether it worked, and a hash of what it
+    said (the text itself is the thread's, like a tool's output)."""
+    detail: dict[str, Any] = {"ok": event.ok, "duration_ms": event.duration_ms, "chars": len(event.output)}
+    detail |= {"output_sha256": hashlib.sha256(event.output.encode()).hexdigest()}
+    fields = {"call_id": event.call_id, "tool": event.tool, "who": event.actor, "channel": ctx.channel}
+    return ctx.fact(event, "previewed", **fields, source=event.actor, detail=detail)
+
+
+def _decision_fields(
+    event: ev.ApprovalDecided | ev.ApprovalVoted | ev.ArgumentsEdited, who: str, ctx: _Context
+) -> dict[str, Any]:
     """Who decided (or voted), on which channel (the event's, else the one the identity names), and
     through what: the trigger that brought the answer."""
     gated = ctx.open.get(event.call_id)
@@ -156,10 +181,62 @@ def _decided(event: ev.ApprovalDecided, ctx: _Context) -> AuditFact:
     return ctx.fact(event, "approved" if event.decision == "approve" else "rejected", **fields, detail=detail)
 
 
+def _edited(event: ev.ArgumentsEdited, ctx: _Context) -> AuditFact:
+    """An approver changed the arguments before approving: the old request ends, a new one follows."""
+    detail: dict[str, Any] = {"before": event.before, "after": event.after}
+    detail |= {"digest_before": event.digest_before, "digest_after": event.digest_after}
+    return ctx.fact(event, "edited", **_decision_fields(event, event.by, ctx), detail=detail)
+
+
 def _voted(event: ev.ApprovalVoted, ctx: _Context) -> AuditFact:
     """One approval towards a quorum that is not complete yet."""
     detail = {"count": event.count, "needed": event.needed}
     return ctx.fact(event, "voted", **_decision_fields(event, event.by, ctx), detail=detail)
+
+
+def _grant_given(event: ev.GrantGiven, ctx: _Context) -> AuditFact:
+    """An approver gave the requester a standing grant with their approval."""
+    detail = {"grant_id": event.grant_id, "requester": event.requester, "pattern": event.pattern}
+    detail |= {"expires_at": event.expires_at.isoformat()}
+    fields = {"approval_id": event.approval_id, "call_id": event.call_id, "tool": event.tool, "who": event.by}
+    source = f"trigger:{event.trigger_id}" if event.trigger_id else ""
+    return ctx.fact(
+        event, "grant_given", **fields, channel=event.channel or channel_of(event.by), source=source, detail=detail
+    )
+
+
+def _grant_used(event: ev.GrantUsed, ctx: _Context) -> AuditFact:
+    """A gated call ran under a standing grant, without a card: its start and result follow as for an approval."""
+    ctx.open[event.call_id] = GatedCall(
+        approval_id="", tool=event.tool, args_hash=event.args_hash, digest=event.digest, approved_by=event.granted_by
+    )
+    detail = {"grant_id": event.grant_id, "args_hash": event.args_hash, "digest": event.digest}
+    return ctx.fact(
+        event,
+        "grant_used",
+        call_id=event.call_id,
+        tool=event.tool,
+        who=event.granted_by,
+        channel=ctx.channel,
+        source=f"grant:{event.grant_id}",
+        detail=detail,
+    )
+
+
+def _snoozed(event: ev.ApprovalSnoozed, ctx: _Context) -> AuditFact:
+    """An approver's "not now": no decision; the request is asked again at `until`."""
+    gated = ctx.open.get(event.call_id)
+    return ctx.fact(
+        event,
+        "snoozed",
+        approval_id=event.approval_id,
+        call_id=event.call_id,
+        tool=gated.tool if gated else "",
+        who=event.by,
+        channel=event.channel or channel_of(event.by),
+        source=f"trigger:{event.trigger_id}" if event.trigger_id else "",
+        detail={"until": event.until.isoformat()},
+    )
 
 
 def _started(event: ev.ToolStarted, ctx: _Context) -> AuditFact | None:
@@ -220,13 +297,21 @@ FACTS: Mapping[str, Callable[[Any, _Context], AuditFact | None]] = {
     "tool_call": _freeze_override,
     "approval_requested": _requested,
     "approval_voted": _voted,
+    "approval_snoozed": _snoozed,
+    "arguments_edited": _edited,
     "approval_decided": _decided,
     "tool_started": _started,
     "tool_result": _result,
     "tool_error": _error,
+    "grant_given": _grant_given,
+    "grant_used": _grant_used,
+    "tool_previewed": _previewed,
 }
 # Facts in these events' own right, whatever the thread was doing (the rest are facts only for gated calls).
-APPROVAL_EVENTS = frozenset({"approval_requested", "approval_voted", "approval_decided"})
+APPROVAL_EVENTS = frozenset({"approval_requested", "approval_voted", "arguments_edited", "approval_decided"})
+APPROVAL_EVENTS |= {"grant_given", "grant_used"}  # standing grants (`core.runtime.grants`)
+APPROVAL_EVENTS |= {"tool_previewed"}  # a gated call's preview (`core.runtime.previews`)
+APPROVAL_EVENTS |= {"approval_snoozed"}  # an approver's "not now" (`core.runtime.snoozes`)
 
 
 def derive(

@@ -7,12 +7,14 @@ core hands back for a channel to render.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 SCHEMA_VERSION = 1
+DEFAULT_SNOOZE = 30 * 60  # seconds an approver's "not now" puts a request off when they name no time
 SHORT_DIGEST = 12  # hex characters of an approval's digest shown on cards and accepted in decisions
 
 ApprovalDecision = Literal["approve", "reject"]
@@ -90,6 +92,18 @@ class ToolResult(_Event):
     duration_ms: float = 0.0
 
 
+class ToolPreviewed(_Event):
+    """A gated call's preview (`core.runtime.previews`), run before its approval card was posted; committed
+    with the request. `output` is the preview's whole text, redacted and capped, or the failure's line."""
+
+    type: Literal["tool_previewed"] = "tool_previewed"
+    call_id: str
+    tool: str
+    ok: bool
+    output: str
+    duration_ms: float = 0.0
+
+
 ToolErrorKind = Literal["invalid", "failed", "rejected", "interrupted", "expired"]
 
 
@@ -136,6 +150,47 @@ class ApprovalVoted(_Event):
     trigger_id: str = ""
 
 
+class ApprovalSnoozed(_Event):
+    """An approver said "not now": the card is asked again at `until`. No decision; expiry, reminders and
+    escalation keep their own clock (`core.runtime.snoozes`)."""
+
+    type: Literal["approval_snoozed"] = "approval_snoozed"
+    approval_id: str
+    call_id: str
+    by: str
+    channel: str = ""
+    until: datetime
+    trigger_id: str = ""
+
+
+class ArgumentsEdited(_Event):
+    """An approver changed the call's arguments before approving: the request for the old arguments ends
+    (its record is "edited"), and a new one, for `after` under the policy that governs them, follows in
+    the same commit. The call keeps its id: the model is told it ran with these arguments."""
+
+    type: Literal["arguments_edited"] = "arguments_edited"
+    approval_id: str  # the request the edit ended
+    call_id: str
+    tool: str
+    before: dict[str, Any]
+    after: dict[str, Any]
+    by: str
+    channel: str = ""
+    digest_before: str = ""
+    digest_after: str = ""
+    trigger_id: str = ""
+
+    @property
+    def changes(self) -> str:
+        """`environment: staging → production, replicas: 2 → 3` (an argument removed shows as "(unset)")."""
+        names = [n for n in {**self.before, **self.after} if self.before.get(n) != self.after.get(n)]
+        return ", ".join(f"{n}: {_shown(self.before, n)} → {_shown(self.after, n)}" for n in names)
+
+
+def _shown(args: dict[str, Any], name: str) -> str:
+    return json.dumps(args[name], ensure_ascii=False) if name in args else "(unset)"
+
+
 class ApprovalDecided(_Event):
     type: Literal["approval_decided"] = "approval_decided"
     approval_id: str
@@ -146,6 +201,36 @@ class ApprovalDecided(_Event):
     channel: str = ""  # where the deciding answer came from
     approved_by: list[str] = []  # a quorum's approvers, in the order they approved
     override_by: str = ""  # who approved overriding a change freeze (`ToolCall.freeze`)
+
+
+class GrantGiven(_Event):
+    """An approver approved the call and also gave its requester a standing grant (`core.runtime.grants`):
+    recorded with the decision; the grant itself is stored apart, to be listed and revoked."""
+
+    type: Literal["grant_given"] = "grant_given"
+    grant_id: str
+    approval_id: str
+    call_id: str
+    tool: str
+    requester: str
+    pattern: str  # what it covers: `service=api environment=staging version=*`
+    by: str
+    channel: str = ""
+    expires_at: datetime
+    trigger_id: str = ""
+
+
+class GrantUsed(_Event):
+    """A gated call matched a live standing grant and runs without a card; committed with the call and its start."""
+
+    type: Literal["grant_used"] = "grant_used"
+    grant_id: str
+    call_id: str
+    tool: str
+    granted_by: str
+    args_hash: str
+    digest: str  # of (tool, arguments, thread), as an approval of this call would cover
+    expires_at: datetime
 
 
 class HumanQuestion(_Event):
@@ -252,9 +337,14 @@ Event = Annotated[
     | ToolStarted
     | ToolResult
     | ToolErrorEvent
+    | ToolPreviewed
     | ApprovalRequested
     | ApprovalVoted
+    | ApprovalSnoozed
+    | ArgumentsEdited
     | ApprovalDecided
+    | GrantGiven
+    | GrantUsed
     | HumanQuestion
     | HumanAnswer
     | AgentReply
@@ -312,6 +402,21 @@ class DecisionTrigger(_Trigger):
     decision: ApprovalDecision
     comment: str = ""
     digest: str = ""  # the digest the card showed (its first characters will do); empty: not checked
+    # An approval with edited arguments (approve only): these replace the call's, an argument set to null is
+    # removed; text channels write them as `name=value` in the comment instead (`core.tools.edits`).
+    args: dict[str, Any] | None = None
+    # Approve and give the requester a standing grant for this long (seconds; 0: the policy's longest); text
+    # channels write `grant 4h` in the comment instead (`core.domain.grants.asked_grant`).
+    grant_for: int | None = Field(default=None, ge=0)
+
+
+class SnoozeTrigger(_Trigger):
+    """Not now: an approver asks for the approval request again in `seconds`, without deciding it."""
+
+    kind: Literal["snooze"] = "snooze"
+    approval_id: str
+    seconds: int = Field(default=DEFAULT_SNOOZE, gt=0)  # the buttons' "Not now (30 min)"
+    digest: str = ""  # the digest the card showed, checked as a decision's is
 
 
 class ControlTrigger(_Trigger):
@@ -319,14 +424,14 @@ class ControlTrigger(_Trigger):
     re-drive a thread a dead worker left in flight, record a message a channel could not deliver."""
 
     kind: Literal["control"] = "control"
-    action: Literal["pause", "resume", "expire", "redrive", "undeliverable"]
+    action: Literal["pause", "resume", "expire", "redrive", "undeliverable", "wake"]  # wake: a snooze ended
     reason: str = ""
     approval_id: str = ""
     outbound_id: str = ""  # undeliverable: which message, of which kind
     outbound_kind: str = ""
 
 
-Trigger = Annotated[MessageTrigger | DecisionTrigger | ControlTrigger, Field(discriminator="kind")]
+Trigger = Annotated[MessageTrigger | DecisionTrigger | SnoozeTrigger | ControlTrigger, Field(discriminator="kind")]
 TRIGGER_ADAPTER: TypeAdapter[Trigger] = TypeAdapter(Trigger)
 
 
@@ -361,6 +466,13 @@ class ApprovalRequest(_Outbound):
     approved_by: list[str] = []
     open_groups: list[str] = []  # groups of `from_groups` still without an approver
     wait_until: datetime | None = None  # no approval before this (the card counts down)
+    snoozed_until: datetime | None = None  # an approver said "not now": the card is asked again then
+    snoozed_by: str = ""
+    # The tool's preview (its plan before apply), redacted and cut to fit a card; `preview_more` characters
+    # are left out (the whole text is in the thread, at `thread_url`). Failed: `preview` is the failure's line.
+    preview: str = ""
+    preview_failed: bool = False
+    preview_more: int = 0
 
     @property
     def short(self) -> str:

@@ -60,6 +60,9 @@ TRANSITIONS: Final[Mapping[Status, Mapping[EventClass, Status]]] = {
         **_stay("running", ev.ToolResult, ev.ToolErrorEvent, *_ANY_TIME),
         # An MCP server's question during a running tool's call, and its answer: the tool is still running.
         **_stay("running", ev.ServerAsked, ev.ServerAnswered),
+        # A standing grant given with an approval, or used by a call that then runs without a card.
+        **_stay("running", ev.GrantGiven, ev.GrantUsed),
+        ev.ToolPreviewed: "running",  # a gated call's preview, committed with its approval request
         ev.ApprovalRequested: "awaiting_approval",
         ev.HumanQuestion: "awaiting_human",
         ev.Escalated: "awaiting_human",  # error or step limit, an interrupted tool, no model, no budget
@@ -67,9 +70,12 @@ TRANSITIONS: Final[Mapping[Status, Mapping[EventClass, Status]]] = {
         ev.Failed: "failed",  # nothing writes it today; the event type is kept for the logs that have one
     },
     # Decided (approve, reject or expire) only by its own decision; a message meanwhile is only recorded.
-    # A quorum's approvals before the last are recorded as they arrive (also while paused).
+    # A quorum's approvals before the last are recorded as they arrive (also while paused), and so is a snooze.
     "awaiting_approval": {
-        **_stay("awaiting_approval", ev.UserMessage, ev.ApprovalVoted, *_ANY_TIME),
+        **_stay("awaiting_approval", ev.UserMessage, ev.ApprovalVoted, ev.ApprovalSnoozed, *_ANY_TIME),
+        # An approver's edit ends the request for the old arguments; the request for the new ones follows
+        # in the same commit, so the thread is running only between the two.
+        ev.ArgumentsEdited: "running",
         ev.ApprovalDecided: "running",
     },
     "awaiting_human": {**_stay("awaiting_human", ev.UserMessage, *_ANY_TIME), ev.HumanAnswer: "running"},
@@ -80,7 +86,7 @@ TRANSITIONS: Final[Mapping[Status, Mapping[EventClass, Status]]] = {
 # A paused thread takes no step: it records what people say and what channels report, until resumed;
 # a decision that arrives meanwhile waits in its approval record (`Threads.resume` applies it).
 WHILE_PAUSED: Final[frozenset[EventClass]] = frozenset(
-    {ev.UserMessage, ev.HumanAnswer, ev.Resumed, ev.DeliveryFailed, ev.ApprovalVoted}
+    {ev.UserMessage, ev.HumanAnswer, ev.Resumed, ev.DeliveryFailed, ev.ApprovalVoted, ev.ApprovalSnoozed}
 )
 
 
@@ -157,9 +163,11 @@ def _misfit(state: ThreadState, event: ev.Event) -> str | None:
     if running is not None and isinstance(event, _STEPS + _ENDS) and not rerun:
         return f"{running.tool} (call {running.call_id}) was started and has no result yet"
     match event:
-        case ev.ToolStarted() | ev.ApprovalRequested() | ev.HumanQuestion() if last is None or (
+        case ev.ToolStarted() | ev.ApprovalRequested() | ev.HumanQuestion() | ev.GrantUsed() if last is None or (
             last.call_id != event.call_id
         ):
+            return f"call {event.call_id} is not the thread's last call ({last.call_id if last else 'none yet'})"
+        case ev.ToolPreviewed() if last is None or last.call_id != event.call_id:
             return f"call {event.call_id} is not the thread's last call ({last.call_id if last else 'none yet'})"
         case ev.ServerAsked() | ev.ServerAnswered() if running is None or running.call_id != event.call_id:
             return f"call {event.call_id} is not running; a server asks only during its tool's call"
@@ -168,7 +176,10 @@ def _misfit(state: ThreadState, event: ev.Event) -> str | None:
         case ev.ToolResult() if running is None or running.call_id != event.call_id:
             now = f"{running.tool} (call {running.call_id}) is running" if running else "no tool is running"
             return f"no tool was started for call {event.call_id}; {now}"
-        case ev.ApprovalDecided() | ev.ApprovalVoted() if asked != (event.approval_id, event.call_id):
+        case ev.ApprovalDecided() | ev.ApprovalVoted() | ev.ApprovalSnoozed() | ev.ArgumentsEdited() if asked != (
+            event.approval_id,
+            event.call_id,
+        ):
             awaited = f"approval {asked[0]} (call {asked[1]})" if asked else "no approval"
             return f"approval {event.approval_id} (call {event.call_id}) is not awaited; the thread awaits {awaited}"
     return None
@@ -261,6 +272,17 @@ def _changes(state: ThreadState, event: ev.Event) -> dict[str, Any]:  # noqa: C9
         case ev.ApprovalVoted():
             votes = (*state.approval_votes, event.by) if event.by not in state.approval_votes else state.approval_votes
             return {"approval_votes": votes, "recent_triggers": _remember(state, event.trigger_id)}
+        case ev.ApprovalSnoozed():  # the card comes back later; the thread waits as it did
+            return {"recent_triggers": _remember(state, event.trigger_id)}
+        case ev.ArgumentsEdited():
+            # The call runs with the edited arguments (also when an interrupted idempotent call is re-run).
+            call = last.model_copy(update={"args": event.after}) if (last := state.last_call) else None
+            return {
+                "last_call": call,
+                "pending_approval": None,
+                "approval_votes": (),
+                "recent_triggers": _remember(state, event.trigger_id),
+            }
         case ev.ApprovalDecided():
             # Not the last actor: an approver consents to one call; the thread goes on for whoever asked,
             # with their permissions, and its next approval is still theirs to request.
@@ -269,6 +291,10 @@ def _changes(state: ThreadState, event: ev.Event) -> dict[str, Any]:  # noqa: C9
                 "approval_votes": (),
                 "recent_triggers": _remember(state, event.trigger_id),
             }
+        case ev.GrantGiven() | ev.GrantUsed():  # facts for the audit trail; the grant itself is stored apart
+            return {}
+        case ev.ToolPreviewed():  # shown on the card and in the thread; the call waits for its approval
+            return {}
         case ev.HumanQuestion():
             return {
                 "pending_question": event.question,

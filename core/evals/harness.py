@@ -79,7 +79,7 @@ def judge(scenario: Scenario, roster: Roster, state: ThreadState, choice: Choice
     effect = profile.effect(spec, choice.args)
     matched = any(e.tool == choice.tool and _fits(e.args, choice.args) for e in scenario.expect)
     detail = "" if matched else f"chose {choice.tool} {json.dumps(choice.args, sort_keys=True)}"
-    return Result(scenario, choice.tool, effect, matched, spec.approval.applies(choice.args), detail)
+    return Result(scenario, choice.tool, effect, matched, spec.policy(choice.args).applies(choice.args), detail)
 
 
 async def _run_one(scenario: Scenario, roster: Roster, models: EvalModels) -> Result:

@@ -8,16 +8,18 @@ line, and a known command written without its slash when the rest is valid argum
 
 from __future__ import annotations
 
-import json
 import re
 import shlex
 from dataclasses import dataclass
 from typing import Any
 
+from core.domain.durations import seconds
 from core.domain.errors import InvalidToolCall
+from core.domain.events import DEFAULT_SNOOZE
 from core.domain.people import who
 from core.model.llm import Choice, ModelRequest
 from core.model.prompts import PromptLibrary
+from core.tools.edits import coerce
 from core.tools.registry import BUILTIN_TOOLS, REPLY, ToolRegistry, ToolSpec
 
 DECISION = re.compile(
@@ -43,25 +45,33 @@ def parse_decision(text: str) -> DecisionText | None:
     return DecisionText(approval_id.lower(), verb.lower().startswith("approve"), comment.strip())
 
 
-def _coerce(spec: ToolSpec, name: str, raw: str) -> Any:
-    schema = spec.parameters.get("properties", {}).get(name, {})
-    kind = schema.get("type")
-    try:
-        if kind == "integer":
-            return int(raw)
-        if kind == "number":
-            return float(raw)
-        if kind == "boolean":
-            if raw.lower() not in ("true", "false", "yes", "no", "1", "0"):
-                raise ValueError(raw)
-            return raw.lower() in ("true", "yes", "1")
-        if kind == "array":
-            return [item for item in raw.split(",") if item]
-        if kind == "object":
-            return json.loads(raw)
-    except ValueError:
-        raise InvalidToolCall(f"{spec.name}: {name} must be {kind}, got {raw!r}") from None
-    return raw
+# Only `snooze`: "not now <word>" is too common a phrase to take from the model as a command.
+SNOOZE = re.compile(r"^\s*snooze\s+([a-z0-9]{4,40})\b\s*(?:for\s+)?(\S*)\s*$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class SnoozeText:
+    approval_id: str
+    duration: str  # as written ("30m", "1h", "" for the default); `core.domain.durations.seconds` reads it
+
+
+def parse_snooze(text: str) -> SnoozeText | None:
+    """`snooze <id> [30m]` ("not now": ask again later, `core.runtime.snoozes`); anything else is not one."""
+    match = SNOOZE.match(text)
+    if match is None:
+        return None
+    approval_id, duration = match.groups()
+    return SnoozeText(approval_id.lower(), duration)
+
+
+def snooze_seconds(duration: str) -> int:
+    """`"30m"` -> 1800, `""` -> the default (30 minutes); ValueError, saying how to write one, for anything else."""
+    if not duration.strip():
+        return DEFAULT_SNOOZE
+    length = int(seconds(duration))
+    if length <= 0:
+        raise ValueError(f"a snooze must last a while, not {duration!r}; write e.g. '30m' or '1h'")
+    return length
 
 
 def parse_command(text: str, tools: ToolRegistry) -> tuple[str, dict[str, Any]]:
@@ -81,11 +91,11 @@ def parse_command(text: str, tools: ToolRegistry) -> tuple[str, dict[str, Any]]:
     for position, word in enumerate(words[1:]):
         key, sep, value = word.partition("=")
         if sep and key in order:
-            args[key] = _coerce(spec, key, value)
+            args[key] = coerce(spec, key, value)
         elif sep and re.fullmatch(r"[a-zA-Z_]\w*", key):
             raise InvalidToolCall(f"{name}: unknown argument {key!r}; arguments are {', '.join(order) or 'none'}")
         elif position < len(order) and order[position] not in args:
-            args[order[position]] = _coerce(spec, order[position], word)
+            args[order[position]] = coerce(spec, order[position], word)
         else:
             raise InvalidToolCall(f"{name}: too many arguments; usage: {usage(spec)}")
     return name, args
@@ -145,7 +155,7 @@ class CommandModel:
 
     def help_text(self, tools: ToolRegistry, caller: str, prompt: str = "help") -> str:
         specs = usable_tools(tools, caller)
-        lines = [f"  {usage(s)}{' [approval]' if s.approval.required else ''} - {s.description}" for s in specs]
+        lines = [f"  {usage(s)}{' [approval]' if s.gated else ''} - {s.description}" for s in specs]
         example = usage(max(specs, key=lambda s: len(s.param_names))) if specs else "/help"
         variables = {"commands": "\n".join(lines) or "  (none available to you)", "example": example}
         if prompt == "help":

@@ -149,6 +149,10 @@ class _Builder:
                 self.user_blocks.append(
                     _tag("approval_requested", f"waiting for one of: {approvers}", id=event.approval_id)
                 )
+            case ev.ArgumentsEdited():
+                # The model asked for `before`: it is told what an approver changed, and what runs instead.
+                body = f"{event.changes}; the call runs with {json.dumps(event.after, sort_keys=True)}"
+                self.user_blocks.append(_tag("arguments_edited", body, by=self.person(event.by), tool=event.tool))
             case ev.ApprovalDecided():
                 self.user_blocks.append(
                     _tag("approval_decided", event.comment, decision=event.decision, by=self.person(event.actor))

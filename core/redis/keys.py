@@ -14,6 +14,9 @@ APPROVAL_INDEX = "{approvals}:pending"  # sorted set: approval id -> expires at
 APPROVAL_REMINDERS = "{approvals}:remind"  # sorted set: approval id -> when to remind approvers
 APPROVAL_ESCALATIONS = "{approvals}:escalate"  # sorted set: approval id -> when to ask the second group
 APPROVAL_SCHEDULES = (APPROVAL_INDEX, APPROVAL_REMINDERS, APPROVAL_ESCALATIONS)
+# sorted set: approval id -> when a snooze ends and the card is asked again; not one of the schedules a
+# decision clears (its scripts take those three): the sweeper drops an entry whose approval has ended.
+APPROVAL_SNOOZES = "{approvals}:snoozed"
 APPROVALS_DECIDED = "{approvals}:decided"  # sorted set: approval id -> decided at, until its thread applied it
 READY_PROBE = "readyz:probe"  # the short-lived key every /readyz writes: a Redis that cannot store is not ready
 
@@ -125,3 +128,19 @@ def target_lock(target: str) -> str:
 def target_locks_held(thread_id: str) -> str:
     """Hash: target -> call id, the target locks `thread_id` holds."""
     return f"{{locks}}:thread:{thread_id}"
+
+
+# --- standing grants (core/redis/grants.py) ----------------------------------------------------------------
+# All in `{grants}`: one script stores a grant with its indexes, or revokes it (one Cluster slot).
+GRANT_INDEX = "{grants}:all"  # sorted set: grant id -> expires at (epoch seconds), for listings
+GRANT_RETENTION_SECONDS = 7 * 24 * 3600  # an expired or revoked grant is still shown by id this long
+
+
+def grant(grant_id: str) -> str:
+    """Hash: `data`, the grant's JSON (`core.domain.grants.Grant`)."""
+    return f"{{grants}}:grant:{grant_id}"
+
+
+def grants_for(tool: str, requester: str) -> str:
+    """Hash: grant id -> JSON, the live grants for one tool and requester: a call's check is one HGETALL."""
+    return f"{{grants}}:for:{tool}:{requester}"

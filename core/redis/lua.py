@@ -70,9 +70,11 @@ if ARGV[1] == 'expired' and not expired then return {'pending', '', ''} end
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'decided_by', ARGV[2], 'decided_at', ARGV[3], 'comment', ARGV[4])
 for i = 2, 4 do redis.call('ZREM', KEYS[i], ARGV[6]) end
 -- Decided here, applied to its thread by a worker later: remembered until then, so a sweeper can re-drive it.
-if ARGV[1] ~= 'expired' then redis.call('ZADD', KEYS[5], ARGV[5], ARGV[6]) end
+-- An edit ends the request for the old arguments: nothing to apply, no decision of anyone's.
+local decision = ARGV[1] ~= 'expired' and ARGV[1] ~= 'edited'
+if decision then redis.call('ZADD', KEYS[5], ARGV[5], ARGV[6]) end
 redis.call('ZADD', KEYS[6], ARGV[5], ARGV[6])
-if ARGV[1] ~= 'expired' then redis.call('ZADD', KEYS[7], ARGV[5], ARGV[6]) end
+if decision then redis.call('ZADD', KEYS[7], ARGV[5], ARGV[6]) end
 return {'ok'}
 """
 
@@ -86,6 +88,21 @@ if status ~= 'pending' then return status end
 if tonumber(redis.call('HGET', KEYS[1], 'expires') or '0') <= tonumber(ARGV[3]) then return 'late' end
 if (redis.call('HGET', KEYS[1], 'votes') or '') ~= ARGV[1] then return 'changed' end
 redis.call('HSET', KEYS[1], 'votes', ARGV[2])
+return 'ok'
+"""
+
+# Snooze a pending approval ("not now"): only while it is pending and in time, and only to a time before its
+# deadline; its deadlines stay as they are. KEYS: 1 the approval, 2 the snoozes set. ARGV: 1 until (epoch
+# seconds), 2 until (ISO), 3 by, 4 now, 5 approval id. Returns 'ok', a status, 'late', 'missing' or 'too_late'.
+SNOOZE = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return 'missing' end
+if status ~= 'pending' then return status end
+local expires = tonumber(redis.call('HGET', KEYS[1], 'expires') or '0')
+if expires <= tonumber(ARGV[4]) then return 'late' end
+if expires <= tonumber(ARGV[1]) then return 'too_late' end
+redis.call('HSET', KEYS[1], 'snoozed_until', ARGV[2], 'snoozed_by', ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[1], ARGV[5])
 return 'ok'
 """
 

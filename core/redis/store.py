@@ -36,7 +36,7 @@ from core.redis.paging import Cursor
 
 log = logging.getLogger(__name__)
 
-ApprovalStatus = Literal["pending", "approved", "rejected", "expired"]
+ApprovalStatus = Literal["pending", "approved", "rejected", "expired", "edited"]  # edited: replaced by a new request
 VOTES: TypeAdapter[list[Vote]] = TypeAdapter(list[Vote])
 
 
@@ -80,6 +80,24 @@ class ApprovalRecord(BaseModel):
     freeze: str = ""  # the change freeze the call overrides: its quorum also needs one of `freeze_override`
     freeze_until: datetime | None = None
     freeze_override: list[str] = []
+    edited_from: str = ""  # the request an approver's edit replaced with this one
+    agent: str = ""  # the agent whose thread asked (the console's inbox filters by it)
+    # "Not now" (`core.runtime.snoozes`): the card is asked again at `snoozed_until`; written by `Store.snooze`.
+    snoozed_until: datetime | None = None
+    snoozed_by: str = ""
+    # The tool's preview as its card shows it (`core.runtime.previews`), for the arguments hashed in
+    # `preview_of`: a card for other arguments (an approver's edit) does not show it.
+    preview: str = ""
+    preview_failed: bool = False
+    preview_more: int = 0
+    preview_of: str = ""
+
+    @property
+    def card_preview(self) -> dict[str, Any]:
+        """The preview's fields for the record's card (`ApprovalRequest`): none for arguments it did not preview."""
+        if not self.preview_of or self.preview_of != self.args_hash:
+            return {}
+        return {"preview": self.preview, "preview_failed": self.preview_failed, "preview_more": self.preview_more}
 
     @property
     def allowed(self) -> list[str]:
@@ -91,7 +109,7 @@ class Decided(BaseModel):
     """What a decision attempt found: `ok`, or why nothing changed."""
 
     model_config = ConfigDict(frozen=True)
-    outcome: Literal["ok", "missing", "approved", "rejected", "expired", "late", "pending"]
+    outcome: Literal["ok", "missing", "approved", "rejected", "expired", "edited", "late", "pending"]
     decided_by: str = ""
     decided_at: str = ""
 
@@ -147,6 +165,8 @@ def _record(raw: dict[Any, Any]) -> ApprovalRecord:
             "comment": fields.get("comment", ""),
             "escalated": fields.get("escalated") == "1",
             "votes": VOTES.validate_json(fields.get("votes") or "[]"),
+            "snoozed_until": datetime.fromisoformat(fields["snoozed_until"]) if fields.get("snoozed_until") else None,
+            "snoozed_by": fields.get("snoozed_by", ""),
         }
     )
 
@@ -165,9 +185,14 @@ class DecisionWrite:
     comment: str
     now: datetime
     recorded: bool = False  # decided already (through the API): only mark it applied
+    edited: bool = False  # not a decision: an approver's edit replaced the request (`status` "edited")
+
+    @property
+    def status(self) -> str:
+        return "edited" if self.edited else "approved" if self.approved else "rejected"
 
     def args(self) -> list[str]:
-        status = "" if self.recorded else "approved" if self.approved else "rejected"
+        status = "" if self.recorded else self.status
         at = self.now.astimezone(UTC).isoformat()
         return [status, self.by, at, self.comment, str(self.now.timestamp()), self.approval_id]
 
@@ -195,6 +220,7 @@ class Store:
         self._decide = client.register_script(lua.DECIDE)
         self._escalate = client.register_script(lua.ESCALATE)
         self._vote = client.register_script(lua.VOTE)
+        self._snooze = client.register_script(lua.SNOOZE)
 
     # --- threads -------------------------------------------------------------------------
 
@@ -254,7 +280,7 @@ class Store:
                 extra.append(name)
             return extra.index(name) + 3
 
-        if decision is not None and self.cluster and not decision.recorded:
+        if decision is not None and self.cluster and not decision.recorded and not decision.edited:
             # Another slot: decided first; the sweeper re-drives it if this worker dies before the commit.
             status, by, _, comment, *_ = decision.args()
             outcome = await self._set_status(decision.approval_id, status, by, comment, decision.now)
@@ -263,8 +289,7 @@ class Store:
         cas: list[str | int] = [0, "", "", "", "", "", ""]
         if decision is not None and not self.cluster:
             first = key(keys.approval(decision.approval_id))
-            status = "approved" if decision.approved else "rejected"
-            ended = (keys.approvals_ended(status), keys.approvals_decided_by(decision.by))
+            ended = (keys.approvals_ended(decision.status), keys.approvals_decided_by(decision.by))
             for name in (*keys.APPROVAL_SCHEDULES, keys.APPROVALS_DECIDED, *ended):
                 key(name)
             cas = [first, *decision.args()]
@@ -294,6 +319,10 @@ class Store:
             raise ConflictError(f"thread {tid} is at event {current}, not {state.seq}; reload it")
         if ok == 2:
             raise ConflictError(f"approval {decision.approval_id if decision else ''} is {current} now; not applied")
+        if decision is not None and self.cluster and decision.edited:
+            # Another slot, after the commit: a crash between leaves the old request pending, not awaited by
+            # its thread (an answer to it is refused), until its deadline expires it.
+            await self._set_status(decision.approval_id, "edited", decision.by, "", decision.now)
         if outbound:
             await failpoints.hit("after-commit")
         if self.cluster:
@@ -358,6 +387,8 @@ class Store:
             "thread_id": record.thread_id,
             "expires": str(record.expires_at.timestamp()),
         }
+        if record.votes:  # an edited call's request opens with its editor's approval (`Approvals.edited`)
+            fields["votes"] = VOTES.dump_json(record.votes).decode()
         with redis_errors():
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.hset(keys.approval(record.approval_id), mapping=fields)
@@ -383,6 +414,10 @@ class Store:
     async def expire(self, approval_id: str, now: datetime) -> Decided:
         """Compare-and-set pending -> expired, once the deadline has passed."""
         return await self._set_status(approval_id, "expired", "system", "", now)
+
+    async def supersede(self, approval_id: str, by: str, now: datetime) -> Decided:
+        """Compare-and-set pending -> edited, in time: an approver's edit replaced the request."""
+        return await self._set_status(approval_id, "edited", by, "", now)
 
     async def _set_status(self, approval_id: str, status: str, by: str, comment: str, now: datetime) -> Decided:
         args = [status, by, now.astimezone(UTC).isoformat(), comment, str(now.timestamp()), approval_id]
@@ -411,6 +446,14 @@ class Store:
                 keys=[keys.approval(record.approval_id)],
                 args=[expected, VOTES.dump_json(votes).decode(), str(now.timestamp())],
             )
+        return _s(result)
+
+    async def snooze(self, approval_id: str, until: datetime, by: str, now: datetime) -> str:
+        """Ask for a pending approval again at `until` (before its deadline), its deadlines unchanged: "ok",
+        else why not (its status, "late", "too_late": `until` is not before the deadline, "missing")."""
+        args = [str(until.timestamp()), until.astimezone(UTC).isoformat(), by, str(now.timestamp()), approval_id]
+        with redis_errors():
+            result = await self._snooze(keys=[keys.approval(approval_id), keys.APPROVAL_SNOOZES], args=args)
         return _s(result)
 
     async def mark_escalated(self, approval_id: str) -> bool:

@@ -5,6 +5,8 @@
   compare-and-set and the thread gets an "expired" tool error the agent must handle.
 - Reminders: before the deadline, the approvers are reminded where the request was shown.
 - Escalation: after `escalate_after`, a second approver group may decide too, and is asked.
+- Snoozes: when an approver's "not now" ends, a `wake` control trigger (deduplicated) has a worker
+  send the request's cards again (`core.runtime.snoozes`).
 Each reminder and escalation is claimed with ZREM, so exactly one sweeper sends it.
 
 It also re-drives what a dead process left half done, each through the inbox with a dedup key, so
@@ -71,6 +73,8 @@ class Sweeper:
         for approval_id in await self.store.due(keys.APPROVAL_ESCALATIONS, now):
             if await self.store.take_due(keys.APPROVAL_ESCALATIONS, approval_id):
                 done += await self._escalate(approval_id)
+        for approval_id in await self.store.due(keys.APPROVAL_SNOOZES, now):
+            done += await self._wake(approval_id)
         return done
 
     async def redrive(self, now: datetime) -> int:
@@ -140,6 +144,28 @@ class Sweeper:
         )
         return int(await self.bus.publish(trigger))
 
+    async def _wake(self, approval_id: str) -> int:
+        """A snooze ended: the trigger first (deduplicated per snooze), then the due entry is dropped, so a
+        sweeper that dies between the two leaves it for the next, which publishes nothing twice."""
+        record = await self.store.get_approval(approval_id)
+        published = False
+        if record is not None and record.status == "pending" and record.snoozed_until is not None:
+            if record.snoozed_until > self.clock.now():
+                return 0  # snoozed again, until later, since `due` read the set: its entry moved with it
+            trigger = ev.ControlTrigger(
+                id=new_id(),
+                channel=record.channel,
+                conversation=record.conversation,
+                sender=SYSTEM,
+                thread_id=record.thread_id,
+                action="wake",
+                approval_id=approval_id,
+                dedup_key=f"wake:{approval_id}:{record.snoozed_until.timestamp()}",
+            )
+            published = await self.bus.publish(trigger)
+        await self.store.take_due(keys.APPROVAL_SNOOZES, approval_id)
+        return int(published)
+
     async def _remind(self, approval_id: str) -> int:
         record = await self.store.get_approval(approval_id)
         if record is None or record.status != "pending":
@@ -174,6 +200,7 @@ class Sweeper:
                     requester=record.requester,
                     approvers=self.tools.shown_approvers(record.allowed, record.requester, record.allow_self),
                     expires_at=record.expires_at,
+                    **record.card_preview,
                 )
             )
         return 1

@@ -16,14 +16,16 @@ from typing import Any
 from core.domain import events as ev
 from core.domain import quorum
 from core.domain.durations import words
-from core.domain.errors import ApprovalError
+from core.domain.errors import ApprovalError, InvalidToolCall
 from core.domain.events import SHORT_DIGEST
 from core.domain.ids import new_approval_id, new_id
 from core.domain.people import when, who
 from core.domain.ports import Clock
 from core.obs import failpoints
 from core.redis.store import ApprovalRecord, Store
+from core.runtime.previews import Previews
 from core.runtime.run import Run
+from core.tools.edits import edited, split_edits
 from core.tools.registry import ToolRegistry, ToolSpec, args_hash
 
 REQUESTED_FIELDS = {
@@ -36,15 +38,22 @@ VOTE_ATTEMPTS = 20  # approvers answering at the very same moment: each reads th
 
 
 class Approvals:
-    def __init__(self, store: Store, tools: ToolRegistry, clock: Clock, console_url: str = "") -> None:
+    def __init__(
+        self, store: Store, tools: ToolRegistry, clock: Clock, console_url: str = "", previews: Previews | None = None
+    ) -> None:
         self.store = store
         self.tools = tools
         self.clock = clock
         self.console_url = console_url.rstrip("/")  # BOT_PUBLIC_URL: cards link to the thread in the console
+        self.previews = previews  # tools' plans before apply, run for their cards
 
     async def open(self, run: Run, call: ev.ToolCall, spec: ToolSpec) -> None:
-        """Store the approval record, then record the call and the request in the thread; the thread waits."""
-        now, policy = self.clock.now(), spec.approval
+        """Store the approval record, then record the call and the request in the thread; the thread waits.
+
+        A tool with a preview runs it first (under the thread's lease, bounded by its timeout): the card
+        shows it, and the thread records it with the request."""
+        preview = await self.previews.run(run, call.call_id, call.args, spec) if self.previews is not None else None
+        now, policy = self.clock.now(), spec.policy(call.args)
         override = policy.freeze_override if call.freeze else []  # the call overrides a change freeze
         reason = stated_reason(call, run.state.last_user_text)
         if call.freeze:
@@ -82,13 +91,17 @@ class Approvals:
             digest=digest(spec.name, call.args, run.state.thread_id),
             wait_until=now + timedelta(seconds=policy.wait) if policy.wait else None,
             valid_for=policy.valid_for,
+            agent=run.state.agent,
         )
+        if preview is not None:
+            record = record.model_copy(update=preview.on_record(record.args_hash))
         run.outbox += self.cards(run, record)
         # The record first: a crash before the commit leaves an approval no thread waits for, which
         # expires unseen (its card was never stored); the other order could show a card with no record.
         await self.store.create_approval(record)
         fields = record.model_dump(include=REQUESTED_FIELDS)
-        await run.commit(call, ev.ApprovalRequested(**run.meta(), **fields, expires_at=record.expires_at))
+        previewed = [preview.event(run)] if preview is not None else []
+        await run.commit(call, *previewed, ev.ApprovalRequested(**run.meta(), **fields, expires_at=record.expires_at))
 
     def cards(self, run: Run, record: ApprovalRecord) -> list[ev.ApprovalRequest]:
         """The request's card for the thread's channel and each channel the policy notifies; sent again
@@ -109,6 +122,7 @@ class Approvals:
             approved_by=[vote.by for vote in counted],
             open_groups=self.open_groups(record),
             wait_until=record.wait_until,
+            **record.card_preview,
         )
         copies = [request.model_copy(update={"id": new_id(), "channel": channel}) for channel in record.notify]
         return [request, *(copy for copy in copies if copy.channel != request.channel)]
@@ -204,6 +218,64 @@ class Approvals:
 
         return member
 
+    # --- edits ------------------------------------------------------------------------------
+
+    def edit_of(self, trigger: ev.DecisionTrigger, record: ApprovalRecord) -> tuple[dict[str, Any], str] | None:
+        """The arguments an approval with edits asks to run, and the comment left without them; None when
+        it edits nothing. Raises ApprovalError when the edited call does not fit the tool's schema."""
+        if trigger.decision != "approve" or record.tool not in self.tools:
+            return None
+        spec = self.tools.get(record.tool)
+        try:
+            changes, comment = split_edits(spec, trigger.comment)
+            after = edited(record.args, {**changes, **(trigger.args or {})})
+            if after == record.args:
+                return None
+            self.tools.validate(record.tool, after)
+        except InvalidToolCall as exc:
+            raise ApprovalError(
+                f"your edit does not fit {record.tool}'s parameters ({exc}); nothing changed: approval "
+                f"{record.approval_id} still waits, for the arguments on its card"
+            ) from None
+        return after, comment
+
+    def edited(self, record: ApprovalRecord, after: dict[str, Any], trigger: ev.DecisionTrigger) -> ApprovalRecord:
+        """The request for the edited call: under the policy that governs its arguments now (an edit can
+        move it into a stricter one), with the old request's deadlines, and the editor's approval counted
+        where that policy lets them approve. Not stored."""
+        spec, now = self.tools.get(record.tool), self.clock.now()
+        policy = spec.policy(after)
+        override = policy.freeze_override if record.freeze else []
+        approvers = [*policy.deciders, *(e for e in override if e not in policy.deciders)]
+        gated = policy.applies(after)  # an edit out of every gated policy needs the editor's approval only
+        waits = record.created_at + timedelta(seconds=policy.wait) if policy.wait else None
+        new = record.model_copy(
+            update={
+                "approval_id": new_approval_id(),
+                "args": after,
+                "args_hash": args_hash(record.tool, after),
+                "approvers": approvers if gated else list(record.allowed),
+                "allow_self": policy.allow_self if gated else record.allow_self,
+                "needed": policy.needed + (1 if record.freeze else 0) if gated else 1,
+                "from_groups": policy.from_groups if gated else [],
+                "freeze_override": override,
+                "notify": policy.notify if gated else record.notify,
+                "escalate_to": policy.escalate_to if gated else record.escalate_to,
+                "digest": digest(record.tool, after, record.thread_id),
+                "wait_until": max(filter(None, (record.wait_until, waits)), default=None),
+                "valid_for": policy.valid_for if gated else record.valid_for,
+                "edited_from": record.approval_id,
+                "votes": [],
+            }
+        )
+        if self.tools.may_approve(trigger.sender, new.allowed, new.requester, new.allow_self) and not (
+            new.wait_until is not None and now < new.wait_until
+        ):
+            vote = quorum.Vote(by=trigger.sender, at=now, channel=trigger.channel, digest=new.digest)
+            if quorum.adds([], trigger.sender, self.slots(new), self._member(new)):
+                new = new.model_copy(update={"votes": [vote]})
+        return new
+
     # --- deciding ----------------------------------------------------------------------------
 
     async def decide(self, trigger: ev.DecisionTrigger) -> ApprovalRecord:
@@ -285,11 +357,14 @@ class Approvals:
             return lapsed
         spec = self.tools.get(record.tool)
         # Permission again, at execution time, against the configuration now in force.
-        approvers = [*spec.approval.deciders, *(spec.approval.escalate_to if record.escalated else [])]
-        approvers += spec.approval.freeze_override if record.freeze else []
+        policy = spec.policy(record.args)
+        if record.edited_from and not policy.applies(record.args):
+            return None  # edited out of every gated policy: its editor's approval was more than it needs
+        approvers = [*policy.deciders, *(policy.escalate_to if record.escalated else [])]
+        approvers += policy.freeze_override if record.freeze else []
         deciders = [vote.by for vote in record.votes] if record.needed > 1 else [record.decided_by]
         for decider in deciders:
-            if not self.tools.may_approve(decider, approvers, record.requester, spec.approval.allow_self):
+            if not self.tools.may_approve(decider, approvers, record.requester, policy.allow_self):
                 return f"{who(decider)} is no longer an allowed approver for {record.tool}; the call did not run"
         return None
 
@@ -319,6 +394,14 @@ def stated_reason(call: ev.ToolCall, asked: str) -> str:
         return reason
     asked = " ".join(asked.split())
     return f"asked: {asked[:300]}" if asked else ""
+
+
+async def thread_of(store: Store, trigger: ev.DecisionTrigger | ev.SnoozeTrigger) -> str | None:
+    """The thread an answer to an approval is for: the one it names, else the approval's (None: no such approval)."""
+    if trigger.thread_id:
+        return trigger.thread_id
+    found = await store.get_approval(trigger.approval_id)
+    return found.thread_id if found is not None else None
 
 
 def unknown(approval_id: str) -> str:

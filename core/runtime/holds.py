@@ -40,7 +40,7 @@ class Holds:
     async def admit(self, run: Run, call: ev.ToolCall, spec: ToolSpec) -> ev.ToolCall | None:
         """The gated call to ask approval for (with the freeze it overrides, if any), or None: it was refused
         (recorded, the channel told, the turn ended)."""
-        policy, frozen = spec.approval, self.frozen(spec, run)
+        policy, frozen = spec.policy(call.args), self.frozen(spec, run)
         if frozen is not None and policy.freeze == "refuse":
             await self._refuse(run, call, frozen_text(spec.name, frozen))
             return None
@@ -58,7 +58,7 @@ class Holds:
 
     async def before_run(self, run: Run, spec: ToolSpec, call_id: str, args: dict[str, object]) -> str | None:
         """Why a gated call must not start now after all, or None; it renews (or takes) its lock."""
-        policy = spec.approval
+        policy = spec.policy(args)
         if not policy.applies(args):
             return None
         frozen, call = self.frozen(spec, run), run.state.last_call
@@ -79,10 +79,10 @@ class Holds:
         run.began, run.locked = run.state, run.locked & now.keys()
 
     def _may_lock(self, tool: str) -> bool:
-        return tool not in self.tools or bool(self.tools.get(tool).approval.lock)
+        return tool not in self.tools or any(policy.lock for policy in self.tools.get(tool).every_policy)
 
     async def _lock(self, run: Run, spec: ToolSpec, call_id: str, args: dict[str, object], ttl: float) -> str | None:
-        target = spec.approval.lock_key(args)
+        target = spec.policy(args).lock_key(args)
         if not target or self.locks is None:
             return None
         holder = Holder(run.state.thread_id, call_id, spec.name, run.clock.now())

@@ -29,6 +29,7 @@ from core.obs import failpoints, logs, tracing
 from core.redis.store import DecisionWrite, Store
 from core.runtime.approvals import Approvals
 from core.runtime.budget import BudgetSpent
+from core.runtime.grants import Grants
 from core.runtime.holds import Holds
 from core.runtime.roster import Profile, Roster
 from core.runtime.run import Run
@@ -91,6 +92,7 @@ class Loop:
         error_limit: int,
         questions: Asking | None = None,
         holds: Holds | None = None,
+        grants: Grants | None = None,
     ) -> None:
         self.store = store
         self.tools = tools  # every tool: an interrupted call is recovered whoever holds the thread
@@ -101,6 +103,7 @@ class Loop:
         self.error_limit = error_limit
         self.questions = questions  # an MCP server's questions during a call go to the thread's person
         self.holds = holds  # change freezes, allowed windows and target locks hold gated calls back
+        self.grants = grants  # standing grants let a matching gated call run without a card
 
     async def advance(self, run: Run) -> None:
         """Take steps while the thread is running and not paused, each as the agent that holds it then."""
@@ -208,6 +211,8 @@ class Loop:
                     if admitted is None:
                         return "refused"
                     call = admitted
+                if self.grants is not None and (used := await self.grants.match(run, call, spec)) is not None:
+                    return await self.execute(run, spec, call_id, args, call, used)
                 await self.approvals.open(run, call, spec)
                 return "approval_requested"
             case "run":

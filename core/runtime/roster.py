@@ -88,7 +88,7 @@ class Profile:
             return "ask_human"
         if spec.name in self.handoffs:
             return "hand_off"
-        if spec.approval.applies(args):
+        if spec.policy(args).applies(args):
             return "approval"
         return "run"
 

@@ -14,23 +14,26 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
+from typing import Any
 
 from core.domain import events as ev
 from core.domain import people
-from core.domain.errors import ApprovalError
+from core.domain.errors import ApprovalError, ConflictError
 from core.domain.ids import new_id, thread_id_for
 from core.domain.ports import Clock, Publisher
 from core.domain.reducer import ThreadState
-from core.model.commands import parse_decision
+from core.model.commands import parse_decision, parse_snooze
 from core.obs import logs
 from core.obs.metrics import Metrics
 from core.redis.store import ApprovalRecord, DecisionWrite, Store
-from core.runtime.approvals import Approvals, already_decided, unknown
+from core.runtime.approvals import REQUESTED_FIELDS, Approvals, already_decided, thread_of, unknown
 from core.runtime.asking import ServerQuestions
+from core.runtime.grants import check_grant
 from core.runtime.loop import Loop, log_step
 from core.runtime.roster import Roster
 from core.runtime.router import route, starts_turn
 from core.runtime.run import Run, notice_to
+from core.runtime.snoozes import Snoozes, snooze_of
 from core.tools.redact import Redactor
 from core.tools.registry import ToolRegistry
 
@@ -70,6 +73,7 @@ class Threads:
         self.answerers = answerers
         # The questions MCP servers ask while their tool runs: answered before the lease, which the call holds.
         self.questions = questions
+        self.snoozes = Snoozes(store, approvals, clock, publisher, self._run)  # "not now" on an approval
 
     # --- the operations (factor 6) ----------------------------------------------------------
 
@@ -84,10 +88,17 @@ class Threads:
                     comment=answer.comment,
                 )
                 await self.decide(decision)
+            case ev.MessageTrigger() if (asked := parse_snooze(trigger.text)) is not None:
+                snooze = snooze_of(trigger, asked)
+                await (self._refuse(trigger, snooze) if isinstance(snooze, str) else self.snoozes.snooze(snooze))
             case ev.MessageTrigger():
                 await self.launch(trigger)
             case ev.DecisionTrigger():
                 await self.decide(trigger)
+            case ev.SnoozeTrigger():
+                await self.snoozes.snooze(trigger)
+            case ev.ControlTrigger(action="wake"):
+                await self.snoozes.wake(trigger)
             case ev.ControlTrigger(action="pause"):
                 await self.pause(trigger)
             case ev.ControlTrigger(action="expire"):
@@ -196,12 +207,9 @@ class Threads:
         When the trigger names its thread, the lease, the thread's state and the approval are read in
         one round trip, and the decision is stored with the step it starts in a second one.
         """
-        thread_id = trigger.thread_id
-        if not thread_id:
-            found = await self.store.get_approval(trigger.approval_id)
-            if found is None:
-                return await self._refuse(trigger, unknown(trigger.approval_id))
-            thread_id = found.thread_id
+        thread_id = await thread_of(self.store, trigger)
+        if thread_id is None:
+            return await self._refuse(trigger, unknown(trigger.approval_id))
         async with self.store.lock(thread_id, approval_id=trigger.approval_id) as leased:
             record = leased.approval
             if record is None or record.thread_id != thread_id:
@@ -217,7 +225,7 @@ class Threads:
                     return await run.finish()
                 return await self._refuse(trigger, self._not_awaited(record))
             if record.status == "pending":
-                if not await self._decide_pending(run, trigger, record):
+                if not await self._answer_pending(run, trigger, record):
                     return None
             elif record.status == "expired":
                 return await self._refuse(trigger, self.approvals.expired(record))
@@ -237,6 +245,18 @@ class Threads:
                 await self._apply_decision(run, trigger, record, write)
             await self.loop.advance(run)
             await run.finish()
+
+    async def _answer_pending(self, run: Run, trigger: ev.DecisionTrigger, record: ApprovalRecord) -> bool:
+        """A decision, or an edit, of a pending approval; False when the thread does not move on."""
+        try:
+            check_grant(self.loop.grants, trigger, record)  # one asked for with it (`approve <id> grant 4h`)
+            edit = self.approvals.edit_of(trigger, record)
+        except ApprovalError as exc:
+            await self._refuse(trigger, str(exc))
+            return False
+        if edit is not None:
+            return await self._edit(run, trigger, record, *edit)
+        return await self._decide_pending(run, trigger, record)
 
     async def _decide_pending(self, run: Run, trigger: ev.DecisionTrigger, record: ApprovalRecord) -> bool:
         """Decide a pending approval with this answer; False when the thread does not move on (refused,
@@ -270,9 +290,92 @@ class Threads:
         await self._apply_decision(run, trigger, decided, write)
         return True
 
+    async def _edit(
+        self, run: Run, trigger: ev.DecisionTrigger, record: ApprovalRecord, after: dict[str, Any], comment: str
+    ) -> bool:
+        """An approval with edited arguments: the request for the old ones ends ("edited", in the commit that
+        records the edit and the new request); the editor's approval then decides the new one when it is
+        enough, else the new card waits for the approvals its policy needs. False when the thread waits."""
+        now = self.clock.now()
+        if record.expires_at <= now:
+            await self._refuse(trigger, self.approvals.expired(record))
+            return False
+        if run.state.paused:
+            await self._refuse(trigger, f"thread {run.state.thread_id} is paused; resume it, then edit the call")
+            return False
+        new = self.approvals.edited(record, after, trigger)
+        edited = ev.ArgumentsEdited(
+            **run.meta(trigger.sender),
+            approval_id=record.approval_id,
+            call_id=record.call_id,
+            tool=record.tool,
+            before=record.args,
+            after=after,
+            by=trigger.sender,
+            channel=trigger.channel,
+            digest_before=record.digest,
+            digest_after=new.digest,
+            trigger_id=trigger.id,
+        )
+        complete = self.approvals.complete(new)
+        previewed: list[ev.Event] = []
+        if not complete and self.approvals.previews is not None:  # the new card shows the edited call's plan
+            spec = self.tools.get(record.tool)
+            if (preview := await self.approvals.previews.run(run, record.call_id, after, spec)) is not None:
+                new = new.model_copy(update=preview.on_record(new.args_hash))
+                previewed.append(preview.event(run))
+        requested = ev.ApprovalRequested(
+            **run.meta(), **new.model_dump(include=REQUESTED_FIELDS), expires_at=new.expires_at
+        )
+        events: list[ev.Event] = [edited, *previewed, requested]
+        if new.votes and not complete:
+            events.append(self._voted(run, trigger, new))
+        await self.store.create_approval(new)  # first, as when a request is opened: see `Approvals.open`
+        run.say(
+            f"{people.who(trigger.sender)} edited {record.tool} before approving ({edited.changes}); the request "
+            f"for the earlier arguments ({record.approval_id}) ended, and its buttons no longer answer"
+        )
+        if not complete:
+            run.outbox += self.approvals.cards(run, new)
+        write = DecisionWrite(record.approval_id, False, trigger.sender, "", now, edited=True)
+        try:
+            await run.commit(*events, decision=write)
+        except ConflictError:  # decided or expired meanwhile: nothing was written
+            current = await self.store.get_approval(record.approval_id)
+            await self._refuse(trigger, self._not_awaited(current or record))
+            return False
+        if not complete:
+            progress = self.approvals.progress(new) if new.votes else f"it needs {new.needed} approvals"
+            run.outbox.append(notice_to(trigger, f"your edit is recorded as approval {new.approval_id}: {progress}"))
+            await run.finish()
+            return False
+        approval = DecisionWrite(new.approval_id, True, trigger.sender, comment, now)
+        decided = new.model_copy(
+            update={"status": "approved", "decided_by": trigger.sender, "decided_at": approval.args()[2]}
+        )
+        await self._apply_decision(run, trigger, decided.model_copy(update={"comment": comment}), approval)
+        return True
+
+    def _voted(self, run: Run, trigger: ev.DecisionTrigger, record: ApprovalRecord) -> ev.ApprovalVoted:
+        return ev.ApprovalVoted(
+            **run.meta(trigger.sender),
+            approval_id=record.approval_id,
+            call_id=record.call_id,
+            by=trigger.sender,
+            channel=trigger.channel,
+            count=len(self.approvals.counted(record)),
+            needed=record.needed,
+            trigger_id=trigger.id,
+        )
+
     def _not_awaited(self, record: ApprovalRecord) -> str:
         if record.status == "expired":
             return self.approvals.expired(record)
+        if record.status == "edited":
+            return (
+                f"approval {record.approval_id} was replaced when {people.who(record.decided_by)} edited its "
+                "arguments; answer the new request in the thread. Nothing changed"
+            )
         if record.status == "pending":
             return f"approval {record.approval_id} is no longer awaited by its thread; nothing changed"
         return already_decided(record)
@@ -284,16 +387,7 @@ class Threads:
             return None
         if trigger.sender in run.state.approval_votes:
             return await self._refuse(trigger, f"you approved {record.approval_id} already: {progress}")
-        voted = ev.ApprovalVoted(
-            **run.meta(trigger.sender),
-            approval_id=record.approval_id,
-            call_id=record.call_id,
-            by=trigger.sender,
-            channel=trigger.channel,
-            count=len(self.approvals.counted(record)),
-            needed=record.needed,
-            trigger_id=trigger.id,
-        )
+        voted = self._voted(run, trigger, record)
         run.outbox += self.approvals.cards(run, record)
         run.outbox.append(notice_to(trigger, f"your approval counts: {progress}", level="info"))
         await run.commit(voted)
@@ -389,7 +483,12 @@ class Threads:
             await run.commit(decided, run.error(record.call_id, record.tool, refusal, "rejected"), decision=write)
         else:
             spec = self.tools.get(record.tool)
-            outcome = await self.loop.execute(run, spec, record.call_id, record.args, decided, decision=write)
+            grants = self.loop.grants
+            given = grants.given(run, trigger, record) if grants is not None else None
+            granted = [given[1]] if given else []
+            outcome = await self.loop.execute(run, spec, record.call_id, record.args, decided, *granted, decision=write)
+            if grants is not None and given is not None:  # stored once recorded: a crash before leaves no grant
+                await grants.keep(given[0])
         log_step(run.state.steps, record.tool, outcome, started)  # the step that asked for the approval ends
 
     # --- plumbing ---------------------------------------------------------------------------

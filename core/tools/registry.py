@@ -81,6 +81,29 @@ class McpExecutor(_Spec):
 
 Executor = Annotated[CommandExecutor | HttpExecutor | PythonExecutor | McpExecutor, Field(discriminator="kind")]
 
+PREVIEW_TIMEOUT = 20.0  # seconds a preview may take by default: the card waits for it
+
+
+class _Timed(_Spec):
+    # A preview runs before the card is posted, under the thread's lease: bounded, and short by default.
+    timeout: float = Field(default=PREVIEW_TIMEOUT, gt=0, le=120)
+
+
+class CommandPreview(CommandExecutor, _Timed):
+    pass
+
+
+class HttpPreview(HttpExecutor, _Timed):
+    pass
+
+
+class PythonPreview(PythonExecutor, _Timed):
+    pass
+
+
+# A tool's plan before apply (`core.runtime.previews`): an executor of the same kinds, with its own timeout.
+Preview = Annotated[CommandPreview | HttpPreview | PythonPreview, Field(discriminator="kind")]
+
 
 class ToolHints(_Spec):
     """What a tool's source says of it (an MCP server's annotations): shown on cards and in help, never
@@ -96,6 +119,16 @@ class ToolHints(_Spec):
         """`["read-only"]`, `["destructive", "idempotent"]`...: what a card can show beside the tool."""
         found = [("read-only", self.read_only), ("destructive", self.destructive), ("idempotent", self.idempotent)]
         return [word for word, said in found if said] + (["open world"] if self.open_world else [])
+
+
+class GrantPolicy(_Spec):
+    """Standing grants (`core.runtime.grants`): an approver may answer a card with `grant 4h`, and the same
+    requester's later calls of the tool with the same arguments (those in `vary` may differ) then run
+    without a card until it expires or is revoked."""
+
+    max_for: Seconds = Field(gt=0, le=7 * 86400)  # the longest grant an approver may give ("8h")
+    when: dict[str, list[Any]] = {}  # only calls whose named arguments have one of these values
+    vary: list[str] = []  # arguments a grant leaves open, e.g. ["version"]
 
 
 class ApprovalPolicy(_Spec):
@@ -119,6 +152,7 @@ class ApprovalPolicy(_Spec):
     freeze: Literal["refuse", "override"] = "refuse"
     freeze_override: list[str] = []  # identities or group:NAME
     lock: str = ""  # a target lock from the arguments, "{service}/{environment}": one gated call per target
+    grants: GrantPolicy | None = None  # standing grants; none unless the policy allows them
 
     @model_validator(mode="after")
     def _quorum(self) -> ApprovalPolicy:
@@ -129,6 +163,18 @@ class ApprovalPolicy(_Spec):
             )
         if self.wait >= self.expires_in:
             raise ValueError(f"wait ({self.wait}s) must be shorter than expires_in ({self.expires_in}s)")
+        return self
+
+    @model_validator(mode="after")
+    def _grants(self) -> ApprovalPolicy:
+        # A grant is one approver's word for later calls: it must not stand in for a quorum or skip a wait.
+        if self.grants is not None and self.needed > 1:
+            raise ValueError(
+                f"grants are not allowed where a call needs {self.needed} approvals: one approver's grant would "
+                "stand in for the quorum; remove grants or the quorum"
+            )
+        if self.grants is not None and self.wait:
+            raise ValueError("grants are not allowed with a wait timer: a grant would skip the wait; remove one")
         return self
 
     @property
@@ -165,7 +211,11 @@ class ToolSpec(_Spec):
     description: str
     parameters: dict[str, Any] = {"type": "object", "properties": {}, "additionalProperties": False}
     executor: Executor | None = None
+    preview: Preview | None = None  # run before an approval card is posted; its output is on the card
     approval: ApprovalPolicy = ApprovalPolicy()
+    # Stricter policies for some arguments ("production needs two"): the first whose `when` matches a call
+    # governs it instead of `approval`, so an approver's edit can move a call into one of them.
+    policies: list[ApprovalPolicy] = Field(default=[], max_length=10)
     callers: list[str] = []  # who may call it (identities or group:NAME); empty means anyone
     idempotent: bool = False
     timeout: float = Field(default=60, gt=0)
@@ -176,6 +226,19 @@ class ToolSpec(_Spec):
     @property
     def param_names(self) -> list[str]:
         return list(self.parameters.get("properties", {}))
+
+    def policy(self, args: Mapping[str, Any]) -> ApprovalPolicy:
+        """The approval policy that governs a call with `args`."""
+        return next((policy for policy in self.policies if policy.applies(args)), self.approval)
+
+    @property
+    def every_policy(self) -> list[ApprovalPolicy]:
+        return [self.approval, *self.policies]
+
+    @property
+    def gated(self) -> bool:
+        """Some call of the tool needs an approval."""
+        return any(policy.required for policy in self.every_policy)
 
     def definition(self) -> dict[str, Any]:
         """The tool as the model sees it."""
@@ -389,13 +452,51 @@ def _check_placeholders(spec: ToolSpec) -> None:
                 )
 
 
+def _check_preview(spec: ToolSpec) -> None:
+    if spec.preview is None:
+        return
+    if not spec.gated:
+        raise ConfigError(
+            f"tool {spec.name!r} declares a preview, but no call of it needs approval, so no card would show "
+            "it; remove the preview or set approval.required = true"
+        )
+    _check_placeholders(spec.model_copy(update={"executor": spec.preview}))
+
+
 def _check_lock(spec: ToolSpec) -> None:
-    for name in PLACEHOLDER.findall(spec.approval.lock):
+    for name in (name for policy in spec.every_policy for name in PLACEHOLDER.findall(policy.lock)):
         if name not in spec.param_names:
             raise ConfigError(
                 f"tool {spec.name!r}: approval.lock names {{{name}}}, which is not one of its parameters "
                 f"{spec.param_names}; name the arguments that identify the target"
             )
+
+
+def _check_policies(spec: ToolSpec, groups: Mapping[str, list[str]]) -> None:
+    name = spec.name
+    for index, policy in enumerate(spec.policies):
+        if not policy.required or not policy.when:
+            raise ConfigError(
+                f"tool {name!r}: policies[{index}] needs required = true and a `when` naming the arguments it "
+                "governs; calls no stricter policy matches follow `approval`"
+            )
+    for policy in spec.every_policy:
+        for entry in [*policy.deciders, *policy.escalate_to, *policy.freeze_override, *spec.callers]:
+            if entry.startswith("group:") and entry.removeprefix("group:") not in groups:
+                raise ConfigError(f"tool {name!r} names unknown approver group {entry!r}; add it under [groups]")
+        if policy.required and not policy.deciders:
+            raise ConfigError(f"tool {name!r} requires approval but lists no approvers; set approval.approvers")
+
+
+def _check_grants(spec: ToolSpec) -> None:
+    for policy in (policy for policy in spec.every_policy if policy.grants is not None):
+        assert policy.grants is not None
+        for name in [*policy.grants.vary, *policy.grants.when]:
+            if name not in spec.param_names:
+                raise ConfigError(
+                    f"tool {spec.name!r}: approval.grants names the argument {name!r}, which is not one of its "
+                    f"parameters {spec.param_names}; name the arguments a grant may cover"
+                )
 
 
 def _check_schema(spec: ToolSpec) -> None:
@@ -424,17 +525,10 @@ def load_tools(path: Path, extra_members: Mapping[str, list[str]] | None = None)
             raise ConfigError(f"tool {name!r} in {path}: MCP tools are listed by their server; declare it in [mcp]")
         _check_schema(spec)
         _check_placeholders(spec)
+        _check_preview(spec)
         _check_lock(spec)
-        for entry in [
-            *spec.approval.deciders,
-            *spec.approval.escalate_to,
-            *spec.approval.freeze_override,
-            *spec.callers,
-        ]:
-            if entry.startswith("group:") and entry.removeprefix("group:") not in groups:
-                raise ConfigError(f"tool {name!r} names unknown approver group {entry!r}; add it under [groups]")
-        if spec.approval.required and not spec.approval.deciders:
-            raise ConfigError(f"tool {name!r} requires approval but lists no approvers; set approval.approvers")
+        _check_grants(spec)
+        _check_policies(spec, groups)
         tools[name] = spec
     mcp = None
     if "mcp" in raw:  # imported only for a file that declares MCP servers

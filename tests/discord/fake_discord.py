@@ -373,6 +373,14 @@ def modal_submit(
     return _interaction(5, who, data, channel) | {"message": card}
 
 
+def modal_fields(
+    card: dict[str, Any], custom_id: str, values: dict[str, str], *, who: dict[str, Any], channel: dict[str, Any]
+) -> dict[str, Any]:
+    """A modal submitted with these text inputs' values (custom_id -> value), one input per row."""
+    rows = [{"type": 1, "components": [{"type": 4, "custom_id": key, "value": value}]} for key, value in values.items()]
+    return _interaction(5, who, {"custom_id": custom_id, "components": rows}, channel) | {"message": card}
+
+
 def select(
     card: dict[str, Any], custom_id: str, values: list[str], *, who: dict[str, Any], channel: dict[str, Any]
 ) -> dict[str, Any]:

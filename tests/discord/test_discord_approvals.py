@@ -89,7 +89,7 @@ async def test_a_typed_slash_command_makes_the_same_tool_call_as_the_text_comman
     assert "api 1.4.2" in answer[0].body["content"] and "staging" in answer[0].body["content"]
 
 
-async def test_a_gated_tool_posts_an_approval_card_with_two_buttons(scene: Scene) -> None:
+async def test_a_gated_tool_posts_an_approval_card_with_its_buttons(scene: Scene) -> None:
     approval_id, card = await request_card(scene)
     buttons = card["components"][0]["components"]
     record = await scene.harness.wiring.store.get_approval(approval_id)
@@ -98,6 +98,8 @@ async def test_a_gated_tool_posts_an_approval_card_with_two_buttons(scene: Scene
     assert [(b["label"], b["custom_id"]) for b in buttons] == [
         ("Approve", f"appr:{approval_id}:approve:{digest}"),
         ("Reject", f"appr:{approval_id}:reject:{digest}"),
+        ("Not now (30 min)", f"appr:{approval_id}:snooze:{digest}"),
+        ("Edit", f"appr:{approval_id}:edit:{digest}"),
     ]
     shown = embed(card)
     got = fields(shown)
@@ -134,6 +136,20 @@ async def test_approve_click_edits_the_card_and_runs_the_tool_once(scene: Scene,
     assert fields(record) == {"Arguments": "`environment=production service=api version=1.4.2`"}
     assert "Expires" not in json.dumps(record) and "may approve" not in json.dumps(record)
     assert [(d["service"], d["version"], d["by"]) for d in deploys(tmp_path)] == [("api", "1.4.2", "discord:222")]
+
+
+async def test_not_now_snoozes_the_card_in_place_and_only_for_an_approver(scene: Scene) -> None:
+    approval_id, card = await request_card(scene)
+    where = thread_channel(card["channel_id"])
+    await scene.feed(click(card, button_id(card, "snooze"), who=OUTSIDER, channel=where))
+    [note] = scene.fake.find("POST", r"/webhooks/999/[^/]+")
+    assert note.body["flags"] == 64 and "may not snooze" in note.body["content"]
+    await scene.feed(click(card, button_id(card, "snooze"), who=APPROVER, channel=where))
+    [edit] = scene.fake.find("PATCH", rf"/channels/{card['channel_id']}/messages/{card['id']}")
+    assert re.fullmatch(r"by <@111> until <t:\d+:f>", fields(embed(edit.body))["Snoozed"])
+    assert edit.body["components"], "still open: the buttons stay"
+    record = await scene.harness.wiring.store.get_approval(approval_id)
+    assert record is not None and record.status == "pending" and record.snoozed_by == "discord:111"
 
 
 async def test_a_double_click_decides_once(scene: Scene, tmp_path: Path) -> None:
@@ -301,3 +317,11 @@ async def test_a_quorum_of_two_edits_the_card_in_place(make_scene: MakeScene, tm
     assert [(d["service"], d["by"]) for d in deploys(tmp_path)] == [("api", "discord:222")]
     decided = scene.fake.find("PATCH", rf"/channels/\d+/messages/{card['id']}")[-1]
     assert embed(decided.body)["title"] == "Approved: deploy" and not decided.body.get("components")
+
+
+async def test_the_card_shows_the_tools_preview(scene: Scene) -> None:
+    """The deploy tool's dry run is a field of the card, as a code block (`core.runtime.previews`)."""
+    _, card = await request_card(scene)
+    preview = fields(embed(card))["Preview"]
+    assert preview.startswith("```\nplan: deploy api 1.4.2 to production\n  version: 1.0.0 -> 1.4.2\n")
+    assert preview.endswith("open incidents: none\n```")

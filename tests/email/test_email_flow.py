@@ -124,6 +124,18 @@ async def test_approve_runs_the_tool_once_and_the_requester_hears_in_their_threa
     assert deploys(tmp_path) == [("api", "1.4.2", f"email:{SAM}")]
 
 
+async def test_snooze_by_reply_puts_the_request_off_and_the_requester_hears(make_world, tmp_path) -> None:
+    w = await make_world()
+    _, approval = await requested(w)
+    await w.deliver(reply(approval, DANA, "SNOOZE 20m"))
+    told = await w.until(lambda: [m for m in w.smtp.to(SAM) if "snoozed the approval for deploy" in text(m)])
+    assert re.search(rf"{DANA} snoozed the approval for deploy until {WHEN}", text(told[0]))
+    record = (await w.h.wiring.store.pending_approvals())[0]
+    assert record.status == "pending" and record.snoozed_by == f"email:{DANA}" and deploys(tmp_path) == []
+    await w.deliver(reply(approval, DANA, "snooze forever"))
+    assert await w.until(lambda: [m for m in others(w, DANA) if "is not a duration" in text(m)])
+
+
 async def test_reject_with_a_reason_reaches_the_agent(make_world, tmp_path) -> None:
     model = ScriptedModel([call("deploy", service="api", version="1.4.2", environment="production")])
     w = await make_world(model)

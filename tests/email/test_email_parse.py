@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.email.parse import Answer, bare_subject, newest_text, parse_answer, parse_mail
+from adapters.email.parse import Answer, bare_subject, newest_text, parse_answer, parse_mail, parse_snooze
 from adapters.email.security import Tokens, authentication_failure
 from tests.email.mails import BOT, DANA, SAM, new_mail, reply
 
@@ -55,6 +55,22 @@ def test_newest_text_drops_quotes_and_signatures(body: str, expected: str) -> No
 )
 def test_only_an_exact_first_line_is_an_answer(text: str, answer: Answer | None) -> None:
     assert parse_answer(text) == answer
+
+
+@pytest.mark.parametrize(
+    ("text", "duration"),
+    [
+        ("SNOOZE 30m", "30m"),
+        ("snooze for 1h\nbusy until then", "1h"),
+        ("Not now.", ""),
+        ("LATER: 2h", "2h"),
+        ("snooze it until after lunch please", None),
+        ("APPROVE", None),
+    ],
+)
+def test_a_snooze_reply_is_read_from_the_first_line(text: str, duration: str | None) -> None:
+    assert parse_snooze(text) == duration
+    assert parse_answer(text) is None or duration is None, "a snooze is never read as a decision"
 
 
 def test_a_reply_is_read_with_its_thread_ids_and_recipients() -> None:

@@ -166,3 +166,13 @@ async def test_the_approval_reply_to_the_requester_is_readable(make_world) -> No
     assert approvals(w, DANA) and re.search(
         rf"Waiting for: {DANA}, erin@example.com and 1 on another channel", text(note)
     )
+
+
+async def test_the_approval_mail_shows_the_tools_preview(make_world) -> None:
+    """The deploy tool's dry run, in both parts of the mail; in the HTML part keeping its lines."""
+    w: MailWorld = await make_world()
+    _, approval = await requested(w)
+    assert re.search(r"Preview:\s+plan: deploy api 1.4.2 to production\s+version: 1.0.0 -> 1.4.2", text(approval))
+    assert re.search(
+        r"<th[^>]*>Preview</th><td[^>]*><pre[^>]*>plan: deploy api 1.4.2 to production\r?\n", html_of(approval)
+    )

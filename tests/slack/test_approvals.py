@@ -9,7 +9,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from adapters.slack.blocks import APPROVE, REJECT
+from adapters.slack.blocks import APPROVE, EDIT, REJECT, SNOOZE
 from adapters.slack.channel import SlackChannel
 from core.domain import events as ev
 from tests.conftest import quorum_tools
@@ -44,7 +44,12 @@ async def test_gated_command_posts_an_approval_card_whose_buttons_hold_the_id_an
     record = await slack.harness.wiring.store.get_approval(approval_id)
     assert record is not None
     value = f"{approval_id} {record.digest[:12]}"  # nothing else: the call itself is read from Redis
-    assert [(b["action_id"], b["value"]) for b in buttons(card.args["blocks"])] == [(APPROVE, value), (REJECT, value)]
+    assert [(b["action_id"], b["value"]) for b in buttons(card.args["blocks"])] == [
+        (APPROVE, value),
+        (REJECT, value),
+        (SNOOZE, value),
+        (EDIT, value),
+    ]
     assert f"digest `{record.digest[:12]}`" in json.dumps(card.args["blocks"])
     shown = json.dumps(card.args["blocks"])
     assert json.dumps(json.dumps(DEPLOY_ARGS, indent=2, sort_keys=True))[1:-1] in shown  # the exact arguments
@@ -86,6 +91,22 @@ async def test_approve_click_edits_the_card_and_runs_the_tool_once(
     assert told.args["user"] == APPROVER and f"approval {approval_id} was already approved" in told.args["text"]
     record = await slack.harness.wiring.store.get_approval(approval_id)
     assert record is not None and record.status == "approved" and record.decided_by == f"slack:T1:{APPROVER}"
+
+
+async def test_not_now_snoozes_the_card_and_tells_the_requester(slack: SlackKit) -> None:
+    """Not now (30 min): the card is marked snoozed in place, the thread hears it, no decision is made."""
+    card, approval_id = await request_deploy(slack)
+    await slack.click(card, SNOOZE, user="U2")  # not an approver: refused, to them only
+    await slack.settle(lambda: bool(slack.fake.called("chat.postEphemeral")))
+    assert "may not snooze" in slack.fake.called("chat.postEphemeral")[0].args["text"]
+    assert await slack.click(card, SNOOZE, user=APPROVER) == 200
+    await slack.settle(lambda: bool(slack.fake.called("chat.update")))
+    edit = slack.fake.called("chat.update")[0]
+    assert edit.args["ts"] == card.result["ts"] and f"by <@{APPROVER}> until <!date^" in json.dumps(edit.args["blocks"])
+    await slack.settle(lambda: any("snoozed the approval for deploy" in m["text"] for m in slack.fake.answers()))
+    record = await slack.harness.wiring.store.get_approval(approval_id)
+    assert record is not None and record.status == "pending" and record.snoozed_by == f"slack:{TEAM}:{APPROVER}"
+    assert "approval_snoozed" in [e.type for e in await slack.events()]
 
 
 async def test_unauthorised_click_gets_an_ephemeral_refusal_and_stays_pending(slack: SlackKit) -> None:
@@ -174,7 +195,7 @@ async def test_a_quorum_of_two_updates_the_card_in_place_and_runs_once(make_slac
     await slack.click(card, APPROVE, user=APPROVER)
     await slack.settle(lambda: bool(slack.fake.called("chat.update")))
     update = slack.fake.called("chat.update")[0]
-    assert update.args["ts"] == card.result["ts"] and len(buttons(update.args["blocks"])) == 2, "still open"
+    assert update.args["ts"] == card.result["ts"] and len(buttons(update.args["blocks"])) == 4, "still open"
     assert f"*Approvals*\\n1 of 2: <@{APPROVER}>" in json.dumps(update.args["blocks"])
     await slack.settle(lambda: len(slack.fake.called("chat.postEphemeral")) == 2)
     told = [c.args["text"] for c in slack.fake.called("chat.postEphemeral")]
@@ -203,3 +224,11 @@ async def test_a_button_for_another_digest_is_refused(slack: SlackKit) -> None:
     assert "another version of this call (digest 0123456789ab)" in told.args["text"]
     record = await slack.harness.wiring.store.get_approval(approval_id)
     assert record is not None and record.status == "pending"
+
+
+async def test_the_card_shows_the_tools_preview(slack: SlackKit) -> None:
+    """The deploy tool's dry run is on the card as a code block (`core.runtime.previews`)."""
+    card, _ = await request_deploy(slack)
+    [preview] = [b for b in card.args["blocks"] if "*Preview*" in b.get("text", {}).get("text", "")]
+    assert preview["text"]["text"].startswith("*Preview*\n```plan: deploy api 1.4.2 to production\n")
+    assert "version: 1.0.0 -&gt; 1.4.2" in preview["text"]["text"] and "open incidents: none" in preview["text"]["text"]

@@ -24,8 +24,12 @@ async def test_a_thread_audit_trail_is_read_like_the_thread(server: Server) -> N
     trail = await server.call("GET", path, token=BOB)
     assert trail.status == 200, trail.body
     records = trail.body["records"]
-    assert [r["fact"] for r in records] == ["requested", "approved", "started", "result"]
-    assert [(r["who"], r["channel"]) for r in records[:2]] == [("web:bob", "api"), ("web:alice", "api")]
+    assert [r["fact"] for r in records] == ["previewed", "requested", "approved", "started", "result"]
+    assert [(r["who"], r["channel"]) for r in records[:3]] == [
+        ("tool:deploy", "api"),
+        ("web:bob", "api"),
+        ("web:alice", "api"),
+    ]
     assert all(len(r["hash"]) == 64 for r in records) and records[1]["prev"] == records[0]["hash"]
     refused = await server.call("GET", path, token=DAVE)
     assert (refused.status, refused.code) == (403, "forbidden")
@@ -44,11 +48,14 @@ async def test_the_console_shows_a_thread_audit_trail(console: Server, browser: 
     page = await browsers.signed_in(chromium, web, BOB, "web:bob")
     await page.goto(f"{web.url}/#thread/{launched.body['thread_id']}")
     rows = page.locator("#audit tbody tr")
-    await browsers.expect(rows).to_have_count(4)
-    await browsers.expect(rows.nth(0)).to_contain_text("requested")
-    await browsers.expect(rows.nth(1)).to_contain_text("approved")
-    await browsers.expect(rows.nth(1)).to_contain_text("alice")
-    await browsers.expect(rows.nth(3)).to_contain_text("result: ok")
+    await browsers.expect(rows).to_have_count(5)
+    await browsers.expect(rows.nth(0)).to_contain_text("previewed")
+    await browsers.expect(rows.nth(1)).to_contain_text("requested")
+    await browsers.expect(rows.nth(2)).to_contain_text("approved")
+    await browsers.expect(rows.nth(2)).to_contain_text("alice")
+    await browsers.expect(rows.nth(4)).to_contain_text("result: ok")
+    # The deploy tool's dry run, whole, in the thread's picture (the card shows its first lines).
+    await browsers.expect(page.locator("pre.output", has_text="plan: deploy api 1.4.2 to production")).to_have_count(1)
     await page.screenshot(path=str(tmp_path / "audit-trail.png"), full_page=True)
 
 

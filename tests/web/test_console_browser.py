@@ -99,11 +99,13 @@ async def test_chat_approve_and_step_through_the_timeline(console: Server, brows
     await expect(card).to_contain_text("Approval needed: deploy")
     await expect(card).to_contain_text("production")
     await expect(card.get_by_role("button", name="Approve")).to_be_visible()
+    await expect(card.locator(".preview pre")).to_contain_text("version: 1.0.0 -> 1.4.2")  # the tool's dry run
     await shots.take("approval-card")
 
     # Another on-call engineer approves from her inbox (production deploys need someone besides the requester).
     approver = await signed_in(browser, console, CAROL, "web:carol")
     await approver.click("[data-nav=approvals]")
+    await expect(approver.locator("#approval-list .approval-card .preview pre")).to_contain_text("plan: deploy api")
     await approver.locator("#approval-list .approval-card").get_by_role("button", name="Approve").click()
     await expect(page.locator("#transcript")).to_contain_text("deployed api 1.4.2 to production")
     await expect(card.locator(".card-status")).to_contain_text("Approved by carol")
@@ -115,6 +117,8 @@ async def test_chat_approve_and_step_through_the_timeline(console: Server, brows
     for text in (
         "Message",
         "/deploy api 1.4.2 production",
+        "Preview",
+        "plan: deploy api 1.4.2 to production",
         "Approval requested",
         "Approved",
         "by carol",
@@ -129,9 +133,9 @@ async def test_chat_approve_and_step_through_the_timeline(console: Server, brows
     await page.locator("#step").evaluate(
         "(el, at) => { el.value = at; el.dispatchEvent(new Event('change')); }", requested
     )
-    await expect(page.locator("#step-label")).to_have_text(f"as of event {requested} of 9")
+    await expect(page.locator("#step-label")).to_have_text(f"as of event {requested} of 10")
     await expect(page.locator(".state-status")).to_have_text("awaiting_approval")
-    await expect(page.locator(".event.future")).to_have_count(9 - int(requested))
+    await expect(page.locator(".event.future")).to_have_count(10 - int(requested))
     await page.click("#step-next")
     await expect(page.locator(".state-last-actor")).to_have_text("alice")  # an approver is not the actor
     await shots.take("as-of-the-approval")
@@ -231,3 +235,82 @@ async def test_the_approvals_status_filter_shows_an_approved_one_under_approved_
     await expect(deploy).to_have_count(1)
     await expect(restart).to_have_count(0)
     await expect(page.get_by_role("button", name="Load more approvals")).to_be_hidden()
+
+
+async def test_the_inbox_filters_by_tool_decides_several_at_once_and_snoozes(console: Server, browser) -> None:
+    """Filter to one tool, approve the shown ones at once (each outcome listed), and put another off."""
+    for text in ("/restart api production", "/restart web production", "/deploy api 1.4.2 production"):
+        assert (await console.call("POST", "/v1/threads", token=BOB, json={"text": text})).status == 202
+    page = await signed_in(browser, console, ALICE, "web:alice")
+    await page.click("[data-nav=approvals]")
+    cards = page.locator("#approval-list .approval-card")
+    await expect(cards).to_have_count(3)
+
+    await page.locator("#inbox-tool").fill("restart")
+    await page.get_by_role("button", name="Filter").click()
+    await expect(cards).to_have_count(2)
+    await expect(cards.filter(has_text="Approval needed: deploy")).to_have_count(0)
+    await page.locator("#pick-all").check()
+    await page.get_by_role("button", name="Approve selected").click()
+    await expect(page.locator("#bulk-status")).to_have_text("2 of 2 approvals accepted")
+    await expect(page.locator("#bulk-outcomes li.ok")).to_have_count(2)
+    await expect(cards.locator(".card-status").first).to_contain_text("Approved by you")
+    approved = (await console.call("GET", "/v1/approvals?status=approved")).body["approvals"]
+    assert sorted(a["args"]["service"] for a in approved) == ["api", "web"]
+
+    await page.locator("#inbox-tool").fill("")
+    await page.get_by_role("button", name="Filter").click()
+    deploy = cards.filter(has_text="Approval needed: deploy")
+    await expect(cards).to_have_count(1)
+    await deploy.get_by_role("button", name="Not now (30 min)").click()
+    await expect(deploy.locator(".card-status")).to_contain_text("asked again at")
+    await expect(deploy.locator(".snoozed")).to_contain_text("snoozed by you until")
+    await page.get_by_label("Status").select_option("snoozed")
+    await expect(cards).to_have_count(1)
+    await expect(cards.locator(".snoozed")).to_contain_text("snoozed by you until")
+
+
+async def test_edit_on_a_card_approves_the_edited_call(console: Server, browser, tmp_path) -> None:
+    """Edit… opens a form from the tool's schema, filled with the call's arguments; a value the schema
+    refuses is refused with the reason and changes nothing; the edited call runs, and the timeline shows
+    what changed."""
+    launched = await console.call("POST", "/v1/threads", token=BOB, json={"text": "/deploy api 1.4.2 production"})
+    assert launched.status == 202
+    page = await signed_in(browser, console, ALICE, "web:alice")
+    shots = Shots(page, tmp_path)
+    await page.click("[data-nav=approvals]")
+    card = page.locator("#approval-list .approval-card")
+    await expect(card).to_contain_text("Approval needed: deploy")
+    await card.get_by_role("button", name="Edit…").click()
+    version = card.get_by_label("version *")
+    await expect(version).to_have_value("1.4.2")
+    await expect(card.get_by_label("environment *")).to_have_value("production")
+    await shots.take("edit-form")
+
+    await version.fill("one")
+    await card.get_by_role("button", name="Approve with these arguments").click()
+    status = card.locator(".card-status")
+    await expect(status).to_contain_text("your edit does not fit deploy's parameters")  # the server's check
+    await expect(status).to_contain_text("still waits, for the arguments on its card")
+    pending = (await console.call("GET", "/v1/approvals?status=pending")).body["approvals"]
+    assert [a["args"]["version"] for a in pending] == ["1.4.2"]
+
+    await version.fill("1.4.3")
+    await card.get_by_role("button", name="Approve with these arguments").click()
+    await expect(card.locator(".card-status")).to_contain_text("your edit of deploy is queued")
+    await expect(card.get_by_role("button", name="Approve")).to_have_count(0)
+    thread_id = launched.body["thread_id"]
+
+    async def deployed() -> dict[str, Any]:
+        return dict((await console.call("GET", f"/v1/threads/{thread_id}")).body)
+
+    await page.goto(f"{console.url}/#thread/{thread_id}")
+    timeline = page.locator("#timeline")
+    await expect(timeline).to_contain_text("Arguments edited")
+    await expect(timeline).to_contain_text("version: 1.4.2 → 1.4.3")
+    await expect(timeline).to_contain_text("Tool result")
+    await shots.take("edited-and-deployed")
+    events = (await deployed())["events"]
+    [result] = [e for e in events if e["type"] == "tool_result"]
+    assert "1.4.3" in result["output"] and "1.4.2 ->" not in result["output"]
+    shots.check(2)

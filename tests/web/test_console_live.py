@@ -135,7 +135,7 @@ async def test_the_open_thread_grows_live(console: Server, browser) -> None:
     await expect(page.locator(".event.approval_decided .dur")).to_contain_text("waited")
     await expect(page.locator(".event.agent_reply")).to_contain_text("deployed api 1.4.2 to production")
     await expect(page.locator("#thread-status")).to_have_text("done")
-    await expect(page.locator("#step-label")).to_have_text("as of event 9 of 9")
+    await expect(page.locator("#step-label")).to_have_text("as of event 10 of 10")
     assert await page.evaluate("window.stayed") == "no reload"
     assert seen["errors"] == []
 

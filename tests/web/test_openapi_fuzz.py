@@ -64,8 +64,9 @@ def test_no_generated_request_gets_a_server_error(tmp_path: Path, mode: Generati
 
             call()
             checked.append(operation.label)
-        # with /metrics, the two dead-letter routes, /web/commands, the console's two event streams and the audit trail
-        assert len(checked) >= 14 and len(operations) == 23
+        # with /metrics, the two dead-letter routes, /web/commands, the console's two event streams, the audit trail,
+        # snooze and the bulk decisions, and the standing grants' list and revoke
+        assert len(checked) >= 16 and len(operations) == 27
         assert statuses[500] == 0 and statuses[400] > 0
         if mode is GenerationMode.POSITIVE:
             assert statuses[200] > 0  # the token was sent and accepted
