@@ -12,6 +12,12 @@ Lua appends and the Redis round trips. For threads of each length it prints:
   the first 10% of the steps with the last 10% to show that it stays flat;
 - resume: a thread of N steps that ends in a gated call (awaiting approval); the time from
   handing `agent.handle` the approval to the approved tool starting to execute (median);
+- grant-matched call: the same thread ends in gated calls a standing grant covers (given with the first
+  approval, `grant_for`); each runs without a card. Its step against an ungated step of the same thread,
+  and the grant check alone (`Grants.match`: its time and round trips);
+- quorum-2 approval: the same thread ends in a call needing 2 approvers of a group the requester is not
+  in; the time from handing `agent.handle` the second approval (the one completing the quorum) to the
+  tool starting, and its round trips, against the single-approval resume above;
 - bytes stored per thread: `MEMORY USAGE` of the thread's log and meta keys against the sum of
   the events' JSON;
 - Redis round trips and commands per step, counted on the client connection (a pipeline or an
@@ -72,10 +78,13 @@ TARGET_RESUME_MS = 2.0  # at the longest thread
 TARGET_BYTES_RATIO = 1.5
 TARGET_ROUND_TRIPS = 3
 TARGET_RESUME_ROUND_TRIPS = 2
+TARGET_GRANT_CHECK_MS = 0.2  # a grant-matched call: the check adds at most one round trip and this long
+TARGET_GRANT_CHECK_ROUND_TRIPS = 1
 
 TOOLS_TOML = """
 [groups]
 bench = ["cli:bench"]
+quorum = ["cli:q1", "cli:q2", "cli:q3"]
 
 [tools.instant]
 description = "A no-op that returns at once."
@@ -98,6 +107,28 @@ type = "object"
 required = ["target"]
 additionalProperties = false
 properties.target = { type = "string" }
+
+[tools.quorum]
+description = "A no-op that needs two approvers of the quorum group, the requester never counted."
+timeout = 10
+executor = { kind = "python", target = "bench.core_step:gated" }
+approval = { required = true, approvers = ["group:quorum"], allow_self = false, expires_in = 3600, approvals = 2 }
+[tools.quorum.parameters]
+type = "object"
+required = ["target"]
+additionalProperties = false
+properties.target = { type = "string" }
+
+[tools.granted]
+description = "A no-op that needs approval, or a standing grant, from the bench group."
+timeout = 10
+executor = { kind = "python", target = "bench.core_step:instant" }
+approval = { required = true, approvers = ["group:bench"], allow_self = true, expires_in = 3600, grants = { max_for = "8h" } }
+[tools.granted.parameters]
+type = "object"
+required = ["n"]
+additionalProperties = false
+properties.n = { type = "integer", minimum = 0 }
 """
 
 
@@ -160,10 +191,12 @@ class Mark:
 
 @dataclass
 class BenchModel:
-    """Calls `instant` until the turn has `steps` tool calls, then replies (or calls `gated`)."""
+    """Calls `instant` until the turn has `steps` tool calls, then replies (or calls `gated`, or `granted`
+    `granted` times before it replies)."""
 
     steps: int = 0
     final: str = "reply"
+    granted: int = 0
     marks: list[Mark] = field(default_factory=list)
 
     async def choose(self, request: ModelRequest) -> Choice:
@@ -171,8 +204,10 @@ class BenchModel:
         done = request.state.turn_steps
         if done < self.steps:
             return Choice(tool="instant", args={"n": done}, reason="bench step")
-        if self.final == "gated":
-            return Choice(tool="gated", args={"target": "production"}, reason="bench gated step")
+        if self.final == "granted" and done < self.steps + self.granted:
+            return Choice(tool="granted", args={"n": 0}, reason="bench granted step")
+        if self.final in ("gated", "quorum"):
+            return Choice(tool=self.final, args={"target": "production"}, reason=f"bench {self.final} step")
         return Choice(tool="reply", args={"message": f"{done} steps done"})
 
 
@@ -215,11 +250,31 @@ class Resume:
 
 
 @dataclass
+class Granted:
+    intervals: list[float] = field(default_factory=list)  # seconds, one grant-matched step each
+    round_trips: list[int] = field(default_factory=list)
+    plain: list[float] = field(default_factory=list)  # the same thread's ungated (instant) steps
+    plain_round_trips: list[int] = field(default_factory=list)
+    checks: list[tuple[float, int]] = field(default_factory=list)  # `Grants.match` that found one: seconds, trips
+
+
+@dataclass
+class Quorum:
+    latencies: list[float] = field(default_factory=list)  # seconds, second approval in -> the tool starts
+    round_trips: list[int] = field(default_factory=list)  # until the tool starts, the decision naming its thread
+    bare_round_trips: list[int] = field(default_factory=list)  # the same, by approval id only
+    first: list[float] = field(default_factory=list)  # seconds of the first approval's handle(): counted, waits
+    first_round_trips: list[int] = field(default_factory=list)
+
+
+@dataclass
 class Result:
     steps: int
     runs: list[ThreadRun]
     storage: Storage
     resume: Resume
+    granted: Granted
+    quorum: Quorum
 
 
 class Bench:
@@ -229,6 +284,7 @@ class Bench:
         self.channel = channel
         self.threads: list[str] = []
         self.approvals: list[str] = []
+        self.grants: list[str] = []
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -328,7 +384,96 @@ class Bench:
             runs.append(run)
         storage = await self.storage(thread_id)
         resume = await self.resume(steps, resumes)
-        return Result(steps, runs, storage, resume)
+        granted = await self.granted(steps, resumes)
+        return Result(steps, runs, storage, resume, granted, await self.quorum(steps, resumes))
+
+    async def quorum(self, steps: int, repeats: int) -> Quorum:
+        """A thread of `steps` steps paused on a call needing two approvers; `repeats` times, one approver
+        votes (the thread keeps waiting), then a second completes the quorum and the thread resumes. The
+        decisions alternate between naming the thread and not, as in `resume`, so the two compare."""
+        conversation, thread_id, _ = await self.thread(steps, final="quorum")
+        out = Quorum()
+        for n in range(repeats):
+            named = n % 2 == 0
+            state = await self.wiring.store.load_state(thread_id)
+            assert state.pending_approval is not None, f"thread {thread_id} is not awaiting approval: {state.status}"
+            approval_id = state.pending_approval.approval_id
+            self.approvals.append(approval_id)
+            first = DecisionTrigger(
+                id=new_id(),
+                channel=self.channel,
+                conversation=conversation,
+                sender="cli:q1",
+                approval_id=approval_id,
+                decision="approve",
+                thread_id=thread_id if named else "",
+            )
+            second = first.model_copy(update={"id": new_id(), "sender": "cli:q2"})
+            GATED_STARTS.clear()
+            rt0, t0 = COUNTER.round_trips, time.perf_counter()
+            await self.wiring.threads.handle(first)
+            out.first.append(time.perf_counter() - t0)
+            out.first_round_trips.append(COUNTER.round_trips - rt0)
+            assert not GATED_STARTS, "one approval of two ran the tool"
+            rt0, t0 = COUNTER.round_trips, time.perf_counter()
+            await self.wiring.threads.handle(second)
+            assert len(GATED_STARTS) == 1, "the quorum's tool did not run exactly once"
+            started, rt1 = GATED_STARTS[0]
+            out.latencies.append(started - t0)
+            (out.round_trips if named else out.bare_round_trips).append(rt1 - rt0)
+        last = await self.wiring.store.load_state(thread_id)
+        if last.pending_approval:
+            self.approvals.append(last.pending_approval.approval_id)
+        return out
+
+    async def granted(self, steps: int, count: int) -> Granted:
+        """A thread of `steps` steps, then `count` calls of `granted`: the first is approved with a standing
+        grant, the others run under it. Times each grant-matched step and each grant check."""
+        self.model.granted = count + 1
+        conversation, thread_id, run = await self.thread(steps, final="granted")  # waits at the first
+        state = await self.wiring.store.load_state(thread_id)
+        assert state.pending_approval is not None, f"thread {thread_id} is not awaiting approval: {state.status}"
+        self.approvals.append(state.pending_approval.approval_id)
+        decision = DecisionTrigger(
+            id=new_id(),
+            channel=self.channel,
+            conversation=conversation,
+            sender=IDENTITY,
+            approval_id=state.pending_approval.approval_id,
+            decision="approve",
+            thread_id=thread_id,
+            grant_for=3600,
+        )
+        grants = self.wiring.grants
+        match = grants.match
+        checks: list[tuple[float, int]] = []
+
+        async def timed(*args: Any) -> Any:
+            rt0, t0 = COUNTER.round_trips, time.perf_counter()
+            found = await match(*args)
+            if found is not None:
+                checks.append((time.perf_counter() - t0, COUNTER.round_trips - rt0))
+            return found
+
+        grants.match = timed  # type: ignore[method-assign]
+        self.model.marks.clear()
+        try:
+            await self.wiring.threads.handle(decision)
+        finally:
+            grants.match = match  # type: ignore[method-assign]
+        for grant in await grants.listed():  # revoked, so the next thread's first call asks again
+            self.grants.append(grant.grant_id)
+            if grant.live(self.wiring.threads.clock.now()):
+                await grants.revoke(grant.grant_id, IDENTITY, check=False)
+        marks = self.model.marks[: count + 1]  # choice i starts grant-matched step i; the last one replies
+        assert len(checks) == count, f"{len(checks)} of {count} calls ran under the grant"
+        return Granted(
+            intervals=[b.at - a.at for a, b in itertools.pairwise(marks)],
+            round_trips=[b.round_trips - a.round_trips for a, b in itertools.pairwise(marks)],
+            plain=run.intervals,
+            plain_round_trips=run.step_round_trips,
+            checks=checks,
+        )
 
     async def cleanup(self) -> None:
         """Delete everything the bench wrote (matters on a shared Redis)."""
@@ -341,6 +486,11 @@ class Bench:
                 pipe.zrem(keys.THREAD_INDEX, *self.threads)
             if self.approvals:
                 pipe.zrem(keys.APPROVAL_INDEX, *self.approvals)
+            for gid in self.grants:
+                pipe.delete(keys.grant(gid))
+            if self.grants:
+                pipe.zrem(keys.GRANT_INDEX, *self.grants)
+            pipe.delete(keys.grants_for("granted", IDENTITY))
             pipe.delete(keys.outbox(self.channel))
             await pipe.execute()
 
@@ -432,6 +582,67 @@ def report(results: list[Result], header: list[str]) -> bool:
         [f"{statistics.median(r.resume.bare_round_trips):g}" if r.resume.bare_round_trips else "-" for r in results],
     )
 
+    # a grant-matched call
+    granted = [statistics.median(r.granted.intervals) for r in results]
+    plain = [statistics.median(r.granted.plain) for r in results]
+    row("grant-matched call: step (ms, median)", [ms(v) for v in granted])
+    row(
+        "  its range, min-max (ms)", [f"{ms(min(r.granted.intervals))}-{ms(max(r.granted.intervals))}" for r in results]
+    )
+    row("  an ungated step, same thread (ms, median)", [ms(v) for v in plain])
+    row("  added by gate, grant and audit (ms)", [ms(a - b) for a, b in zip(granted, plain, strict=True)])
+    row(
+        "  round trips: grant-matched / ungated step",
+        [
+            f"{statistics.median(r.granted.round_trips):g}/{statistics.median(r.granted.plain_round_trips):g}"
+            for r in results
+        ],
+    )
+    check = [statistics.median(t for t, _ in r.granted.checks) for r in results]
+    ok_check = all(v < TARGET_GRANT_CHECK_MS / 1000 for v in check)
+    row(
+        "  grant check alone (ms, median)",
+        [ms(v) for v in check],
+        f"< {TARGET_GRANT_CHECK_MS:g} ms",
+        verdict(ok_check),
+    )
+    row(
+        "  grant check, min-max (ms)",
+        [f"{ms(min(t for t, _ in r.granted.checks))}-{ms(max(t for t, _ in r.granted.checks))}" for r in results],
+    )
+    check_rt = [max(n for _, n in r.granted.checks) for r in results]
+    ok_check_rt = all(v <= TARGET_GRANT_CHECK_ROUND_TRIPS for v in check_rt)
+    row(
+        "  grant check round trips (max)",
+        [str(v) for v in check_rt],
+        f"<= {TARGET_GRANT_CHECK_ROUND_TRIPS}",
+        verdict(ok_check_rt),
+    )
+
+    # a quorum-2 approval: the second approver's decision, which completes the quorum and resumes
+    quorum = [statistics.median(r.quorum.latencies) for r in results]
+    row("quorum-2 approval: 2nd -> tool (ms, median)", [ms(v) for v in quorum])
+    row("  its range, min-max (ms)", [f"{ms(min(r.quorum.latencies))}-{ms(max(r.quorum.latencies))}" for r in results])
+    row("  against single-approval resume", [f"{a / b:.2f}x" for a, b in zip(quorum, resume, strict=True)])
+    row(
+        "  round trips to tool start: quorum/single",
+        [f"{statistics.median(r.quorum.round_trips):g}/{statistics.median(r.resume.round_trips):g}" for r in results],
+    )
+    row(
+        "  the same, by approval id only",
+        [
+            f"{statistics.median(r.quorum.bare_round_trips):g}/{statistics.median(r.resume.bare_round_trips):g}"
+            if r.quorum.bare_round_trips and r.resume.bare_round_trips
+            else "-"
+            for r in results
+        ],
+    )
+    row(
+        "  1st approval, counted (ms, median)",
+        [ms(statistics.median(r.quorum.first)) for r in results],
+    )
+    row("  1st approval round trips", [f"{statistics.median(r.quorum.first_round_trips):g}" for r in results])
+
     # storage
     st = [r.storage for r in results]
     ratios = [s.stored / s.events_json for s in st]
@@ -490,6 +701,8 @@ def report(results: list[Result], header: list[str]) -> bool:
         and ok_flat
         and ok_resume
         and ok_resume_rt
+        and ok_check
+        and ok_check_rt
         and ok_rt
         and linear
         and all(r <= TARGET_BYTES_RATIO for r in ratios)
