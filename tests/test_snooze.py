@@ -165,3 +165,20 @@ async def test_a_snooze_delivered_twice_is_recorded_once(fake_redis, make_harnes
     state = (await h.wiring.store.list_threads())[0]
     events = await h.wiring.store.load_events(state.thread_id)
     assert [e.until for e in events if isinstance(e, ev.ApprovalSnoozed)] == [h.clock.now() + timedelta(minutes=30)]
+
+
+async def test_a_card_sent_again_during_a_snooze_stays_marked(fake_redis, make_harness, tmp_path) -> None:
+    """An escalation (or a quorum's vote) re-sends the card while it is snoozed: the copy still says so,
+    and carries the request's digest like the first card."""
+    h = _harness(make_harness, fake_redis, tmp_path)
+    card = await _requested(h)
+    await h.say(f"snooze {card.approval_id} 50m", sender="cli:dana")
+    h.clock.advance(1201)
+    await _sweep(h)
+    escalated = [o for o in await h.outbox() if isinstance(o, ev.ApprovalRequest) and o.reason.startswith("escalated")]
+    assert escalated and escalated[-1].snoozed_by == "cli:dana" and escalated[-1].snoozed_until is not None
+    assert escalated[-1].digest == card.digest
+    h.clock.advance(50 * 60 - 1201 + 1)
+    await _sweep(h)
+    back = _cards(await h.outbox())[-1]
+    assert back.snoozed_until is None and back.snoozed_by == "", "asked again: no longer marked"

@@ -187,6 +187,8 @@ class Sweeper:
         if record is None:
             return 0
         log.info("approval %s escalated to %s", approval_id, record.escalate_to)
+        snoozed = record.snoozed_until is not None and record.snoozed_until > self.clock.now()
+        snoozed_until = record.snoozed_until if snoozed else None
         for channel in _channels(record):
             await self.bus.send(
                 _outbound(
@@ -200,6 +202,12 @@ class Sweeper:
                     requester=record.requester,
                     approvers=self.tools.shown_approvers(record.allowed, record.requester, record.allow_self),
                     expires_at=record.expires_at,
+                    digest=record.digest,  # its buttons still answer only for this version of the call
+                    needed=record.needed,
+                    approved_by=[vote.by for vote in record.votes],  # votes are stored only when they count
+                    wait_until=record.wait_until,
+                    snoozed_until=snoozed_until,
+                    snoozed_by=record.snoozed_by if snoozed_until else "",
                     **record.card_preview,
                 )
             )

@@ -105,8 +105,10 @@ class Approvals:
 
     def cards(self, run: Run, record: ApprovalRecord) -> list[ev.ApprovalRequest]:
         """The request's card for the thread's channel and each channel the policy notifies; sent again
-        with each approval towards a quorum, so channels update the card they show."""
+        with each approval towards a quorum, so channels update the card they show; a snooze still
+        running stays marked on it (a vote or an escalation during a snooze does not wake it)."""
         counted = self.counted(record)
+        snoozed = record.snoozed_until is not None and record.snoozed_until > self.clock.now()
         request = run.out(
             ev.ApprovalRequest,
             approval_id=record.approval_id,
@@ -122,6 +124,8 @@ class Approvals:
             approved_by=[vote.by for vote in counted],
             open_groups=self.open_groups(record),
             wait_until=record.wait_until,
+            snoozed_until=record.snoozed_until if snoozed else None,
+            snoozed_by=record.snoozed_by if snoozed else "",
             **record.card_preview,
         )
         copies = [request.model_copy(update={"id": new_id(), "channel": channel}) for channel in record.notify]

@@ -80,7 +80,7 @@ class Snoozes:
                 until=until,
                 trigger_id=trigger.id,
             )
-            run.outbox += self.cards(run, snoozed)
+            run.outbox += self.approvals.cards(run, snoozed)
             told = (
                 f"{who(trigger.sender)} snoozed the approval for {record.tool} until {when(until)}; it will be "
                 f"asked again then (it still expires at {when(record.expires_at)}, and may be decided meanwhile)"
@@ -102,17 +102,12 @@ class Snoozes:
             if pending is None or pending.approval_id != record.approval_id or record.expires_at <= now:
                 return
             awake = record.model_copy(update={"snoozed_until": None, "snoozed_by": ""})
-            run.outbox += self.cards(run, awake)
+            run.outbox += self.approvals.cards(run, awake)
             run.say(
                 f"approval {record.approval_id} for {record.tool} is asked again: {who(record.snoozed_by)} "
                 f"snoozed it until {when(record.snoozed_until or now)}; it expires at {when(record.expires_at)}"
             )
             await run.finish()
-
-    def cards(self, run: Run, record: ApprovalRecord) -> list[ev.ApprovalRequest]:
-        """The request's cards (`Approvals.cards`), marked with the record's snooze, if any."""
-        mark = {"snoozed_until": record.snoozed_until, "snoozed_by": record.snoozed_by}
-        return [card.model_copy(update=mark) for card in self.approvals.cards(run, record)]
 
     def refusal(self, trigger: ev.SnoozeTrigger, record: ApprovalRecord, state: ThreadState) -> str | None:
         """Why `trigger.sender` may not snooze `record` now for `trigger.seconds`, or None."""

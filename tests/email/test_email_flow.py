@@ -302,3 +302,21 @@ async def test_a_permanent_smtp_refusal_is_not_retried_and_a_temporary_one_is(ma
     with pytest.raises(ChannelError) as temporary:
         await w.channel.render(answer)
     assert not isinstance(temporary.value, DeliveryRefused)
+
+
+async def test_approve_with_name_value_lines_runs_the_edited_call(make_world, tmp_path) -> None:
+    """Edit before approve by mail: `APPROVE` then `name=value` lines; an edit the schema refuses is
+    answered with the reason and changes nothing."""
+    w = await make_world()
+    _, approval = await requested(w)
+    await w.deliver(reply(approval, DANA, "APPROVE\nversion=latest"))
+    refused = await w.until(lambda: [m for m in others(w, DANA) if "does not fit deploy" in text(m)])
+    assert "still waits" in text(refused[0]) and deploys(tmp_path) == []
+
+    await w.deliver(reply(approval, DANA, "APPROVE\nversion=1.4.3\nchecked the changelog"))
+    await w.until(lambda: deploys(tmp_path))
+    assert deploys(tmp_path) == [("api", "1.4.3", f"email:{SAM}")]
+    [state] = await w.h.wiring.store.list_threads()
+    events = await w.h.wiring.store.load_events(state.thread_id)
+    [edited] = [e for e in events if isinstance(e, ev.ArgumentsEdited)]
+    assert (edited.before["version"], edited.after["version"], edited.by) == ("1.4.2", "1.4.3", f"email:{DANA}")
