@@ -122,7 +122,9 @@ def web_router(ops: Operations, auth: TokenAuth, web: WebChannel, draining: asyn
         responses=responses(401, 404, 503),
         summary="A tool's parameters (its JSON schema): what a card's Edit form is built from",
     )
-    async def tool(name: Annotated[str, Path(pattern=r"^[A-Za-z0-9_:.-]{1,100}$")], identity: Identity) -> ToolParameters:
+    async def tool(
+        name: Annotated[str, Path(pattern=r"^[A-Za-z0-9_:.-]{1,100}$")], identity: Identity
+    ) -> ToolParameters:
         if name not in ops.wiring.tools:
             raise ApiError(404, "tool_not_found", f"there is no tool {name!r}; the console lists them in its commands")
         spec = ops.wiring.tools.get(name)
