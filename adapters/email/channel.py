@@ -143,13 +143,16 @@ class EmailChannel:
         return replace(thread, in_reply_to=conversation.last, references=tuple(conversation.refs))
 
     async def _approval_mails(self, request: ApprovalRequest) -> None:
-        """One mail per `email:` approver, each with its own token; a retry skips those already sent."""
+        """One mail per `email:` approver, each with its own token; a retry skips those already sent. A
+        request asked again (its snooze ended) is mailed once more, once per such card."""
         for approver in request.approvers:
-            if not approver.startswith("email:") or await self.state.approval_mail(request.approval_id, approver):
+            sent_as = f"{approver}#{request.id}" if request.asked_again else approver
+            if not approver.startswith("email:") or await self.state.approval_mail(request.approval_id, sent_as):
                 continue
             token = self.tokens.sign(request.approval_id, approver)
             digest = hashlib.sha256(approver.encode()).hexdigest()[:10]
-            message_id = f"appr.{request.approval_id}.{digest}@{self.domain}"
+            again = f".{request.id}" if request.asked_again else ""
+            message_id = f"appr.{request.approval_id}.{digest}{again}@{self.domain}"
             mail = approval_mail(
                 sender=self.settings.address,
                 to=approver.removeprefix("email:"),
@@ -160,4 +163,4 @@ class EmailChannel:
                 readable=self.readable,
             )
             await self.mailer.send(mail)
-            await self.state.record_approval_mail(request.approval_id, approver, message_id)
+            await self.state.record_approval_mail(request.approval_id, sent_as, message_id)

@@ -102,7 +102,7 @@ class Snoozes:
             if pending is None or pending.approval_id != record.approval_id or record.expires_at <= now:
                 return
             awake = record.model_copy(update={"snoozed_until": None, "snoozed_by": ""})
-            run.outbox += self.approvals.cards(run, awake)
+            run.outbox += [card.model_copy(update={"asked_again": True}) for card in self.approvals.cards(run, awake)]
             run.say(
                 f"approval {record.approval_id} for {record.tool} is asked again: {who(record.snoozed_by)} "
                 f"snoozed it until {when(record.snoozed_until or now)}; it expires at {when(record.expires_at)}"

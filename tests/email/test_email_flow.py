@@ -12,6 +12,7 @@ import pytest
 from adapters.email.security import Token, Tokens
 from core.domain import events as ev
 from core.domain.errors import ChannelError, DeliveryRefused
+from core.redis.sweeper import Sweeper
 from tests.conftest import ScriptedModel, call
 from tests.email.conftest import BOT, SECRET, MailWorld
 from tests.email.mails import DANA, ERIN, MALLORY, SAM, new_mail, own_id, reply, text, thread_ids
@@ -134,6 +135,14 @@ async def test_snooze_by_reply_puts_the_request_off_and_the_requester_hears(make
     assert record.status == "pending" and record.snoozed_by == f"email:{DANA}" and deploys(tmp_path) == []
     await w.deliver(reply(approval, DANA, "snooze forever"))
     assert await w.until(lambda: [m for m in others(w, DANA) if "is not a duration" in text(m)])
+
+    # When the snooze ends, each approver is mailed the request again (a new mail, the same token).
+    w.h.clock.advance(20 * 60 + 1)
+    await Sweeper(w.h.wiring.store, w.h.wiring.bus, w.h.wiring.tools, w.h.clock).sweep()
+    again = await w.until(lambda: approvals(w, DANA)[1:], "the request mailed again to dana")
+    assert again[0]["Message-ID"] != approval["Message-ID"] and again[0]["Reply-To"] == approval["Reply-To"]
+    await w.deliver(reply(again[0], DANA, "APPROVE"))
+    await w.until(lambda: deploys(tmp_path), "the deploy after approving the mail sent again")
 
 
 async def test_reject_with_a_reason_reaches_the_agent(make_world, tmp_path) -> None:
