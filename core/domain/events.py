@@ -469,6 +469,7 @@ class ApprovalRequest(_Outbound):
     snoozed_until: datetime | None = None  # an approver said "not now": the card is asked again then
     snoozed_by: str = ""
     asked_again: bool = False  # a snooze ended: a channel that sends a request once (email) sends it again
+    grant_max: int = 0  # seconds: the longest standing grant an approval may give with it (0: none)
     # The tool's preview (its plan before apply), redacted and cut to fit a card; `preview_more` characters
     # are left out (the whole text is in the thread, at `thread_url`). Failed: `preview` is the failure's line.
     preview: str = ""

@@ -12,6 +12,7 @@ Rules (pure: no I/O, no clock; `now` is an argument):
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -74,3 +75,8 @@ def asked_grant(comment: str) -> tuple[int | None, str] | None:
     except ValueError:  # `grant 4x`: not a duration; the words stay the comment, the grant is the longest
         length, rest = None, f"{duration} {rest}".strip()
     return length, rest.strip()
+
+
+def fits(when_: Mapping[str, list[Any]], args: Mapping[str, Any]) -> bool:
+    """Whether `args` have, for each argument `when_` names, one of its values."""
+    return all(args.get(name) in values for name, values in when_.items())

@@ -18,6 +18,7 @@ from core.domain import quorum
 from core.domain.durations import words
 from core.domain.errors import ApprovalError, InvalidToolCall
 from core.domain.events import SHORT_DIGEST
+from core.domain.grants import fits
 from core.domain.ids import new_approval_id, new_id
 from core.domain.people import when, who
 from core.domain.ports import Clock
@@ -126,6 +127,7 @@ class Approvals:
             wait_until=record.wait_until,
             snoozed_until=record.snoozed_until if snoozed else None,
             snoozed_by=record.snoozed_by if snoozed else "",
+            grant_max=longest_grant(self.tools, record),
             **record.card_preview,
         )
         copies = [request.model_copy(update={"id": new_id(), "channel": channel}) for channel in record.notify]
@@ -406,6 +408,18 @@ async def thread_of(store: Store, trigger: ev.DecisionTrigger | ev.SnoozeTrigger
         return trigger.thread_id
     found = await store.get_approval(trigger.approval_id)
     return found.thread_id if found is not None else None
+
+
+def longest_grant(tools: ToolRegistry, record: ApprovalRecord) -> int:
+    """The longest standing grant (seconds) an approval of `record` may give, for its card; 0: none.
+    `Grants.refusal_to_grant` says why not, and is what decides."""
+    if record.tool not in tools or record.needed > 1:
+        return 0
+    policy = tools.get(record.tool).policy(record.args)
+    terms = policy.grants
+    if terms is None or not policy.applies(record.args) or not fits(terms.when, record.args):
+        return 0
+    return terms.max_for
 
 
 def unknown(approval_id: str) -> str:

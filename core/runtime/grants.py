@@ -18,14 +18,12 @@ Rules, all in code:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any
 
 from core.domain import events as ev
 from core.domain.durations import words
 from core.domain.errors import ApprovalError
-from core.domain.grants import Grant, asked_grant
+from core.domain.grants import Grant, asked_grant, fits
 from core.domain.ids import new_approval_id
 from core.domain.people import when, who
 from core.domain.ports import Clock
@@ -34,10 +32,6 @@ from core.redis.store import ApprovalRecord
 from core.runtime.approvals import digest
 from core.runtime.run import Run
 from core.tools.registry import ApprovalPolicy, ToolRegistry, ToolSpec, args_hash
-
-
-def fits(when_: Mapping[str, list[Any]], args: Mapping[str, Any]) -> bool:
-    return all(args.get(name) in values for name, values in when_.items())
 
 
 def check_grant(grants: Grants | None, trigger: ev.DecisionTrigger, record: ApprovalRecord) -> None:
