@@ -27,6 +27,7 @@ from core.model.prompts import PromptLibrary
 from core.obs import failpoints, logs, tracing
 from core.obs.metrics import Metrics
 from core.redis.asking import Askings
+from core.redis.audit import AuditLog
 from core.redis.bus import Bus
 from core.redis.grants import StoredGrants
 from core.redis.limits import RateLimits
@@ -95,7 +96,7 @@ class Wiring:
         """Standing grants, as the threads' loop uses them (`bot grants`, the API, the console)."""
         grants = self.threads.loop.grants
         if grants is None:  # a loop built without them (never by `thread_service`)
-            grants = Grants(StoredGrants(self.redis), self.tools, self.threads.clock)
+            grants = Grants(StoredGrants(self.redis), self.tools, self.threads.clock, AuditLog(self.store))
         return grants
 
     def worker(self, name: str | None = None) -> Worker:
@@ -228,7 +229,7 @@ def thread_service(
         error_limit=error_limit,
         questions=questions,
         holds=holds,
-        grants=Grants(StoredGrants(store.redis), tools, clock),
+        grants=Grants(StoredGrants(store.redis), tools, clock, AuditLog(store)),
     )
     return Threads(
         store=store,

@@ -166,6 +166,10 @@ async def test_a_standing_grant_used_and_then_revoked_from_the_terminal(
         ("grant_used", APPROVER),
         ("started", APPROVER),
     ]
+    assert facts[-1] == ("grant_revoked", APPROVER), "the revocation is on the trail of the thread it was given in"
+    [revoked] = [r for r in records if r.fact == "grant_revoked"]
+    assert revoked.detail["grant_id"] == grant.grant_id and revoked.source == f"grant:{grant.grant_id}"
+    assert (await AuditLog(h.wiring.store).verify()).intact, "chained like every other record"
     assert used_thread
 
 

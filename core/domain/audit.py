@@ -23,6 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from core.domain import events as ev
+from core.domain.grants import Grant
 
 GENESIS = "0" * 64  # the `prev` of the first record
 
@@ -39,6 +40,7 @@ Fact = Literal[
     "result",
     "grant_given",
     "grant_used",
+    "grant_revoked",
     "previewed",
 ]
 Problem = Literal["changed", "removed", "reordered"]
@@ -202,6 +204,26 @@ def _grant_given(event: ev.GrantGiven, ctx: _Context) -> AuditFact:
     source = f"trigger:{event.trigger_id}" if event.trigger_id else ""
     return ctx.fact(
         event, "grant_given", **fields, channel=event.channel or channel_of(event.by), source=source, detail=detail
+    )
+
+
+def grant_revoked(grant: Grant) -> AuditFact:
+    """A standing grant revoked (`bot grants revoke`, the API, the console): no thread event, so it is
+    appended on its own (`AuditLog.append_fact`), filed under the thread the grant was given in."""
+    assert grant.revoked_at is not None, "a revoked grant"
+    detail = {"grant_id": grant.grant_id, "requester": grant.requester, "expires_at": grant.expires_at.isoformat()}
+    return AuditFact(
+        at=grant.revoked_at,
+        thread_id=grant.thread_id,
+        seq=0,  # of no thread event
+        event_id=f"revoke:{grant.grant_id}",
+        fact="grant_revoked",
+        approval_id=grant.approval_id,
+        tool=grant.tool,
+        who=grant.revoked_by,
+        channel=channel_of(grant.revoked_by),
+        source=f"grant:{grant.grant_id}",
+        detail=detail,
     )
 
 

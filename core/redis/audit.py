@@ -31,6 +31,7 @@ from core.domain.audit import (
     APPROVAL_EVENTS,
     FACTS,
     GENESIS,
+    AuditFact,
     AuditRecord,
     Cursor,
     GatedCall,
@@ -76,6 +77,18 @@ clear()
 return {1, n + count}
 """
 
+# Append one record that belongs to no thread event (a grant's revocation) if the chain head is what the
+# caller read. KEYS: 1 the stream, 2 the head, 3 the thread's record index. ARGV: 1 head n read, 2 head
+# hash read, 3 the new head hash, 4 the record's JSON. Returns {1, n}, or {0, head n, head hash}: retry.
+APPEND_FACT = """
+local n = tonumber(redis.call('HGET', KEYS[2], 'n') or '0')
+local hash = redis.call('HGET', KEYS[2], 'hash') or ''
+if n ~= tonumber(ARGV[1]) or hash ~= ARGV[2] then return {0, n, hash} end
+redis.call('RPUSH', KEYS[3], redis.call('XADD', KEYS[1], '*', 'r', ARGV[4]))
+redis.call('HSET', KEYS[2], 'n', n + 1, 'hash', ARGV[3])
+return {1, n + 1}
+"""
+
 ATTEMPTS = 8  # appends racing other threads' appends; past this the thread stays due for the sweeper
 PAGE = 1000
 CLOCK_SKEW = timedelta(minutes=5)  # `since`: stream ids are Redis's clock, `at` the worker's
@@ -118,6 +131,7 @@ class AuditLog:
         self.store = store
         self.redis = store.redis
         self._append = self.redis.register_script(APPEND)
+        self._append_fact = self.redis.register_script(APPEND_FACT)
 
     # --- writing -----------------------------------------------------------------------------
 
@@ -137,6 +151,21 @@ class AuditLog:
         """After the commit: append the facts of `events` (seq, event), and of any unaudited gap before them."""
         upto = events[-1][0]
         return await self._append_all(ticket, channel, list(events), upto, read_gap=ticket.pending)
+
+    async def append_fact(self, fact: AuditFact) -> AuditRecord:
+        """Chain one fact that no thread event carries (a grant's revocation) onto the head, now."""
+        head = await self.head()
+        for _ in range(ATTEMPTS):
+            [record] = chain([fact], head)
+            args: list[str | int] = [head.n, "" if head.n == 0 else head.hash, record.hash, record.model_dump_json()]
+            with redis_errors():
+                reply = await self._append_fact(
+                    keys=[keys.AUDIT_LOG, keys.AUDIT_HEAD, keys.audit_records(fact.thread_id)], args=args
+                )
+            if int(reply[0]) == 1:
+                return record
+            head = _head(reply[1], reply[2])
+        raise ConflictError(f"audit: a {fact.fact} record lost {ATTEMPTS} races for the chain head")
 
     async def catch_up(self, thread_id: str, score: int | None = None) -> int:
         """Append what the thread's log holds past its cursor; clear its due mark `score`. Returns how many."""

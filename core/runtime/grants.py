@@ -18,20 +18,25 @@ Rules, all in code:
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 from core.domain import events as ev
+from core.domain.audit import grant_revoked
 from core.domain.durations import words
-from core.domain.errors import ApprovalError
+from core.domain.errors import ApprovalError, ConflictError, StoreUnavailable
 from core.domain.grants import Grant, asked_grant, fits
 from core.domain.ids import new_approval_id
 from core.domain.people import when, who
 from core.domain.ports import Clock
+from core.redis.audit import AuditLog
 from core.redis.grants import StoredGrants
 from core.redis.store import ApprovalRecord
 from core.runtime.approvals import digest
 from core.runtime.run import Run
 from core.tools.registry import ApprovalPolicy, ToolRegistry, ToolSpec, args_hash
+
+log = logging.getLogger(__name__)
 
 
 def check_grant(grants: Grants | None, trigger: ev.DecisionTrigger, record: ApprovalRecord) -> None:
@@ -41,10 +46,11 @@ def check_grant(grants: Grants | None, trigger: ev.DecisionTrigger, record: Appr
 
 
 class Grants:
-    def __init__(self, stored: StoredGrants, tools: ToolRegistry, clock: Clock) -> None:
+    def __init__(self, stored: StoredGrants, tools: ToolRegistry, clock: Clock, audit: AuditLog | None = None) -> None:
         self.stored = stored
         self.tools = tools
         self.clock = clock
+        self.audit = audit  # where a revocation is recorded (giving and using one are thread events)
 
     # --- giving ------------------------------------------------------------------------------
 
@@ -211,4 +217,9 @@ class Grants:
             current = await self.stored.get(grant_id)
             by_whom = f" by {who(current.revoked_by)}" if current is not None and current.revoked_by else ""
             raise ApprovalError(f"grant {grant_id} was already revoked{by_whom}")
+        if self.audit is not None:
+            try:
+                await self.audit.append_fact(grant_revoked(revoked))
+            except (StoreUnavailable, ConflictError) as exc:  # the revocation stands: it is what protects
+                log.error("grant %s: revoked by %s, but its audit record failed: %s", grant_id, by, exc)
         return revoked
