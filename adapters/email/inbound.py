@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from typing import Any
 
 from adapters.email.compose import INSTRUCTIONS, Thread
 from adapters.email.parse import InboundMail, parse_answer, parse_mail, parse_snooze
@@ -149,13 +150,7 @@ class Inbound:
             return await self._tell(mail, root, reply_to, unclear)
         await self.state.note_inbound(root, mail.message_id, mail.references, mail.subject)
         decision = DecisionTrigger(
-            id=new_id(),
-            channel=CHANNEL,
-            conversation=root,
-            sender=identity(mail.sender),
-            dedup_key=dedup_key(mail),
-            reply_to=reply_to,
-            approval_id=record.approval_id,
+            **_answering(mail, root, reply_to, record),
             decision="approve" if answer.approve else "reject",
             comment=answer.comment,
         )
@@ -171,16 +166,7 @@ class Inbound:
         except ValueError as exc:
             return await self._tell(mail, root, reply_to, f"{exc}. Approval {record.approval_id} is unchanged.")
         await self.state.note_inbound(root, mail.message_id, mail.references, mail.subject)
-        snooze = SnoozeTrigger(
-            id=new_id(),
-            channel=CHANNEL,
-            conversation=root,
-            sender=identity(mail.sender),
-            dedup_key=dedup_key(mail),
-            reply_to=reply_to,
-            approval_id=record.approval_id,
-            seconds=length,
-        )
+        snooze = SnoozeTrigger(**_answering(mail, root, reply_to, record), seconds=length)
         if not await self.bus.publish(snooze):
             log.info("snooze reply %s was already enqueued; ignored", mail.message_id)
 
@@ -241,3 +227,16 @@ class Inbound:
             level="warning",
         )
         await self.bus.send(notice)
+
+
+def _answering(mail: InboundMail, root: str, reply_to: dict[str, str], record: ApprovalRecord) -> dict[str, Any]:
+    """The fields of a trigger answering `record` with this reply (a decision or a snooze)."""
+    return {
+        "id": new_id(),
+        "channel": CHANNEL,
+        "conversation": root,
+        "sender": identity(mail.sender),
+        "dedup_key": dedup_key(mail),
+        "reply_to": reply_to,
+        "approval_id": record.approval_id,
+    }

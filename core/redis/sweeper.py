@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from core.domain import events as ev
 from core.domain.ids import new_id
@@ -132,17 +132,7 @@ class Sweeper:
         if record is None or record.status != "pending":
             await self.store.take_due(keys.APPROVAL_INDEX, approval_id)  # stale entry
             return 0
-        trigger = ev.ControlTrigger(
-            id=new_id(),
-            channel=record.channel,
-            conversation=record.conversation,
-            sender=SYSTEM,
-            thread_id=record.thread_id,
-            action="expire",
-            approval_id=approval_id,
-            dedup_key=f"expire:{approval_id}",
-        )
-        return int(await self.bus.publish(trigger))
+        return int(await self.bus.publish(_control(record, "expire", f"expire:{approval_id}")))
 
     async def _wake(self, approval_id: str) -> int:
         """A snooze ended: the trigger first (deduplicated per snooze), then the due entry is dropped, so a
@@ -152,17 +142,8 @@ class Sweeper:
         if record is not None and record.status == "pending" and record.snoozed_until is not None:
             if record.snoozed_until > self.clock.now():
                 return 0  # snoozed again, until later, since `due` read the set: its entry moved with it
-            trigger = ev.ControlTrigger(
-                id=new_id(),
-                channel=record.channel,
-                conversation=record.conversation,
-                sender=SYSTEM,
-                thread_id=record.thread_id,
-                action="wake",
-                approval_id=approval_id,
-                dedup_key=f"wake:{approval_id}:{record.snoozed_until.timestamp()}",
-            )
-            published = await self.bus.publish(trigger)
+            wake = _control(record, "wake", f"wake:{approval_id}:{record.snoozed_until.timestamp()}")
+            published = await self.bus.publish(wake)
         await self.store.take_due(keys.APPROVAL_SNOOZES, approval_id)
         return int(published)
 
@@ -212,6 +193,20 @@ class Sweeper:
                 )
             )
         return 1
+
+
+def _control(record: ApprovalRecord, action: Literal["expire", "wake"], dedup_key: str) -> ev.ControlTrigger:
+    """The sweeper's trigger for `record`'s thread: its deadline passed, or its snooze ended."""
+    return ev.ControlTrigger(
+        id=new_id(),
+        channel=record.channel,
+        conversation=record.conversation,
+        sender=SYSTEM,
+        thread_id=record.thread_id,
+        action=action,
+        approval_id=record.approval_id,
+        dedup_key=dedup_key,
+    )
 
 
 def _channels(record: ApprovalRecord) -> list[str]:

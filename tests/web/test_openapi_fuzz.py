@@ -66,7 +66,7 @@ def test_no_generated_request_gets_a_server_error(tmp_path: Path, mode: Generati
             checked.append(operation.label)
         # with /metrics, the two dead-letter routes, /web/commands, the console's two event streams, the audit trail,
         # snooze and the bulk decisions, and the standing grants' list and revoke
-        assert len(checked) >= 16 and len(operations) == 27
+        assert len(checked) >= 16 and len(operations) == 28
         assert statuses[500] == 0 and statuses[400] > 0
         if mode is GenerationMode.POSITIVE:
             assert statuses[200] > 0  # the token was sent and accepted
