@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from core.domain import events as events
     from core.domain import people as people
     from core.domain.backoff import Backoff
+    from core.domain.durations import words
     from core.domain.errors import (
         ApprovalError,
         BotError,
@@ -110,6 +111,7 @@ _HOMES = {
     "Store": "core.redis.store",
     "ToolRegistry": "core.tools.registry",
     "as_text": "core.tools.edits",
+    "words": "core.domain.durations",
     "form_changes": "core.tools.edits",
     "form_fields": "core.tools.edits",
     "ToolSpec": "core.tools.registry",
@@ -175,6 +177,7 @@ __all__ = [
     "replay",
     "snooze_seconds",
     "thread_id_for",
+    "words",
 ]
 
 

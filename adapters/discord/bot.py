@@ -13,7 +13,7 @@ from typing import Any, Protocol, cast
 import discord
 from discord.ext import commands
 
-from core import ApprovalRequest
+from core import ApprovalRequest, words
 
 # The digest the card showed rides along (cards from before digests have none): a click on a card of an
 # older version of the call is refused by the core.
@@ -21,6 +21,8 @@ DIGEST = r"(?::(?P<digest>[0-9a-f]{8,16}))?"
 APPROVAL_TEMPLATE = rf"appr:(?P<id>[0-9a-z]{{4,40}}):(?P<decision>approve|reject){DIGEST}"
 SNOOZE_TEMPLATE = rf"appr:(?P<id>[0-9a-z]{{4,40}}):snooze{DIGEST}"  # "Not now (30 min)": no decision
 EDIT_TEMPLATE = rf"appr:(?P<id>[0-9a-z]{{4,40}}):edit{DIGEST}"  # edit the arguments, then approve
+# Approve and give the requester a standing grant, the longest the policy allows (`ApprovalRequest.grant_max`).
+GRANT_TEMPLATE = rf"appr:(?P<id>[0-9a-z]{{4,40}}):grant{DIGEST}"
 # A question's choices: the ask_human call id (custom_ids are at most 100 characters) and the option's index.
 CALL_ID = r"(?P<call>[A-Za-z0-9_-]{1,80})"
 CHOICE_TEMPLATE = rf"ask:{CALL_ID}:(?P<n>\d{{1,2}})"
@@ -43,7 +45,13 @@ class Sink(Protocol):
     async def request(self, interaction: discord.Interaction[Any], text: str) -> None: ...
 
     async def decision(
-        self, interaction: discord.Interaction[Any], approval_id: str, approve: bool, comment: str, digest: str = ""
+        self,
+        interaction: discord.Interaction[Any],
+        approval_id: str,
+        approve: bool,
+        comment: str,
+        digest: str = "",
+        grant_for: int | None = None,
     ) -> None: ...
 
     async def answer(self, interaction: discord.Interaction[Any], call_id: str, index: int) -> None: ...
@@ -79,7 +87,7 @@ class OpsBot(commands.Bot):
         )
         self.sink: Sink | None = None
         self.gateway_ready = False
-        self.add_dynamic_items(ApprovalButton, SnoozeButton, EditButton, ChoiceButton, ChoiceSelect)
+        self.add_dynamic_items(ApprovalButton, GrantButton, SnoozeButton, EditButton, ChoiceButton, ChoiceSelect)
 
     async def on_connect(self) -> None:  # the session is up (READY); events flow from now on
         self.gateway_ready = True
@@ -184,6 +192,32 @@ class ApprovalButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
         await sink_of(interaction).decision(interaction, self.approval_id, True, "", self.digest)
 
 
+class GrantButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=GRANT_TEMPLATE):
+    """Approve + grant on an approval card: an approval that also gives the requester a standing grant, the
+    longest the policy allows (grant_for=0). The label names the card's `grant_max` and is only for show (a
+    click rebuilt from its custom_id has none); the core checks the grant again and decides."""
+
+    def __init__(self, approval_id: str, digest: str = "", label: str = "Approve + grant") -> None:
+        button: discord.ui.Button[discord.ui.View] = discord.ui.Button(
+            label=label,
+            style=discord.ButtonStyle.success,
+            custom_id=f"appr:{approval_id}:grant" + (f":{digest}" if digest else ""),
+        )
+        super().__init__(button)
+        self.approval_id = approval_id
+        self.digest = digest
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> GrantButton:
+        return cls(match["id"], match["digest"] or "")
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        await interaction.response.defer()
+        await sink_of(interaction).decision(interaction, self.approval_id, True, "", self.digest, grant_for=0)
+
+
 class SnoozeButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=SNOOZE_TEMPLATE):
     """Not now (30 min) on an approval card: the core asks again later; no decision is made."""
 
@@ -237,6 +271,10 @@ def approval_view(request: ApprovalRequest) -> discord.ui.View:
     view.add_item(ApprovalButton(request.approval_id, False, request.short))
     view.add_item(SnoozeButton(request.approval_id, request.short))
     view.add_item(EditButton(request.approval_id, request.short))
+    if request.grant_max > 0:  # 0: this request allows no grant, so nothing to offer
+        label = f"Approve + grant {words(request.grant_max)}"
+        # The fifth button: still one row (discord.py fills a row with up to 5, then starts the next).
+        view.add_item(GrantButton(request.approval_id, request.short, label))
     return view
 
 

@@ -145,9 +145,16 @@ class Inbound:
         )
 
     async def decision(
-        self, interaction: discord.Interaction[Any], approval_id: str, approve: bool, comment: str, digest: str = ""
+        self,
+        interaction: discord.Interaction[Any],
+        approval_id: str,
+        approve: bool,
+        comment: str,
+        digest: str = "",
+        grant_for: int | None = None,
     ) -> None:
-        """A button click or a reject reason, already acknowledged; the core checks who may decide."""
+        """A button click or a reject reason, already acknowledged; the core checks who may decide and, with
+        `grant_for` (Approve + grant: 0, the longest the policy allows), whether a standing grant may be given."""
         await self.bus.publish(
             DecisionTrigger(
                 **await self._clicked(interaction),
@@ -155,6 +162,7 @@ class Inbound:
                 decision="approve" if approve else "reject",
                 comment=comment,
                 digest=digest,
+                grant_for=grant_for,
             )
         )
 

@@ -13,7 +13,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from core import ApprovalRequest, DecisionReceipt, Question, people
+from core import ApprovalRequest, DecisionReceipt, Question, people, words
 
 Block = dict[str, Any]
 
@@ -24,12 +24,14 @@ ARGS_CHARS = 2800  # a section's text holds at most 3000
 LABEL_CHARS = 75  # a button's or a select option's text
 BUTTON_VALUE_CHARS = 2000
 OPTION_VALUE_CHARS = 150
-MAX_BUTTONS = 5  # more choices than this are a select menu
+MAX_BUTTONS = 5  # more choices than this are a select menu; an actions block holds at most 5 elements too
 APPROVE = "approval.approve"
 REJECT = "approval.reject"
 SNOOZE = "approval.snooze"  # "Not now (30 min)": asked again later, not decided (`core.runtime.snoozes`)
 REJECT_VIEW = "approval.reject_reason"
 EDIT = "approval.edit"  # edit the call's arguments in a modal, then approve them (`adapters.slack.edits`)
+# Approve and give the requester a standing grant, the longest the policy allows (`ApprovalRequest.grant_max`).
+GRANT = "approval.approve_grant"
 EDIT_VIEW = "approval.edit_args"
 CHOICE = "question.choice"  # action ids `question.choice.<n>` (buttons) and `question.choice.select`
 CHOICE_BLOCK = "question:"  # block id prefix; the rest is the ask_human call id
@@ -156,6 +158,16 @@ def _button(label: str, action_id: str, value: str, style: str = "") -> Block:
     return button | ({"style": style} if style else {})
 
 
+def _actions(buttons: list[Block]) -> list[Block]:
+    """The card's buttons in actions blocks of at most MAX_BUTTONS each; the first keeps the block id
+    `approval` that older cards' clicks carry."""
+    rows = [buttons[n : n + MAX_BUTTONS] for n in range(0, len(buttons), MAX_BUTTONS)]
+    return [
+        {"type": "actions", "block_id": "approval" if n == 0 else f"approval.{n}", "elements": row}
+        for n, row in enumerate(rows)
+    ]
+
+
 def _thread_link(link: str) -> str:
     return f"<{link}|the request thread>" if link else ""
 
@@ -184,6 +196,8 @@ def approval_card(request: ApprovalRequest, team: str = "", link: str = "") -> t
     buttons = [_button("Approve", APPROVE, value, "primary"), _button("Reject", REJECT, value, "danger")]
     buttons.append(_button("Not now (30 min)", SNOOZE, value))
     buttons.append(_button("Edit", EDIT, value))
+    if request.grant_max > 0:  # 0: this request allows no grant, so nothing to offer
+        buttons.append(_button(f"Approve + grant {words(request.grant_max)}", GRANT, value))
     block_list = [
         _header(f"Approval needed: {request.tool}"),
         _section(f"{requester} asks to run `{escape(request.tool)}`\n*Why:* {reason}"),
@@ -191,7 +205,7 @@ def approval_card(request: ApprovalRequest, team: str = "", link: str = "") -> t
         *preview_blocks(request, link),
         {"type": "section", "fields": [{"type": "mrkdwn", "text": field} for field in fields]},
         _context(f"approval `{request.approval_id}`", f"digest `{request.short}`" if request.digest else ""),
-        {"type": "actions", "block_id": "approval", "elements": buttons},
+        *_actions(buttons),
     ]
     call = f"{escape(request.tool)} ({escape(arguments(request.args))})" if request.args else escape(request.tool)
     text = f"{requester} asks to run {call} and needs an approval ({request.approval_id})."

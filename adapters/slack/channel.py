@@ -133,6 +133,7 @@ class SlackChannel:
         app.event("message")(self._on_message)
         app.event("app_mention")(self._on_mention)
         app.action(blocks.APPROVE)(self._on_approve)
+        app.action(blocks.GRANT)(self._on_approve)
         app.action(blocks.REJECT)(self._on_reject)
         app.action(blocks.SNOOZE)(self._on_snooze)
         app.view(blocks.REJECT_VIEW)(self._on_reject_reason)
@@ -307,9 +308,13 @@ class SlackChannel:
     # --- approvals --------------------------------------------------------------------------
 
     async def _on_approve(self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
+        """Approve, or "Approve + grant": the same decision, the latter also asking for the longest standing
+        grant the policy allows (grant_for=0); the core checks who may decide and whether a grant may be given.
+        The click's dedup key holds its action id, so the two buttons never count as one click."""
         await ack()
         approval_id, digest = blocks.decided_value(action["value"])
-        await self._decide(inbound.click(body, action), approval_id, "approve", digest=digest)
+        grant_for = 0 if action["action_id"] == blocks.GRANT else None
+        await self._decide(inbound.click(body, action), approval_id, "approve", digest=digest, grant_for=grant_for)
 
     async def _on_reject(self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
         """An approver is asked for the reason in a dialog; anyone else hears from the core why not."""
@@ -450,9 +455,11 @@ class SlackChannel:
         comment: str = "",
         digest: str = "",
         args: dict[str, Any] | None = None,
+        grant_for: int | None = None,
     ) -> None:
         """A decision in the approval's own conversation, so its receipt edits the card once;
-        a refusal goes to the person who clicked, where they clicked. `args`: an approval of edited arguments."""
+        a refusal goes to the person who clicked, where they clicked. `args`: an approval of edited arguments;
+        `grant_for`: an approval that also gives a standing grant (seconds, 0: the longest the policy allows)."""
         card = await self.state.card(approval_id)
         place = clicked["place"]
         fallback = thread_key(clicked["team"], place.channel, place.thread_ts or clicked["message_ts"])
@@ -467,6 +474,7 @@ class SlackChannel:
                 comment=comment,
                 digest=digest,
                 args=args,
+                grant_for=grant_for,
                 dedup_key=clicked["dedup"],
                 reply_to=Origin(clicked["team"], place.channel, place.thread_ts, clicked["user"]).reply_to(),
             )
