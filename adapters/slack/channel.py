@@ -338,21 +338,7 @@ class SlackChannel:
         await ack()
         clicked = inbound.click(body, action)
         approval_id, digest = blocks.decided_value(action["value"])
-        card = await self.state.card(approval_id)
-        place = clicked["place"]
-        fallback = thread_key(clicked["team"], place.channel, place.thread_ts or clicked["message_ts"])
-        await self._publish(
-            SnoozeTrigger(
-                id=new_id(),
-                channel=self.name,
-                conversation=card.request.conversation if card else fallback,
-                sender=inbound.identity(clicked["team"], clicked["user"]),
-                approval_id=approval_id,
-                digest=digest,
-                dedup_key=clicked["dedup"],
-                reply_to=Origin(clicked["team"], place.channel, place.thread_ts, clicked["user"]).reply_to(),
-            )
-        )
+        await self._publish(SnoozeTrigger(**await self._answering(clicked, approval_id, digest)))
 
     async def _on_reject_reason(self, ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
         await ack()
@@ -460,25 +446,27 @@ class SlackChannel:
         """A decision in the approval's own conversation, so its receipt edits the card once;
         a refusal goes to the person who clicked, where they clicked. `args`: an approval of edited arguments;
         `grant_for`: an approval that also gives a standing grant (seconds, 0: the longest the policy allows)."""
+        fields = await self._answering(clicked, approval_id, digest)
+        await self._publish(
+            DecisionTrigger(**fields, decision=decision, comment=comment, args=args, grant_for=grant_for)
+        )
+
+    async def _answering(self, clicked: inbound.Click, approval_id: str, digest: str) -> dict[str, Any]:
+        """The fields of a trigger answering an approval from a click: in the approval's own conversation
+        (so its receipt edits the card once), replying where the person clicked."""
         card = await self.state.card(approval_id)
         place = clicked["place"]
         fallback = thread_key(clicked["team"], place.channel, place.thread_ts or clicked["message_ts"])
-        await self._publish(
-            DecisionTrigger(
-                id=new_id(),
-                channel=self.name,
-                conversation=card.request.conversation if card else fallback,
-                sender=inbound.identity(clicked["team"], clicked["user"]),
-                approval_id=approval_id,
-                decision=decision,
-                comment=comment,
-                digest=digest,
-                args=args,
-                grant_for=grant_for,
-                dedup_key=clicked["dedup"],
-                reply_to=Origin(clicked["team"], place.channel, place.thread_ts, clicked["user"]).reply_to(),
-            )
-        )
+        return {
+            "id": new_id(),
+            "channel": self.name,
+            "conversation": card.request.conversation if card else fallback,
+            "sender": inbound.identity(clicked["team"], clicked["user"]),
+            "approval_id": approval_id,
+            "digest": digest,
+            "dedup_key": clicked["dedup"],
+            "reply_to": Origin(clicked["team"], place.channel, place.thread_ts, clicked["user"]).reply_to(),
+        }
 
     async def _publish(self, trigger: Trigger) -> None:
         self.stats["published" if await self.bus.publish(trigger) else "duplicate"] += 1
